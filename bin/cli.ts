@@ -1,0 +1,44 @@
+import type { Command } from '@legible/studies';
+import { commands as studyCommands } from '@legible/studies';
+import { commands as pipelineCommands } from '@legible/stimuli-pipeline/commands';
+import { commands as serverCommands } from '@legible/server/commands';
+import { commands as analysisCommands } from '@legible/analysis/commands';
+
+const all: Command[] = [...studyCommands, ...pipelineCommands, ...serverCommands, ...analysisCommands];
+
+function usage(): string {
+  const width = Math.max(...all.map((c) => c.name.length));
+  const lines = all.map((c) => `  ${c.name.padEnd(width)}  ${c.summary}`);
+  return `legible — psychophysics of model features\n\nUsage: legible <command> [options]\n\nCommands:\n${lines.join('\n')}\n\nRun \`legible <command> --help\` for a command's options.`;
+}
+
+export async function main(argv: string[]): Promise<number> {
+  const [name, ...rest] = argv;
+  if (!name || name === '--help' || name === '-h' || name === 'help') {
+    console.log(usage());
+    return name ? 0 : 1;
+  }
+  const command = all.find((c) => c.name === name);
+  if (!command) {
+    console.error(`legible: unknown command "${name}".\n\n${usage()}`);
+    return 2;
+  }
+  if (rest.includes('--help') || rest.includes('-h')) {
+    console.log(`Usage: legible ${command.name} ${command.usage}\n\n${command.summary}${command.help ? `\n\n${command.help}` : ''}`);
+    return 0;
+  }
+  try {
+    return await command.run(rest);
+  } catch (err) {
+    const e = err as Error & { hint?: string };
+    if ((e as { name?: string }).name === 'UsageError' || (e as { code?: string }).code === 'ERR_PARSE_ARGS_UNKNOWN_OPTION') {
+      console.error(`legible ${command.name}: ${e.message}\nUsage: legible ${command.name} ${command.usage}`);
+      return 2;
+    }
+    if ((e as { name?: string }).name === 'LegibleError') {
+      console.error(`legible ${command.name}: ${e.message}`);
+      return 1;
+    }
+    throw err;
+  }
+}

@@ -1,0 +1,3 @@
+import type { Command } from '@legible/studies';
+
+export const commands: Command[] = [];

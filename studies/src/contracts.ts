@@ -1,0 +1,163 @@
+// Contracts between the parts: the manifest the pipeline writes and the server reads, and the
+// HTTP payloads the server and the client exchange (server/API.md documents them).
+// Browser-safe: zod only.
+import { z } from 'zod';
+
+// ─── Manifest: studies/<id>/build/manifest.json ────────────────────────────────────────────
+export const MANIFEST_FORMAT = 'legible-manifest/1';
+
+export const FeatureStats = z.object({
+  mean: z.number(),
+  std: z.number(),
+  min: z.number(),
+  max: z.number(),
+});
+
+export const ManifestFeature = z.object({
+  /** "layer/basis/index", unique within the study. */
+  id: z.string(),
+  layer: z.string(),
+  basis: z.enum(['channels', 'nmf', 'sae']),
+  index: z.number().int().min(0),
+  /** Contribution to the model's decision; null until the gradient engine computes it. */
+  importance: z.number().nullable(),
+  /** Activation of the feature over the reference split. */
+  stats: FeatureStats,
+  /** Image ids (paths relative to the data set folder), most extreme first. */
+  references: z.object({ min: z.array(z.string()), max: z.array(z.string()) }),
+  queries: z.object({ min: z.array(z.string()), max: z.array(z.string()) }),
+});
+
+export const TrialKind = z.enum(['main', 'catch', 'practice']);
+export const ReferenceKind = z.enum(['natural', 'visualization']);
+
+export const ManifestTrial = z.object({
+  id: z.string(),
+  feature: z.string(),
+  kind: TrialKind,
+  reference_kind: ReferenceKind,
+  /** Paths relative to the build folder. queries[answer] matches the max side. */
+  assets: z.object({ min: z.string(), max: z.string(), queries: z.tuple([z.string(), z.string()]) }),
+  /** Image ids shown as the two queries, in the order of assets.queries. */
+  query_images: z.tuple([z.string(), z.string()]),
+  answer: z.union([z.literal(0), z.literal(1)]),
+});
+
+export const Manifest = z.object({
+  format: z.literal(MANIFEST_FORMAT),
+  study: z.string(),
+  seed: z.number().int(),
+  model: z.object({ file: z.string(), sha256: z.string(), input: z.record(z.string(), z.unknown()) }),
+  dataset: z.object({
+    images: z.string(),
+    sha256: z.string(),
+    count: z.number().int(),
+    skipped: z.array(z.object({ path: z.string(), reason: z.string() })),
+    reference: z.number().int(),
+    query: z.number().int(),
+  }),
+  config: z.record(z.string(), z.unknown()),
+  layers: z.array(z.object({ name: z.string(), tensor: z.string(), shape: z.array(z.number().int()) })),
+  bases: z.array(z.object({ layer: z.string(), basis: z.string(), features: z.number().int(), info: z.record(z.string(), z.unknown()) })),
+  features: z.array(ManifestFeature),
+  trials: z.array(ManifestTrial),
+});
+
+export type Manifest = z.infer<typeof Manifest>;
+export type ManifestFeature = z.infer<typeof ManifestFeature>;
+export type ManifestTrial = z.infer<typeof ManifestTrial>;
+export type TrialKind = z.infer<typeof TrialKind>;
+export type ReferenceKind = z.infer<typeof ReferenceKind>;
+
+// ─── HTTP API (server/API.md) ──────────────────────────────────────────────────────────────
+const id = z.string().trim().min(1).max(128);
+
+export const CreateSessionRequest = z.union([
+  z.strictObject({ study: id, PROLIFIC_PID: id, STUDY_ID: id.optional(), SESSION_ID: id.optional() }),
+  z.strictObject({ study: id, participant: id }),
+]);
+export type CreateSessionRequest = z.infer<typeof CreateSessionRequest>;
+
+/** One trial of a participant's task list, as the client sees it: no answer key, no catch flag. */
+export const TaskTrial = z.object({
+  seq: z.number().int().min(0),
+  practice: z.boolean(),
+  reference_kind: ReferenceKind,
+  min_url: z.string(),
+  max_url: z.string(),
+  query_urls: z.tuple([z.string(), z.string()]),
+});
+export type TaskTrial = z.infer<typeof TaskTrial>;
+
+export const ClientConfig = z.object({
+  initial_wait_ms: z.number().int(),
+  max_side: z.enum(['left', 'right']),
+  columns: z.number().int(),
+  per_side: z.number().int(),
+  cell_px: z.number().int(),
+  gap_px: z.number().int(),
+  practice_criterion: z.number().nullable(),
+});
+export type ClientConfig = z.infer<typeof ClientConfig>;
+
+export const CreateSessionResponse = z.object({
+  session: z.string(),
+  token: z.string(),
+  trials: z.array(TaskTrial),
+  /** seq of the first unanswered trial (trials.length when all are answered). */
+  resume_at: z.number().int(),
+  config: ClientConfig,
+});
+export type CreateSessionResponse = z.infer<typeof CreateSessionResponse>;
+
+/** What the client sends for one answered trial. */
+export const TrialAnswer = z.strictObject({
+  /** Which of the trial's two queries was chosen, in the order the task list gave them. */
+  query: z.union([z.literal(0), z.literal(1)]),
+  confidence: z.union([z.literal(1), z.literal(2), z.literal(3)]),
+  rt_ms: z.number().finite().min(0).max(86_400_000),
+  /** Which query the client drew in the upper/left position (0 or 1). */
+  query_order: z.tuple([z.union([z.literal(0), z.literal(1)]), z.union([z.literal(0), z.literal(1)])]).optional(),
+  /** Response given with the keyboard or a pointer. */
+  input: z.enum(['key', 'pointer']).optional(),
+  /** performance.now() at the first painted frame of the trial, and at the response. */
+  onset_ms: z.number().finite().optional(),
+  response_ms: z.number().finite().optional(),
+  /** Client wall clock (ms since epoch) at the response. */
+  client_time: z.number().finite().optional(),
+  window: z.tuple([z.number().int().min(0).max(100_000), z.number().int().min(0).max(100_000)]).optional(),
+  screen: z.tuple([z.number().int().min(0).max(100_000), z.number().int().min(0).max(100_000)]).optional(),
+  dpr: z.number().positive().max(16).optional(),
+  plugin_version: z.string().max(32).optional(),
+});
+export type TrialAnswer = z.infer<typeof TrialAnswer>;
+
+export const TrialAck = z.object({
+  seq: z.number().int(),
+  recorded_at: z.string(),
+  /** Only on practice trials. */
+  feedback: z.object({ correct: z.boolean() }).optional(),
+});
+export type TrialAck = z.infer<typeof TrialAck>;
+
+export const FinishResponse = z.object({
+  outcome: z.enum(['completed', 'failed_checks']),
+  code: z.string().nullable(),
+  redirect: z.string().nullable(),
+});
+export type FinishResponse = z.infer<typeof FinishResponse>;
+
+/** Public information about a study, shown before a session exists (consent etc.). */
+export const StudyInfo = z.object({
+  id: z.string(),
+  title: z.string(),
+  mode: z.enum(['preview', 'pilot', 'live']),
+  platform: z.enum(['prolific', 'generic']),
+  html: z.object({ consent: z.string(), instructions: z.string(), debrief: z.string() }),
+  no_consent: z.object({ code: z.string().nullable(), redirect: z.string().nullable() }),
+  incompatible_device: z.object({ code: z.string().nullable(), redirect: z.string().nullable() }),
+  trials: z.object({ main: z.number().int(), practice: z.number().int() }),
+});
+export type StudyInfo = z.infer<typeof StudyInfo>;
+
+export const ApiError = z.object({ error: z.string(), detail: z.unknown().optional() });

@@ -1,0 +1,6 @@
+export * from './schema.ts';
+export * from './contracts.ts';
+export * from './load.ts';
+export * from './errors.ts';
+export * from './cli.ts';
+export { commands } from './commands.ts';
