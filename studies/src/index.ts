@@ -3,4 +3,5 @@ export * from './contracts.ts';
 export * from './load.ts';
 export * from './errors.ts';
 export * from './cli.ts';
+export * from './random.ts';
 export { commands } from './commands.ts';

@@ -138,31 +138,34 @@ function describeIssue(issue: Issue, doc: Document, at: (offset: number) => { li
   }
   const { node, depth } = nodeAt(doc, path);
   const missing = depth < path.length;
-  const where = at(node?.range?.[0] ?? 0);
+  // A field that is absent is reported at the key of its nearest present parent (`model:`).
+  const anchor = missing && depth > 0 ? nodeAt(doc, path.slice(0, depth), true).node : node;
+  const where = at(anchor?.range?.[0] ?? 0);
   if (missing && issue.code === 'invalid_type' && issue.input === undefined) {
     return [{ path: formatPath(path), ...where, message: `missing required field "${String(path[path.length - 1])}" (${expectation(issue)})` }];
   }
-  return [{ path: formatPath(path), ...where, message: explain(issue) }];
+  let message = explain(issue);
+  // Say what was written, when the message doesn't already: the scalar from the file itself.
+  if (!missing && !/\bgot\b/.test(message)) {
+    if (isScalar(node)) message += `, got ${show(node.value)}`;
+    else if (issue.code === 'invalid_type') message += `, got ${show(issue.input)}`;
+  }
+  return [{ path: formatPath(path), ...where, message }];
 }
 
 function explain(issue: Issue): string {
-  const got = issue.input === undefined ? '' : `, got ${show(issue.input)}`;
   switch (issue.code) {
     case 'invalid_type':
-      return `${expectation(issue)}${got}`;
+      return expectation(issue);
     case 'invalid_value':
-      return `expected one of ${issue.values.map((v) => JSON.stringify(v)).join(', ')}${got}`;
+      return `expected one of ${issue.values.map((v) => JSON.stringify(v)).join(', ')}`;
     case 'invalid_union': {
-      if (issue.note === 'No matching discriminator' || (issue as { discriminator?: string }).discriminator) return `${issue.message}${got}`;
+      if ((issue as { note?: string }).note === 'No matching discriminator' || (issue as { discriminator?: string }).discriminator) return issue.message;
       const inner = issue.errors.flat().map((e) => e.message);
-      return `${[...new Set(inner)].join('; or ')}${got}`;
+      return [...new Set(inner)].join('; or ');
     }
-    case 'too_small':
-    case 'too_big':
-    case 'invalid_format':
-    case 'custom':
     default:
-      return `${issue.message}${got && !issue.message.includes(' got ') ? got : ''}`;
+      return issue.message;
   }
 }
 

@@ -3,7 +3,7 @@
 // Browser-safe: zod only.
 import { z } from 'zod';
 
-const int = (what: string) => z.number({ error: `expected ${what}` }).int({ error: `expected a whole number (${what})` });
+const int = (what: string) => z.number({ error: `expected a number (${what})` }).int({ error: `expected a whole number (${what})` });
 const positiveInt = (what: string) => int(what).min(1, { error: `expected a whole number ≥ 1 (${what})` });
 const nonNegativeInt = (what: string) => int(what).min(0, { error: `expected a whole number ≥ 0 (${what})` });
 const fraction = z.number().gt(0, { error: 'expected a fraction between 0 and 1' }).lt(1, { error: 'expected a fraction between 0 and 1' });
@@ -86,7 +86,7 @@ export const NmfBasis = z.strictObject({
   kind: z.literal('nmf'),
   components: positiveInt('concepts per layer').describe('Number of concepts k (rows of W).'),
   max_iter: positiveInt('iterations').default(500),
-  tol: z.number().positive().default(1e-4).describe('Stop when the relative change of the loss falls below this.'),
+  tol: z.number().positive().default(1e-4).describe('Stop when the error improves by less than tol × the initial error over 10 iterations (as scikit-learn).'),
   seed: nonNegativeInt('seed').default(0),
 });
 export const SaeBasis = z.strictObject({
