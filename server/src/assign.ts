@@ -1,0 +1,258 @@
+// Assignment: from a study's manifest to one participant's task list. Pure and deterministic —
+// the same plan, seed and load give the same list — so it is tested without a database.
+//
+//   practice trials (design.practice_trials)            first, fixed at the start
+//   main trials (design.trials_per_participant)          ┐ shuffled together
+//   catch trials (design.catch_trials)                    ┘ with the seed
+//
+// Balance: main trials go to the units (feature × reference kind) with the least load, where
+// load = recorded main responses + main trials leased to active sessions whose time limit has
+// not passed (unanswered ones only). A participant sees each feature once unless the pool is too
+// small; among equally loaded units the one in the participant's least-used within-subject cell
+// (e.g. layer × basis) wins, then the seed decides. Between-subject factors: the participant gets
+// the level (combination) with the fewest finished or leased sessions, ties by seed, and only
+// trials of that level. Each trial's two queries are put in a seeded order; the answer key (the
+// task-list index of the max-matching query) stays on the server.
+import { FACTORS, LegibleError, type Factor, type Manifest, type ManifestFeature, type ManifestTrial, type ReferenceKind, type Study, type TrialKind } from '@legible/studies';
+
+export type Bit = 0 | 1;
+
+/** A participant's level of each between-subject factor, e.g. {"basis": "nmf"}; {} without any. */
+export type Condition = Partial<Record<Factor, string>>;
+
+/** One entry of the server-side task list (sessions.tasks). Never sent to the client as is. */
+export interface Task {
+  seq: number;
+  /** Manifest trial id. */
+  trial: string;
+  kind: TrialKind;
+  feature: string;
+  layer: string;
+  basis: string;
+  feature_index: number;
+  reference_kind: ReferenceKind;
+  /** order[i] = index in the manifest's assets.queries of the query shown at task-list position i. */
+  order: [Bit, Bit];
+  /** Image ids of the queries in task-list order. */
+  query_images: [string, string];
+  /** Task-list index of the query that matches the max side. */
+  answer: Bit;
+}
+
+/** Responses per unit (feature × reference kind) and sessions per between-subject condition. */
+export interface Load {
+  units: Map<string, number>;
+  conditions: Map<string, number>;
+}
+
+export interface Assignment {
+  condition: Condition;
+  /** conditionKey(condition): the canonical JSON stored in sessions.condition. */
+  conditionKey: string;
+  tasks: Task[];
+}
+
+type DesignPart = Pick<Study['design'], 'trials_per_participant' | 'catch_trials' | 'practice_trials' | 'within' | 'between'>;
+
+/** What assignment needs from a study and its manifest, checked once when the study is loaded. */
+export interface Plan {
+  design: DesignPart;
+  features: Map<string, ManifestFeature>;
+  /** Every condition that has main trials, in canonical order. */
+  conditions: { condition: Condition; key: string; main: ManifestTrial[] }[];
+  catch: ManifestTrial[];
+  practice: ManifestTrial[];
+}
+
+export const unitKey = (feature: string, referenceKind: string): string => `${feature}#${referenceKind}`;
+
+/** Canonical JSON of a condition: factors in schema order. */
+export function conditionKey(condition: Condition): string {
+  const out: Record<string, string> = {};
+  for (const f of FACTORS) if (condition[f] !== undefined) out[f] = condition[f]!;
+  return JSON.stringify(out);
+}
+
+export function emptyLoad(): Load {
+  return { units: new Map(), conditions: new Map() };
+}
+
+// ─── Plan: checked once per study ──────────────────────────────────────────────────────────
+function levelOf(factor: Factor, trial: ManifestTrial, feature: ManifestFeature): string {
+  return factor === 'layer' ? feature.layer : factor === 'basis' ? feature.basis : trial.reference_kind;
+}
+
+export function makePlan(design: DesignPart, manifest: Pick<Manifest, 'features' | 'trials'>): Plan {
+  const features = new Map(manifest.features.map((f) => [f.id, f]));
+  const problems: string[] = [];
+  for (const t of manifest.trials) {
+    if (!features.has(t.feature)) problems.push(`trial "${t.id}" refers to feature "${t.feature}", which is not in the manifest's features`);
+  }
+  if (problems.length) throw new LegibleError(`manifest: ${problems.slice(0, 5).join('; ')}${problems.length > 5 ? ` (and ${problems.length - 5} more)` : ''}`);
+
+  const byKind = (kind: TrialKind) => manifest.trials.filter((t) => t.kind === kind).sort((a, b) => cmp(a.id, b.id));
+  const main = byKind('main');
+  // Conditions: every combination of the between factors' levels that has main trials.
+  const groups = new Map<string, { condition: Condition; key: string; main: ManifestTrial[] }>();
+  for (const t of main) {
+    const condition: Condition = {};
+    for (const f of design.between) condition[f] = levelOf(f, t, features.get(t.feature)!);
+    const key = conditionKey(condition);
+    if (!groups.has(key)) groups.set(key, { condition, key, main: [] });
+    groups.get(key)!.main.push(t);
+  }
+  const conditions = [...groups.values()].sort((a, b) => cmp(a.key, b.key));
+  const need = (n: number, have: number, what: string, fix: string) => {
+    if (have < n) problems.push(`design asks for ${n} ${what} per participant but the manifest has ${have}: ${fix}`);
+  };
+  if (conditions.length === 0) need(design.trials_per_participant, 0, 'main trials', 'rebuild the stimuli (legible stimuli <study>)');
+  for (const c of conditions) {
+    const where = design.between.length ? ` in condition ${c.key}` : '';
+    need(design.trials_per_participant, c.main.length, `main trials${where}`, 'lower design.trials_per_participant or select more features');
+  }
+  const catchTrials = byKind('catch');
+  const practice = byKind('practice');
+  need(design.catch_trials, catchTrials.length, 'catch trials', 'lower design.catch_trials or rebuild the stimuli');
+  need(design.practice_trials, practice.length, 'practice trials', 'lower design.practice_trials or rebuild the stimuli');
+  if (problems.length) throw new LegibleError(problems.join('; '));
+  return { design, features, conditions, catch: catchTrials, practice };
+}
+
+// ─── Assignment ────────────────────────────────────────────────────────────────────────────
+export function assignTasks(plan: Plan, seed: number, load: Load): Assignment {
+  const random = mulberry32(seed);
+  const { design, features } = plan;
+
+  // 1. Between-subject condition: fewest sessions, ties by seed.
+  const least = Math.min(...plan.conditions.map((c) => load.conditions.get(c.key) ?? 0));
+  const tied = plan.conditions.filter((c) => (load.conditions.get(c.key) ?? 0) === least);
+  const chosen = tied[Math.floor(random() * tied.length)];
+
+  // 2. Main trials: greedy over units.
+  interface Unit { key: string; feature: string; cell: string; trials: ManifestTrial[]; taken: number; load: number; tie: number }
+  const units = new Map<string, Unit>();
+  for (const t of chosen.main) {
+    const key = unitKey(t.feature, t.reference_kind);
+    const feature = features.get(t.feature)!;
+    const cell = design.within.map((f) => levelOf(f, t, feature)).join('|');
+    if (!units.has(key)) units.set(key, { key, feature: t.feature, cell, trials: [], taken: 0, load: load.units.get(key) ?? 0, tie: 0 });
+    units.get(key)!.trials.push(t);
+  }
+  const unitList = [...units.values()].sort((a, b) => cmp(a.key, b.key));
+  for (const u of unitList) {
+    u.tie = random();
+    shuffle(u.trials, random);
+  }
+  const featureUse = new Map<string, number>();
+  const cellUse = new Map<string, number>();
+  const main: ManifestTrial[] = [];
+  for (let i = 0; i < design.trials_per_participant; i++) {
+    let best: Unit | undefined;
+    let bestRank: number[] = [];
+    for (const u of unitList) {
+      if (u.taken >= u.trials.length) continue;
+      const rank = [featureUse.get(u.feature) ?? 0, u.load, cellUse.get(u.cell) ?? 0, u.tie];
+      if (!best || lexLess(rank, bestRank)) [best, bestRank] = [u, rank];
+    }
+    if (!best) throw new LegibleError('not enough main trials for this participant (the study plan should have caught this)');
+    main.push(best.trials[best.taken++]);
+    best.load++;
+    featureUse.set(best.feature, (featureUse.get(best.feature) ?? 0) + 1);
+    cellUse.set(best.cell, (cellUse.get(best.cell) ?? 0) + 1);
+  }
+
+  // 3. Catch and practice trials: prefer the participant's condition, then features not among
+  //    their main trials, then the seed.
+  const inCondition = (t: ManifestTrial) => design.between.every((f) => levelOf(f, t, features.get(t.feature)!) === chosen.condition[f]);
+  const pick = (pool: ManifestTrial[], n: number, extra: (t: ManifestTrial) => number) =>
+    pool
+      .map((t) => ({ t, rank: [inCondition(t) ? 0 : 1, extra(t), random()] }))
+      .sort((a, b) => (lexLess(a.rank, b.rank) ? -1 : lexLess(b.rank, a.rank) ? 1 : 0))
+      .slice(0, n)
+      .map((x) => x.t);
+  const catchTrials = pick(plan.catch, design.catch_trials, (t) => (featureUse.has(t.feature) ? 1 : 0));
+  const practice = pick(plan.practice, design.practice_trials, (t) => (featureUse.has(t.feature) ? 1 : 0));
+
+  // 4. Order: practice first, then main and catch shuffled; each trial's queries in seeded order.
+  const rest = [...main, ...catchTrials];
+  shuffle(rest, random);
+  const tasks = [...practice, ...rest].map((t, seq): Task => {
+    const flip = random() < 0.5;
+    const order: [Bit, Bit] = flip ? [1, 0] : [0, 1];
+    const f = features.get(t.feature)!;
+    return {
+      seq,
+      trial: t.id,
+      kind: t.kind,
+      feature: t.feature,
+      layer: f.layer,
+      basis: f.basis,
+      feature_index: f.index,
+      reference_kind: t.reference_kind,
+      order,
+      query_images: [t.query_images[order[0]], t.query_images[order[1]]],
+      answer: order[0] === t.answer ? 0 : 1,
+    };
+  });
+  return { condition: chosen.condition, conditionKey: chosen.key, tasks };
+}
+
+// ─── Load: the reference definition (the database computes the same with SQL) ──────────────
+export interface SessionSnapshot {
+  status: 'active' | 'finished' | 'released';
+  /** ISO time; the lease counts while now < lease_expires_at. */
+  lease_expires_at: string;
+  condition: string;
+  tasks: Pick<Task, 'seq' | 'kind' | 'feature' | 'reference_kind'>[];
+  answered: Iterable<number>;
+}
+
+export function isLeased(s: Pick<SessionSnapshot, 'status' | 'lease_expires_at'>, now: string): boolean {
+  return s.status === 'active' && s.lease_expires_at > now;
+}
+
+/** Recorded main responses count always; unanswered main tasks only while leased; sessions count per condition while finished or leased. */
+export function tallyLoad(sessions: Iterable<SessionSnapshot>, now: string): Load {
+  const load = emptyLoad();
+  const bump = (m: Map<string, number>, k: string) => m.set(k, (m.get(k) ?? 0) + 1);
+  for (const s of sessions) {
+    const leased = isLeased(s, now);
+    const answered = new Set(s.answered);
+    if (leased || s.status === 'finished') bump(load.conditions, s.condition);
+    for (const t of s.tasks) {
+      if (t.kind !== 'main') continue;
+      if (answered.has(t.seq) || leased) bump(load.units, unitKey(t.feature, t.reference_kind));
+    }
+  }
+  return load;
+}
+
+// ─── Seeded randomness ─────────────────────────────────────────────────────────────────────
+/** mulberry32: a small, fast 32-bit PRNG; uniform in [0, 1). */
+export function mulberry32(seed: number): () => number {
+  let a = seed >>> 0;
+  return () => {
+    a = (a + 0x6d2b79f5) >>> 0;
+    let t = a;
+    t = Math.imul(t ^ (t >>> 15), t | 1);
+    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
+    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
+  };
+}
+
+function shuffle<T>(items: T[], random: () => number): T[] {
+  for (let i = items.length - 1; i > 0; i--) {
+    const j = Math.floor(random() * (i + 1));
+    [items[i], items[j]] = [items[j], items[i]];
+  }
+  return items;
+}
+
+function lexLess(a: number[], b: number[]): boolean {
+  for (let i = 0; i < a.length; i++) if (a[i] !== b[i]) return a[i] < b[i];
+  return false;
+}
+
+function cmp(a: string, b: string): number {
+  return a < b ? -1 : a > b ? 1 : 0;
+}

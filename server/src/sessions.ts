@@ -1,0 +1,478 @@
+// Sessions: creation and resume, exactly-once trial records, scoring and completion. HTTP-free:
+// app.ts maps these calls and their HttpErrors onto routes. Preview-mode studies keep their
+// sessions in memory only (see PreviewStore); pilot and live ones are in the database.
+import { createHash, createHmac, randomInt, randomUUID, timingSafeEqual } from 'node:crypto';
+import {
+  CreateSessionRequest,
+  TrialAnswer,
+  type ClientConfig,
+  type CreateSessionResponse,
+  type FinishResponse,
+  type Study,
+  type TaskTrial,
+  type TrialAck,
+} from '@legible/studies';
+import { assignTasks, emptyLoad, type Task } from './assign.ts';
+import type { LegibleDb, Mode, SessionMeta, SessionRow, TrialRow } from './db.ts';
+import type { Registry, StudyEntry } from './registry.ts';
+
+/** An error with an HTTP status and a JSON body {error, ...extra}. */
+export class HttpError extends Error {
+  constructor(
+    readonly status: number,
+    message: string,
+    readonly extra: Record<string, unknown> = {},
+  ) {
+    super(message);
+  }
+  body(): Record<string, unknown> {
+    return { error: this.message, ...this.extra };
+  }
+}
+
+export const unauthorized = () => new HttpError(401, 'invalid or missing session token: send the token from POST /api/sessions as "Authorization: Bearer <token>"');
+
+// ─── Validation with field-level messages ──────────────────────────────────────────────────
+interface FieldProblem {
+  field: string;
+  message: string;
+}
+
+type ZodLike<T> = { safeParse(data: unknown): { success: true; data: T } | { success: false; error: { issues: ZodIssueLike[] } } };
+interface ZodIssueLike {
+  code: string;
+  path: PropertyKey[];
+  message: string;
+  keys?: string[];
+}
+
+/** Friendlier messages where zod's are generic ("Invalid input"). */
+const HINTS: Record<string, string> = {
+  query: 'expected 0 or 1: which of the two queries was chosen, in the order the task list gave them',
+  confidence: 'expected 1, 2 or 3',
+  rt_ms: 'expected the response time in milliseconds, a number from 0 to 86400000',
+  query_order: 'expected [0, 1] or [1, 0]',
+  input: 'expected "key" or "pointer"',
+  window: 'expected [width, height] in whole CSS pixels',
+  screen: 'expected [width, height] in whole CSS pixels',
+  dpr: 'expected devicePixelRatio, a number above 0 and at most 16',
+  plugin_version: 'expected a version string of at most 32 characters',
+  study: 'expected the study id, e.g. "demo"',
+  participant: 'expected a participant id of 1–128 characters',
+  PROLIFIC_PID: "expected Prolific's PROLIFIC_PID URL parameter (1–128 characters)",
+  STUDY_ID: "expected Prolific's STUDY_ID URL parameter (1–128 characters)",
+  SESSION_ID: "expected Prolific's SESSION_ID URL parameter (1–128 characters)",
+};
+
+function valueAt(body: unknown, path: (string | number)[]): unknown {
+  let v = body;
+  for (const step of path) v = v && typeof v === 'object' ? (v as Record<string | number, unknown>)[step] : undefined;
+  return v;
+}
+
+function problems(issues: ZodIssueLike[], allowed: string[], body: unknown): FieldProblem[] {
+  return issues.flatMap((issue) => {
+    const path = issue.path.filter((p): p is string | number => typeof p !== 'symbol');
+    const field = path.map((p, i) => (typeof p === 'number' ? `[${p}]` : i ? `.${p}` : p)).join('') || '(body)';
+    if (issue.code === 'unrecognized_keys') {
+      return (issue.keys ?? []).map((k) => ({ field: k, message: `unknown field; allowed: ${allowed.join(', ')}` }));
+    }
+    const generic = issue.message.startsWith('Invalid input') || issue.message.startsWith('Invalid option');
+    const hint = HINTS[String(path[0])];
+    const missing = path.length > 0 && valueAt(body, path) === undefined;
+    return [{ field, message: missing ? `required: ${hint ?? issue.message}` : generic && hint ? hint : `${issue.message}${hint && hint !== issue.message ? ` (${hint})` : ''}` }];
+  });
+}
+
+function validate<T>(schema: ZodLike<T>, body: unknown, what: string, allowed: string[]): T {
+  if (body === undefined || body === null || typeof body !== 'object' || Array.isArray(body)) {
+    throw new HttpError(400, `${what}: expected a JSON object as the request body, sent with "Content-Type: application/json"`);
+  }
+  const parsed = schema.safeParse(body);
+  if (parsed.success) return parsed.data;
+  const fields = problems(parsed.error.issues, allowed, body);
+  throw new HttpError(400, `${what}: ${fields.map((f) => `${f.field}: ${f.message}`).join('; ')}`, { detail: { fields } });
+}
+
+const [ProlificRequest, GenericRequest] = CreateSessionRequest.options;
+
+export function parseCreateRequest(body: unknown): CreateSessionRequest {
+  if (body && typeof body === 'object' && !Array.isArray(body)) {
+    const prolific = 'PROLIFIC_PID' in body;
+    if (!prolific && !('participant' in body)) {
+      throw new HttpError(400, 'invalid session request: give either "participant" (any id) or "PROLIFIC_PID" (with optional STUDY_ID and SESSION_ID)', {
+        detail: { fields: [{ field: 'participant', message: 'required (or PROLIFIC_PID)' }] },
+      });
+    }
+    if (prolific) return validate(ProlificRequest, body, 'invalid session request', ['study', 'PROLIFIC_PID', 'STUDY_ID', 'SESSION_ID']);
+    return validate(GenericRequest, body, 'invalid session request', ['study', 'participant']);
+  }
+  return validate(CreateSessionRequest, body, 'invalid session request', []);
+}
+
+const ANSWER_FIELDS = Object.keys(TrialAnswer.shape);
+export const parseTrialAnswer = (body: unknown): TrialAnswer => validate(TrialAnswer, body, 'invalid trial answer', ANSWER_FIELDS);
+
+// ─── Helpers ───────────────────────────────────────────────────────────────────────────────
+/** JSON with object keys sorted at every level: the canonical form that payload hashes cover. */
+export function canonicalJson(value: unknown): string {
+  if (Array.isArray(value)) return `[${value.map(canonicalJson).join(',')}]`;
+  if (value && typeof value === 'object') {
+    const obj = value as Record<string, unknown>;
+    return `{${Object.keys(obj)
+      .filter((k) => obj[k] !== undefined)
+      .sort()
+      .map((k) => `${JSON.stringify(k)}:${canonicalJson(obj[k])}`)
+      .join(',')}}`;
+  }
+  return JSON.stringify(value);
+}
+
+const sha256 = (s: string) => createHash('sha256').update(s).digest('hex');
+
+export function clientConfig(study: Study): ClientConfig {
+  return {
+    initial_wait_ms: study.design.initial_wait_ms,
+    max_side: study.design.max_side,
+    columns: study.references.columns,
+    per_side: study.references.per_side,
+    cell_px: study.stimuli.cell_px,
+    gap_px: study.stimuli.gap_px,
+    practice_criterion: study.design.practice_criterion ?? null,
+  };
+}
+
+type Outcome = 'completed' | 'failed_checks' | 'no_consent' | 'incompatible_device';
+
+/** Code and redirect for an outcome, from the study's recruitment section. */
+export function completion(study: Study, outcome: Outcome): { code: string | null; redirect: string | null } {
+  const code = study.recruitment[outcome]?.code ?? null;
+  return { code, redirect: redirectFor(study, outcome, code) };
+}
+
+/**
+ * The outcome's own redirect, else recruitment.redirect, else (platform: prolific) Prolific's
+ * completion URL; "{code}" is replaced by the code. Null when there is none, or when the URL
+ * needs a code and the outcome has none.
+ */
+export function redirectFor(study: Study, outcome: Outcome, code: string | null): string | null {
+  const r = study.recruitment;
+  const template = r[outcome]?.redirect ?? r.redirect ?? (r.platform === 'prolific' ? 'https://app.prolific.com/submissions/complete?cc={code}' : undefined);
+  if (!template) return null;
+  if (!template.includes('{code}')) return template;
+  return code === null ? null : template.replaceAll('{code}', encodeURIComponent(code));
+}
+
+const stimulusUrl = (study: string, asset: string) => `/stimuli/${encodeURIComponent(study)}/${asset.split('/').map(encodeURIComponent).join('/')}`;
+
+function taskTrials(entry: StudyEntry, tasks: Task[]): TaskTrial[] {
+  return tasks.map((task) => {
+    const t = entry.trials.get(task.trial);
+    if (!t) {
+      throw new HttpError(409, `this session's trials are no longer in study "${entry.id}" (its stimuli were rebuilt after the session started); ask the experimenter`);
+    }
+    return {
+      seq: task.seq,
+      practice: task.kind === 'practice',
+      reference_kind: task.reference_kind,
+      min_url: stimulusUrl(entry.id, t.assets.min),
+      max_url: stimulusUrl(entry.id, t.assets.max),
+      query_urls: [stimulusUrl(entry.id, t.assets.queries[task.order[0]]), stimulusUrl(entry.id, t.assets.queries[task.order[1]])],
+    };
+  });
+}
+
+// ─── Preview sessions: in memory, never in the database ────────────────────────────────────
+interface PreviewSession {
+  row: SessionRow;
+  tasks: Task[];
+  answers: Map<number, { hash: string; ack: TrialAck; correct: boolean }>;
+  expires: number;
+}
+
+class PreviewStore {
+  private readonly byId = new Map<string, PreviewSession>();
+  private readonly byParticipant = new Map<string, string>();
+  constructor(private readonly capacity = 10_000) {}
+
+  sweep(nowMs: number): void {
+    for (const [id, s] of this.byId) {
+      if (s.expires <= nowMs || this.byId.size > this.capacity) this.delete(id);
+    }
+  }
+  get(id: string): PreviewSession | undefined {
+    return this.byId.get(id);
+  }
+  byWho(study: string, participant: string): PreviewSession | undefined {
+    const id = this.byParticipant.get(`${study}\0${participant}`);
+    return id === undefined ? undefined : this.byId.get(id);
+  }
+  add(s: PreviewSession): void {
+    this.byId.set(s.row.id, s);
+    this.byParticipant.set(`${s.row.study}\0${s.row.participant}`, s.row.id);
+  }
+  delete(id: string): void {
+    const s = this.byId.get(id);
+    if (!s) return;
+    this.byId.delete(id);
+    this.byParticipant.delete(`${s.row.study}\0${s.row.participant}`);
+  }
+}
+
+// ─── The service ───────────────────────────────────────────────────────────────────────────
+export interface SessionServiceOptions {
+  db: LegibleDb;
+  registry: Registry;
+  /** The clock (injected in tests). */
+  now?: () => Date;
+}
+
+export interface CreateResult {
+  status: 200 | 201;
+  body: CreateSessionResponse;
+}
+
+export class SessionService {
+  private readonly db: LegibleDb;
+  private readonly registry: Registry;
+  private readonly now: () => Date;
+  private readonly preview = new PreviewStore();
+  /** sha256 of a token that matches no session: compared against when the session id is unknown. */
+  private readonly nobody = sha256('no session');
+
+  constructor(opts: SessionServiceOptions) {
+    this.db = opts.db;
+    this.registry = opts.registry;
+    this.now = opts.now ?? (() => new Date());
+  }
+
+  /** Pseudonym: HMAC-SHA256(secret, study + "\0" + raw id), hex. */
+  pseudonym(study: string, rawId: string): string {
+    return createHmac('sha256', this.db.secret).update(`${study}\0${rawId}`).digest('hex');
+  }
+
+  /** A session's bearer token, derived from the secret so that a resumed session gets the same one. */
+  private token(sessionId: string): string {
+    return createHmac('sha256', this.db.secret).update(`session token\0${sessionId}`).digest('base64url');
+  }
+
+  study(id: string): StudyEntry {
+    const entry = this.registry.get(id);
+    if (!entry) throw new HttpError(404, `no study "${id}" on this server: check the study id in the link`);
+    return entry;
+  }
+
+  create(body: unknown, userAgent?: string): CreateResult {
+    const req = parseCreateRequest(body);
+    const entry = this.study(req.study);
+    const { study } = entry;
+    const rawId = 'PROLIFIC_PID' in req ? req.PROLIFIC_PID : req.participant;
+    const participant = this.pseudonym(study.id, rawId);
+    const now = this.now();
+    const nowIso = now.toISOString();
+    const mode = study.mode as Mode;
+
+    const newRow = (): { row: SessionRow; tasks: Task[] } => {
+      const seed = randomInt(0, 2 ** 31);
+      const load = mode === 'preview' ? emptyLoad() : this.db.load(study.id, mode, nowIso);
+      const { conditionKey, tasks } = assignTasks(entry.plan, seed, load);
+      const id = randomUUID();
+      return {
+        tasks,
+        row: {
+          id,
+          study: study.id,
+          participant,
+          token_hash: sha256(this.token(id)),
+          mode,
+          seed,
+          condition: conditionKey,
+          tasks: JSON.stringify(tasks),
+          n_trials: tasks.length,
+          status: 'active',
+          outcome: null,
+          code: null,
+          created_at: nowIso,
+          lease_expires_at: new Date(now.getTime() + study.design.time_limit_minutes * 60_000).toISOString(),
+          finished_at: null,
+          user_agent: userAgent ? userAgent.slice(0, 512) : null,
+          manifest_sha256: entry.manifestSha256,
+        },
+      };
+    };
+
+    if (mode === 'preview') {
+      this.preview.sweep(now.getTime());
+      let s = this.preview.byWho(study.id, participant);
+      // A finished preview session is forgotten, so the experimenter can go through it again.
+      if (s && s.row.status === 'finished') {
+        this.preview.delete(s.row.id);
+        s = undefined;
+      }
+      const created = !s;
+      if (!s) {
+        const { row, tasks } = newRow();
+        s = { row, tasks, answers: new Map(), expires: now.getTime() + study.design.time_limit_minutes * 60_000 };
+        this.preview.add(s);
+      }
+      return { status: created ? 201 : 200, body: this.response(entry, s.row.id, s.tasks, [...s.answers.keys()]) };
+    }
+
+    // Pilot and live: look up and create in one write transaction, so that two requests from the
+    // same participant cannot both create a session and assignment sees a consistent load.
+    return this.db.write(() => {
+      const existing = this.db.sessionByParticipant(study.id, participant);
+      if (existing) {
+        if (existing.status === 'finished') {
+          const redirect = redirectFor(study, existing.outcome as Outcome, existing.code);
+          throw new HttpError(409, 'already completed', { code: existing.code, redirect });
+        }
+        return { status: 200 as const, body: this.response(entry, existing.id, this.db.tasks(existing.id)!, this.db.answeredSeqs(existing.id)) };
+      }
+      const { row, tasks } = newRow();
+      this.db.insertSession(row);
+      this.db.insertIdentity({
+        participant,
+        study: study.id,
+        prolific_pid: 'PROLIFIC_PID' in req ? req.PROLIFIC_PID : null,
+        prolific_study_id: 'PROLIFIC_PID' in req ? (req.STUDY_ID ?? null) : null,
+        prolific_session_id: 'PROLIFIC_PID' in req ? (req.SESSION_ID ?? null) : null,
+        external_id: 'participant' in req ? req.participant : null,
+        created_at: nowIso,
+      });
+      return { status: 201 as const, body: this.response(entry, row.id, tasks, []) };
+    });
+  }
+
+  private response(entry: StudyEntry, sessionId: string, tasks: Task[], answered: number[]): CreateSessionResponse {
+    const done = new Set(answered);
+    let resumeAt = tasks.length;
+    for (const t of tasks) {
+      if (!done.has(t.seq)) {
+        resumeAt = t.seq;
+        break;
+      }
+    }
+    return { session: sessionId, token: this.token(sessionId), trials: taskTrials(entry, tasks), resume_at: resumeAt, config: clientConfig(entry.study) };
+  }
+
+  /** The session a bearer token opens, or 401 — the same 401 whether or not the session exists. */
+  authenticate(sessionId: string, authorization: string | undefined): { row: SessionMeta; tasks: Task[]; preview?: PreviewSession } {
+    const m = /^Bearer ([A-Za-z0-9_-]{1,200})$/.exec(authorization?.trim() ?? '');
+    const preview = this.preview.get(sessionId);
+    const row: SessionMeta | undefined = preview?.row ?? (sessionId.length <= 64 ? this.db.sessionMeta(sessionId) : undefined);
+    const expected = Buffer.from(row?.token_hash ?? this.nobody, 'hex');
+    const given = Buffer.from(sha256(m?.[1] ?? ''), 'hex');
+    if (!timingSafeEqual(expected, given) || !row || !m) throw unauthorized();
+    const tasks = preview ? preview.tasks : this.db.tasks(row.id);
+    if (!tasks) throw unauthorized(); // deleted in between (withdrawal)
+    return { row, tasks, preview };
+  }
+
+  private task(row: SessionMeta, tasks: Task[], seqText: string): Task {
+    const seq = /^(0|[1-9]\d{0,5})$/.test(seqText) ? Number(seqText) : NaN;
+    if (!(seq >= 0 && seq < row.n_trials)) {
+      throw new HttpError(404, `no trial ${JSON.stringify(seqText)} in this session: seq is a whole number from 0 to ${row.n_trials - 1}`);
+    }
+    return tasks[seq];
+  }
+
+  async answer(sessionId: string, authorization: string | undefined, seqText: string, body: unknown): Promise<TrialAck> {
+    const { row, tasks, preview } = this.authenticate(sessionId, authorization);
+    const task = this.task(row, tasks, seqText);
+    const answer = parseTrialAnswer(body);
+    const hash = sha256(canonicalJson(answer));
+    const correct = answer.query === task.answer;
+    const recordedAt = this.now().toISOString();
+    const ack = (at: string, isCorrect: boolean): TrialAck =>
+      task.kind === 'practice' ? { seq: task.seq, recorded_at: at, feedback: { correct: isCorrect } } : { seq: task.seq, recorded_at: at };
+    const conflict = (at: string) =>
+      new HttpError(409, `trial ${task.seq} is already recorded with a different answer; answers cannot be changed`, { detail: { seq: task.seq, recorded_at: at } });
+
+    if (preview) {
+      const prior = preview.answers.get(task.seq);
+      if (prior) {
+        if (prior.hash !== hash) throw conflict(prior.ack.recorded_at);
+        return prior.ack;
+      }
+      const a = ack(recordedAt, correct);
+      preview.answers.set(task.seq, { hash, ack: a, correct });
+      return a;
+    }
+
+    const trialRow: TrialRow = {
+      session_id: row.id,
+      seq: task.seq,
+      study: row.study,
+      participant: row.participant,
+      trial_id: task.trial,
+      feature: task.feature,
+      layer: task.layer,
+      basis: task.basis,
+      feature_index: task.feature_index,
+      kind: task.kind,
+      reference_kind: task.reference_kind,
+      query_images: JSON.stringify(task.query_images),
+      answer: task.answer,
+      choice: answer.query,
+      confidence: answer.confidence,
+      correct: correct ? 1 : 0,
+      rt_ms: answer.rt_ms,
+      query_order: answer.query_order ? JSON.stringify(answer.query_order) : null,
+      input: answer.input ?? null,
+      onset_ms: answer.onset_ms ?? null,
+      response_ms: answer.response_ms ?? null,
+      client_time: answer.client_time ?? null,
+      server_time: recordedAt,
+      window_w: answer.window?.[0] ?? null,
+      window_h: answer.window?.[1] ?? null,
+      screen_w: answer.screen?.[0] ?? null,
+      screen_h: answer.screen?.[1] ?? null,
+      dpr: answer.dpr ?? null,
+      plugin_version: answer.plugin_version ?? null,
+      payload_hash: hash,
+      mode: row.mode,
+    };
+    const result = await this.db.recordTrial(trialRow);
+    if (result.inserted) return ack(recordedAt, correct);
+    const { prior } = result;
+    if (prior.payload_hash !== hash) throw conflict(prior.server_time);
+    return ack(prior.server_time, prior.correct === 1);
+  }
+
+  finish(sessionId: string, authorization: string | undefined): FinishResponse {
+    const { row, tasks, preview } = this.authenticate(sessionId, authorization);
+    const entry = this.study(row.study);
+    const { study } = entry;
+    const stored = (r: SessionMeta): FinishResponse => {
+      const outcome = r.outcome as FinishResponse['outcome'];
+      return { outcome, code: r.code, redirect: redirectFor(study, outcome, r.code) };
+    };
+    if (row.status === 'finished' && row.outcome) return stored(row);
+
+    const answered = new Set(preview ? preview.answers.keys() : this.db.answeredSeqs(row.id));
+    const missing = tasks.filter((t) => !answered.has(t.seq)).map((t) => t.seq);
+    if (missing.length) {
+      throw new HttpError(409, `${missing.length} trial${missing.length === 1 ? '' : 's'} not yet recorded: send them with PUT /api/sessions/:id/trials/:seq, then finish`, { missing });
+    }
+    let score: { n: number; correct: number };
+    if (preview) {
+      const catches = tasks.filter((t) => t.kind === 'catch');
+      score = { n: catches.length, correct: catches.filter((t) => preview.answers.get(t.seq)!.correct).length };
+    } else {
+      score = this.db.catchScore(row.id);
+    }
+    const min = study.exclusions.catch_accuracy_min;
+    const failed = min !== undefined && score.n > 0 && score.correct / score.n < min && study.recruitment.failed_checks !== undefined;
+    const outcome: FinishResponse['outcome'] = failed ? 'failed_checks' : 'completed';
+    const { code, redirect } = completion(study, outcome);
+    const finishedAt = this.now().toISOString();
+    if (preview) {
+      Object.assign(preview.row, { status: 'finished', outcome, code, finished_at: finishedAt });
+      return { outcome, code, redirect };
+    }
+    // Two finishes racing: the first one's outcome stands.
+    if (!this.db.finishSession(row.id, outcome, code, finishedAt)) return stored(this.db.sessionMeta(row.id)!);
+    return { outcome, code, redirect };
+  }
+}
