@@ -1,0 +1,257 @@
+// A whole session in Chromium against the real server (server/src/app.ts) with a fixture study
+// (server/test/fixture.ts): consent, instructions, practice with feedback, main trials with a
+// progress bar, a 503 and a dropped request on the way, one reload while an answer is still
+// unsent, debrief, finish, completion code and redirect. Then the database must hold every trial
+// exactly once, with the answers the browser gave.
+import assert from 'node:assert/strict';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { after, before, test } from 'node:test';
+import { fileURLToPath } from 'node:url';
+import type { Browser, Page } from 'playwright-core';
+import { build } from 'vite';
+import { CreateSessionResponse } from '@legible/studies/contracts';
+import { startServer, type RunningServer } from '@legible/server';
+import { makeFixture, type Fixture } from '../../server/test/fixture.ts';
+import { launchChromium } from './helpers.ts';
+
+const clientDir = fileURLToPath(new URL('..', import.meta.url));
+const REDIRECT = 'https://completion.example/done';
+
+let fx: Fixture;
+let srv: RunningServer;
+let browser: Browser;
+let distDir: string;
+
+before(async () => {
+  distDir = mkdtempSync(join(tmpdir(), 'legible-client-dist-'));
+  // The real client build (client/vite.config.ts), into a folder of its own.
+  await build({ configFile: join(clientDir, 'vite.config.ts'), logLevel: 'warn', build: { outDir: distDir, emptyOutDir: true } });
+  fx = makeFixture({
+    id: 'e2e',
+    mode: 'pilot',
+    trialsPerParticipant: 4,
+    catchTrials: 2,
+    practiceTrials: 2,
+    design: ['initial_wait_ms: 150'],
+    recruitment: [
+      '  platform: generic',
+      '  completed:',
+      '    code: E2E-DONE',
+      `    redirect: ${REDIRECT}?cc={code}`,
+      '  failed_checks:',
+      '    code: E2E-CHECK',
+      `    redirect: ${REDIRECT}?cc={code}`,
+      '  no_consent:',
+      '    code: E2E-NOCONSENT',
+      `    redirect: ${REDIRECT}?cc={code}`,
+    ],
+  });
+  srv = await startServer({
+    port: 0,
+    db: join(fx.root, 'legible.db'),
+    studiesDir: fx.studiesDir,
+    studies: [fx.studyFile],
+    clientDir: distDir,
+    signals: false,
+    build: async () => {
+      throw new Error('the fixture brings its own manifest');
+    },
+  });
+  browser = await launchChromium();
+});
+
+after(async () => {
+  await browser?.close();
+  await srv?.close();
+  fx?.cleanup();
+  if (distDir) rmSync(distDir, { recursive: true, force: true });
+});
+
+/** The session as the server sees it (a create with the same participant is a resume). */
+async function sessionOf(participant: string): Promise<CreateSessionResponse> {
+  const res = await fetch(`${srv.url}/api/sessions`, { method: 'POST', headers: { 'Content-Type': 'application/json' }, body: JSON.stringify({ study: 'e2e', participant }) });
+  assert.ok(res.status === 200 || res.status === 201, `create session: ${res.status}`);
+  return CreateSessionResponse.parse(await res.json());
+}
+
+interface Given {
+  seq: number;
+  choice: number;
+  confidence: number;
+}
+
+/** Answers the trial on screen with `key`; returns what the browser answered, in task-list terms. */
+async function answer(page: Page, trials: CreateSessionResponse['trials'], key: number): Promise<Given & { practice: boolean }> {
+  const root = await page.waitForSelector('.f2afc[data-state="ready"]', { timeout: 15_000 });
+  const shown = await page.evaluate((k) => {
+    const b = document.querySelector<HTMLButtonElement>(`button[data-key="${k}"]`)!;
+    return { q: Number(b.dataset.query), c: Number(b.dataset.confidence), src0: document.querySelector('img[data-query="0"]')!.getAttribute('src') };
+  }, key);
+  const trial = trials.find((t) => t.query_urls[0] === shown.src0);
+  assert.ok(trial, `the images on screen belong to a trial of the task list (${shown.src0})`);
+  await page.keyboard.press(String(key));
+  if (trial.practice) await page.waitForSelector('[data-feedback="correct"], [data-feedback="incorrect"]');
+  await page.waitForFunction((el) => !el.isConnected, root, { timeout: 10_000 });
+  return { seq: trial.seq, choice: shown.q, confidence: shown.c, practice: trial.practice };
+}
+
+const participant = `e2e-${Date.now()}`;
+let firstSession = '';
+
+test('a whole session in Chromium: every trial recorded exactly once, through a reload and failed requests', async () => {
+  const context = await browser.newContext({ viewport: { width: 1280, height: 720 } });
+  const page = await context.newPage();
+  const problems: string[] = [];
+  page.on('pageerror', (e) => problems.push(e.message));
+  await context.addInitScript(() => {
+    (window as any).__csp = [];
+    document.addEventListener('securitypolicyviolation', (e) => (window as any).__csp.push(`${e.violatedDirective} ${e.blockedURI}`));
+  });
+  let redirectedTo: string | null = null;
+  await context.route(`${REDIRECT}**`, (route) => {
+    redirectedTo = route.request().url();
+    return route.fulfill({ status: 200, contentType: 'text/html', body: '<p>back on the platform</p>' });
+  });
+  const given: Given[] = [];
+  try {
+    await page.goto(`${srv.url}/?study=e2e&participant=${participant}`);
+    await page.waitForSelector('[data-page="consent"]');
+    await page.click('[data-choice-name="agree"]');
+    await page.click('[data-choice-name="begin"]');
+    const { trials } = await sessionOf(participant);
+    assert.equal(trials.length, 8);
+    assert.deepEqual(
+      trials.map((t) => t.practice),
+      [true, true, false, false, false, false, false, false],
+    );
+
+    // Practice, with feedback, and no progress bar.
+    for (const key of [1, 6]) {
+      assert.equal(await page.evaluate(() => document.body.classList.contains('show-progress')), false);
+      given.push(await answer(page, trials, key));
+    }
+    await page.click('[data-choice-name="start"]');
+
+    // Main trials: the progress bar shows; seq 2 goes through after one 503.
+    let failedOnce = false;
+    await page.route('**/api/sessions/*/trials/2', (route) => {
+      if (failedOnce) return route.continue();
+      failedOnce = true;
+      return route.fulfill({ status: 503, contentType: 'application/json', body: '{"error":"busy"}' });
+    });
+    given.push(await answer(page, trials, 3));
+    assert.equal(await page.evaluate(() => document.body.classList.contains('show-progress')), true);
+
+    // seq 3 cannot be sent at all: the banner says so and the answer waits in localStorage.
+    await page.route('**/api/sessions/*/trials/3', (route) => route.abort('failed'));
+    given.push(await answer(page, trials, 4));
+    await page.waitForSelector('#banner:not([hidden])');
+    assert.match((await page.textContent('#banner'))!, /Reconnecting/);
+    const stored = await page.evaluate(() => Object.entries(localStorage).filter(([k]) => k.startsWith('legible:outbox:')));
+    assert.equal(stored.length, 1);
+    assert.deepEqual(Object.keys(JSON.parse(stored[0][1])), ['3']);
+    assert.equal((await sessionOf(participant)).resume_at, 3, 'the server has 0–2');
+
+    // Reload while seq 3 is unsent: no consent, no instructions, straight on at seq 4.
+    await page.waitForSelector('.f2afc[data-state="ready"]');
+    await page.reload();
+    const resumed = await page.waitForSelector('.f2afc[data-state="ready"]', { timeout: 15_000 });
+    assert.equal(await page.$('[data-page="consent"], [data-page="instructions"]'), null);
+    assert.equal(await resumed.$eval('img[data-query="0"]', (i) => i.getAttribute('src')), trials[4].query_urls[0], 'resumes after the unsent answer');
+    const width = await page.$eval('#jspsych-progressbar-inner', (e) => (e as HTMLElement).style.width);
+    assert.ok(Math.abs(parseFloat(width) - (2 / 6) * 100) < 0.01, `progress counts the main trials answered before the reload: ${width}`);
+    await page.unroute('**/api/sessions/*/trials/3');
+    await page.waitForSelector('#banner', { state: 'hidden', timeout: 15_000 });
+
+    for (const key of [2, 5, 1, 6]) given.push(await answer(page, trials, key));
+
+    // Debrief, finish, completion page with the code, then the redirect.
+    await page.click('[data-choice-name="finish"]');
+    const code = await page.waitForSelector('[data-completion-code]', { timeout: 15_000 });
+    const codeText = await code.textContent();
+    assert.ok(codeText === 'E2E-DONE' || codeText === 'E2E-CHECK', codeText ?? '');
+    assert.equal(await page.getAttribute('a[data-redirect]', 'href'), `${REDIRECT}?cc=${codeText}`);
+    const cspBeforeRedirect = await page.evaluate(() => (window as any).__csp);
+    assert.deepEqual(cspBeforeRedirect, [], 'no CSP violations');
+    await page.waitForURL(`${REDIRECT}**`, { timeout: 10_000 });
+    assert.equal(redirectedTo, `${REDIRECT}?cc=${codeText}`);
+  } finally {
+    await context.close();
+  }
+  assert.deepEqual(problems, []);
+
+  // The database: the session finished, every seq once, with the browser's answers.
+  const sessions = srv.db.sessionsOfStudy('e2e');
+  assert.equal(sessions.length, 1, 'the reload resumed the same session');
+  const [session] = sessions;
+  firstSession = session.id;
+  assert.equal(session.status, 'finished');
+  const rows = srv.db.sqlite
+    .prepare('SELECT seq, choice, confidence, kind, rt_ms, onset_ms, query_order, input FROM trials WHERE session_id = ? ORDER BY seq')
+    .all(session.id) as { seq: number; choice: number; confidence: number; kind: string; rt_ms: number; onset_ms: number; query_order: string; input: string }[];
+  assert.deepEqual(
+    rows.map((r) => r.seq),
+    [0, 1, 2, 3, 4, 5, 6, 7],
+    'every trial exactly once',
+  );
+  assert.deepEqual(
+    rows.map((r) => ({ seq: r.seq, choice: r.choice, confidence: r.confidence })),
+    given.map(({ seq, choice, confidence }) => ({ seq, choice, confidence })).sort((a, b) => a.seq - b.seq),
+    'the answers the browser gave',
+  );
+  for (const r of rows) {
+    assert.ok(r.rt_ms >= 150, `rt ${r.rt_ms} respects initial_wait_ms`);
+    assert.ok(r.onset_ms > 0);
+    assert.equal(r.input, 'key');
+    assert.ok(['[0,1]', '[1,0]'].includes(r.query_order));
+  }
+});
+
+test('coming back after finishing shows the completion code again; nothing new is stored', async () => {
+  const page = await browser.newPage({ viewport: { width: 1280, height: 720 } });
+  try {
+    // A new browser: consent is asked again (no session is looked up before consent), then the
+    // server says this participant has finished.
+    await page.goto(`${srv.url}/?study=e2e&participant=${participant}`);
+    await page.click('[data-choice-name="agree"]');
+    await page.waitForSelector('text=You have already completed this study');
+    assert.match((await page.textContent('[data-completion-code]'))!, /^E2E-(DONE|CHECK)$/);
+    assert.match((await page.getAttribute('a[data-redirect]', 'href'))!, /^https:\/\/completion\.example\/done\?cc=E2E-/);
+  } finally {
+    await page.close();
+  }
+  assert.equal(srv.db.sessionsOfStudy('e2e').length, 1);
+});
+
+test('declining consent ends politely with the no-consent code and link, and creates no session', async () => {
+  const context = await browser.newContext({ viewport: { width: 1280, height: 720 } });
+  await context.route(`${REDIRECT}**`, (route) => route.fulfill({ status: 200, contentType: 'text/html', body: 'ok' }));
+  const page = await context.newPage();
+  try {
+    await page.goto(`${srv.url}/?study=e2e`);
+    await page.click('[data-choice-name="decline"]');
+    await page.waitForSelector('text=Thank you for your time');
+    assert.equal(await page.textContent('[data-completion-code]'), 'E2E-NOCONSENT');
+    assert.equal(await page.getAttribute('a[data-redirect]', 'href'), `${REDIRECT}?cc=E2E-NOCONSENT`);
+    const id = await page.evaluate(() => localStorage.getItem('legible:participant:e2e'));
+    assert.match(id!, /^anon-[0-9a-f]{32}$/, 'a random participant id, kept for reloads');
+  } finally {
+    await context.close();
+  }
+  assert.equal(srv.db.sessionsOfStudy('e2e').length, 1, 'no session for a participant who declined');
+});
+
+test('?simulate=data-only (not in live studies) runs a whole session through the server', async () => {
+  const page = await browser.newPage({ viewport: { width: 1280, height: 720 } });
+  try {
+    await page.goto(`${srv.url}/?study=e2e&participant=simulated&simulate=data-only`);
+    await page.waitForSelector('[data-completion-code]', { timeout: 20_000 });
+  } finally {
+    await page.close();
+  }
+  const session = srv.db.sessionsOfStudy('e2e').find((s) => s.id !== firstSession);
+  assert.equal(session?.status, 'finished', 'a second, finished session');
+  assert.deepEqual(srv.db.answeredSeqs(session.id).sort((a, b) => a - b), [0, 1, 2, 3, 4, 5, 6, 7]);
+});
