@@ -1,0 +1,73 @@
+// The tidy trial table: one row per answered trial. Each column is defined once, here — its SQL,
+// its type and unit, and its description — and both the CSV and its data dictionary come from it.
+
+export interface Column {
+  name: string;
+  /** SQL over `trials t JOIN sessions s`. */
+  sql: string;
+  type: 'text' | 'integer' | 'number' | 'boolean' | 'timestamp';
+  unit?: string;
+  description: string;
+  /** Turns the SQL value into the cell's value. */
+  format?: (value: unknown) => unknown;
+}
+
+export const TRIAL_COLUMNS: Column[] = [
+  { name: 'study', sql: 't.study', type: 'text', description: 'Study id (the `id` of the study file).' },
+  { name: 'mode', sql: 't.mode', type: 'text', description: 'Study mode when the answer was given: `pilot` (flagged test data) or `live`.' },
+  { name: 'session', sql: 't.session_id', type: 'text', description: 'Session id: one participant\'s run through the study.' },
+  {
+    name: 'participant',
+    sql: 't.participant',
+    type: 'text',
+    description: 'Pseudonymous participant id: an HMAC of the recruitment id under a server secret. Raw Prolific ids are never exported here.',
+  },
+  { name: 'condition', sql: 's.condition', type: 'text', format: formatCondition, description: 'Levels of the between-participant factors assigned to this session, as `factor=level;…` (empty when none).' },
+  { name: 'seed', sql: 's.seed', type: 'integer', description: 'Seed of this participant\'s randomisation (trial order, query order).' },
+  { name: 'seq', sql: 't.seq', type: 'integer', description: 'Position of the trial in the participant\'s task list, from 0 (practice trials first).' },
+  { name: 'trial_id', sql: 't.trial_id', type: 'text', description: 'Trial id in the study\'s manifest: `layer/basis/index/kind/reference_kind`.' },
+  { name: 'kind', sql: 't.kind', type: 'text', description: '`main`, `catch` (the queries are reference images themselves) or `practice`.' },
+  { name: 'is_catch', sql: "(t.kind = 'catch')", type: 'boolean', description: '1 for catch trials, else 0.' },
+  { name: 'is_practice', sql: "(t.kind = 'practice')", type: 'boolean', description: '1 for practice trials (answered with feedback), else 0.' },
+  { name: 'feature', sql: 't.feature', type: 'text', description: 'Feature id `layer/basis/index`: the unit of analysis.' },
+  { name: 'layer', sql: 't.layer', type: 'text', description: 'Layer name from the study file.' },
+  { name: 'basis', sql: 't.basis', type: 'text', description: '`channels` (single units), `nmf` (dictionary concepts) or `sae`.' },
+  { name: 'feature_index', sql: 't.feature_index', type: 'integer', description: 'Index of the channel or dictionary direction within its layer and basis.' },
+  { name: 'reference_kind', sql: 't.reference_kind', type: 'text', description: '`natural` exemplars or feature `visualization`s as references.' },
+  { name: 'query_image_0', sql: "json_extract(t.query_images, '$[0]')", type: 'text', description: 'Image id (path in the data set) of query 0 in the task list.' },
+  { name: 'query_image_1', sql: "json_extract(t.query_images, '$[1]')", type: 'text', description: 'Image id of query 1 in the task list.' },
+  { name: 'answer', sql: 't.answer', type: 'integer', description: 'Task-list index (0 or 1) of the query that matches the maximally activating side: the correct choice.' },
+  { name: 'choice', sql: 't.choice', type: 'integer', description: 'Task-list index (0 or 1) of the query the participant chose.' },
+  { name: 'confidence', sql: 't.confidence', type: 'integer', unit: '1–3', description: 'Confidence: 1 guessing, 2 fairly sure, 3 very sure.' },
+  { name: 'correct', sql: 't.correct', type: 'boolean', description: '1 if choice = answer, else 0 (scored on the server).' },
+  { name: 'rt_ms', sql: 't.rt_ms', type: 'number', unit: 'ms', description: 'Response time from the first painted frame of the trial to the response.' },
+  {
+    name: 'upper_query',
+    sql: "json_extract(t.query_order, '$[0]')",
+    type: 'integer',
+    description: 'Task-list index of the query drawn in the upper position (empty if the client did not report it).',
+  },
+  { name: 'input', sql: 't.input', type: 'text', description: '`key` or `pointer`: how the response was given.' },
+  { name: 'onset_ms', sql: 't.onset_ms', type: 'number', unit: 'ms', description: 'Client clock (performance.now) at the first painted frame of the trial.' },
+  { name: 'response_ms', sql: 't.response_ms', type: 'number', unit: 'ms', description: 'Client clock (performance.now) at the response.' },
+  { name: 'client_time', sql: 't.client_time', type: 'number', unit: 'ms since 1970-01-01 UTC', description: 'Client wall clock at the response.' },
+  { name: 'server_time', sql: 't.server_time', type: 'timestamp', unit: 'ISO 8601 UTC', description: 'Server time when the answer was first recorded.' },
+  { name: 'window_w', sql: 't.window_w', type: 'integer', unit: 'CSS px', description: 'Browser window inner width.' },
+  { name: 'window_h', sql: 't.window_h', type: 'integer', unit: 'CSS px', description: 'Browser window inner height.' },
+  { name: 'screen_w', sql: 't.screen_w', type: 'integer', unit: 'CSS px', description: 'Screen width.' },
+  { name: 'screen_h', sql: 't.screen_h', type: 'integer', unit: 'CSS px', description: 'Screen height.' },
+  { name: 'dpr', sql: 't.dpr', type: 'number', description: 'devicePixelRatio: device pixels per CSS pixel.' },
+  { name: 'plugin_version', sql: 't.plugin_version', type: 'text', description: 'Version of the feature-2afc trial plugin that recorded the trial.' },
+  { name: 'session_status', sql: 's.status', type: 'text', description: 'Session status at export: `active`, `finished` or `released`.' },
+  { name: 'outcome', sql: "COALESCE(s.outcome, '')", type: 'text', description: 'Session outcome at finish: `completed` or `failed_checks` (empty while unfinished).' },
+];
+
+/** {"basis":"nmf"} → "basis=nmf"; several factors joined with ";" in key order. */
+function formatCondition(value: unknown): string {
+  if (typeof value !== 'string' || value === '') return '';
+  const levels = JSON.parse(value) as Record<string, string>;
+  return Object.keys(levels)
+    .sort()
+    .map((k) => `${k}=${levels[k]}`)
+    .join(';');
+}
