@@ -1,0 +1,104 @@
+// Taps: expose intermediate tensors of an ONNX model as extra graph outputs, so that one
+// onnxruntime run returns the model's outputs and every tapped layer together.
+import { LegibleError, nearestNames } from '@legible/studies';
+import { describeValue, type Dim } from './graph.ts';
+import { dataTypeName, decodeModel, encodeModel, type ModelProto, type ValueInfoProto } from './proto.ts';
+
+export interface TensorEntry {
+  name: string;
+  /** input: a graph input; node: computed by a node; initializer: a stored constant (weights). */
+  kind: 'input' | 'node' | 'initializer';
+  /** Op type of the node that produces it ("Conv"), or "input" / "initializer". */
+  op: string;
+  /** Name of the producing node ('' when the node has no name or there is none). */
+  node: string;
+  /** Element type name ("float", "int64", …) where known. */
+  type?: string;
+  /** Shape where the model declares it (graph inputs/outputs, value_info, initializer dims). */
+  shape?: Dim[];
+  /** Whether addTaps accepts it: graph inputs and node outputs, not initializers. */
+  tappable: boolean;
+  /** Whether it already is a graph output. */
+  output: boolean;
+}
+
+/**
+ * Every tensor of the model's main graph, in graph order: inputs, then node outputs in node order,
+ * then initializers (not tappable). Tensors inside subgraphs (If/Loop bodies) are not listed.
+ */
+export function listTensors(model: ModelProto): TensorEntry[] {
+  const g = model.graph ?? {};
+  const infos = new Map<string, ValueInfoProto>();
+  for (const v of [...(g.value_info ?? []), ...(g.input ?? []), ...(g.output ?? [])]) if (v.name) infos.set(v.name, v);
+  const outputs = new Set((g.output ?? []).map((o) => o.name));
+  const initializers = new Map((g.initializer ?? []).map((t) => [t.name ?? '', t]));
+  const seen = new Set<string>();
+  const out: TensorEntry[] = [];
+  const add = (name: string, kind: TensorEntry['kind'], op: string, node: string) => {
+    if (!name || seen.has(name)) return;
+    seen.add(name);
+    const e: TensorEntry = { name, kind, op, node, tappable: kind !== 'initializer', output: outputs.has(name) };
+    const init = initializers.get(name);
+    if (kind === 'initializer' && init) {
+      e.type = dataTypeName(init.data_type);
+      e.shape = (init.dims ?? []).map(Number);
+    } else {
+      const { elemType, shape } = describeValue(infos.get(name));
+      if (elemType !== undefined) e.type = dataTypeName(elemType);
+      if (shape) e.shape = shape;
+    }
+    out.push(e);
+  };
+  for (const v of g.input ?? []) if (!initializers.has(v.name ?? '')) add(v.name ?? '', 'input', 'input', '');
+  for (const n of g.node ?? []) for (const o of n.output ?? []) add(o, 'node', n.op_type ?? '?', n.name ?? '');
+  for (const name of initializers.keys()) add(name, 'initializer', 'initializer', '');
+  return out;
+}
+
+/**
+ * The model with the named tensors added to its graph outputs (after the original outputs, which are
+ * kept; names that already are outputs are not added twice). Throws a LegibleError naming the nearest
+ * existing tensors for a name the graph does not have, or one that is an initializer.
+ */
+export function addTapsToModel(model: ModelProto, tensorNames: readonly string[]): ModelProto {
+  const graph = model.graph;
+  if (!graph) throw new LegibleError('the model has no graph');
+  const entries = listTensors(model);
+  const byName = new Map(entries.map((e) => [e.name, e]));
+  const tappable = entries.filter((e) => e.tappable).map((e) => e.name);
+  const infos = new Map<string, ValueInfoProto>();
+  for (const v of graph.value_info ?? []) if (v.name) infos.set(v.name, v);
+
+  const outputs = [...(graph.output ?? [])];
+  const present = new Set(outputs.map((o) => o.name));
+  for (const name of tensorNames) {
+    const e = byName.get(name);
+    if (!e) {
+      const near = nearestNames(name, tappable);
+      throw new LegibleError(
+        `the model has no tensor "${name}". Nearest names: ${near.map((n) => `"${n}"`).join(', ')}.\n` +
+          '  Run `legible layers model.onnx` to list every tensor that can be tapped.',
+      );
+    }
+    if (!e.tappable) {
+      throw new LegibleError(
+        `"${name}" is an initializer (stored weights), not a tensor the model computes; tap the output of a node instead.\n` +
+          '  Run `legible layers model.onnx` to list every tensor that can be tapped.',
+      );
+    }
+    if (present.has(name)) continue;
+    present.add(name);
+    // onnxruntime infers the type of an output that carries only its name.
+    const info = infos.get(name);
+    outputs.push(info ? { ...info } : { name });
+  }
+  return { ...model, graph: { ...graph, output: outputs } };
+}
+
+/**
+ * Model bytes → model bytes whose graph outputs also include `tensorNames`, so one onnxruntime run
+ * yields them all. The original outputs stay first and unchanged.
+ */
+export function addTaps(modelBytes: Uint8Array, tensorNames: readonly string[]): Uint8Array {
+  return encodeModel(addTapsToModel(decodeModel(modelBytes), tensorNames));
+}
