@@ -13,7 +13,7 @@
 // the level (combination) with the fewest finished or leased sessions, ties by seed, and only
 // trials of that level. Each trial's two queries are put in a seeded order; the answer key (the
 // task-list index of the max-matching query) stays on the server.
-import { FACTORS, LegibleError, type Factor, type Manifest, type ManifestFeature, type ManifestTrial, type ReferenceKind, type Study, type TrialKind } from '@legible/studies';
+import { FACTORS, LegibleError, rng, type Factor, type Manifest, type ManifestFeature, type ManifestTrial, type ReferenceKind, type Study, type TrialKind } from '@legible/studies';
 
 export type Bit = 0 | 1;
 
@@ -120,7 +120,8 @@ export function makePlan(design: DesignPart, manifest: Pick<Manifest, 'features'
 
 // ─── Assignment ────────────────────────────────────────────────────────────────────────────
 export function assignTasks(plan: Plan, seed: number, load: Load): Assignment {
-  const random = mulberry32(seed);
+  const r = rng(seed);
+  const random = () => r.next();
   const { design, features } = plan;
 
   // 1. Between-subject condition: fewest sessions, ties by seed.
@@ -141,7 +142,7 @@ export function assignTasks(plan: Plan, seed: number, load: Load): Assignment {
   const unitList = [...units.values()].sort((a, b) => cmp(a.key, b.key));
   for (const u of unitList) {
     u.tie = random();
-    shuffle(u.trials, random);
+    r.shuffle(u.trials);
   }
   const featureUse = new Map<string, number>();
   const cellUse = new Map<string, number>();
@@ -175,7 +176,7 @@ export function assignTasks(plan: Plan, seed: number, load: Load): Assignment {
 
   // 4. Order: practice first, then main and catch shuffled; each trial's queries in seeded order.
   const rest = [...main, ...catchTrials];
-  shuffle(rest, random);
+  r.shuffle(rest);
   const tasks = [...practice, ...rest].map((t, seq): Task => {
     const flip = random() < 0.5;
     const order: [Bit, Bit] = flip ? [1, 0] : [0, 1];
@@ -225,27 +226,6 @@ export function tallyLoad(sessions: Iterable<SessionSnapshot>, now: string): Loa
     }
   }
   return load;
-}
-
-// ─── Seeded randomness ─────────────────────────────────────────────────────────────────────
-/** mulberry32: a small, fast 32-bit PRNG; uniform in [0, 1). */
-export function mulberry32(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
-
-function shuffle<T>(items: T[], random: () => number): T[] {
-  for (let i = items.length - 1; i > 0; i--) {
-    const j = Math.floor(random() * (i + 1));
-    [items[i], items[j]] = [items[j], items[i]];
-  }
-  return items;
 }
 
 function lexLess(a: number[], b: number[]): boolean {

@@ -2,7 +2,7 @@
 // release, between-subject conditions, and answer keys that agree with the manifest.
 import assert from 'node:assert/strict';
 import { after, describe, test } from 'node:test';
-import { assignTasks, conditionKey, emptyLoad, makePlan, mulberry32, tallyLoad, unitKey, type Plan, type SessionSnapshot, type Task } from '../src/assign.ts';
+import { assignTasks, conditionKey, emptyLoad, makePlan, tallyLoad, unitKey, type Plan, type SessionSnapshot, type Task } from '../src/assign.ts';
 import { makeFixture, type Fixture } from './fixture.ts';
 
 const fixtures: Fixture[] = [];
@@ -197,14 +197,4 @@ describe('between-subject factors', () => {
     assert.throws(() => makePlan({ ...design, trials_per_participant: 5 }, f.manifest), /asks for 5 main trials.*has 4.*trials_per_participant/);
     assert.throws(() => makePlan({ ...design, practice_trials: 9 }, f.manifest), /practice_trials/);
   });
-});
-
-test('mulberry32 is deterministic and roughly uniform', () => {
-  const a = mulberry32(9);
-  const b = mulberry32(9);
-  const xs = Array.from({ length: 10_000 }, () => a());
-  assert.deepEqual(xs.slice(0, 5), Array.from({ length: 5 }, () => b()));
-  const mean = xs.reduce((s, x) => s + x, 0) / xs.length;
-  assert.ok(Math.abs(mean - 0.5) < 0.02);
-  assert.ok(xs.every((x) => x >= 0 && x < 1));
 });

@@ -4,4 +4,5 @@ export * from './load.ts';
 export * from './errors.ts';
 export * from './cli.ts';
 export * from './random.ts';
+export * from './names.ts';
 export { commands } from './commands.ts';

@@ -5,6 +5,7 @@ import { dirname, isAbsolute, join, resolve } from 'node:path';
 import { isMap, isPair, isScalar, isSeq, LineCounter, parseDocument, type Document, type Node as YamlNode } from 'yaml';
 import type { z } from 'zod';
 import { LegibleError } from './errors.ts';
+import { didYouMean } from './names.ts';
 import { Study } from './schema.ts';
 
 export interface StudyProblem {
@@ -128,7 +129,7 @@ function describeIssue(issue: Issue, doc: Document, at: (offset: number) => { li
     return issue.keys.map((key) => {
       const { node } = nodeAt(doc, [...path, key], true);
       const known = knownKeys(doc, path, key);
-      const hint = suggestion(key, known);
+      const hint = didYouMean(key, known);
       return {
         path: formatPath([...path, key]),
         ...at(node?.range?.[0] ?? 0),
@@ -253,28 +254,4 @@ function childSchema(schema: z.core.$ZodType, step: string | number, data: unkno
   if (def.type === 'array' && typeof step === 'number') return def.element;
   const shape = objectShape(s, data);
   return shape?.[step as string];
-}
-
-function suggestion(word: string, options: string[]): string | undefined {
-  let best: string | undefined;
-  let bestDistance = Infinity;
-  for (const o of options) {
-    const d = editDistance(word.toLowerCase(), o.toLowerCase());
-    if (d < bestDistance) [best, bestDistance] = [o, d];
-  }
-  return best !== undefined && bestDistance <= Math.max(2, Math.floor(word.length / 3)) ? best : undefined;
-}
-
-export function editDistance(a: string, b: string): number {
-  const row = Array.from({ length: b.length + 1 }, (_, j) => j);
-  for (let i = 1; i <= a.length; i++) {
-    let diag = row[0];
-    row[0] = i;
-    for (let j = 1; j <= b.length; j++) {
-      const up = row[j];
-      row[j] = Math.min(row[j] + 1, row[j - 1] + 1, diag + (a[i - 1] === b[j - 1] ? 0 : 1));
-      diag = up;
-    }
-  }
-  return row[b.length];
 }
