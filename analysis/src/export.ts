@@ -6,23 +6,14 @@ import { dirname, extname, join } from 'node:path';
 import type { Writable } from 'node:stream';
 import Database from 'better-sqlite3';
 import { LegibleError } from '@legible/studies';
-import { TRIAL_COLUMNS, type Column } from './columns.ts';
+import { TRIAL_COLUMNS } from './columns.ts';
+import { csvCell } from './csv.ts';
 
 export interface ExportOptions {
   db: string;
   study: string;
   /** Include practice trials (default: yes; they are flagged by is_practice). */
   practice?: boolean;
-}
-
-/** One CSV cell (RFC 4180), with spreadsheet formula injection defused in text cells. */
-export function csvCell(value: unknown, type: Column['type'] = 'text'): string {
-  if (value === null || value === undefined) return '';
-  if (typeof value === 'boolean') return value ? '1' : '0';
-  if (typeof value === 'number' || typeof value === 'bigint') return String(value);
-  let s = String(value);
-  if (type === 'text' && /^[=+\-@\t\r]/.test(s)) s = `'${s}`;
-  return /[",\r\n]/.test(s) ? `"${s.replace(/"/g, '""')}"` : s;
 }
 
 /** Stream the study's trials as CSV rows into `out`. Returns the number of rows. */

@@ -1,2 +1,3 @@
-export { exportStudy, writeTrialsCsv, dataDictionary, csvCell } from './export.ts';
+export { exportStudy, writeTrialsCsv, dataDictionary } from './export.ts';
+export { csvCell, parseCsv, parseCsvRecords } from './csv.ts';
 export { TRIAL_COLUMNS, type Column } from './columns.ts';

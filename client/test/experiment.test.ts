@@ -8,15 +8,12 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, test } from 'node:test';
-import { fileURLToPath } from 'node:url';
 import type { Browser, Page } from 'playwright-core';
-import { build } from 'vite';
 import { CreateSessionResponse } from '@legible/studies/contracts';
 import { startServer, type RunningServer } from '@legible/server';
 import { makeFixture, type Fixture } from '../../server/test/fixture.ts';
-import { launchChromium } from './helpers.ts';
+import { buildClient, launchChromium } from './helpers.ts';
 
-const clientDir = fileURLToPath(new URL('..', import.meta.url));
 const REDIRECT = 'https://completion.example/done';
 
 let fx: Fixture;
@@ -27,7 +24,7 @@ let distDir: string;
 before(async () => {
   distDir = mkdtempSync(join(tmpdir(), 'legible-client-dist-'));
   // The real client build (client/vite.config.ts), into a folder of its own.
-  await build({ configFile: join(clientDir, 'vite.config.ts'), logLevel: 'warn', build: { outDir: distDir, emptyOutDir: true } });
+  await buildClient(distDir);
   fx = makeFixture({
     id: 'e2e',
     mode: 'pilot',

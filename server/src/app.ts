@@ -123,7 +123,15 @@ export function createApp(opts: AppOptions): Express {
   });
 
   // The participant page. `/?study=<id>&PROLIFIC_PID=…` keeps its query string for the client.
-  const sendIndex = (_req: Request, res: Response) => {
+  const sendIndex = (req: Request, res: Response) => {
+    // A link without a study, to a server with exactly one study, means that study.
+    const ids = opts.registry.ids();
+    const params = new URL(req.originalUrl, 'http://localhost').searchParams;
+    if (!params.has('study') && ids.length === 1) {
+      params.set('study', ids[0]);
+      res.redirect(302, `/?${params.toString()}`);
+      return;
+    }
     const index = join(clientDir, 'index.html');
     if (!existsSync(index)) {
       res

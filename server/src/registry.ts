@@ -57,7 +57,7 @@ export class Registry {
 /** Builds a study's stimuli and returns its manifest (the stimuli pipeline's ensureBuilt). */
 export type Builder = (loaded: LoadedStudy, opts: { log: (line: string) => void }) => Promise<unknown>;
 
-/** The stimuli pipeline's ensureBuilt, loaded only when a study has no manifest yet. */
+/** The stimuli pipeline's ensureBuilt: builds missing stimuli and redoes stale ones. */
 export const pipelineBuilder: Builder = async (loaded, opts) => {
   const pipeline = (await import('@legible/stimuli-pipeline')) as { ensureBuilt?: Builder };
   if (typeof pipeline.ensureBuilt !== 'function') {
@@ -97,6 +97,10 @@ export async function loadRegistry(opts: LoadRegistryOptions = {}): Promise<Load
       const loaded = loadStudy(ref, { studiesDir, checkFiles: opts.checkFiles ?? false });
       if (!existsSync(manifestPath(loaded))) {
         log(`study "${loaded.study.id}": no manifest yet, building the stimuli…`);
+        await build(loaded, { log });
+      } else if (existsSync(loaded.paths.model) && opts.build === undefined) {
+        // Where the study's inputs are here, rebuild a stale build (a no-op when it is up to date).
+        // A server given only a build folder serves it as it is.
         await build(loaded, { log });
       }
       entries.push(studyEntry(loaded));

@@ -392,6 +392,10 @@ describe('the participant page and client assets', () => {
       assert.equal((await call(srv.url, 'GET', '/assets/')).status, 404);
       assert.equal((await rawGet(srv.url, '/assets/../index.html')).status, 404);
       assert.equal((await call(srv.url, 'GET', '/index.html.bak')).status, 404);
+      // A link without a study goes to the one study this server serves, keeping its parameters.
+      const bare = await fetch(`${srv.url}/?PROLIFIC_PID=abc`, { redirect: 'manual' });
+      assert.equal(bare.status, 302);
+      assert.equal(bare.headers.get('location'), '/?PROLIFIC_PID=abc&study=fixture');
     } finally {
       await srv.close();
       fx.cleanup();

@@ -1,0 +1,242 @@
+// `legible stimuli`: from a study file to studies/<id>/build/ — trial images and manifest.json.
+// Deterministic: the same study, model, images and seeds give a byte-identical manifest.
+import { createHash } from 'node:crypto';
+import { existsSync, readFileSync, renameSync, rmSync, statSync, writeFileSync, mkdirSync } from 'node:fs';
+import { join } from 'node:path';
+import {
+  LegibleError,
+  Manifest,
+  MANIFEST_FORMAT,
+  rng,
+  seedFrom,
+  type LoadedStudy,
+  type ManifestFeature,
+  type ManifestTrial,
+  type Study,
+} from '@legible/studies';
+import { applyBasis } from './bases.ts';
+import { Composer } from './compose.ts';
+import { listImages, splitOf, datasetHash, writeFashionMnist, type ImageEntry } from './dataset.ts';
+import { checkSplitSizes, exemplarsOf, featureId, practiceTrialOf, selectFeatures, trialsOf, type Exemplars, type FeatureColumn, type TrialSpec } from './exemplars.ts';
+import { extractActivations } from './extract.ts';
+import { decodeModel } from './onnx/proto.ts';
+import type { Device } from './runtime.ts';
+
+/** Bump when the pipeline's output for the same inputs changes, so cached builds are redone. */
+export const PIPELINE_VERSION = 1;
+
+export interface BuildOptions {
+  device?: Device;
+  batchSize?: number;
+  log?: (line: string) => void;
+  /** No progress bars (tests). */
+  quiet?: boolean;
+}
+
+const stderrLog = (line: string) => process.stderr.write(`${line}\n`);
+
+/** The manifest of a study, building its stimuli first if they are missing or out of date. */
+export async function ensureBuilt(loaded: LoadedStudy, opts: BuildOptions = {}): Promise<Manifest> {
+  const log = opts.log ?? stderrLog;
+  const manifestFile = join(loaded.paths.build, 'manifest.json');
+  const reason = staleReason(loaded);
+  if (!reason && existsSync(manifestFile)) return Manifest.parse(JSON.parse(readFileSync(manifestFile, 'utf8')));
+  log(`${loaded.study.id}: building stimuli (${reason ?? 'no manifest yet'})`);
+  return buildStimuli(loaded, opts);
+}
+
+export async function buildStimuli(loaded: LoadedStudy, opts: BuildOptions = {}): Promise<Manifest> {
+  const log = opts.log ?? stderrLog;
+  const { study, paths } = loaded;
+  const started = performance.now();
+  // A build in progress is never mistaken for a finished one: the manifest is written last.
+  for (const f of ['manifest.json', 'stamp.json']) rmSync(join(paths.build, f), { force: true });
+
+  if (study.dataset.generate && !existsSync(paths.images)) {
+    await writeFashionMnist(paths.images, study.dataset.generate.per_class, log);
+  }
+  const listing = listImages(paths.images, study.dataset.limit);
+  const inSplit = listing.images.filter((img) => splitOf(img.id, study.dataset.split) !== 'unused');
+  const modelBytes = readModel(paths.model);
+
+  const acts = await extractActivations({
+    model: modelBytes,
+    input: study.model.input,
+    layers: study.model.layers,
+    images: inSplit,
+    batchSize: opts.batchSize,
+    device: opts.device,
+    log,
+    quiet: opts.quiet,
+  });
+  const refRows: number[] = [];
+  const queryRows: number[] = [];
+  acts.ids.forEach((id, row) => (splitOf(id, study.dataset.split) === 'reference' ? refRows : queryRows).push(row));
+  checkSplitSizes(study, refRows.length, queryRows.length, acts.ids.length);
+
+  // Features of every layer × basis, and the study's selection among them.
+  const bases: Manifest['bases'] = [];
+  const selected: FeatureColumn[] = [];
+  const unselected: FeatureColumn[] = [];
+  for (const layer of acts.layers) {
+    for (const basis of study.bases) {
+      const result = applyBasis(basis, layer, refRows, log);
+      const columns = Array.from({ length: result.features }, (_, index): FeatureColumn => {
+        const values = new Float32Array(acts.ids.length);
+        for (let r = 0; r < values.length; r++) values[r] = result.activations[r * result.features + index];
+        return { layer: layer.layer, basis: basis.kind, index, values };
+      });
+      const chosen = selectFeatures(study, layer.layer, basis.kind, columns, refRows);
+      selected.push(...chosen);
+      unselected.push(...columns.filter((c) => !chosen.includes(c) && new Set(refRows.map((r) => c.values[r])).size > 1));
+      bases.push({ layer: layer.layer, basis: basis.kind, features: result.features, info: result.info });
+    }
+  }
+
+  // Exemplars and the trial pool.
+  const features: ManifestFeature[] = [];
+  const specs: TrialSpec[] = [];
+  const describe = (col: FeatureColumn, ex: Exemplars): ManifestFeature => ({
+    id: featureId(col),
+    layer: col.layer,
+    basis: col.basis,
+    index: col.index,
+    importance: null,
+    stats: { mean: round(ex.stats.mean), std: round(ex.stats.std), min: round(ex.stats.min), max: round(ex.stats.max) },
+    references: { min: ex.min, max: ex.max },
+    queries: ex.queries,
+  });
+  for (const col of selected) {
+    const ex = exemplarsOf(col, study, acts.ids, refRows, queryRows);
+    features.push(describe(col, ex));
+    specs.push(...trialsOf(featureId(col), ex, study.references.kinds, study.seed));
+  }
+  const practiceCount = Math.min(study.design.practice_trials, unselected.length);
+  const easy: Study = { ...study, queries: { difficulty: 'extreme' } };
+  for (const col of rng(seedFrom('practice', study.seed)).sample(unselected, practiceCount)) {
+    const ex = exemplarsOf(col, easy, acts.ids, refRows, queryRows);
+    features.push(describe(col, ex));
+    specs.push(practiceTrialOf(featureId(col), ex, study.seed));
+  }
+  if (practiceCount < study.design.practice_trials) {
+    log(`note: design.practice_trials = ${study.design.practice_trials}, but only ${practiceCount} features are left outside the study for practice`);
+  }
+
+  // Trial images.
+  rmSync(join(paths.build, 'img'), { recursive: true, force: true });
+  const byId = new Map<string, ImageEntry>(inSplit.map((img) => [img.id, img]));
+  const composer = new Composer((id) => byId.get(id)!.path, study.stimuli, paths.build);
+  const columns = study.references.columns;
+  const trials: ManifestTrial[] = await Promise.all(
+    specs.map(async (t): Promise<ManifestTrial> => ({
+      id: t.id,
+      feature: t.feature,
+      kind: t.kind,
+      reference_kind: t.reference_kind,
+      assets: {
+        min: await composer.grid(t.min, columns),
+        max: await composer.grid(t.max, columns),
+        queries: [await composer.single(t.queries[0]), await composer.single(t.queries[1])],
+      },
+      query_images: t.queries,
+      answer: t.answer,
+    })),
+  );
+
+  const manifest: Manifest = {
+    format: MANIFEST_FORMAT,
+    study: study.id,
+    seed: study.seed,
+    model: { file: study.model.onnx, sha256: sha256(modelBytes), input: { ...study.model.input } },
+    dataset: {
+      images: study.dataset.images,
+      sha256: datasetHash(acts.hashes),
+      count: acts.ids.length,
+      skipped: [...listing.skipped, ...acts.skipped].sort((a, b) => (a.path < b.path ? -1 : 1)),
+      reference: refRows.length,
+      query: queryRows.length,
+    },
+    config: manifestConfig(study),
+    layers: acts.layers.map((l) => ({ name: l.layer, tensor: l.tensor, shape: l.shape })),
+    bases,
+    features,
+    trials,
+  };
+  Manifest.parse(manifest);
+  writeAtomic(join(paths.build, 'manifest.json'), `${JSON.stringify(manifest, null, 2)}\n`);
+  writeAtomic(join(paths.build, 'stamp.json'), `${JSON.stringify(stamp(loaded), null, 2)}\n`);
+  const seconds = ((performance.now() - started) / 1000).toFixed(1);
+  log(
+    `${study.id}: ${features.length} features, ${trials.length} trials, ${composer.assets().length} images in ${paths.build} (${seconds}s, ${acts.device}` +
+      `${manifest.dataset.skipped.length ? `, ${manifest.dataset.skipped.length} files skipped` : ''})`,
+  );
+  return manifest;
+}
+
+/** The parts of the study that determine the stimuli. */
+function manifestConfig(study: Study): Record<string, unknown> {
+  return {
+    layers: study.model.layers,
+    split: study.dataset.split,
+    limit: study.dataset.limit ?? null,
+    bases: study.bases,
+    features: study.features,
+    references: study.references,
+    queries: study.queries,
+    stimuli: study.stimuli,
+    practice_trials: study.design.practice_trials,
+  };
+}
+
+/** What a build depends on, cheaply: config, model bytes, and the image folder's names, sizes and times. */
+function stamp(loaded: LoadedStudy): Record<string, unknown> {
+  const { study, paths } = loaded;
+  const listing = existsSync(paths.images) ? listImages(paths.images, study.dataset.limit) : { images: [] };
+  const files = createHash('sha256');
+  for (const img of listing.images) files.update(`${img.id}\t${img.bytes}\t${statSync(img.path).mtimeMs}\n`);
+  return {
+    pipeline: PIPELINE_VERSION,
+    config: sha256(Buffer.from(JSON.stringify({ ...manifestConfig(study), seed: study.seed, input: study.model.input }))),
+    model: existsSync(paths.model) ? sha256(readFileSync(paths.model)) : null,
+    images: files.digest('hex'),
+  };
+}
+
+function staleReason(loaded: LoadedStudy): string | null {
+  const file = join(loaded.paths.build, 'stamp.json');
+  if (!existsSync(join(loaded.paths.build, 'manifest.json'))) return 'no manifest yet';
+  // A build folder that came without its stamp (copied to a server, made by another tool) is used as it is.
+  if (!existsSync(file)) return null;
+  const old = JSON.parse(readFileSync(file, 'utf8')) as Record<string, unknown>;
+  const now = stamp(loaded);
+  for (const key of ['pipeline', 'config', 'model', 'images'] as const) {
+    if (old[key] !== now[key]) return { pipeline: 'pipeline updated', config: 'study changed', model: 'model changed', images: 'images changed' }[key];
+  }
+  return null;
+}
+
+function readModel(file: string): Uint8Array {
+  if (!existsSync(file)) throw new LegibleError(`model file not found: ${file} (model.onnx in the study file, relative to it)`);
+  const bytes = readFileSync(file);
+  try {
+    decodeModel(bytes);
+  } catch (err) {
+    throw new LegibleError(`${file} is not a valid ONNX model (${(err as Error).message}). Export it again, e.g. with torch.onnx.export.`);
+  }
+  return bytes;
+}
+
+function writeAtomic(file: string, text: string): void {
+  mkdirSync(join(file, '..'), { recursive: true });
+  const tmp = `${file}.tmp-${process.pid}`;
+  writeFileSync(tmp, text);
+  renameSync(tmp, file);
+}
+
+function sha256(bytes: Uint8Array): string {
+  return createHash('sha256').update(bytes).digest('hex');
+}
+
+function round(x: number): number {
+  return Number(x.toPrecision(6));
+}

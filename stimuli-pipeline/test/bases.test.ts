@@ -1,0 +1,139 @@
+import assert from 'node:assert/strict';
+import { describe, it } from 'node:test';
+import { parseStudy, rng, type Study } from '@legible/studies';
+import { fitNmf, nmfCodes } from '../src/bases.ts';
+import { checkSplitSizes, exemplarsOf, selectFeatures, trialsOf, type FeatureColumn } from '../src/exemplars.ts';
+
+/** A non-negative n × c matrix of exact rank k, and its factors. */
+function lowRank(n: number, c: number, k: number, seed: number) {
+  const r = rng(seed);
+  const U = Float64Array.from({ length: n * k }, () => r.next());
+  // Sparse-ish, well-separated parts, as NMF finds them.
+  const W = Float64Array.from({ length: k * c }, (_, i) => (Math.floor(i / c) === (i % c) % k ? 1 + r.next() : 0.05 * r.next()));
+  const A = new Float64Array(n * c);
+  for (let i = 0; i < n; i++) for (let j = 0; j < c; j++) for (let q = 0; q < k; q++) A[i * c + j] += U[i * k + q] * W[q * c + j];
+  return { A, U, W };
+}
+
+describe('NMF (multiplicative updates)', () => {
+  it('factorises an exactly low-rank non-negative matrix to a small error', () => {
+    const { A } = lowRank(300, 24, 4, 1);
+    const model = fitNmf(A, 300, 24, 4, { maxIter: 2000, tol: 1e-7, seed: 3 });
+    assert.ok(model.relativeError < 0.02, `relative error ${model.relativeError}`);
+    assert.ok(model.W.every((v) => v >= 0) && model.U.every((v) => v >= 0), 'factors must be non-negative');
+    // Rows of W have unit norm and are ordered by usage.
+    for (let j = 0; j < 4; j++) {
+      const norm = Math.hypot(...model.W.subarray(j * 24, j * 24 + 24));
+      assert.ok(Math.abs(norm - 1) < 1e-9);
+    }
+    const usage = [0, 1, 2, 3].map((j) => model.U.filter((_, i) => i % 4 === j).reduce((a, b) => a + b, 0));
+    assert.deepEqual(usage.slice().sort((a, b) => b - a), usage);
+  });
+
+  it('is deterministic for a seed, and stops early at the tolerance', () => {
+    const { A } = lowRank(100, 12, 3, 2);
+    const a = fitNmf(A, 100, 12, 3, { maxIter: 500, tol: 1e-3, seed: 9 });
+    const b = fitNmf(A, 100, 12, 3, { maxIter: 500, tol: 1e-3, seed: 9 });
+    assert.deepEqual(a.W, b.W);
+    assert.ok(a.converged && a.iterations < 500);
+  });
+
+  it('recovers the codes of new rows with W fixed', () => {
+    const { A } = lowRank(400, 16, 3, 4);
+    const model = fitNmf(A, 400, 16, 3, { maxIter: 3000, tol: 1e-9, seed: 1 });
+    const codes = nmfCodes(Float32Array.from(A), 400, 16, model.W, 3, 500);
+    // Codes reconstruct the rows about as well as the fitted U does.
+    let err = 0;
+    let norm = 0;
+    for (let i = 0; i < 400; i++) {
+      for (let j = 0; j < 16; j++) {
+        let v = 0;
+        for (let q = 0; q < 3; q++) v += codes[i * 3 + q] * model.W[q * 16 + j];
+        err += (v - A[i * 16 + j]) ** 2;
+        norm += A[i * 16 + j] ** 2;
+      }
+    }
+    assert.ok(Math.sqrt(err / norm) < 0.03, `code reconstruction error ${Math.sqrt(err / norm)}`);
+  });
+});
+
+const baseStudy = (overrides: string = ''): Study => {
+  const text = `
+id: t
+title: T
+model:
+  onnx: m.onnx
+  input: { size: 28, channels: gray, mean: [0.5], std: [0.5] }
+  layers: [{ name: conv, tensor: conv }]
+dataset: { images: d }
+bases: [{ kind: channels }]
+features: { select: random, count: 2, seed: 5 }
+design: { trials_per_participant: 4 }
+text: { consent: c, instructions: i }
+${overrides}`;
+  const parsed = parseStudy(text);
+  assert.deepEqual(parsed.problems, []);
+  return parsed.study!;
+};
+
+describe('features, exemplars and trials', () => {
+  const n = 60;
+  const ids = Array.from({ length: n }, (_, i) => `img/${String(i).padStart(3, '0')}.png`);
+  // Feature 0 rises with the image index; feature 1 falls; feature 2 is dead (constant).
+  const columns: FeatureColumn[] = [
+    { layer: 'conv', basis: 'channels', index: 0, values: Float32Array.from(ids, (_, i) => i) },
+    { layer: 'conv', basis: 'channels', index: 1, values: Float32Array.from(ids, (_, i) => n - i) },
+    { layer: 'conv', basis: 'channels', index: 2, values: new Float32Array(n).fill(0.5) },
+  ];
+  const refRows = ids.map((_, i) => i).filter((i) => i % 3 !== 0);
+  const queryRows = ids.map((_, i) => i).filter((i) => i % 3 === 0);
+
+  it('leaves out dead features and samples the rest by seed', () => {
+    const study = baseStudy();
+    const chosen = selectFeatures(study, 'conv', 'channels', columns, refRows);
+    assert.deepEqual(chosen.map((c) => c.index), [0, 1]);
+    assert.throws(() => selectFeatures(baseStudy().features.count === 2 ? { ...study, features: { ...study.features, count: 3 } } : study, 'conv', 'channels', columns, refRows), /only 2 usable channels features \(1 are constant\)/);
+  });
+
+  it('takes the top and bottom of the reference split, queries from the held-out split', () => {
+    const study = baseStudy();
+    const ex = exemplarsOf(columns[0], study, ids, refRows, queryRows);
+    assert.equal(ex.max.length, 9);
+    assert.equal(ex.max[0], ids[59]); // highest reference row
+    assert.equal(ex.min[0], ids[1]); // lowest reference row (0 is a query row)
+    assert.equal(ex.queries.max[0], ids[57]); // highest query row
+    assert.equal(ex.queries.min[0], ids[0]);
+    const refs = new Set([...ex.min, ...ex.max]);
+    for (const q of [...ex.queries.min, ...ex.queries.max]) assert.ok(!refs.has(q), 'a query is also a reference');
+  });
+
+  it('puts percentile queries at the percentile, not the extreme', () => {
+    const study = baseStudy('queries: { difficulty: p85 }');
+    const ex = exemplarsOf(columns[0], study, ids, refRows, queryRows);
+    // 20 query rows (0, 3, …, 57): the 85th percentile from the top is 3 positions down.
+    assert.equal(ex.queries.max[0], ids[57 - 3 * 3]);
+    assert.equal(ex.queries.min[0], ids[0 + 3 * 3]);
+  });
+
+  it('makes main and catch trials with the answer key on the max query, in a seeded order', () => {
+    const study = baseStudy();
+    const ex = exemplarsOf(columns[0], study, ids, refRows, queryRows);
+    const trials = trialsOf('conv/channels/0', ex, ['natural'], 1);
+    const main = trials.find((t) => t.kind === 'main')!;
+    assert.equal(main.queries[main.answer], ex.queries.max[0]);
+    assert.equal(main.queries[1 - main.answer], ex.queries.min[0]);
+    const katch = trials.find((t) => t.kind === 'catch')!;
+    assert.ok(ex.max.includes(katch.queries[katch.answer]), 'catch answer is a max reference');
+    assert.ok(ex.min.includes(katch.queries[1 - katch.answer]), 'catch foil is a min reference');
+    assert.deepEqual(trialsOf('conv/channels/0', ex, ['natural'], 1), trials);
+    // Over many features the answer is not always in the same position.
+    const answers = new Set(Array.from({ length: 20 }, (_, i) => trialsOf(`conv/channels/${i}`, ex, ['natural'], 1)[0].answer));
+    assert.equal(answers.size, 2);
+  });
+
+  it('says how many images are needed when the data set is too small', () => {
+    assert.throws(() => checkSplitSizes(baseStudy(), 10, 5, 15), /Needs 18 reference images \(2 × references.per_side\), but the reference split has 10/);
+    assert.throws(() => checkSplitSizes(baseStudy('queries: { difficulty: p95 }'), 100, 20, 120), /42 held-out images for queries at difficulty p95/);
+    checkSplitSizes(baseStudy(), 18, 2, 20);
+  });
+});
