@@ -82,6 +82,11 @@ export type CreateSessionRequest = z.infer<typeof CreateSessionRequest>;
 export const TaskTrial = z.object({
   seq: z.number().int().min(0),
   practice: z.boolean(),
+  /**
+   * Practice round (0-based) when the study repeats practice until a criterion
+   * (design.practice_criterion); null for main trials. Round r's trials are consecutive seqs.
+   */
+  practice_round: z.number().int().min(0).nullable().optional(),
   reference_kind: ReferenceKind,
   min_url: z.string(),
   max_url: z.string(),
@@ -104,9 +109,11 @@ export const CreateSessionResponse = z.object({
   session: z.string(),
   token: z.string(),
   trials: z.array(TaskTrial),
-  /** seq of the first unanswered trial (trials.length when all are answered). */
+  /** seq of the first unanswered trial that is still required (trials.length when all are answered). */
   resume_at: z.number().int(),
   config: ClientConfig,
+  /** Code to show if the browser cannot save every answer by the end (recruitment.unsynced, else completed). */
+  unsynced_code: z.string().nullable().optional(),
 });
 export type CreateSessionResponse = z.infer<typeof CreateSessionResponse>;
 
@@ -136,7 +143,15 @@ export const TrialAck = z.object({
   seq: z.number().int(),
   recorded_at: z.string(),
   /** Only on practice trials. */
-  feedback: z.object({ correct: z.boolean() }).optional(),
+  feedback: z
+    .object({
+      correct: z.boolean(),
+      /** On the last trial of a practice round: how the round went, and whether practice is over. */
+      round: z
+        .object({ round: z.number().int(), correct: z.number().int(), total: z.number().int(), passed: z.boolean(), practice_over: z.boolean() })
+        .optional(),
+    })
+    .optional(),
 });
 export type TrialAck = z.infer<typeof TrialAck>;
 
@@ -160,4 +175,22 @@ export const StudyInfo = z.object({
 });
 export type StudyInfo = z.infer<typeof StudyInfo>;
 
+/** Things the client notices outside the trials: failed images, leaving fullscreen, giving up on saving. */
+export const ClientEvent = z.strictObject({
+  type: z.enum(['preload_failed', 'fullscreen_exit', 'fullscreen_enter', 'blur', 'focus', 'offline', 'online', 'unsynced_end', 'browser_check']),
+  /** Client wall clock, ms since epoch. */
+  at: z.number().finite(),
+  /** seq of the trial it happened at, if any. */
+  seq: z.number().int().min(0).optional(),
+  detail: z.record(z.string(), z.union([z.string().max(500), z.number(), z.boolean(), z.null()])).optional(),
+});
+export type ClientEvent = z.infer<typeof ClientEvent>;
+export const EventsRequest = z.strictObject({ events: z.array(ClientEvent).min(1).max(100) });
+
 export const ApiError = z.object({ error: z.string(), detail: z.unknown().optional() });
+/** 409 from finish while trials are missing. */
+export const FinishRefused = ApiError.extend({ missing: z.array(z.number().int()) });
+/** 409 from create-session for a participant who already finished. */
+export const AlreadyCompleted = ApiError.extend({ code: z.string().nullable(), redirect: z.string().nullable() });
+/** 400: each bad field of the request. */
+export const BadRequest = ApiError.extend({ detail: z.object({ fields: z.array(z.object({ field: z.string(), message: z.string() })) }) });

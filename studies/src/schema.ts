@@ -149,7 +149,8 @@ export const Design = z
       .min(0)
       .max(1)
       .optional()
-      .describe('Repeat the practice block until this fraction is answered correctly.'),
+      .describe('Repeat the practice block until this fraction of a round is answered correctly (at most practice_rounds rounds).'),
+    practice_rounds: positiveInt('rounds').max(10).default(3).describe('With practice_criterion: the most practice rounds a participant gets before the main trials.'),
     responses_per_feature: positiveInt('responses').default(30).describe('Responses to collect for each feature × condition (30 in IMI).'),
     within: z.array(Factor).default(['layer', 'basis']).describe('Factors every participant sees all levels of.'),
     between: z.array(Factor).default([]).describe('Factors whose level is assigned per participant.'),
@@ -172,6 +173,7 @@ export const Exclusions = z.strictObject({
   instruction_time_s_min: z.number().min(0).optional(),
   min_distinct_responses: positiveInt('distinct buttons').max(6).optional().describe('Exclude participants who used fewer of the six buttons.'),
   repeat_participation: z.boolean().default(true).describe('Exclude second and later participations.'),
+  practice_pass_required: z.boolean().default(false).describe('Exclude participants who never met design.practice_criterion.'),
 });
 
 const completion = z.strictObject({
@@ -190,6 +192,9 @@ export const Recruitment = z
     failed_checks: completion.optional().describe('Code for participants who fail the catch-trial criterion.'),
     no_consent: completion.optional(),
     incompatible_device: completion.optional(),
+    unsynced: completion
+      .optional()
+      .describe('Code shown when the browser could not save every answer before the end (default: the completed code); review these sessions before paying.'),
     reward: z
       .strictObject({ amount: z.number().positive(), currency: z.string().regex(/^[A-Z]{3}$/) })
       .optional()
