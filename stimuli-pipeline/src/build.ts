@@ -14,16 +14,18 @@ import {
   type ManifestTrial,
   type Study,
 } from '@legible/studies';
-import { applyBasis } from './bases.ts';
 import { Composer } from './compose.ts';
 import { listImages, splitOf, datasetHash, writeFashionMnist, type ImageEntry } from './dataset.ts';
-import { checkSplitSizes, exemplarsOf, featureId, practiceTrialOf, selectFeatures, trialsOf, type Exemplars, type FeatureColumn, type TrialSpec } from './exemplars.ts';
-import { extractActivations } from './extract.ts';
+import { checkSplitSizes, exemplarsOf, featureId, practiceTrialOf, trialsOf, type Exemplars, type FeatureColumn, type TrialSpec } from './exemplars.ts';
+import { extractToStore } from './extract.ts';
+import { computeFeatures } from './features.ts';
 import { decodeModel } from './onnx/proto.ts';
+import { buildReport } from './report.ts';
 import type { Device } from './runtime.ts';
+import { ActivationStore, storeKey, type ShardSlice } from './store.ts';
 
 /** Bump when the pipeline's output for the same inputs changes, so cached builds are redone. */
-export const PIPELINE_VERSION = 1;
+export const PIPELINE_VERSION = 2;
 
 export interface BuildOptions {
   device?: Device;
@@ -31,6 +33,14 @@ export interface BuildOptions {
   log?: (line: string) => void;
   /** No progress bars (tests). */
   quiet?: boolean;
+  /** Extract only this slice of the activation shards and stop (a job of an array). */
+  slice?: ShardSlice;
+  /** Extract nothing: every shard must be there already (after the jobs of an array). */
+  merge?: boolean;
+  /** Images per activation shard (default 1024). */
+  shardSize?: number;
+  /** Called after each activation shard is written. */
+  onShard?: (index: number) => void;
 }
 
 const stderrLog = (line: string) => process.stderr.write(`${line}\n`);
@@ -42,10 +52,14 @@ export async function ensureBuilt(loaded: LoadedStudy, opts: BuildOptions = {}):
   const reason = staleReason(loaded);
   if (!reason && existsSync(manifestFile)) return Manifest.parse(JSON.parse(readFileSync(manifestFile, 'utf8')));
   log(`${loaded.study.id}: building stimuli (${reason ?? 'no manifest yet'})`);
-  return buildStimuli(loaded, opts);
+  return (await buildStimuli(loaded, opts))!;
 }
 
-export async function buildStimuli(loaded: LoadedStudy, opts: BuildOptions = {}): Promise<Manifest> {
+/**
+ * Build the study's stimuli. With `slice`, only extracts that part of the activations and returns
+ * null; a later run without it (or with `merge`) uses every part.
+ */
+export async function buildStimuli(loaded: LoadedStudy, opts: BuildOptions = {}): Promise<Manifest | null> {
   const log = opts.log ?? stderrLog;
   const { study, paths } = loaded;
   const started = performance.now();
@@ -57,41 +71,51 @@ export async function buildStimuli(loaded: LoadedStudy, opts: BuildOptions = {})
   }
   const listing = listImages(paths.images, study.dataset.limit);
   const inSplit = listing.images.filter((img) => splitOf(img.id, study.dataset.split) !== 'unused');
-  const modelBytes = readModel(paths.model);
-
-  const acts = await extractActivations({
-    model: modelBytes,
-    input: study.model.input,
-    layers: study.model.layers,
-    images: inSplit,
-    batchSize: opts.batchSize,
-    device: opts.device,
-    log,
-    quiet: opts.quiet,
-  });
-  const refRows: number[] = [];
-  const queryRows: number[] = [];
-  acts.ids.forEach((id, row) => (splitOf(id, study.dataset.split) === 'reference' ? refRows : queryRows).push(row));
-  checkSplitSizes(study, refRows.length, queryRows.length, acts.ids.length);
-
-  // Features of every layer × basis, and the study's selection among them.
-  const bases: Manifest['bases'] = [];
-  const selected: FeatureColumn[] = [];
-  const unselected: FeatureColumn[] = [];
-  for (const layer of acts.layers) {
-    for (const basis of study.bases) {
-      const result = applyBasis(basis, layer, refRows, log);
-      const columns = Array.from({ length: result.features }, (_, index): FeatureColumn => {
-        const values = new Float32Array(acts.ids.length);
-        for (let r = 0; r < values.length; r++) values[r] = result.activations[r * result.features + index];
-        return { layer: layer.layer, basis: basis.kind, index, values };
-      });
-      const chosen = selectFeatures(study, layer.layer, basis.kind, columns, refRows);
-      selected.push(...chosen);
-      unselected.push(...columns.filter((c) => !chosen.includes(c) && new Set(refRows.map((r) => c.values[r])).size > 1));
-      bases.push({ layer: layer.layer, basis: basis.kind, features: result.features, info: result.info });
-    }
+  if (inSplit.length === 0) {
+    throw new LegibleError(`no images in ${paths.images}${listing.skipped.length ? ` (${listing.skipped.length} files of other types)` : ''}: dataset.images must hold jpg, png, webp, gif, tiff or avif files.`);
   }
+  const modelBytes = readModel(paths.model);
+  const modelSha = sha256(modelBytes);
+
+  // Activations, in a resumable on-disk store shared by the jobs of a sharded run.
+  const store = ActivationStore.open(
+    join(paths.build, 'cache', 'activations'),
+    storeKey({ model: modelSha, input: study.model.input, tensors: study.model.layers.map((l) => `${l.name}=${l.tensor}`), ids: inSplit.map((i) => i.id) }),
+    inSplit.length,
+    opts.shardSize ?? 1024,
+    log,
+  );
+  let device = 'none';
+  if (!opts.merge) {
+    const done = store.shardCount - store.missing().length;
+    if (done > 0 && store.missing(opts.slice).length > 0) log(`resuming: ${done} of ${store.shardCount} activation shards already extracted`);
+    const extracted = await extractToStore({
+      model: modelBytes,
+      input: study.model.input,
+      layers: study.model.layers,
+      images: inSplit,
+      store,
+      slice: opts.slice,
+      batchSize: opts.batchSize,
+      device: opts.device,
+      log,
+      quiet: opts.quiet,
+      onShard: opts.onShard,
+    });
+    device = extracted.device;
+  }
+  if (opts.slice) {
+    const left = store.missing().length;
+    log(`${study.id}: part ${opts.slice.k}/${opts.slice.n} done; ${left ? `${left} shards of other parts still missing` : 'every part is done'}. When all parts are done: legible stimuli ${study.id} --merge`);
+    return null;
+  }
+  const missing = store.missing();
+  if (missing.length) {
+    throw new LegibleError(`${missing.length} of ${store.shardCount} activation shards are missing (e.g. ${missing.slice(0, 3).join(', ')}): run the remaining --shard k/n parts, or build without --merge to extract them here.`);
+  }
+
+  const fs = await computeFeatures(study, store, { model: modelBytes, images: inSplit, device: opts.device, batchSize: opts.batchSize, log, quiet: opts.quiet });
+  checkSplitSizes(study, fs.refRows.length, fs.queryRows.length, fs.ids.length);
 
   // Exemplars and the trial pool.
   const features: ManifestFeature[] = [];
@@ -106,15 +130,15 @@ export async function buildStimuli(loaded: LoadedStudy, opts: BuildOptions = {})
     references: { min: ex.min, max: ex.max },
     queries: ex.queries,
   });
-  for (const col of selected) {
-    const ex = exemplarsOf(col, study, acts.ids, refRows, queryRows);
+  for (const col of fs.selected) {
+    const ex = exemplarsOf(col, study, fs.ids, fs.refRows, fs.queryRows);
     features.push(describe(col, ex));
     specs.push(...trialsOf(featureId(col), ex, study.references.kinds, study.seed));
   }
-  const practiceCount = Math.min(study.design.practice_trials, unselected.length);
+  const practiceCount = Math.min(study.design.practice_trials, fs.spare.length);
   const easy: Study = { ...study, queries: { difficulty: 'extreme' } };
-  for (const col of rng(seedFrom('practice', study.seed)).sample(unselected, practiceCount)) {
-    const ex = exemplarsOf(col, easy, acts.ids, refRows, queryRows);
+  for (const col of rng(seedFrom('practice', study.seed)).sample(fs.spare, practiceCount)) {
+    const ex = exemplarsOf(col, easy, fs.ids, fs.refRows, fs.queryRows);
     features.push(describe(col, ex));
     specs.push(practiceTrialOf(featureId(col), ex, study.seed));
   }
@@ -147,28 +171,29 @@ export async function buildStimuli(loaded: LoadedStudy, opts: BuildOptions = {})
     format: MANIFEST_FORMAT,
     study: study.id,
     seed: study.seed,
-    model: { file: study.model.onnx, sha256: sha256(modelBytes), input: { ...study.model.input } },
+    model: { file: study.model.onnx, sha256: modelSha, input: { ...study.model.input } },
     dataset: {
       images: study.dataset.images,
-      sha256: datasetHash(acts.hashes),
-      count: acts.ids.length,
-      skipped: [...listing.skipped, ...acts.skipped].sort((a, b) => (a.path < b.path ? -1 : 1)),
-      reference: refRows.length,
-      query: queryRows.length,
+      sha256: datasetHash(fs.hashes),
+      count: fs.ids.length,
+      skipped: [...listing.skipped, ...fs.skipped].sort((a, b) => (a.path < b.path ? -1 : 1)),
+      reference: fs.refRows.length,
+      query: fs.queryRows.length,
     },
     config: manifestConfig(study),
-    layers: acts.layers.map((l) => ({ name: l.layer, tensor: l.tensor, shape: l.shape })),
-    bases,
+    layers: fs.layers.map((l) => ({ name: l.name, tensor: l.tensor, shape: l.shape })),
+    bases: fs.bases,
     features,
     trials,
   };
   Manifest.parse(manifest);
   writeAtomic(join(paths.build, 'manifest.json'), `${JSON.stringify(manifest, null, 2)}\n`);
+  const seconds = (performance.now() - started) / 1000;
+  writeAtomic(join(paths.build, 'report.html'), buildReport(manifest, study, { seconds, device }));
   writeAtomic(join(paths.build, 'stamp.json'), `${JSON.stringify(stamp(loaded), null, 2)}\n`);
-  const seconds = ((performance.now() - started) / 1000).toFixed(1);
   log(
-    `${study.id}: ${features.length} features, ${trials.length} trials, ${composer.assets().length} images in ${paths.build} (${seconds}s, ${acts.device}` +
-      `${manifest.dataset.skipped.length ? `, ${manifest.dataset.skipped.length} files skipped` : ''})`,
+    `${study.id}: ${features.length} features, ${trials.length} trials, ${composer.assets().length} images in ${paths.build} (${seconds.toFixed(1)}s, ${device === 'none' ? 'activations from the store' : device}` +
+      `${manifest.dataset.skipped.length ? `, ${manifest.dataset.skipped.length} files skipped` : ''}); report: ${join(paths.build, 'report.html')}`,
   );
   return manifest;
 }

@@ -3,6 +3,7 @@ import { intOption, LegibleError, parseCommandArgs, UsageError, type Command } f
 import { describeValue, type Dim } from './onnx/graph.ts';
 import { DataType, dataTypeName, decodeModel, encodeModel, type ModelProto } from './onnx/proto.ts';
 import { addTapsToModel, listTensors, type TensorEntry } from './onnx/taps.ts';
+import type { Device } from './runtime.ts';
 
 const showShape = (s: readonly Dim[] | undefined) => (s ? `[${s.map((d) => (d === null ? '?' : d)).join(', ')}]` : '?');
 
@@ -172,32 +173,52 @@ export const layers: Command = {
 
 export const stimuli: Command = {
   name: 'stimuli',
-  summary: 'Build a study\'s stimuli: activations, bases, exemplars, trial images, manifest',
-  usage: '<study-id | study.yaml> [--device auto|cpu|webgpu|cuda] [--batch N] [--if-stale]',
+  summary: 'Build a study\'s stimuli: activations, bases, exemplars, trial images, manifest, report',
+  usage: '<study-id | study.yaml> [--device D] [--batch N] [--shard k/n | --merge] [--if-stale]',
   help: [
-    'Writes studies/<id>/build/: img/ (content-hashed trial images) and manifest.json (deterministic:',
-    'the same study, model, images and seeds give the same bytes).',
+    'Writes studies/<id>/build/: img/ (content-hashed trial images), manifest.json (deterministic: the',
+    'same study, model, images and seeds give the same bytes) and report.html (every feature\'s',
+    'references and queries, to look at before running the study). Activations are kept in',
+    'build/cache/activations/ in shards: an interrupted build resumes where it stopped.',
     '',
     'Options:',
-    '  --device D   execution provider for onnxruntime (default auto)',
-    '  --batch N    images per inference batch (default 32; a model with a fixed batch size uses it)',
-    '  --if-stale   do nothing when the build is up to date with the study, model and images',
+    '  --device D     auto (default), cpu, webgpu or cuda; auto tries the GPU providers this machine',
+    '                 can run, falls back to cpu, and says which it used',
+    '  --batch N      images per inference batch (default 32; a model with a fixed batch size uses it)',
+    '  --shard k/n    extract only part k of n of the activations (0 ≤ k < n), then stop: one job of a',
+    '                 Slurm array or Kubernetes Indexed Job; all jobs share the build folder',
+    '  --merge        after all parts: build from the extracted activations, extracting nothing',
+    '  --shard-size N images per activation shard (default 1024)',
+    '  --if-stale     do nothing when the build is up to date with the study, model and images',
   ].join('\n'),
   async run(argv) {
     const { values, positionals } = parseCommandArgs(
       argv,
-      { device: { type: 'string' }, batch: { type: 'string' }, 'if-stale': { type: 'boolean' } },
+      {
+        device: { type: 'string' },
+        batch: { type: 'string' },
+        shard: { type: 'string' },
+        merge: { type: 'boolean' },
+        'shard-size': { type: 'string' },
+        'if-stale': { type: 'boolean' },
+      },
       { min: 1, max: 1 },
     );
-    const devices = ['auto', 'cpu', 'webgpu', 'cuda'] as const;
-    const device = (values.device ?? 'auto') as (typeof devices)[number];
-    if (!devices.includes(device)) throw new UsageError(`--device expects one of ${devices.join(', ')}, got "${values.device}"`);
+    const { DEVICES } = await import('./runtime.ts');
+    const device = (values.device ?? 'auto') as Device;
+    if (!DEVICES.includes(device)) throw new UsageError(`--device expects one of ${DEVICES.join(', ')}, got "${values.device}"`);
     const batchSize = intOption(values.batch, 'batch', 32);
     if (batchSize < 1) throw new UsageError(`--batch expects a whole number ≥ 1, got ${batchSize}`);
+    const shardSize = intOption(values['shard-size'], 'shard-size', 1024);
+    if (shardSize < 1) throw new UsageError(`--shard-size expects a whole number ≥ 1, got ${shardSize}`);
+    if (values.shard && values.merge) throw new UsageError('--shard and --merge go in separate runs: the parts first, then one --merge');
+    const { parseShardSlice } = await import('./store.ts');
+    const slice = values.shard ? parseShardSlice(values.shard) : undefined;
     const { loadStudy } = await import('@legible/studies');
     const { buildStimuli, ensureBuilt } = await import('./build.ts');
     const loaded = loadStudy(positionals[0]);
-    await (values['if-stale'] ? ensureBuilt : buildStimuli)(loaded, { device, batchSize });
+    const opts = { device, batchSize, shardSize, slice, merge: values.merge };
+    await (values['if-stale'] && !slice ? ensureBuilt : buildStimuli)(loaded, opts);
     return 0;
   },
 };

@@ -27,10 +27,11 @@ export function featureId(f: { layer: string; basis: string; index: number }): s
 
 /**
  * Choose the features of one layer and basis: all, a seeded random sample, or the study's list.
- * Features that are constant over the reference split (dead units) can't be ranked and are left out.
+ * Features that are constant over the reference split (dead units) can't be ranked and are left out;
+ * `liveIndices`, when given, says which are alive (for columns whose values are not loaded yet).
  */
-export function selectFeatures(study: Study, layer: string, basis: BasisKind, columns: FeatureColumn[], refRows: number[]): FeatureColumn[] {
-  const live = columns.filter((c) => !isConstant(c.values, refRows));
+export function selectFeatures(study: Study, layer: string, basis: BasisKind, columns: FeatureColumn[], refRows: number[], liveIndices?: Set<number>): FeatureColumn[] {
+  const live = columns.filter((c) => (liveIndices ? liveIndices.has(c.index) : !isConstant(c.values, refRows)));
   const sel = study.features;
   if (sel.select === 'all') return live;
   if (sel.select === 'list') {

@@ -1,46 +1,33 @@
-// Activations: stream images through the model in batches, with the next batch decoding while the
-// current one runs, and reduce each tapped layer to one value per channel and image
-// (spatial mean, the field's convention, and spatial max).
+// Activations: stream images through the model in batches into the activation store. The next
+// batch decodes (sharp, on libvips's threads) while the current one runs in onnxruntime, so
+// neither waits; each tapped layer is reduced to one value per channel and image (spatial mean,
+// the field's convention, and spatial max) as it comes out.
 import { createHash } from 'node:crypto';
 import { readFile } from 'node:fs/promises';
-import type { Tensor } from 'onnxruntime-node';
+import type { InferenceSession, Tensor } from 'onnxruntime-node';
 import { inputSize, LegibleError, type Layer, type ModelInput } from '@legible/studies';
 import type { ImageEntry } from './dataset.ts';
 import { addTaps } from './onnx/taps.ts';
 import { channelCount, decodeForModel, normalise } from './preprocess.ts';
 import { progress as makeProgress } from './progress.ts';
 import { fixedBatch, openSession, type Device } from './runtime.ts';
-
-export interface LayerActivations {
-  layer: string;
-  tensor: string;
-  /** Shape of one image's activation, e.g. [C, H, W]. */
-  shape: number[];
-  channels: number;
-  /** Row-major [image][channel]. */
-  mean: Float32Array;
-  max: Float32Array;
-}
-
-export interface Activations {
-  /** Ids of the images that decoded, in the order of the rows. */
-  ids: string[];
-  layers: LayerActivations[];
-  /** Content sha256 of every image read, by id. */
-  hashes: Map<string, string>;
-  skipped: { path: string; reason: string }[];
-  device: string;
-}
+import type { ActivationStore, ShardSlice, StoreLayer } from './store.ts';
 
 export interface ExtractOptions {
   model: Uint8Array;
   input: ModelInput;
   layers: Layer[];
+  /** The store's image list, in order (shard i holds images [i·S, (i+1)·S)). */
   images: ImageEntry[];
+  store: ActivationStore;
+  /** Only the shards of this slice (`--shard k/n`). */
+  slice?: ShardSlice;
   batchSize?: number;
   device?: Device;
   log?: (s: string) => void;
   quiet?: boolean;
+  /** Called after each shard is written (tests use it to interrupt a run). */
+  onShard?: (index: number) => void;
 }
 
 interface Decoded {
@@ -48,72 +35,131 @@ interface Decoded {
   pixels: Buffer;
 }
 
-export async function extractActivations(opts: ExtractOptions): Promise<Activations> {
+/** Fill the store's missing shards (of the slice). Returns the device used and how many shards were written. */
+export async function extractToStore(opts: ExtractOptions): Promise<{ device: string; shards: number }> {
+  const { store } = opts;
+  const todo = store.missing(opts.slice);
+  if (todo.length === 0) return { device: 'none', shards: 0 };
   const tapped = addTaps(opts.model, opts.layers.map((l) => l.tensor));
   const { session, device } = await openSession(tapped, { device: opts.device, log: opts.log });
-  const batchSize = fixedBatch(session) ?? opts.batchSize ?? 32;
+  try {
+    checkInput(session, opts.input);
+    const batchSize = fixedBatch(session) ?? opts.batchSize ?? 32;
+    const [height, width] = inputSize(opts.input);
+    const channels = channelCount(opts.input);
+    const inputName = session.inputNames[0];
+    const ort = await import('onnxruntime-node');
+    const plane = channels * height * width;
+
+    // Work items: batches within shards, in shard order.
+    const work: { shard: number; images: ImageEntry[]; last: boolean }[] = [];
+    for (const shard of todo) {
+      const [start, end] = store.range(shard);
+      for (let i = start; i < end; i += batchSize) work.push({ shard, images: opts.images.slice(i, Math.min(i + batchSize, end)), last: i + batchSize >= end });
+    }
+    const total = work.reduce((n, w) => n + w.images.length, 0);
+    const bar = makeProgress('activations', total, { unit: 'img', quiet: opts.quiet });
+
+    const decode = async (batch: ImageEntry[]) => {
+      const hashes: Record<string, string> = {};
+      const skipped: { path: string; reason: string }[] = [];
+      const results = await Promise.all(
+        batch.map(async (img): Promise<Decoded | null> => {
+          try {
+            const bytes = await readFile(img.path);
+            hashes[img.id] = createHash('sha256').update(bytes).digest('hex');
+            return { id: img.id, pixels: await decodeForModel(bytes, opts.input) };
+          } catch (err) {
+            skipped.push({ path: img.id, reason: `unreadable image: ${(err as Error).message.split('\n')[0]}` });
+            return null;
+          }
+        }),
+      );
+      return { decoded: results.filter((r): r is Decoded => r !== null), hashes, skipped };
+    };
+
+    let acc = newShardAccumulator(opts.layers.length);
+    let next = decode(work[0].images);
+    let written = 0;
+    for (let w = 0; w < work.length; w++) {
+      const { decoded, hashes, skipped } = await next;
+      if (w + 1 < work.length) next = decode(work[w + 1].images);
+      Object.assign(acc.hashes, hashes);
+      acc.skipped.push(...skipped);
+      if (decoded.length) {
+        const n = fixedBatch(session) ?? decoded.length;
+        const data = new Float32Array(n * plane);
+        decoded.forEach((d, i) => normalise(d.pixels, opts.input, data, i * plane));
+        const outputs = await session.run({ [inputName]: new ort.Tensor('float32', data, [n, channels, height, width]) }, opts.layers.map((l) => l.tensor));
+        const layers: StoreLayer[] = [];
+        opts.layers.forEach((layer, li) => {
+          const r = reduceSpatial(outputs[layer.tensor] as Tensor, decoded.length, layer);
+          acc.mean[li].push(r.mean);
+          acc.max[li].push(r.max);
+          layers.push({ name: layer.name, tensor: layer.tensor, channels: r.shape[0], shape: r.shape });
+        });
+        if (!store.header.layers) store.setLayers(layers);
+        acc.ids.push(...decoded.map((d) => d.id));
+      }
+      bar.tick(work[w].images.length);
+      if (work[w].last) {
+        if (!store.header.layers) store.setLayers(await probeLayers(session, opts, inputName, ort));
+        store.write({ index: work[w].shard, ids: acc.ids, skipped: acc.skipped, hashes: acc.hashes, mean: acc.mean.map(concat), max: acc.max.map(concat) });
+        written++;
+        opts.onShard?.(work[w].shard);
+        acc = newShardAccumulator(opts.layers.length);
+      }
+    }
+    bar.done();
+    return { device, shards: written };
+  } finally {
+    await session.release();
+  }
+}
+
+function newShardAccumulator(layers: number) {
+  return {
+    ids: [] as string[],
+    skipped: [] as { path: string; reason: string }[],
+    hashes: {} as Record<string, string>,
+    mean: Array.from({ length: layers }, () => [] as Float32Array[]),
+    max: Array.from({ length: layers }, () => [] as Float32Array[]),
+  };
+}
+
+/** Layer shapes from one run on a blank input (for a store whose first shard decoded nothing). */
+async function probeLayers(session: InferenceSession, opts: ExtractOptions, inputName: string, ort: typeof import('onnxruntime-node')): Promise<StoreLayer[]> {
   const [height, width] = inputSize(opts.input);
   const channels = channelCount(opts.input);
-  const inputName = session.inputNames[0];
-  const ort = await import('onnxruntime-node');
-
-  const hashes = new Map<string, string>();
-  const skipped: { path: string; reason: string }[] = [];
-  const ids: string[] = [];
-  const collected = opts.layers.map(() => ({ mean: [] as Float32Array[], max: [] as Float32Array[], shape: [] as number[] }));
-
-  const decodeBatch = async (batch: ImageEntry[]): Promise<Decoded[]> => {
-    const results = await Promise.all(
-      batch.map(async (img): Promise<Decoded | null> => {
-        try {
-          const bytes = await readFile(img.path);
-          hashes.set(img.id, createHash('sha256').update(bytes).digest('hex'));
-          return { id: img.id, pixels: await decodeForModel(bytes, opts.input) };
-        } catch (err) {
-          skipped.push({ path: img.id, reason: `unreadable image: ${(err as Error).message.split('\n')[0]}` });
-          return null;
-        }
-      }),
-    );
-    return results.filter((r): r is Decoded => r !== null);
-  };
-
-  const batches: ImageEntry[][] = [];
-  for (let i = 0; i < opts.images.length; i += batchSize) batches.push(opts.images.slice(i, i + batchSize));
-  const bar = makeProgress('activations', opts.images.length, { unit: 'img', quiet: opts.quiet });
-  let next = batches.length ? decodeBatch(batches[0]) : null;
-  for (let b = 0; b < batches.length; b++) {
-    const decoded = await next!;
-    // Decode the next batch while this one runs.
-    next = b + 1 < batches.length ? decodeBatch(batches[b + 1]) : null;
-    if (decoded.length === 0) {
-      bar.tick(batches[b].length);
-      continue;
-    }
-    const n = fixedBatch(session) ?? decoded.length;
-    const data = new Float32Array(n * channels * height * width);
-    decoded.forEach((d, i) => normalise(d.pixels, opts.input, data, i * channels * height * width));
-    const feeds = { [inputName]: new ort.Tensor('float32', data, [n, channels, height, width]) };
-    const outputs = await session.run(feeds, opts.layers.map((l) => l.tensor));
-    opts.layers.forEach((layer, li) => {
-      const t = outputs[layer.tensor] as Tensor;
-      const reduced = reduceSpatial(t, decoded.length, layer);
-      collected[li].mean.push(reduced.mean);
-      collected[li].max.push(reduced.max);
-      collected[li].shape = reduced.shape;
-    });
-    for (const d of decoded) ids.push(d.id);
-    bar.tick(batches[b].length);
-  }
-  bar.done(skipped.length ? `${skipped.length} skipped` : undefined);
-  await session.release();
-
-  const layers = opts.layers.map((layer, li): LayerActivations => {
-    const shape = collected[li].shape;
-    const c = shape[0] ?? 0;
-    return { layer: layer.name, tensor: layer.tensor, shape, channels: c, mean: concat(collected[li].mean), max: concat(collected[li].max) };
+  const out = await session.run({ [inputName]: new ort.Tensor('float32', new Float32Array(channels * height * width), [1, channels, height, width]) });
+  return opts.layers.map((l) => {
+    const shape = (out[l.tensor] as Tensor).dims.map(Number).slice(1);
+    return { name: l.name, tensor: l.tensor, channels: shape[0], shape };
   });
-  return { ids, layers, hashes, skipped, device };
+}
+
+/** The model's image input must match the study's model.input. */
+export function checkInput(session: InferenceSession, input: ModelInput): void {
+  const [height, width] = inputSize(input);
+  const channels = channelCount(input);
+  if (session.inputNames.length !== 1) {
+    throw new LegibleError(`the model has ${session.inputNames.length} inputs (${session.inputNames.join(', ')}): legible taps image models with one input [batch, channels, height, width].`);
+  }
+  const meta = session.inputMetadata?.[0];
+  if (!meta || !meta.isTensor) return;
+  const shape = meta.shape;
+  if (shape.length !== 4) {
+    throw new LegibleError(`the model's input "${session.inputNames[0]}" has shape [${shape.join(', ')}]: legible needs an image input [batch, channels, height, width].`);
+  }
+  const [, c, h, w] = shape;
+  if (typeof c === 'number' && c !== channels) {
+    throw new LegibleError(
+      `the model's input has ${c} channel${c === 1 ? '' : 's'} but model.input.channels is "${input.channels}" (${channels}): set channels to ${c === 1 ? 'gray' : 'rgb (or bgr)'} in the study file.`,
+    );
+  }
+  if ((typeof h === 'number' && h !== height) || (typeof w === 'number' && w !== width)) {
+    throw new LegibleError(`the model's input is fixed at ${h}×${w} pixels but model.input.size is ${height}×${width}: set size to [${h}, ${w}] in the study file.`);
+  }
 }
 
 /** [N, C, ...spatial] → per image and channel: mean and max over the spatial positions. */

@@ -1,7 +1,9 @@
 export { buildStimuli, ensureBuilt, PIPELINE_VERSION, type BuildOptions } from './build.ts';
 export { listImages, splitOf, writeFashionMnist, FASHION_MNIST_CLASSES } from './dataset.ts';
-export { extractActivations, type Activations, type LayerActivations } from './extract.ts';
-export { applyBasis, fitNmf, nmfCodes } from './bases.ts';
+export { extractToStore, checkInput } from './extract.ts';
+export { ActivationStore, parseShardSlice, type ShardSlice } from './store.ts';
+export { fitNmf, NmfEncoder, randomInit, type NmfFit } from './nmf.ts';
+export { computeFeatures } from './features.ts';
 export { openSession, type Device } from './runtime.ts';
 export * from './onnx/proto.ts';
 export * from './onnx/graph.ts';

@@ -1,7 +1,8 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import { parseStudy, rng, type Study } from '@legible/studies';
-import { fitNmf, nmfCodes } from '../src/bases.ts';
+import { fitNmf as fitNmfOrt, NmfEncoder, randomInit } from '../src/nmf.ts';
+import { fitNmf, nmfCodes } from './reference-nmf.ts';
 import { checkSplitSizes, exemplarsOf, selectFeatures, trialsOf, type FeatureColumn } from '../src/exemplars.ts';
 
 /** A non-negative n × c matrix of exact rank k, and its factors. */
@@ -15,7 +16,7 @@ function lowRank(n: number, c: number, k: number, seed: number) {
   return { A, U, W };
 }
 
-describe('NMF (multiplicative updates)', () => {
+describe('NMF reference (multiplicative updates in float64)', () => {
   it('factorises an exactly low-rank non-negative matrix to a small error', () => {
     const { A } = lowRank(300, 24, 4, 1);
     const model = fitNmf(A, 300, 24, 4, { maxIter: 2000, tol: 1e-7, seed: 3 });
@@ -54,6 +55,66 @@ describe('NMF (multiplicative updates)', () => {
       }
     }
     assert.ok(Math.sqrt(err / norm) < 0.03, `code reconstruction error ${Math.sqrt(err / norm)}`);
+  });
+});
+
+describe('NMF on onnxruntime (src/nmf.ts)', () => {
+  it('MU from the same start follows the float64 reference, iterate for iterate', async () => {
+    const { A } = lowRank(200, 16, 3, 5);
+    const A32 = Float32Array.from(A);
+    const init = randomInit(A32, 200, 16, 3, 11);
+    const ort = await fitNmfOrt(A32, 200, 16, { k: 3, maxIter: 50, tol: 0, seed: 0, solver: 'mu', init });
+    const ref = fitNmf(A, 200, 16, 3, { maxIter: 50, tol: 0, seed: 0, init });
+    assert.equal(ort.iterations, 50);
+    let diff = 0;
+    for (let i = 0; i < ref.W.length; i++) diff = Math.max(diff, Math.abs(ort.W[i] - ref.W[i]));
+    assert.ok(diff < 1e-3, `max |ΔW| = ${diff}`);
+    assert.ok(Math.abs(ort.relativeError - ref.relativeError) < 1e-4, `${ort.relativeError} vs ${ref.relativeError}`);
+  });
+
+  it('HALS fits an exactly low-rank matrix closely and beats MU at equal iterations', async () => {
+    const { A } = lowRank(400, 24, 4, 6);
+    const A32 = Float32Array.from(A);
+    const init = randomInit(A32, 400, 24, 4, 3);
+    const hals = await fitNmfOrt(A32, 400, 24, { k: 4, maxIter: 100, tol: 0, seed: 0, solver: 'hals', init });
+    const mu = await fitNmfOrt(A32, 400, 24, { k: 4, maxIter: 100, tol: 0, seed: 0, solver: 'mu', init });
+    assert.ok(hals.relativeError < 0.01, `hals relative error ${hals.relativeError}`);
+    assert.ok(hals.relativeError < mu.relativeError, `hals ${hals.relativeError} ≥ mu ${mu.relativeError}`);
+    assert.ok(hals.W.every((v) => v >= 0) && hals.U.every((v) => v >= 0));
+    // The error history only goes down.
+    for (let i = 1; i < hals.history.length; i++) assert.ok(hals.history[i].error <= hals.history[i - 1].error * (1 + 1e-6));
+  });
+
+  it('stops at the tolerance, is deterministic for a seed, and reports where it ran', async () => {
+    const { A } = lowRank(150, 12, 3, 7);
+    const A32 = Float32Array.from(A);
+    const a = await fitNmfOrt(A32, 150, 12, { k: 3, maxIter: 1000, tol: 1e-3, seed: 4 });
+    const b = await fitNmfOrt(A32, 150, 12, { k: 3, maxIter: 1000, tol: 1e-3, seed: 4 });
+    assert.ok(a.converged && a.iterations < 1000);
+    assert.deepEqual(a.W, b.W);
+    assert.equal(a.device, 'cpu');
+  });
+
+  it('encodes new rows with W fixed as well as the reference non-negative least squares', async () => {
+    const { A } = lowRank(300, 16, 3, 8);
+    const A32 = Float32Array.from(A);
+    const fit = await fitNmfOrt(A32, 300, 16, { k: 3, maxIter: 500, tol: 1e-7, seed: 1 });
+    const encoder = await NmfEncoder.create(fit.W, 3, 16);
+    const codes = await encoder.encode(A32, 300);
+    await encoder.release();
+    const reference = nmfCodes(A32, 300, 16, Float64Array.from(fit.W), 3, 2000);
+    const residual = (U: ArrayLike<number>) => {
+      let err = 0;
+      for (let i = 0; i < 300; i++)
+        for (let j = 0; j < 16; j++) {
+          let v = 0;
+          for (let q = 0; q < 3; q++) v += U[i * 3 + q] * fit.W[q * 16 + j];
+          err += (v - A[i * 16 + j]) ** 2;
+        }
+      return Math.sqrt(err);
+    };
+    assert.ok(residual(codes) <= residual(reference) * 1.001 + 1e-6, `encoder ${residual(codes)} vs reference ${residual(reference)}`);
+    assert.ok(codes.every((v) => v >= 0));
   });
 });
 

@@ -82,13 +82,27 @@ export const ChannelsBasis = z.strictObject({
   kind: z.literal('channels'),
   aggregate: z.enum(['mean', 'max']).default('mean').describe('Activation of an image: spatial mean (the convention) or spatial max.'),
 });
-export const NmfBasis = z.strictObject({
-  kind: z.literal('nmf'),
-  components: positiveInt('concepts per layer').describe('Number of concepts k (rows of W).'),
-  max_iter: positiveInt('iterations').default(500),
-  tol: z.number().positive().default(1e-4).describe('Stop when the error improves by less than tol × the initial error over 10 iterations (as scikit-learn).'),
-  seed: nonNegativeInt('seed').default(0),
-});
+export const NmfBasis = z
+  .strictObject({
+    kind: z.literal('nmf'),
+    components: positiveInt('concepts per layer').describe('Number of concepts k (rows of W).'),
+    solver: z.enum(['hals', 'mu']).default('hals').describe('hals (fast, exact block updates) or mu (multiplicative updates, scikit-learn\'s mu).'),
+    max_iter: positiveInt('iterations').default(500),
+    tol: z.number().positive().default(1e-4).describe('Stop when the error improves by less than tol × the initial error over 10 iterations (as scikit-learn).'),
+    seed: nonNegativeInt('seed').default(0),
+    patch: z
+      .strictObject({
+        size: positiveInt('pixels').describe('Patch side in pixels of the model input (CRAFT: 64 at 224).'),
+        stride: positiveInt('pixels').describe('Step between patches (CRAFT: 0.8 × size).'),
+      })
+      .optional()
+      .describe('Fit the concepts on image patches, as CRAFT does; without it, on whole images.'),
+    fit_images: positiveInt('images').default(1000).describe('With patch: how many reference images to cut patches from.'),
+    fit_rows: positiveInt('rows').default(50_000).describe('Fit on at most this many rows (images or patches), a seeded sample.'),
+  })
+  .superRefine((b, ctx) => {
+    if (b.patch && b.patch.stride > b.patch.size) ctx.addIssue({ code: 'custom', path: ['patch', 'stride'], message: 'stride larger than size leaves parts of the image out' });
+  });
 export const SaeBasis = z.strictObject({
   kind: z.literal('sae'),
   dictionary: positiveInt('dictionary size'),

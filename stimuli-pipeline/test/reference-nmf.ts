@@ -1,61 +1,6 @@
-// Bases: how a layer's activations become features. Each basis maps the layer's per-image channel
-// vectors (rows of A, n × c) to per-image feature activations (n × features).
-//   channels — each channel is a feature (spatial mean or max);
-//   nmf      — A ≈ U·W with U, W ≥ 0 and k rows in W (CRAFT-style dictionary); features are the k
-//              concepts, an image's activation is its code (U with W fixed);
-//   sae      — the TopK sparse autoencoder, trained with the gradient engine (not yet available).
-import { LegibleError, rng, seedFrom, type Basis } from '@legible/studies';
-import type { LayerActivations } from './extract.ts';
-
-export interface BasisResult {
-  features: number;
-  /** Row-major [image][feature], rows in the order of the activations' ids. */
-  activations: Float32Array;
-  info: Record<string, number | string | boolean>;
-}
-
-export function applyBasis(basis: Basis, layer: LayerActivations, fitRows: number[], log: (s: string) => void = () => {}): BasisResult {
-  switch (basis.kind) {
-    case 'channels':
-      return { features: layer.channels, activations: basis.aggregate === 'max' ? layer.max : layer.mean, info: { aggregate: basis.aggregate } };
-    case 'nmf': {
-      const n = layer.mean.length / layer.channels;
-      let minimum = Infinity;
-      for (const v of layer.mean) minimum = Math.min(minimum, v);
-      if (minimum < 0) {
-        throw new LegibleError(
-          `nmf needs non-negative activations, but layer "${layer.layer}" (tensor ${layer.tensor}) goes down to ${minimum.toPrecision(3)}. Tap a tensor after a ReLU, or use the channels basis for this layer.`,
-        );
-      }
-      if (basis.components > layer.channels) {
-        throw new LegibleError(`nmf: components = ${basis.components} is more than layer "${layer.layer}" has channels (${layer.channels}).`);
-      }
-      const fit = selectRows(layer.mean, layer.channels, fitRows);
-      const model = fitNmf(fit, fitRows.length, layer.channels, basis.components, {
-        maxIter: basis.max_iter,
-        tol: basis.tol,
-        seed: seedFrom('nmf', basis.seed, layer.layer),
-      });
-      const codes = nmfCodes(layer.mean, n, layer.channels, model.W, basis.components);
-      log(`nmf ${layer.layer}: k=${basis.components}, ${model.iterations} iterations, relative error ${model.relativeError.toFixed(4)}${model.converged ? '' : ' (max_iter reached)'}`);
-      return {
-        features: basis.components,
-        activations: codes,
-        info: { iterations: model.iterations, relative_error: round(model.relativeError), converged: model.converged, fit_rows: fitRows.length },
-      };
-    }
-    case 'sae':
-      throw new LegibleError('the sae basis needs the gradient engine, which is not available yet: remove `kind: sae` from bases for now.');
-  }
-}
-
-function selectRows(a: Float32Array, c: number, rows: number[]): Float64Array {
-  const out = new Float64Array(rows.length * c);
-  rows.forEach((r, i) => {
-    for (let j = 0; j < c; j++) out[i * c + j] = a[r * c + j];
-  });
-  return out;
-}
+// A plain TypeScript NMF by multiplicative updates in float64: the independent reference that the
+// onnxruntime solvers of src/nmf.ts are checked against.
+import { rng } from '@legible/studies';
 
 export interface NmfModel {
   /** k × c, rows of unit L2 norm, ordered by how much they are used (mean code, descending). */
@@ -67,11 +12,18 @@ export interface NmfModel {
 }
 
 /**
- * Multiplicative-update NMF (Lee & Seung) for the Frobenius loss: A (n × c) ≈ U (n × k) · W (k × c).
+ * Multiplicative-update NMF (Lee & Seung) for the Frobenius loss: A (n × c) ≈ U (n × k) · W (k × c),
+ * updating W then U in each iteration.
  * Stopping rule as scikit-learn's `mu` solver: every 10 iterations, stop when the Frobenius error
  * ‖A − UW‖ improved by less than `tol` × the error at initialisation.
  */
-export function fitNmf(A: Float64Array, n: number, c: number, k: number, opts: { maxIter: number; tol: number; seed: number }): NmfModel {
+export function fitNmf(
+  A: Float64Array,
+  n: number,
+  c: number,
+  k: number,
+  opts: { maxIter: number; tol: number; seed: number; init?: { U: ArrayLike<number>; W: ArrayLike<number> } },
+): NmfModel {
   const r = rng(opts.seed);
   let meanA = 0;
   let normA2 = 0;
@@ -81,8 +33,8 @@ export function fitNmf(A: Float64Array, n: number, c: number, k: number, opts: {
   }
   meanA /= A.length;
   const scale = Math.sqrt(meanA / k);
-  const U = new Float64Array(n * k).map(() => scale * Math.abs(r.normal()));
-  const W = new Float64Array(k * c).map(() => scale * Math.abs(r.normal()));
+  const U = opts.init ? Float64Array.from(opts.init.U) : new Float64Array(n * k).map(() => scale * Math.abs(r.normal()));
+  const W = opts.init ? Float64Array.from(opts.init.W) : new Float64Array(k * c).map(() => scale * Math.abs(r.normal()));
   const eps = 1e-12;
   const frobenius = () => {
     // ‖A − UW‖² = ‖A‖² − 2⟨UᵀA, W⟩ + ⟨UᵀU, WWᵀ⟩
@@ -96,16 +48,16 @@ export function fitNmf(A: Float64Array, n: number, c: number, k: number, opts: {
   let error = initial;
   for (let it = 1; it <= opts.maxIter; it++) {
     iterations = it;
-    // U ← U ⊙ (A Wᵀ) ⊘ (U W Wᵀ)
-    const AWt = matmulABt(A, W, n, c, k);
-    const WWt = matmulABt(W, W, k, c, k);
-    const UWWt = matmul(U, WWt, n, k, k);
-    for (let i = 0; i < U.length; i++) U[i] *= AWt[i] / (UWWt[i] + eps);
     // W ← W ⊙ (Uᵀ A) ⊘ (Uᵀ U W)
     const UtA = matmulAtB(U, A, n, k, c);
     const UtU = matmulAtB(U, U, n, k, k);
     const UtUW = matmul(UtU, W, k, k, c);
     for (let i = 0; i < W.length; i++) W[i] *= UtA[i] / (UtUW[i] + eps);
+    // U ← U ⊙ (A Wᵀ) ⊘ (U W Wᵀ)
+    const AWt = matmulABt(A, W, n, c, k);
+    const WWt = matmulABt(W, W, k, c, k);
+    const UWWt = matmul(U, WWt, n, k, k);
+    for (let i = 0; i < U.length; i++) U[i] *= AWt[i] / (UWWt[i] + eps);
     if (it % 10 === 0 || it === opts.maxIter) {
       error = frobenius();
       if ((prev - error) / (initial || 1) < opts.tol) {
@@ -191,7 +143,4 @@ function dot(a: Float64Array, b: Float64Array): number {
   let s = 0;
   for (let i = 0; i < a.length; i++) s += a[i] * b[i];
   return s;
-}
-function round(x: number): number {
-  return Number(x.toPrecision(6));
 }

@@ -1,0 +1,217 @@
+// From the activation store to features: two streaming passes over the shards, so memory holds
+// only what the study uses, never the whole store.
+//   pass 1 — per channel, statistics over the reference split (which channels are alive), and a
+//            seeded sample of rows to fit NMF on (unless NMF is fitted on patches);
+//   NMF    — fitted per layer (onnxruntime products, HALS or MU);
+//   pass 2 — the values of the selected channels and of every NMF concept (k is small), for every
+//            image, so exemplars and queries can be ranked.
+import { LegibleError, rng, seedFrom, type Study } from '@legible/studies';
+import type { ImageEntry } from './dataset.ts';
+import { splitOf } from './dataset.ts';
+import { selectFeatures, type FeatureColumn } from './exemplars.ts';
+import { fitNmf, NmfEncoder } from './nmf.ts';
+import { patchActivations } from './patches.ts';
+import type { Device } from './runtime.ts';
+import type { ActivationStore, StoreLayer } from './store.ts';
+
+export interface FeatureSet {
+  /** Image ids of the rows, in store order. */
+  ids: string[];
+  refRows: number[];
+  queryRows: number[];
+  hashes: Map<string, string>;
+  skipped: { path: string; reason: string }[];
+  layers: StoreLayer[];
+  bases: { layer: string; basis: string; features: number; info: Record<string, unknown> }[];
+  selected: FeatureColumn[];
+  /** Live features outside the study, from which practice trials are drawn. */
+  spare: FeatureColumn[];
+}
+
+type NmfBasis = Extract<Study['bases'][number], { kind: 'nmf' }>;
+
+interface ChannelStats {
+  min: Float64Array;
+  max: Float64Array;
+}
+
+export async function computeFeatures(
+  study: Study,
+  store: ActivationStore,
+  opts: { model: Uint8Array; images: ImageEntry[]; device?: Device; batchSize?: number; log: (s: string) => void; quiet?: boolean },
+): Promise<FeatureSet> {
+  const layers = store.header.layers!;
+  const channelsBasis = study.bases.find((b) => b.kind === 'channels');
+  const nmfBasis = study.bases.find((b): b is NmfBasis => b.kind === 'nmf');
+  if (study.bases.some((b) => b.kind === 'sae')) {
+    throw new LegibleError('the sae basis needs the gradient engine, which is not available yet: remove `kind: sae` from bases for now.');
+  }
+  const useMax = channelsBasis?.kind === 'channels' && channelsBasis.aggregate === 'max';
+
+  // ── Pass 1: ids and splits, channel statistics over the reference split, NMF fit rows. ──
+  const ids: string[] = [];
+  const hashes = new Map<string, string>();
+  const skipped: { path: string; reason: string }[] = [];
+  const stats: ChannelStats[] = layers.map((l) => ({ min: new Float64Array(l.channels).fill(Infinity), max: new Float64Array(l.channels).fill(-Infinity) }));
+  const nRefEstimate = opts.images.filter((img) => splitOf(img.id, study.dataset.split) === 'reference').length;
+  const fitShare = nmfBasis && !nmfBasis.patch ? Math.min(1, nmfBasis.fit_rows / Math.max(1, nRefEstimate)) : 0;
+  const fitSample: Float32Array[][] = layers.map(() => []);
+  for (let s = 0; s < store.shardCount; s++) {
+    const shard = store.read(s);
+    for (const [id, h] of Object.entries(shard.hashes)) hashes.set(id, h);
+    skipped.push(...shard.skipped);
+    shard.ids.forEach((id, r) => {
+      const isRef = splitOf(id, study.dataset.split) === 'reference';
+      ids.push(id);
+      if (!isRef) return;
+      layers.forEach((l, li) => {
+        const values = (useMax ? shard.max : shard.mean)[li];
+        const st = stats[li];
+        for (let c = 0; c < l.channels; c++) {
+          const v = values[r * l.channels + c];
+          if (v < st.min[c]) st.min[c] = v;
+          if (v > st.max[c]) st.max[c] = v;
+        }
+        // A seeded, order-free sample of rows for NMF: decided per image id.
+        if (fitShare > 0 && seedFrom('nmf-fit', nmfBasis!.seed, id) / 4294967296 < fitShare) {
+          fitSample[li].push(shard.mean[li].slice(r * l.channels, (r + 1) * l.channels));
+        }
+      });
+    });
+  }
+  const refRows: number[] = [];
+  const queryRows: number[] = [];
+  ids.forEach((id, row) => (splitOf(id, study.dataset.split) === 'reference' ? refRows : queryRows).push(row));
+
+  // ── NMF per layer. ──
+  const nmf: { W: Float32Array; encoder: NmfEncoder }[] = [];
+  const bases: FeatureSet['bases'] = [];
+  if (nmfBasis) {
+    let patchRows: Awaited<ReturnType<typeof patchActivations>> | null = null;
+    if (nmfBasis.patch) {
+      const refImages = opts.images.filter((img) => splitOf(img.id, study.dataset.split) === 'reference');
+      const chosen = rng(seedFrom('nmf-images', nmfBasis.seed)).sample(refImages, Math.min(nmfBasis.fit_images, refImages.length));
+      chosen.sort((a, b) => (a.id < b.id ? -1 : 1));
+      patchRows = await patchActivations({ model: opts.model, input: study.model.input, layers: study.model.layers, images: chosen, patch: nmfBasis.patch, device: opts.device, batchSize: opts.batchSize, quiet: opts.quiet });
+    }
+    for (const [li, l] of layers.entries()) {
+      let A: Float32Array;
+      let n: number;
+      if (patchRows) {
+        // A seeded sample of at most fit_rows patches.
+        n = Math.min(patchRows.rows, nmfBasis.fit_rows);
+        const rowsIdx = rng(seedFrom('nmf-patches', nmfBasis.seed, l.name)).sample(Array.from({ length: patchRows.rows }, (_, i) => i), n).sort((a, b) => a - b);
+        A = new Float32Array(n * l.channels);
+        rowsIdx.forEach((r, i) => A.set(patchRows!.perLayer[li].subarray(r * l.channels, (r + 1) * l.channels), i * l.channels));
+      } else {
+        n = fitSample[li].length;
+        A = new Float32Array(n * l.channels);
+        fitSample[li].forEach((row, i) => A.set(row, i * l.channels));
+      }
+      checkNmfInput(A, l, nmfBasis, n);
+      const fit = await fitNmf(A, n, l.channels, { k: nmfBasis.components, maxIter: nmfBasis.max_iter, tol: nmfBasis.tol, seed: seedFrom('nmf', nmfBasis.seed, l.name), solver: nmfBasis.solver, device: opts.device });
+      opts.log(
+        `nmf ${l.name}: k=${nmfBasis.components} on ${n} ${patchRows ? 'patches' : 'images'}, ${fit.iterations} ${nmfBasis.solver} iterations, relative error ${fit.relativeError.toFixed(4)}${fit.converged ? '' : ' (max_iter reached)'}`,
+      );
+      nmf.push({ W: fit.W, encoder: await NmfEncoder.create(fit.W, nmfBasis.components, l.channels, opts.device) });
+      bases.push({
+        layer: l.name,
+        basis: 'nmf',
+        features: nmfBasis.components,
+        info: {
+          solver: nmfBasis.solver,
+          iterations: fit.iterations,
+          relative_error: round(fit.relativeError),
+          converged: fit.converged,
+          fit_rows: n,
+          fitted_on: patchRows ? `patches ${nmfBasis.patch!.size}px stride ${nmfBasis.patch!.stride}px` : 'images',
+        },
+      });
+    }
+  }
+
+  // ── Channel selection (from pass-1 statistics), and a reserve for practice trials. ──
+  const channelPick: { selected: number[]; spare: number[] }[] = layers.map((l, li) => {
+    if (!channelsBasis) return { selected: [], spare: [] };
+    // Stand-in columns carrying only liveness: selection needs values only to see constant features.
+    const live = Array.from({ length: l.channels }, (_, c) => c).filter((c) => stats[li].max[c] > stats[li].min[c]);
+    const columns: FeatureColumn[] = Array.from({ length: l.channels }, (_, index) => ({ layer: l.name, basis: 'channels', index, values: new Float32Array(0) }));
+    const chosen = selectFeatures(study, l.name, 'channels', columns, refRows, new Set(live)).map((c) => c.index);
+    const rest = live.filter((c) => !chosen.includes(c));
+    const spare = rng(seedFrom('spare', study.seed, l.name)).sample(rest, Math.min(rest.length, study.design.practice_trials));
+    return { selected: chosen, spare };
+  });
+  for (const l of layers) if (channelsBasis) bases.push({ layer: l.name, basis: 'channels', features: l.channels, info: { aggregate: channelsBasis.aggregate } });
+
+  // ── Pass 2: values of the chosen channels and of every NMF concept, for every row. ──
+  const N = ids.length;
+  const channelValues = layers.map((_, li) => new Map([...channelPick[li].selected, ...channelPick[li].spare].map((c) => [c, new Float32Array(N)])));
+  const codes = layers.map(() => (nmfBasis ? new Float32Array(N * nmfBasis.components) : null));
+  let row0 = 0;
+  for (let s = 0; s < store.shardCount; s++) {
+    const shard = store.read(s);
+    const rows = shard.ids.length;
+    for (const [li, l] of layers.entries()) {
+      const values = (useMax ? shard.max : shard.mean)[li];
+      for (const [c, column] of channelValues[li]) for (let r = 0; r < rows; r++) column[row0 + r] = values[r * l.channels + c];
+      if (nmfBasis && rows > 0) codes[li]!.set(await nmf[li].encoder.encode(shard.mean[li], rows), row0 * nmfBasis.components);
+    }
+    row0 += rows;
+  }
+  for (const m of nmf) await m.encoder.release();
+
+  // ── Features. ──
+  const selected: FeatureColumn[] = [];
+  const spare: FeatureColumn[] = [];
+  for (const [li, l] of layers.entries()) {
+    for (const basis of study.bases) {
+      if (basis.kind === 'channels') {
+        const column = (c: number): FeatureColumn => ({ layer: l.name, basis: 'channels', index: c, values: channelValues[li].get(c)! });
+        selected.push(...channelPick[li].selected.map(column));
+        spare.push(...channelPick[li].spare.map(column));
+      } else if (basis.kind === 'nmf') {
+        const k = basis.components;
+        const columns = Array.from({ length: k }, (_, j): FeatureColumn => {
+          const values = new Float32Array(N);
+          for (let r = 0; r < N; r++) values[r] = codes[li]![r * k + j];
+          return { layer: l.name, basis: 'nmf', index: j, values };
+        });
+        const chosen = selectFeatures(study, l.name, 'nmf', columns, refRows);
+        selected.push(...chosen);
+        spare.push(...columns.filter((c) => !chosen.includes(c) && !isConstant(c.values, refRows)));
+      }
+    }
+  }
+  return { ids, refRows, queryRows, hashes, skipped, layers, bases: sortBases(bases, study), selected, spare };
+}
+
+function sortBases(bases: FeatureSet['bases'], study: Study): FeatureSet['bases'] {
+  const layerIndex = new Map(study.model.layers.map((l, i) => [l.name, i]));
+  const basisIndex = new Map<string, number>(study.bases.map((b, i) => [b.kind, i]));
+  return bases.sort((a, b) => layerIndex.get(a.layer)! - layerIndex.get(b.layer)! || basisIndex.get(a.basis)! - basisIndex.get(b.basis)!);
+}
+
+function isConstant(values: Float32Array, rows: number[]): boolean {
+  const first = values[rows[0]];
+  return rows.every((r) => values[r] === first);
+}
+
+function checkNmfInput(A: Float32Array, layer: StoreLayer, basis: NmfBasis, n: number): void {
+  if (n < basis.components) {
+    throw new LegibleError(`nmf on layer "${layer.name}": only ${n} rows to fit ${basis.components} concepts on. Add images, or lower components.`);
+  }
+  if (basis.components > layer.channels) {
+    throw new LegibleError(`nmf: components = ${basis.components} is more than layer "${layer.name}" has channels (${layer.channels}).`);
+  }
+  let minimum = Infinity;
+  for (const v of A) if (v < minimum) minimum = v;
+  if (minimum < 0) {
+    throw new LegibleError(
+      `nmf needs non-negative activations, but layer "${layer.name}" (tensor ${layer.tensor}) goes down to ${minimum.toPrecision(3)}. Tap a tensor after a ReLU, or use the channels basis for this layer.`,
+    );
+  }
+}
+
+function round(x: number): number {
+  return Number(x.toPrecision(6));
+}

@@ -1,0 +1,109 @@
+// CRAFT-style patches: crops of the model-sized image, each resized back to the model's input
+// size and run through the model; a layer's spatially averaged activation of each patch is one row
+// of the matrix that NMF factorises. Concepts learnt this way are local parts of images.
+import { readFile } from 'node:fs/promises';
+import type { Tensor } from 'onnxruntime-node';
+import sharp from 'sharp';
+import { inputSize, LegibleError, type Layer, type ModelInput } from '@legible/studies';
+import type { ImageEntry } from './dataset.ts';
+import { addTaps } from './onnx/taps.ts';
+import { channelCount, decodeForModel, normalise } from './preprocess.ts';
+import { progress } from './progress.ts';
+import { openSession, type Device } from './runtime.ts';
+
+export interface PatchSpec {
+  /** Patch side in pixels of the model input. */
+  size: number;
+  stride: number;
+}
+
+/** Top-left corners of the patches that tile an h × w image. */
+export function patchGrid(height: number, width: number, patch: PatchSpec): [number, number][] {
+  if (patch.size > Math.min(height, width)) {
+    throw new LegibleError(`nmf patch size ${patch.size} px is larger than the model input (${height}×${width}): choose a size ≤ ${Math.min(height, width)}.`);
+  }
+  const starts = (extent: number) => {
+    const out: number[] = [];
+    for (let s = 0; s + patch.size <= extent; s += patch.stride) out.push(s);
+    // Cover the far edge too.
+    if (out[out.length - 1] + patch.size < extent) out.push(extent - patch.size);
+    return out;
+  };
+  return starts(height).flatMap((y) => starts(width).map((x): [number, number] => [y, x]));
+}
+
+/** Per layer: rows (patches × channels) of spatially averaged activations of every patch of `images`. */
+export async function patchActivations(opts: {
+  model: Uint8Array;
+  input: ModelInput;
+  layers: Layer[];
+  images: ImageEntry[];
+  patch: PatchSpec;
+  device?: Device;
+  batchSize?: number;
+  quiet?: boolean;
+}): Promise<{ rows: number; perLayer: Float32Array[]; channels: number[] }> {
+  const [height, width] = inputSize(opts.input);
+  const channels = channelCount(opts.input);
+  const grid = patchGrid(height, width, opts.patch);
+  const { session } = await openSession(addTaps(opts.model, opts.layers.map((l) => l.tensor)), { device: opts.device });
+  const ort = await import('onnxruntime-node');
+  const plane = channels * height * width;
+  const batchImages = Math.max(1, Math.floor((opts.batchSize ?? 32) / grid.length));
+  const collected: Float32Array[][] = opts.layers.map(() => []);
+  const layerChannels: number[] = [];
+  const bar = progress('nmf patches', opts.images.length * grid.length, { unit: 'patch', quiet: opts.quiet });
+  try {
+    for (let b = 0; b < opts.images.length; b += batchImages) {
+      const batch = opts.images.slice(b, b + batchImages);
+      const patches = (
+        await Promise.all(
+          batch.map(async (img) => {
+            const pixels = await decodeForModel(await readFile(img.path), opts.input);
+            return Promise.all(
+              grid.map(([y, x]) =>
+                sharp(pixels, { raw: { width, height, channels: channels as 1 | 3 } })
+                  .extract({ left: x, top: y, width: opts.patch.size, height: opts.patch.size })
+                  .resize(width, height, { fit: 'fill' })
+                  .raw()
+                  .toBuffer(),
+              ),
+            );
+          }),
+        )
+      ).flat();
+      const data = new Float32Array(patches.length * plane);
+      patches.forEach((p, i) => normalise(p, opts.input, data, i * plane));
+      const out = await session.run({ [session.inputNames[0]]: new ort.Tensor('float32', data, [patches.length, channels, height, width]) }, opts.layers.map((l) => l.tensor));
+      opts.layers.forEach((l, li) => {
+        const t = out[l.tensor] as Tensor;
+        const dims = t.dims.map(Number);
+        const c = dims[1];
+        const spatial = dims.slice(2).reduce((x, y) => x * y, 1);
+        const values = t.data as Float32Array;
+        const rows = new Float32Array(patches.length * c);
+        for (let i = 0; i < patches.length * c; i++) {
+          let s = 0;
+          for (let p = 0; p < spatial; p++) s += values[i * spatial + p];
+          rows[i] = s / spatial;
+        }
+        collected[li].push(rows);
+        layerChannels[li] = c;
+      });
+      bar.tick(patches.length);
+    }
+  } finally {
+    await session.release();
+  }
+  bar.done();
+  const perLayer = collected.map((parts) => {
+    const out = new Float32Array(parts.reduce((n, p) => n + p.length, 0));
+    let o = 0;
+    for (const p of parts) {
+      out.set(p, o);
+      o += p.length;
+    }
+    return out;
+  });
+  return { rows: opts.images.length * grid.length, perLayer, channels: layerChannels };
+}

@@ -1,0 +1,62 @@
+// build/report.html: what the pipeline made, for the experimenter to look at before paying anyone —
+// per layer and basis, each feature's references and queries as participants will see them.
+// Plain HTML beside img/, no scripts; open it from the build folder.
+import type { Manifest, ManifestFeature, ManifestTrial, Study } from '@legible/studies';
+
+const esc = (s: unknown) => String(s).replace(/[&<>"']/g, (c) => `&#${c.charCodeAt(0)};`);
+
+export function buildReport(manifest: Manifest, study: Study, run: { seconds: number; device: string }): string {
+  const trialsOf = new Map<string, ManifestTrial[]>();
+  for (const t of manifest.trials) trialsOf.set(t.feature, [...(trialsOf.get(t.feature) ?? []), t]);
+  const practiceIds = new Set(manifest.trials.filter((t) => t.kind === 'practice').map((t) => t.feature));
+  const studyFeatures = manifest.features.filter((f) => !practiceIds.has(f.id));
+  const sections = manifest.bases.map((b) => {
+    const features = studyFeatures.filter((f) => f.layer === b.layer && f.basis === b.basis);
+    const info = Object.entries(b.info)
+      .map(([k, v]) => `${esc(k.replace(/_/g, ' '))}: <b>${esc(v)}</b>`)
+      .join(' · ');
+    return `<section><h2>${esc(b.layer)} · ${esc(b.basis)}</h2><p class="info">${b.features} features in the layer; ${features.length} in the study${info ? ` · ${info}` : ''}</p>${features.map((f) => card(f, trialsOf.get(f.id) ?? [])).join('') || '<p>No features of this layer and basis are in the study.</p>'}</section>`;
+  });
+  const practice = manifest.features.filter((f) => practiceIds.has(f.id));
+  const skipped = manifest.dataset.skipped;
+  return `<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><title>${esc(study.title)} — stimuli report</title>
+<style>
+body{font:15px/1.45 system-ui,sans-serif;margin:24px auto;max-width:1180px;color:#1b1b1b;padding:0 16px}
+h1{margin:0 0 4px}h2{margin:32px 0 4px;border-bottom:2px solid #ddd;padding-bottom:4px}
+.info{color:#555;margin:0 0 12px}table{border-collapse:collapse;margin:8px 0}td,th{border:1px solid #ddd;padding:4px 8px;text-align:left}
+.card{display:grid;grid-template-columns:auto auto auto;gap:10px 18px;align-items:start;border:1px solid #e2e2e2;border-radius:8px;padding:12px;margin:12px 0}
+.card h3{grid-column:1/-1;margin:0;font-size:15px}.card h3 small{color:#666;font-weight:normal}
+figure{margin:0}figcaption{font-size:12px;color:#555;margin-bottom:3px}
+.grid img{display:block;max-width:260px;image-rendering:${study.stimuli.resample === 'nearest' ? 'pixelated' : 'auto'}}
+.queries{display:flex;flex-direction:column;gap:6px}.q{display:flex;gap:6px;align-items:center;font-size:12px}
+.q img{width:72px;image-rendering:${study.stimuli.resample === 'nearest' ? 'pixelated' : 'auto'};border:3px solid transparent}.q img.answer{border-color:#1f6f3f}
+.warn{background:#fff6e0;border:1px solid #e8c66a;padding:8px 12px;border-radius:6px}
+</style></head><body>
+<h1>${esc(study.title)}</h1>
+<p class="info">Study <b>${esc(manifest.study)}</b> · seed ${manifest.seed} · model ${esc(manifest.model.file)} (sha256 ${esc(manifest.model.sha256.slice(0, 12))}…) · built in ${run.seconds.toFixed(1)} s${run.device === 'none' ? '' : ` on ${esc(run.device)}`}</p>
+<table><tr><th>images used</th><td>${manifest.dataset.count}</td><th>reference split</th><td>${manifest.dataset.reference}</td><th>query split</th><td>${manifest.dataset.query}</td><th>skipped files</th><td>${skipped.length}</td></tr>
+<tr><th>features</th><td>${studyFeatures.length}</td><th>main trials</th><td>${count(manifest, 'main')}</td><th>catch trials</th><td>${count(manifest, 'catch')}</td><th>practice trials</th><td>${count(manifest, 'practice')}</td></tr></table>
+<p class="info">Each card shows a feature's minimally and maximally activating references (the reference split) and the two queries of its main trial (the held-out split, difficulty <b>${esc(study.queries.difficulty)}</b>); the query framed in green matches the maximal side. Catch trials ask about a reference itself.</p>
+${skipped.length ? `<div class="warn"><b>${skipped.length} files were skipped.</b><ul>${skipped.slice(0, 50).map((s) => `<li>${esc(s.path)}: ${esc(s.reason)}</li>`).join('')}${skipped.length > 50 ? `<li>… and ${skipped.length - 50} more (manifest.json lists them all)</li>` : ''}</ul></div>` : ''}
+${sections.join('\n')}
+${practice.length ? `<section><h2>Practice</h2><p class="info">Features outside the study, with the most extreme queries; participants get feedback on these.</p>${practice.map((f) => card(f, trialsOf.get(f.id) ?? [])).join('')}</section>` : ''}
+</body></html>
+`;
+}
+
+function count(m: Manifest, kind: ManifestTrial['kind']): number {
+  return m.trials.filter((t) => t.kind === kind).length;
+}
+
+function card(f: ManifestFeature, trials: ManifestTrial[]): string {
+  const main = trials.find((t) => t.kind !== 'catch') ?? trials[0];
+  if (!main) return '';
+  const q = (t: ManifestTrial, i: 0 | 1) =>
+    `<div class="q"><img src="${esc(t.assets.queries[i])}" alt="query ${i}" class="${i === t.answer ? 'answer' : ''}">${i === t.answer ? 'matches max' : ''}</div>`;
+  const katch = trials.find((t) => t.kind === 'catch');
+  return `<div class="card"><h3>${esc(f.id)} <small>activation over references: mean ${f.stats.mean}, sd ${f.stats.std}, range ${f.stats.min} – ${f.stats.max}</small></h3>
+<figure class="grid"><figcaption>minimally activating</figcaption><img src="${esc(main.assets.min)}" alt="min references"></figure>
+<figure class="grid"><figcaption>maximally activating</figcaption><img src="${esc(main.assets.max)}" alt="max references"></figure>
+<figure class="queries"><figcaption>${esc(main.kind)} queries</figcaption>${q(main, 0)}${q(main, 1)}${katch ? `<figcaption>catch queries</figcaption>${q(katch, 0)}${q(katch, 1)}` : ''}</figure></div>`;
+}
