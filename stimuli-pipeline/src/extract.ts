@@ -1,13 +1,13 @@
 // Activations: stream images through the model in batches into the activation store. The next
 // batch decodes (sharp, on libvips's threads) while the current one runs in onnxruntime, so
-// neither waits; each tapped layer is reduced to one value per channel and image (spatial mean,
-// the field's convention, and spatial max) as it comes out.
+// neither waits; each tapped layer is reduced in the graph to one value per channel and image
+// (spatial mean, the field's convention, and spatial max).
 import { createHash } from 'node:crypto';
 import { readFile } from 'node:fs/promises';
 import type { InferenceSession, Tensor } from 'onnxruntime-node';
 import { inputSize, LegibleError, type Layer, type ModelInput } from '@legible/studies';
 import type { ImageEntry } from './dataset.ts';
-import { addTaps } from './onnx/taps.ts';
+import { addReducedTaps, addTaps, reducedName } from './onnx/taps.ts';
 import { channelCount, decodeForModel, normalise } from './preprocess.ts';
 import { progress as makeProgress } from './progress.ts';
 import { fixedBatch, openSession, type Device } from './runtime.ts';
@@ -24,6 +24,8 @@ export interface ExtractOptions {
   slice?: ShardSlice;
   batchSize?: number;
   device?: Device;
+  /** onnxruntime intra-op threads (default: one per core). */
+  threads?: number;
   log?: (s: string) => void;
   quiet?: boolean;
   /** Called after each shard is written (tests use it to interrupt a run). */
@@ -40,16 +42,34 @@ export async function extractToStore(opts: ExtractOptions): Promise<{ device: st
   const { store } = opts;
   const todo = store.missing(opts.slice);
   if (todo.length === 0) return { device: 'none', shards: 0 };
-  const tapped = addTaps(opts.model, opts.layers.map((l) => l.tensor));
-  const { session, device } = await openSession(tapped, { device: opts.device, log: opts.log });
+  const [height, width] = inputSize(opts.input);
+  const channels = channelCount(opts.input);
+  const plane = channels * height * width;
+  const ort = await import('onnxruntime-node');
+
+  // The layers' shapes, from one run on a blank image; then a model that reduces each tap to its
+  // spatial mean and max in the graph, so only [images × channels] leaves onnxruntime.
+  const probe = await openSession(addTaps(opts.model, opts.layers.map((l) => l.tensor)), { device: 'cpu', threads: opts.threads });
+  let layers: StoreLayer[];
   try {
-    checkInput(session, opts.input);
+    checkInput(probe.session, opts.input);
+    const n = fixedBatch(probe.session) ?? 1;
+    const out = await probe.session.run({ [probe.session.inputNames[0]]: new ort.Tensor('float32', new Float32Array(n * plane), [n, channels, height, width]) });
+    layers = opts.layers.map((l) => {
+      const shape = (out[l.tensor] as Tensor).dims.map(Number).slice(1);
+      if (shape.length < 1) throw new LegibleError(`layer "${l.name}" (tensor ${l.tensor}) has shape [${shape}] per image: expected [channels, …]`);
+      return { name: l.name, tensor: l.tensor, channels: shape[0], shape };
+    });
+  } finally {
+    await probe.session.release();
+  }
+  if (!store.header.layers) store.setLayers(layers);
+  const reduced = addReducedTaps(opts.model, layers.map((l) => ({ tensor: l.tensor, rank: l.shape.length + 1 })));
+  const { session, device } = await openSession(reduced, { device: opts.device, threads: opts.threads, log: opts.log });
+  try {
     const batchSize = fixedBatch(session) ?? opts.batchSize ?? 32;
-    const [height, width] = inputSize(opts.input);
-    const channels = channelCount(opts.input);
     const inputName = session.inputNames[0];
-    const ort = await import('onnxruntime-node');
-    const plane = channels * height * width;
+    const outputNames = layers.flatMap((l) => [reducedName(l.tensor, 'mean'), reducedName(l.tensor, 'max')]);
 
     // Work items: batches within shards, in shard order.
     const work: { shard: number; images: ImageEntry[]; last: boolean }[] = [];
@@ -78,7 +98,7 @@ export async function extractToStore(opts: ExtractOptions): Promise<{ device: st
       return { decoded: results.filter((r): r is Decoded => r !== null), hashes, skipped };
     };
 
-    let acc = newShardAccumulator(opts.layers.length);
+    let acc = newShardAccumulator(layers.length);
     let next = decode(work[0].images);
     let written = 0;
     for (let w = 0; w < work.length; w++) {
@@ -90,30 +110,38 @@ export async function extractToStore(opts: ExtractOptions): Promise<{ device: st
         const n = fixedBatch(session) ?? decoded.length;
         const data = new Float32Array(n * plane);
         decoded.forEach((d, i) => normalise(d.pixels, opts.input, data, i * plane));
-        const outputs = await session.run({ [inputName]: new ort.Tensor('float32', data, [n, channels, height, width]) }, opts.layers.map((l) => l.tensor));
-        const layers: StoreLayer[] = [];
-        opts.layers.forEach((layer, li) => {
-          const r = reduceSpatial(outputs[layer.tensor] as Tensor, decoded.length, layer);
-          acc.mean[li].push(r.mean);
-          acc.max[li].push(r.max);
-          layers.push({ name: layer.name, tensor: layer.tensor, channels: r.shape[0], shape: r.shape });
+        const outputs = await session.run({ [inputName]: new ort.Tensor('float32', data, [n, channels, height, width]) }, outputNames);
+        layers.forEach((l, li) => {
+          const rows = decoded.length * l.channels;
+          const mean = (outputs[reducedName(l.tensor, 'mean')] as Tensor).data as Float32Array;
+          const max = (outputs[reducedName(l.tensor, 'max')] as Tensor).data as Float32Array;
+          checkFinite(mean, rows, l);
+          checkFinite(max, rows, l);
+          acc.mean[li].push(mean.slice(0, rows));
+          acc.max[li].push(max.slice(0, rows));
         });
-        if (!store.header.layers) store.setLayers(layers);
         acc.ids.push(...decoded.map((d) => d.id));
       }
       bar.tick(work[w].images.length);
       if (work[w].last) {
-        if (!store.header.layers) store.setLayers(await probeLayers(session, opts, inputName, ort));
         store.write({ index: work[w].shard, ids: acc.ids, skipped: acc.skipped, hashes: acc.hashes, mean: acc.mean.map(concat), max: acc.max.map(concat) });
         written++;
         opts.onShard?.(work[w].shard);
-        acc = newShardAccumulator(opts.layers.length);
+        acc = newShardAccumulator(layers.length);
       }
     }
     bar.done();
     return { device, shards: written };
   } finally {
     await session.release();
+  }
+}
+
+function checkFinite(values: Float32Array, count: number, layer: Layer): void {
+  for (let i = 0; i < count; i++) {
+    if (!Number.isFinite(values[i])) {
+      throw new LegibleError(`layer "${layer.name}" (tensor ${layer.tensor}) produced NaN or Inf activations. Check model.input (mean/std, range) and the model itself.`);
+    }
   }
 }
 
@@ -125,17 +153,6 @@ function newShardAccumulator(layers: number) {
     mean: Array.from({ length: layers }, () => [] as Float32Array[]),
     max: Array.from({ length: layers }, () => [] as Float32Array[]),
   };
-}
-
-/** Layer shapes from one run on a blank input (for a store whose first shard decoded nothing). */
-async function probeLayers(session: InferenceSession, opts: ExtractOptions, inputName: string, ort: typeof import('onnxruntime-node')): Promise<StoreLayer[]> {
-  const [height, width] = inputSize(opts.input);
-  const channels = channelCount(opts.input);
-  const out = await session.run({ [inputName]: new ort.Tensor('float32', new Float32Array(channels * height * width), [1, channels, height, width]) });
-  return opts.layers.map((l) => {
-    const shape = (out[l.tensor] as Tensor).dims.map(Number).slice(1);
-    return { name: l.name, tensor: l.tensor, channels: shape[0], shape };
-  });
 }
 
 /** The model's image input must match the study's model.input. */
@@ -160,37 +177,6 @@ export function checkInput(session: InferenceSession, input: ModelInput): void {
   if ((typeof h === 'number' && h !== height) || (typeof w === 'number' && w !== width)) {
     throw new LegibleError(`the model's input is fixed at ${h}×${w} pixels but model.input.size is ${height}×${width}: set size to [${h}, ${w}] in the study file.`);
   }
-}
-
-/** [N, C, ...spatial] → per image and channel: mean and max over the spatial positions. */
-function reduceSpatial(t: Tensor, images: number, layer: Layer): { mean: Float32Array; max: Float32Array; shape: number[] } {
-  const dims = t.dims.map(Number);
-  if (dims.length < 2) throw new LegibleError(`layer "${layer.name}" (tensor ${layer.tensor}) has shape [${dims}]: expected [batch, channels, …]`);
-  const c = dims[1];
-  const spatial = dims.slice(2).reduce((a, b) => a * b, 1);
-  const data = t.data as Float32Array;
-  const mean = new Float32Array(images * c);
-  const max = new Float32Array(images * c);
-  for (let i = 0; i < images; i++) {
-    for (let k = 0; k < c; k++) {
-      const base = (i * c + k) * spatial;
-      let s = 0;
-      let m = -Infinity;
-      for (let p = 0; p < spatial; p++) {
-        const v = data[base + p];
-        s += v;
-        if (v > m) m = v;
-      }
-      if (!Number.isFinite(s) || !Number.isFinite(m)) {
-        throw new LegibleError(
-          `layer "${layer.name}" (tensor ${layer.tensor}) produced NaN or Inf activations. Check model.input (mean/std, range) and the model itself.`,
-        );
-      }
-      mean[i * c + k] = s / spatial;
-      max[i * c + k] = m;
-    }
-  }
-  return { mean, max, shape: dims.slice(1) };
 }
 
 function concat(parts: Float32Array[]): Float32Array {

@@ -136,11 +136,18 @@ export async function fitNmf(A: Float32Array, n: number, c: number, opts: NmfFit
   let iterations = 0;
   let converged = false;
   try {
+    // Each iteration updates U, then W (scikit-learn's order). The error of the current (U, W) comes
+    // from products already at hand: ‖A‖² − 2⟨AWᵀ, U⟩ + ⟨UᵀU, WWᵀ⟩.
+    let UtU: Float32Array | Float64Array = gram(U, n, k, true);
+    if (solver === 'hals') {
+      // HALS does better starting with W (few numbers) fitted to the initial U: W, then (U, W)….
+      const first = await products.withU(U);
+      halsW(W, first.UtA, first.UtU, k, c);
+    }
     for (let it = 0; ; it++) {
-      const { UtA, UtU } = await products.withU(U);
-      // Error of the current (U, W): ‖A‖² − 2⟨UᵀA, W⟩ + ⟨UᵀU, WWᵀ⟩.
+      const { AWt, WWt } = await products.withW(W);
       if (it % 10 === 0 || it === opts.maxIter) {
-        error = Math.sqrt(Math.max(0, normA2 - 2 * dot(UtA, W) + dot(UtU, gram(W, k, c))));
+        error = Math.sqrt(Math.max(0, normA2 - 2 * dot(AWt, U) + dot(UtU, WWt)));
         history.push({ iteration: it, error, seconds: (performance.now() - t0) / 1000 });
         if (it === 0) initial = error;
         else if ((previous - error) / initial < opts.tol) converged = true;
@@ -149,11 +156,12 @@ export async function fitNmf(A: Float32Array, n: number, c: number, opts: NmfFit
       }
       if (it === opts.maxIter) break;
       iterations = it + 1;
-      if (solver === 'hals') halsW(W, UtA, UtU, k, c);
-      else muW(W, UtA, UtU, k, c);
-      const { AWt, WWt } = await products.withW(W);
       if (solver === 'hals') halsU(U, AWt, WWt, n, k);
       else muU(U, AWt, WWt, n, k);
+      const products2 = await products.withU(U);
+      UtU = products2.UtU;
+      if (solver === 'hals') halsW(W, products2.UtA, UtU, k, c);
+      else muW(W, products2.UtA, UtU, k, c);
     }
   } finally {
     await products.release();
@@ -229,14 +237,27 @@ function normaliseAndOrder(U: Float32Array, W: Float32Array, n: number, c: numbe
   return { U: U2, W: W2 };
 }
 
-function gram(W: Float32Array, k: number, c: number): Float64Array {
-  const G = new Float64Array(k * k);
-  for (let a = 0; a < k; a++) {
-    for (let b = a; b < k; b++) {
+/** W·Wᵀ of a k × c matrix, or (transpose) Uᵀ·U of an n × k one. */
+function gram(M: Float32Array, rows: number, cols: number, transpose = false): Float64Array {
+  if (transpose) {
+    const G = new Float64Array(cols * cols);
+    for (let i = 0; i < rows; i++) {
+      for (let a = 0; a < cols; a++) {
+        const v = M[i * cols + a];
+        if (v === 0) continue;
+        for (let b = a; b < cols; b++) G[a * cols + b] += v * M[i * cols + b];
+      }
+    }
+    for (let a = 0; a < cols; a++) for (let b = 0; b < a; b++) G[a * cols + b] = G[b * cols + a];
+    return G;
+  }
+  const G = new Float64Array(rows * rows);
+  for (let a = 0; a < rows; a++) {
+    for (let b = a; b < rows; b++) {
       let s = 0;
-      for (let q = 0; q < c; q++) s += W[a * c + q] * W[b * c + q];
-      G[a * k + b] = s;
-      G[b * k + a] = s;
+      for (let q = 0; q < cols; q++) s += M[a * cols + q] * M[b * cols + q];
+      G[a * rows + b] = s;
+      G[b * rows + a] = s;
     }
   }
   return G;

@@ -13,7 +13,7 @@ export interface NmfModel {
 
 /**
  * Multiplicative-update NMF (Lee & Seung) for the Frobenius loss: A (n × c) ≈ U (n × k) · W (k × c),
- * updating W then U in each iteration.
+ * updating U then W in each iteration (scikit-learn's order).
  * Stopping rule as scikit-learn's `mu` solver: every 10 iterations, stop when the Frobenius error
  * ‖A − UW‖ improved by less than `tol` × the error at initialisation.
  */
@@ -48,16 +48,16 @@ export function fitNmf(
   let error = initial;
   for (let it = 1; it <= opts.maxIter; it++) {
     iterations = it;
-    // W ← W ⊙ (Uᵀ A) ⊘ (Uᵀ U W)
-    const UtA = matmulAtB(U, A, n, k, c);
-    const UtU = matmulAtB(U, U, n, k, k);
-    const UtUW = matmul(UtU, W, k, k, c);
-    for (let i = 0; i < W.length; i++) W[i] *= UtA[i] / (UtUW[i] + eps);
     // U ← U ⊙ (A Wᵀ) ⊘ (U W Wᵀ)
     const AWt = matmulABt(A, W, n, c, k);
     const WWt = matmulABt(W, W, k, c, k);
     const UWWt = matmul(U, WWt, n, k, k);
     for (let i = 0; i < U.length; i++) U[i] *= AWt[i] / (UWWt[i] + eps);
+    // W ← W ⊙ (Uᵀ A) ⊘ (Uᵀ U W)
+    const UtA = matmulAtB(U, A, n, k, c);
+    const UtU = matmulAtB(U, U, n, k, k);
+    const UtUW = matmul(UtU, W, k, k, c);
+    for (let i = 0; i < W.length; i++) W[i] *= UtA[i] / (UtUW[i] + eps);
     if (it % 10 === 0 || it === opts.maxIter) {
       error = frobenius();
       if ((prev - error) / (initial || 1) < opts.tol) {

@@ -102,3 +102,33 @@ export function addTapsToModel(model: ModelProto, tensorNames: readonly string[]
 export function addTaps(modelBytes: Uint8Array, tensorNames: readonly string[]): Uint8Array {
   return encodeModel(addTapsToModel(decodeModel(modelBytes), tensorNames));
 }
+
+/** Names of the reduced outputs that addReducedTaps adds for a tapped tensor. */
+export const reducedName = (tensor: string, how: 'mean' | 'max') => `legible.${how}(${tensor})`;
+
+/**
+ * Model bytes → model bytes whose only outputs are, for each tapped tensor, its spatial mean and its
+ * spatial max per channel ([N, C]), computed in the graph (GlobalAveragePool / GlobalMaxPool, then
+ * Flatten). Much less data leaves onnxruntime than with the raw feature maps. `rank` is each
+ * tensor's rank; a rank-2 tensor ([N, C]) is its own mean and max.
+ */
+export function addReducedTaps(modelBytes: Uint8Array, taps: readonly { tensor: string; rank: number }[]): Uint8Array {
+  const tapped = addTapsToModel(decodeModel(modelBytes), taps.map((t) => t.tensor));
+  const graph = tapped.graph!;
+  const nodes = [...(graph.node ?? [])];
+  const outputs: ValueInfoProto[] = [];
+  for (const [i, { tensor, rank }] of taps.entries()) {
+    for (const how of ['mean', 'max'] as const) {
+      const out = reducedName(tensor, how);
+      if (rank === 2) {
+        nodes.push({ op_type: 'Identity', input: [tensor], output: [out], name: `legible_tap${i}_${how}` });
+      } else {
+        const pooled = `${out}.pooled`;
+        nodes.push({ op_type: how === 'mean' ? 'GlobalAveragePool' : 'GlobalMaxPool', input: [tensor], output: [pooled], name: `legible_tap${i}_${how}_pool` });
+        nodes.push({ op_type: 'Flatten', input: [pooled], output: [out], name: `legible_tap${i}_${how}_flatten` });
+      }
+      outputs.push({ name: out });
+    }
+  }
+  return encodeModel({ ...tapped, graph: { ...graph, node: nodes, output: outputs } });
+}
