@@ -137,7 +137,9 @@ export const layers: Command = {
     let measured: Measured | undefined;
     if (missing || given.size) measured = await measureShapes(model, tensors, given);
 
-    const rows = (values.all ? tensors : tappable).map((t) => {
+    // Constants (weights folded by the exporter, shape arithmetic) are the same for every image.
+    const shown = values.all ? tensors : tappable.filter((t) => !t.constant);
+    const rows = shown.map((t) => {
       const m = measured?.shapes.get(t.name);
       const useMeasured = m && (given.size > 0 || !t.shape || t.shape.some((d) => d === null));
       return {
@@ -163,8 +165,8 @@ export const layers: Command = {
     console.log(line(header));
     console.log(line(widths.map((w) => '─'.repeat(w))));
     for (const r of table) console.log(line(r));
-    const initializers = tensors.length - tappable.length;
-    console.log(`\n${tappable.length} tappable tensors${values.all ? '' : ` (${initializers} initializers not shown; --all lists them)`}.`);
+    const hidden = tensors.length - shown.length;
+    console.log(`\n${shown.length} tensors${values.all ? '' : ` that vary with the image (${hidden} initializers and constants not shown; --all lists them)`}.`);
     if (measured?.fed.length && !measured.problem) console.log(`* measured by onnxruntime on zeros: ${measured.fed.join('; ')}.`);
     if (measured?.problem) console.log(`Shapes marked ? are unknown: ${measured.problem}.`);
     return 0;

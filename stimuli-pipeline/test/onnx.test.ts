@@ -270,10 +270,29 @@ describe('taps (taps.ts)', () => {
     const list = listTensors(model);
     const by = new Map(list.map((t) => [t.name, t]));
     assert.deepEqual(list.filter((t) => t.tappable).map((t) => t.name), ['x', 'conv', 'act', 'pooled', 'flat', 'y']);
-    assert.deepEqual(by.get('conv'), { name: 'conv', kind: 'node', op: 'Conv', node: 'conv_node', tappable: true, output: false });
+    assert.deepEqual(by.get('conv'), { name: 'conv', kind: 'node', op: 'Conv', node: 'conv_node', tappable: true, output: false, constant: false });
     assert.deepEqual(by.get('act')!.shape, ['N', 4, 8, 8]);
     assert.equal(by.get('y')!.output, true);
-    assert.deepEqual(by.get('w'), { name: 'w', kind: 'initializer', op: 'initializer', node: '', type: 'float32', shape: [4, 3, 3, 3], tappable: false, output: false });
+    assert.deepEqual(by.get('w'), { name: 'w', kind: 'initializer', op: 'initializer', node: '', type: 'float32', shape: [4, 3, 3, 3], tappable: false, output: false, constant: true });
+  });
+
+  it('marks tensors computed from weights alone as constants (as exporters leave them)', () => {
+    const model = makeModel({
+      graph: makeGraph({
+        name: 'folded',
+        inputs: [tensorInfo('x', DataType.FLOAT, ['N', 2])],
+        outputs: [tensorInfo('y', DataType.FLOAT, ['N', 2])],
+        initializers: [float32Tensor('w', [2], [1, 2])],
+        nodes: [
+          node('Identity', ['w'], ['w_folded'], [], { name: 'fold' }),
+          node('Constant', [], ['one'], [attr.tensor('value', float32Tensor('', [1], [1]))], { name: 'one' }),
+          node('Add', ['w_folded', 'one'], ['w_plus'], [], { name: 'shift' }),
+          node('Mul', ['x', 'w_plus'], ['y'], [], { name: 'scale' }),
+        ],
+      }),
+    });
+    const by = new Map(listTensors(model).map((t) => [t.name, t]));
+    assert.deepEqual(['w_folded', 'one', 'w_plus', 'y'].map((n) => by.get(n)!.constant), [true, true, true, false]);
   });
 
   it('exposes intermediate tensors whose values equal a direct computation, keeping the outputs', async () => {

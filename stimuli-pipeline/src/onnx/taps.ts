@@ -20,6 +20,8 @@ export interface TensorEntry {
   tappable: boolean;
   /** Whether it already is a graph output. */
   output: boolean;
+  /** Computed from stored weights alone (folded constants, shapes): the same for every image. */
+  constant: boolean;
 }
 
 /**
@@ -34,10 +36,16 @@ export function listTensors(model: ModelProto): TensorEntry[] {
   const initializers = new Map((g.initializer ?? []).map((t) => [t.name ?? '', t]));
   const seen = new Set<string>();
   const out: TensorEntry[] = [];
+  // Constants: initializers, and outputs of nodes whose inputs are all constants (or Constant nodes).
+  const constants = new Set(initializers.keys());
+  for (const n of g.node ?? []) {
+    const inputs = (n.input ?? []).filter((i) => i !== '');
+    if (n.op_type === 'Constant' || (inputs.length > 0 && inputs.every((i) => constants.has(i)))) for (const o of n.output ?? []) constants.add(o);
+  }
   const add = (name: string, kind: TensorEntry['kind'], op: string, node: string) => {
     if (!name || seen.has(name)) return;
     seen.add(name);
-    const e: TensorEntry = { name, kind, op, node, tappable: kind !== 'initializer', output: outputs.has(name) };
+    const e: TensorEntry = { name, kind, op, node, tappable: kind !== 'initializer', output: outputs.has(name), constant: constants.has(name) };
     const init = initializers.get(name);
     if (kind === 'initializer' && init) {
       e.type = dataTypeName(init.data_type);
