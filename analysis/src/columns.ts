@@ -8,6 +8,8 @@ export interface Column {
   type: 'text' | 'integer' | 'number' | 'boolean' | 'timestamp';
   unit?: string;
   description: string;
+  /** A table column the SQL needs that older databases lack: the cell is empty there. */
+  requires?: [table: string, column: string];
   /** Turns the SQL value into the cell's value. */
   format?: (value: unknown) => unknown;
 }
@@ -29,6 +31,13 @@ export const TRIAL_COLUMNS: Column[] = [
   { name: 'kind', sql: 't.kind', type: 'text', description: '`main`, `catch` (the queries are reference images themselves) or `practice`.' },
   { name: 'is_catch', sql: "(t.kind = 'catch')", type: 'boolean', description: '1 for catch trials, else 0.' },
   { name: 'is_practice', sql: "(t.kind = 'practice')", type: 'boolean', description: '1 for practice trials (answered with feedback), else 0.' },
+  {
+    name: 'practice_round',
+    sql: 't.practice_round',
+    type: 'integer',
+    requires: ['trials', 'practice_round'],
+    description: 'Practice round (from 0) of a practice trial when the study repeats practice until a criterion; empty otherwise.',
+  },
   { name: 'feature', sql: 't.feature', type: 'text', description: 'Feature id `layer/basis/index`: the unit of analysis.' },
   { name: 'layer', sql: 't.layer', type: 'text', description: 'Layer name from the study file.' },
   { name: 'basis', sql: 't.basis', type: 'text', description: '`channels` (single units), `nmf` (dictionary concepts) or `sae`.' },
@@ -39,6 +48,13 @@ export const TRIAL_COLUMNS: Column[] = [
   { name: 'answer', sql: 't.answer', type: 'integer', description: 'Task-list index (0 or 1) of the query that matches the maximally activating side: the correct choice.' },
   { name: 'choice', sql: 't.choice', type: 'integer', description: 'Task-list index (0 or 1) of the query the participant chose.' },
   { name: 'confidence', sql: 't.confidence', type: 'integer', unit: '1–3', description: 'Confidence: 1 guessing, 2 fairly sure, 3 very sure.' },
+  {
+    name: 'button',
+    sql: "CASE WHEN t.query_order IS NULL THEN NULL WHEN json_extract(t.query_order, '$[0]') = t.choice THEN 4 - t.confidence ELSE 3 + t.confidence END",
+    type: 'integer',
+    unit: '1–6',
+    description: 'The on-screen button (= key) pressed: 1 upper picture very sure, 2 fairly sure, 3 guessing, 4 lower picture guessing, 5 fairly sure, 6 very sure (empty if the client did not report the query order).',
+  },
   { name: 'correct', sql: 't.correct', type: 'boolean', description: '1 if choice = answer, else 0 (scored on the server).' },
   { name: 'rt_ms', sql: 't.rt_ms', type: 'number', unit: 'ms', description: 'Response time from the first painted frame of the trial to the response.' },
   {

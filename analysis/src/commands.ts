@@ -1,26 +1,147 @@
-import { parseCommandArgs, type Command } from '@legible/studies';
+import { defaultStudiesDir, intOption, parseCommandArgs, UsageError, type Command } from '@legible/studies';
 
 export const exportCommand: Command = {
   name: 'export',
-  summary: 'Write the tidy trial CSV (one row per trial) and its data dictionary',
-  usage: '<study-id> --out <trials.csv | folder> [--db FILE] [--no-practice]',
-  help: 'The database is the one `legible serve` writes (default ./legible.db, or LEGIBLE_DB).',
+  summary: 'Write the tidy trial table, the participant table (with exclusion flags) and their data dictionary',
+  usage: '<study> --out <folder | trials.csv | trials.jsonl> [--db FILE] [--format csv|jsonl] [--no-practice] [--include-incomplete] [--studies DIR]',
+  help: [
+    'The database is the one `legible serve` writes (default ./legible.db, or LEGIBLE_DB).',
+    'A folder gets trials.csv, participants.csv and data-dictionary.md; a .csv or .jsonl file name gets the trials,',
+    'with participants.* and data-dictionary.md beside it. Exclusion flags come from the study file\'s `exclusions`.',
+  ].join('\n'),
   async run(argv) {
     const { values, positionals } = parseCommandArgs(
       argv,
-      { out: { type: 'string' }, db: { type: 'string' }, 'no-practice': { type: 'boolean' } },
+      {
+        out: { type: 'string' },
+        db: { type: 'string' },
+        format: { type: 'string' },
+        'no-practice': { type: 'boolean' },
+        'include-incomplete': { type: 'boolean' },
+        studies: { type: 'string' },
+      },
       { min: 1, max: 1 },
     );
-    if (!values.out) {
-      const { UsageError } = await import('@legible/studies');
-      throw new UsageError('--out is required: a .csv file or a folder');
-    }
+    if (!values.out) throw new UsageError('--out is required: a folder, or a .csv / .jsonl file');
+    const format = values.format;
+    if (format !== undefined && format !== 'csv' && format !== 'jsonl') throw new UsageError(`--format is csv or jsonl, got "${format}"`);
+    const { loadStudy } = await import('@legible/studies');
     const { exportStudy } = await import('./export.ts');
+    // The study file gives the exclusion rules; a bare id with no study file still exports.
+    let study = positionals[0];
+    let exclusions = null;
+    try {
+      const loaded = loadStudy(study, { studiesDir: values.studies ?? defaultStudiesDir(), checkFiles: false });
+      study = loaded.study.id;
+      exclusions = loaded.study.exclusions;
+    } catch (e) {
+      if (/[/\\]|\.ya?ml$/.test(study)) throw e;
+      console.error(`legible export: no study file for "${study}" (${(e as Error).message.split('\n')[0]}); participants.csv gets no exclusion flags.`);
+    }
     const db = values.db ?? process.env.LEGIBLE_DB ?? 'legible.db';
-    const { rows, files } = await exportStudy(values.out, { db, study: positionals[0], practice: !values['no-practice'] });
-    console.log(`${rows} trials → ${files.join(', ')}`);
+    const res = await exportStudy(values.out, { db, study, practice: !values['no-practice'], format, exclusions, includeIncomplete: values['include-incomplete'] });
+    const ex = res.exclusions ? `; ${res.exclusions.excluded} of ${res.exclusions.participants} flagged for exclusion` : '';
+    console.log(`${res.rows} trials, ${res.participants} sessions${ex} → ${res.files.join(', ')}`);
     return 0;
   },
 };
 
-export const commands: Command[] = [exportCommand];
+const list = (v: string | undefined, name: string): number[] | undefined => {
+  if (v === undefined) return undefined;
+  const xs = v.split(',').map((s) => Number(s.trim()));
+  if (xs.some((x) => !Number.isInteger(x) || x < 2)) throw new UsageError(`--${name} expects whole numbers ≥ 2 separated by commas, got "${v}"`);
+  return xs;
+};
+
+export const analyzeCommand: Command = {
+  name: 'analyze',
+  summary: 'Exclusions, accuracy with bootstrap CIs, the GLMM (checked against lme4), non-parametric tests, power, and an HTML report',
+  usage:
+    '<study | trials.csv | trials.jsonl> --out DIR [--db FILE] [--mapping FILE] [--study FILE] [--formula "…"] [--compare "…"] [--by col,col] [--mode live|pilot|all] [--boot N] [--permutations N] [--power-coef NAME] [--power-effect X] [--power-n 20,40,80] [--power-sims N] [--no-power] [--include-incomplete] [--no-report] [--seed N]',
+  help: [
+    'A study id (or study file) reads its data from the database (--db, default ./legible.db or LEGIBLE_DB) and exports it to DIR/data first.',
+    'A legible trials.csv/.jsonl is read with participants.* beside it; another tool\'s file needs --mapping (a YAML file naming its columns).',
+    '',
+    '  --formula   GLMM in R notation (default: correct ~ basis * layer [* reference_kind] + (1|participant) + (1|feature))',
+    '  --compare   a nested formula to test against it by likelihood ratio (repeatable); every highest-order term is tested anyway',
+    '  --by        condition columns for the accuracy table and figures (default: basis, layer, reference_kind as present)',
+    '  --mode      which data (default: live when there is live data, else all)',
+    '  --boot      bootstrap resamples (default 2000); --permutations (default 10000)',
+    '  --power-*   power simulation: coefficient (default the basis term), effect (default its estimate), participant counts, simulations per count (default 100)',
+    '',
+    'Writes report.html, figures/*.svg|png, accuracy.csv, features.csv, exclusions.csv, glmm.csv, model.R + glmm-data.csv, results.json.',
+  ].join('\n'),
+  async run(argv) {
+    const { values, positionals } = parseCommandArgs(
+      argv,
+      {
+        out: { type: 'string' },
+        db: { type: 'string' },
+        mapping: { type: 'string' },
+        study: { type: 'string' },
+        studies: { type: 'string' },
+        formula: { type: 'string' },
+        compare: { type: 'string', multiple: true },
+        by: { type: 'string' },
+        mode: { type: 'string' },
+        boot: { type: 'string' },
+        permutations: { type: 'string' },
+        seed: { type: 'string' },
+        'power-coef': { type: 'string' },
+        'power-effect': { type: 'string' },
+        'power-n': { type: 'string' },
+        'power-sims': { type: 'string' },
+        'no-power': { type: 'boolean' },
+        'include-incomplete': { type: 'boolean' },
+        'no-report': { type: 'boolean' },
+      },
+      { min: 1, max: 1 },
+    );
+    if (!values.out) throw new UsageError('--out DIR is required');
+    const mode = values.mode;
+    if (mode !== undefined && !['live', 'pilot', 'all'].includes(mode)) throw new UsageError(`--mode is live, pilot or all, got "${mode}"`);
+    const effect = values['power-effect'] === undefined ? undefined : Number(values['power-effect']);
+    if (effect !== undefined && !Number.isFinite(effect)) throw new UsageError(`--power-effect expects a number (log-odds), got "${values['power-effect']}"`);
+    const powerGiven = values['power-coef'] !== undefined || effect !== undefined || values['power-n'] !== undefined || values['power-sims'] !== undefined;
+    const { analyze } = await import('./analyze.ts');
+    const result = await analyze({
+      input: positionals[0],
+      out: values.out,
+      db: values.db,
+      studiesDir: values.studies ?? defaultStudiesDir(),
+      mapping: values.mapping,
+      study: values.study,
+      formula: values.formula,
+      compare: values.compare,
+      by: values.by?.split(',').map((s) => s.trim()).filter(Boolean),
+      mode: mode as 'live' | 'pilot' | 'all' | undefined,
+      boot: intOption(values.boot, 'boot', 2000),
+      permutations: intOption(values.permutations, 'permutations', 10_000),
+      seed: intOption(values.seed, 'seed', 1),
+      power: values['no-power']
+        ? false
+        : powerGiven
+          ? { coefficient: values['power-coef'], effect, ns: list(values['power-n'], 'power-n'), sims: values['power-sims'] ? intOption(values['power-sims'], 'power-sims', 100) : undefined }
+          : undefined,
+      includeIncomplete: values['include-incomplete'],
+      report: !values['no-report'],
+      log: (line) => console.error(`legible analyze: ${line}`),
+    });
+    if (result.glmmError) console.error(`legible analyze: ${result.glmmError}`);
+    const g = result.glmm?.fit;
+    console.log(
+      [
+        `${result.counts.keptParticipants} participants (${result.exclusions.excluded} of ${result.exclusions.participants} sessions excluded), ${result.counts.mainTrials} main trials, ${result.counts.features} features`,
+        ...result.cells.map((c) => `  ${(c.levels.join(' · ') || 'all').padEnd(28)} ${(c.accuracy * 100).toFixed(1)}% [${(c.ciParticipants[0] * 100).toFixed(1)}, ${(c.ciParticipants[1] * 100).toFixed(1)}]`),
+        g ? `GLMM ${result.glmm!.formula}: logLik ${g.logLik.toFixed(2)}, ${g.xNames.map((n, j) => `${n} ${g.beta[j].toFixed(3)} (p ${g.p[j].toPrecision(2)})`).join(', ')}` : '',
+        `→ ${result.files.find((f) => f.endsWith('report.html')) ?? values.out}`,
+      ]
+        .filter(Boolean)
+        .join('\n'),
+    );
+    return 0;
+  },
+};
+
+export const commands: Command[] = [exportCommand, analyzeCommand];
+

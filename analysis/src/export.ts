@@ -1,94 +1,238 @@
-// `legible export`: the tidy trial CSV (one row per answered trial) and its data dictionary,
-// streamed from the server's SQLite file so a million rows need no more memory than a thousand.
+// `legible export`: the tidy trial table (one row per answered trial), the participant table (one
+// row per session, with exclusion flags) and their data dictionary, streamed from the server's
+// SQLite file so a million rows need no more memory than a thousand: trials are read session by
+// session along the primary key, written as they come, and the writer waits for the stream to
+// drain. CSV (RFC 4180) or JSON Lines.
 import { createWriteStream, existsSync, mkdirSync, renameSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { once } from 'node:events';
-import { dirname, extname, join } from 'node:path';
+import { basename, dirname, extname, join } from 'node:path';
 import type { Writable } from 'node:stream';
 import Database from 'better-sqlite3';
 import { LegibleError } from '@legible/studies';
-import { TRIAL_COLUMNS } from './columns.ts';
+import { TRIAL_COLUMNS, type Column } from './columns.ts';
 import { csvCell } from './csv.ts';
+import { ExclusionTally, RULES, type ExclusionConfig, type ExclusionSummary } from './exclusions.ts';
+import { PARTICIPANT_COLUMNS, participantRows } from './participants.ts';
+
+export type ExportFormat = 'csv' | 'jsonl';
 
 export interface ExportOptions {
   db: string;
   study: string;
   /** Include practice trials (default: yes; they are flagged by is_practice). */
   practice?: boolean;
+  format?: ExportFormat;
+  /** The study file's exclusion rules; null or absent: participants.csv has no exclusion flags. */
+  exclusions?: ExclusionConfig | null;
+  /** Keep unfinished sessions out of the `incomplete` rule (default: they are flagged). */
+  includeIncomplete?: boolean;
 }
 
-/** Stream the study's trials as CSV rows into `out`. Returns the number of rows. */
-export async function writeTrialsCsv(out: Writable, opts: ExportOptions): Promise<number> {
+function openStudyDb(opts: ExportOptions): Database.Database {
   if (!existsSync(opts.db)) throw new LegibleError(`no database at ${opts.db}: give the file that \`legible serve\` writes with --db (or LEGIBLE_DB).`);
   const db = new Database(opts.db, { readonly: true, fileMustExist: true });
+  const known = db.prepare('SELECT COUNT(*) AS n FROM sessions WHERE study = ?').get(opts.study) as { n: number };
+  if (known.n === 0) {
+    const studies = db.prepare('SELECT DISTINCT study FROM sessions ORDER BY study').all() as { study: string }[];
+    db.close();
+    throw new LegibleError(`no sessions for study "${opts.study}" in ${opts.db}${studies.length ? ` (it has: ${studies.map((s) => s.study).join(', ')})` : ''}.`);
+  }
+  return db;
+}
+
+/** The trial columns' SQL, with columns an older database lacks read as NULL. */
+function trialSelect(db: Database.Database): string {
+  const have = new Map<string, Set<string>>();
+  const cols = (table: string) => {
+    if (!have.has(table)) have.set(table, new Set((db.prepare(`PRAGMA table_info(${table})`).all() as { name: string }[]).map((c) => c.name)));
+    return have.get(table)!;
+  };
+  return TRIAL_COLUMNS.map((c) => `${c.requires && !cols(c.requires[0]).has(c.requires[1]) ? 'NULL' : c.sql} AS "${c.name}"`).join(', ');
+}
+
+/**
+ * The study's trials, row by row (raw SQL values, in TRIAL_COLUMNS order), participant by
+ * participant. Each session's trials are read along the primary key; the session's own columns
+ * (s.…) are bound as parameters rather than joined on every row.
+ */
+function* trialRows(db: Database.Database, opts: ExportOptions): Generator<unknown[]> {
+  const where = opts.practice === false ? "AND t.kind <> 'practice'" : '';
+  const sessionCols = new Set<string>();
+  const select = trialSelect(db).replace(/\bs\.([a-z_]+)/g, (_, c: string) => {
+    sessionCols.add(c);
+    return `@s_${c}`;
+  });
+  const sessions = db.prepare(`SELECT id${[...sessionCols].map((c) => `, ${c}`).join('')} FROM sessions WHERE study = ? ORDER BY participant, id`).all(opts.study) as Record<string, unknown>[];
+  const rows = db.prepare(`SELECT ${select} FROM trials t WHERE t.session_id = @id ${where} ORDER BY t.seq`).raw(true);
+  for (const s of sessions) {
+    const params: Record<string, unknown> = { id: s.id };
+    for (const c of sessionCols) params[`s_${c}`] = s[c];
+    yield* rows.iterate(params) as IterableIterator<unknown[]>;
+  }
+}
+
+async function writeAll(out: Writable, lines: Iterable<string>): Promise<number> {
+  let n = 0;
+  let buffer = '';
+  for (const line of lines) {
+    buffer += line;
+    n++;
+    if (buffer.length > 1 << 16) {
+      if (!out.write(buffer)) await once(out, 'drain');
+      buffer = '';
+    }
+  }
+  if (buffer && !out.write(buffer)) await once(out, 'drain');
+  return n;
+}
+
+const cellOf = (col: Pick<Column, 'type' | 'format'>, v: unknown) => (col.format ? col.format(v) : v);
+const jsonValue = (type: Column['type'], v: unknown) => (v === undefined ? null : type === 'boolean' && (v === 0 || v === 1) ? v === 1 : v);
+
+function* trialLines(db: Database.Database, opts: ExportOptions, format: ExportFormat): Generator<string> {
+  if (format === 'csv') yield `${TRIAL_COLUMNS.map((c) => c.name).join(',')}\n`;
+  for (const row of trialRows(db, opts)) {
+    if (format === 'csv') yield `${row.map((v, i) => csvCell(cellOf(TRIAL_COLUMNS[i], v), TRIAL_COLUMNS[i].type)).join(',')}\n`;
+    else {
+      const obj: Record<string, unknown> = {};
+      row.forEach((v, i) => (obj[TRIAL_COLUMNS[i].name] = jsonValue(TRIAL_COLUMNS[i].type, cellOf(TRIAL_COLUMNS[i], v))));
+      yield `${JSON.stringify(obj)}\n`;
+    }
+  }
+}
+
+/** Stream the study's trials as CSV into `out` (header first). Returns the number of rows. */
+export async function writeTrialsCsv(out: Writable, opts: ExportOptions): Promise<number> {
+  const db = openStudyDb(opts);
   try {
-    const known = db.prepare('SELECT COUNT(*) AS n FROM sessions WHERE study = ?').get(opts.study) as { n: number };
-    if (known.n === 0) {
-      const studies = db.prepare('SELECT DISTINCT study FROM sessions ORDER BY study').all() as { study: string }[];
-      throw new LegibleError(`no sessions for study "${opts.study}" in ${opts.db}${studies.length ? ` (it has: ${studies.map((s) => s.study).join(', ')})` : ''}.`);
-    }
-    const select = TRIAL_COLUMNS.map((c) => `${c.sql} AS "${c.name}"`).join(', ');
-    const where = opts.practice === false ? "AND t.kind <> 'practice'" : '';
-    const rows = db
-      .prepare(`SELECT ${select} FROM trials t JOIN sessions s ON s.id = t.session_id WHERE t.study = ? ${where} ORDER BY t.participant, t.session_id, t.seq`)
-      .raw(true)
-      .iterate(opts.study) as IterableIterator<unknown[]>;
-    const write = async (line: string) => {
-      if (!out.write(line)) await once(out, 'drain');
-    };
-    await write(`${TRIAL_COLUMNS.map((c) => c.name).join(',')}\n`);
-    let n = 0;
-    for (const row of rows) {
-      const cells = row.map((v, i) => {
-        const col = TRIAL_COLUMNS[i];
-        return csvCell(col.format ? col.format(v) : v, col.type);
-      });
-      await write(`${cells.join(',')}\n`);
-      n++;
-    }
-    return n;
+    return (await writeAll(out, trialLines(db, opts, 'csv'))) - 1;
   } finally {
     db.close();
   }
 }
 
-export function dataDictionary(): string {
-  const lines = [
-    '# trials.csv — data dictionary',
-    '',
-    'One row per answered trial, in participant and task-list order. Written by `legible export`.',
-    'Booleans are 1/0; empty cells are missing values. Text cells that would start with `=`, `+`, `-` or `@`',
-    'are prefixed with `\'` so spreadsheets do not run them as formulas.',
-    '',
-    '| column | type | unit | description |',
-    '| --- | --- | --- | --- |',
-    ...TRIAL_COLUMNS.map((c) => `| \`${c.name}\` | ${c.type} | ${c.unit ?? ''} | ${c.description.replace(/\|/g, '\\|')} |`),
-    '',
-  ];
-  return lines.join('\n');
+/** Stream the study's trials as JSON Lines (one object per trial). Returns the number of rows. */
+export async function writeTrialsJsonl(out: Writable, opts: ExportOptions): Promise<number> {
+  const db = openStudyDb(opts);
+  try {
+    return await writeAll(out, trialLines(db, opts, 'jsonl'));
+  } finally {
+    db.close();
+  }
 }
 
-/**
- * Export to `out`: a .csv file (the dictionary goes beside it as data-dictionary.md), or a folder
- * (trials.csv and data-dictionary.md inside it).
- */
-export async function exportStudy(out: string, opts: ExportOptions): Promise<{ rows: number; files: string[] }> {
-  const asFile = extname(out).toLowerCase() === '.csv' && !(existsSync(out) && statSync(out).isDirectory());
-  const csvFile = asFile ? out : join(out, 'trials.csv');
-  const dictFile = join(dirname(csvFile), 'data-dictionary.md');
-  mkdirSync(dirname(csvFile), { recursive: true });
-  const tmp = `${csvFile}.partial`;
-  const stream = createWriteStream(tmp);
-  let rows: number;
+/** Stream the participant table; returns its row count and the exclusion summary (when rules are given). */
+export async function writeParticipants(out: Writable, opts: ExportOptions): Promise<{ rows: number; exclusions: ExclusionSummary | null }> {
+  const db = openStudyDb(opts);
+  const format = opts.format ?? 'csv';
+  const tally = opts.exclusions ? new ExclusionTally(opts.exclusions) : null;
   try {
-    rows = await writeTrialsCsv(stream, opts);
+    function* lines(): Generator<string> {
+      if (format === 'csv') yield `${PARTICIPANT_COLUMNS.map((c) => c.name).join(',')}\n`;
+      for (const { row, decision } of participantRows(db, opts.study, opts.exclusions ?? null, { includeIncomplete: opts.includeIncomplete })) {
+        if (decision) tally!.add(decision);
+        if (format === 'csv') yield `${PARTICIPANT_COLUMNS.map((c) => csvCell(c.value(row, decision), c.type)).join(',')}\n`;
+        else yield `${JSON.stringify(Object.fromEntries(PARTICIPANT_COLUMNS.map((c) => [c.name, jsonValue(c.type, c.value(row, decision))])))}\n`;
+      }
+    }
+    const n = await writeAll(out, lines());
+    return { rows: format === 'csv' ? n - 1 : n, exclusions: tally ? tally.summary() : null };
+  } finally {
+    db.close();
+  }
+}
+
+const table = (cols: { name: string; type: string; unit?: string; description: string }[]) => [
+  '| column | type | unit | description |',
+  '| --- | --- | --- | --- |',
+  ...cols.map((c) => `| \`${c.name}\` | ${c.type} | ${c.unit ?? ''} | ${c.description.replace(/\|/g, '\\|')} |`),
+];
+
+/** The data dictionary of both tables (Markdown). */
+export function dataDictionary(format: ExportFormat = 'csv', names = { trials: `trials.${format}`, participants: `participants.${format}` }): string {
+  const cells =
+    format === 'csv'
+      ? [
+          'Booleans are 1/0; empty cells are missing values. Text cells that would start with `=`, `+`, `-` or `@`',
+          'are prefixed with `\'` so spreadsheets do not run them as formulas.',
+        ]
+      : ['One JSON object per line. Booleans are true/false; missing values are null.'];
+  return [
+    `# ${names.trials} — data dictionary`,
+    '',
+    'One row per answered trial, in participant and task-list order. Written by `legible export`.',
+    ...cells,
+    '',
+    ...table(TRIAL_COLUMNS),
+    '',
+    `# ${names.participants} — data dictionary`,
+    '',
+    'One row per session (a participant\'s run through the study), in participant order. Exclusion flags come from the',
+    '`exclusions` section of the study file as it was at export; `legible analyze` applies the rules again from the study file.',
+    '',
+    ...table(PARTICIPANT_COLUMNS),
+    '',
+    '## Exclusion rules',
+    '',
+    ...RULES.map((r) => `- \`${r.column}\`: ${r.label}.`),
+    '',
+    '`incomplete` is not a study-file rule: sessions that did not finish are flagged unless `--include-incomplete` is given.',
+    '`repeat_participation` matches the raw recruitment id (Prolific or participant id) against other studies in the same',
+    'database: the server already allows one session per person and study. `browser_check` fires on a `browser_check` client',
+    'event whose detail says `passed: false` (legible\'s client turns failing devices away before a session exists, so this',
+    'mostly concerns imported data).',
+    '',
+  ].join('\n');
+}
+
+export interface ExportResult {
+  rows: number;
+  participants: number;
+  files: string[];
+  exclusions: ExclusionSummary | null;
+}
+
+async function streamTo(file: string, write: (out: Writable) => Promise<void>): Promise<void> {
+  const tmp = `${file}.partial`;
+  const stream = createWriteStream(tmp);
+  try {
+    await write(stream);
   } catch (err) {
     stream.destroy();
+    if (!stream.closed) await once(stream, 'close');
     rmSync(tmp, { force: true });
     throw err;
   }
   stream.end();
   await once(stream, 'close');
-  renameSync(tmp, csvFile);
-  writeFileSync(dictFile, dataDictionary());
-  return { rows, files: [csvFile, dictFile] };
+  renameSync(tmp, file);
+}
+
+/**
+ * Export to `out`: a folder (trials.csv, participants.csv, data-dictionary.md inside it), or a
+ * .csv / .jsonl file for the trials, with participants.csv (.jsonl) and data-dictionary.md beside it.
+ */
+export async function exportStudy(out: string, opts: ExportOptions): Promise<ExportResult> {
+  const ext = extname(out).toLowerCase();
+  const asFile = (ext === '.csv' || ext === '.jsonl') && !(existsSync(out) && statSync(out).isDirectory());
+  const format: ExportFormat = opts.format ?? (asFile && ext === '.jsonl' ? 'jsonl' : 'csv');
+  if (asFile && ext !== `.${format}`) throw new LegibleError(`--out ${out} ends in ${ext} but --format is ${format}: use a .${format} file name or a folder`);
+  const dir = asFile ? dirname(out) : out;
+  const trialsFile = asFile ? out : join(dir, `trials.${format}`);
+  let participantsFile = join(dir, `participants.${format}`);
+  if (participantsFile === trialsFile) participantsFile = join(dir, `participants-summary.${format}`);
+  const dictFile = join(dir, 'data-dictionary.md');
+  openStudyDb(opts).close(); // fail on a wrong database or study before writing anything
+  mkdirSync(dir, { recursive: true });
+  const o = { ...opts, format };
+  let rows = 0;
+  await streamTo(trialsFile, async (s) => {
+    rows = format === 'csv' ? await writeTrialsCsv(s, o) : await writeTrialsJsonl(s, o);
+  });
+  let participants = { rows: 0, exclusions: null as ExclusionSummary | null };
+  await streamTo(participantsFile, async (s) => {
+    participants = await writeParticipants(s, o);
+  });
+  writeFileSync(dictFile, dataDictionary(format, { trials: basename(trialsFile), participants: basename(participantsFile) }));
+  return { rows, participants: participants.rows, files: [trialsFile, participantsFile, dictFile], exclusions: participants.exclusions };
 }
