@@ -1,21 +1,45 @@
 // The HTTP server: routes (documented in server/API.md, the public contract), static files,
 // security headers, JSON errors, and a server that shuts down without dropping a write.
+import { EventEmitter } from 'node:events';
 import { existsSync } from 'node:fs';
-import type { Server } from 'node:http';
+import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import { dirname, join, resolve } from 'node:path';
+import type { Writable } from 'node:stream';
 import { fileURLToPath } from 'node:url';
-import express, { type ErrorRequestHandler, type Express, type Request, type Response } from 'express';
+import express, { type ErrorRequestHandler, type Express, type Request, type RequestHandler, type Response } from 'express';
+import { rateLimit, type Options as RateLimitOptions } from 'express-rate-limit';
 import helmet from 'helmet';
 import { pino, type Logger } from 'pino';
 import { LegibleError, type StudyInfo } from '@legible/studies';
+import { dataDictionary, TRIAL_COLUMNS, writeTrialsCsv } from '@legible/analysis';
+import { AdminService, adminUnauthorized, type AdminActor } from './admin.ts';
 import { openDatabase, type LegibleDb } from './db.ts';
+import { sendJson, TRIAL_ROUTE, trialFastPath } from './fastpath.ts';
 import { loadRegistry, type Builder, type Registry } from './registry.ts';
-import { completion, HttpError, SessionService } from './sessions.ts';
+import { completion, HttpError, SessionService, type Authenticated } from './sessions.ts';
 
 /** The repository's client/dist (built by `npm run build -w client`). */
 export const defaultClientDir = (): string => resolve(dirname(fileURLToPath(import.meta.url)), '../../client/dist');
+/** The admin dashboard's static files (server/admin). */
+const adminDir = resolve(dirname(fileURLToPath(import.meta.url)), '../admin');
 
 export const BODY_LIMIT = '16kb';
+/** Client events come in batches of up to 100. */
+export const EVENTS_BODY_LIMIT = '64kb';
+
+/** Request rates; 0 turns a limit off. Generous: a participant with think time never meets them. */
+export interface RateLimits {
+  /** Requests per minute to /api from one client address (a lab behind one NAT shares it). */
+  ipPerMinute: number;
+  /** Session creations (POST /api/sessions) per minute from one client address. */
+  createPerMinute: number;
+  /** Requests per minute for one session: answers, finish and events together. */
+  sessionPerMinute: number;
+  /** Failed admin authentications per 15 minutes from one client address. */
+  adminFailuresPer15Min: number;
+}
+
+export const DEFAULT_RATE_LIMITS: RateLimits = { ipPerMinute: 3000, createPerMinute: 300, sessionPerMinute: 600, adminFailuresPer15Min: 20 };
 
 export interface AppOptions {
   db: LegibleDb;
@@ -25,19 +49,42 @@ export interface AppOptions {
   log?: Logger;
   /** The clock (injected in tests). */
   now?: () => Date;
+  /** Rate limits (defaults: DEFAULT_RATE_LIMITS). */
+  limits?: Partial<RateLimits>;
+  /** Express's "trust proxy" setting, for a server behind a reverse proxy (e.g. "loopback" or 1); default false. */
+  trustProxy?: boolean | number | string;
+  /** Log client addresses (default false: no IPs in the logs). */
+  logIp?: boolean;
+  /** Answer PUT …/trials/:seq without Express where it can (default true; see fastpath.ts). */
+  fastPath?: boolean;
 }
 
+/** The Express app (every route). startServer serves createHandler's handler, which adds the fast path. */
 export function createApp(opts: AppOptions): Express {
-  const { registry } = opts;
+  return build(opts).app;
+}
+
+/** The request handler the server runs: the fast path for answers, Express for everything else. */
+export function createHandler(opts: AppOptions): (req: IncomingMessage, res: ServerResponse) => void {
+  const { app, fast } = build(opts);
+  if (opts.fastPath === false) return app;
+  return (req, res) => {
+    if (!fast(req, res)) app(req, res);
+  };
+}
+
+function build(opts: AppOptions): { app: Express; fast: (req: IncomingMessage, res: ServerResponse) => boolean } {
+  const { registry, db } = opts;
   const log = opts.log ?? pino({ level: 'silent' });
   const clientDir = resolve(opts.clientDir ?? defaultClientDir());
-  const sessions = new SessionService({ db: opts.db, registry, now: opts.now });
+  const sessions = new SessionService({ db, registry, now: opts.now });
+  const admin = new AdminService(db, registry, opts.now);
+  const limits: RateLimits = { ...DEFAULT_RATE_LIMITS, ...opts.limits };
   const app = express();
 
-  app.set('trust proxy', false);
+  app.set('trust proxy', opts.trustProxy ?? false);
   app.set('etag', false);
-  app.use(
-    helmet({
+  const security = helmet({
       contentSecurityPolicy: {
         useDefaults: false,
         directives: {
@@ -56,8 +103,11 @@ export function createApp(opts: AppOptions): Express {
         },
       },
       crossOriginEmbedderPolicy: false,
-    }),
-  );
+    });
+  app.use(security);
+  // The same headers, captured once for the fast path (helmet's are static: no nonces).
+  const securityHeaders: [string, string][] = [];
+  security({} as Request, { setHeader: (k: string, v: unknown) => securityHeaders.push([k, String(v)]), removeHeader: () => {} } as unknown as Response, () => {});
 
   // Request log: route pattern, status, duration — no URLs, ids, IPs or bodies.
   app.use((req, res, next) => {
@@ -66,17 +116,70 @@ export function createApp(opts: AppOptions): Express {
       const ms = Number(process.hrtime.bigint() - start) / 1e6;
       const route = (req.route?.path as string | undefined) ?? (req.path.startsWith('/stimuli/') ? '/stimuli' : req.path.startsWith('/assets/') ? '/assets' : 'unmatched');
       const level = res.statusCode >= 500 ? 'error' : route === '/stimuli' || route === '/assets' ? 'debug' : 'info';
-      log[level]({ method: req.method, route, status: res.statusCode, ms: Math.round(ms * 10) / 10 }, 'request');
+      const entry: Record<string, unknown> = { method: req.method, route, status: res.statusCode, ms: Math.round(ms * 10) / 10 };
+      if (opts.logIp) entry.ip = req.ip;
+      log[level](entry, 'request');
     });
     next();
   });
 
+  // ─── Rate limits (express-rate-limit, in memory): 429 with Retry-After and a JSON error ──
+  const limiter = (name: string, windowMs: number, limit: number, extra: Partial<RateLimitOptions> = {}): RequestHandler => {
+    if (limit <= 0) return (_req, _res, next) => next();
+    return rateLimit({
+      windowMs,
+      limit,
+      standardHeaders: false,
+      legacyHeaders: false,
+      // No X-Forwarded-For warnings for requests that carry one while trust proxy is off.
+      validate: { xForwardedForHeader: false },
+      // Written with node:http calls only, so that it also answers for the fast path.
+      handler: (req, res) => {
+        const reset = (req as Request & { rateLimit?: { resetTime?: Date } }).rateLimit?.resetTime;
+        const seconds = Math.max(1, Math.ceil(((reset?.getTime() ?? Date.now() + windowMs) - Date.now()) / 1000));
+        log.warn({ limit: name, route: (req.url ?? '').split('?')[0].split('/').slice(0, 3).join('/') }, 'rate limited');
+        res.setHeader('Retry-After', String(seconds));
+        sendJson(res, 429, { error: `too many requests (${name}): try again in ${seconds} s` }, securityHeaders);
+      },
+      ...extra,
+    });
+  };
+  const perIp = limiter('per address', 60_000, limits.ipPerMinute);
+  const perIpCreate = limiter('session creations per address', 60_000, limits.createPerMinute);
+  const perSession = limiter('per session', 60_000, limits.sessionPerMinute, {
+    keyGenerator: (_req, res) => `session:${(res.locals.auth as Authenticated).row.id}`,
+  });
+  // Counts only requests without a valid admin token; a valid token is never held up.
+  const adminFailures = limiter('failed admin logins per address', 15 * 60_000, limits.adminFailuresPer15Min, {
+    skip: (_req, res) => res.locals.admin !== undefined,
+  });
+
+  const json = express.json({ limit: BODY_LIMIT, strict: true, type: ['application/json', 'application/*+json'] });
+  const jsonEvents = express.json({ limit: EVENTS_BODY_LIMIT, strict: true, type: ['application/json', 'application/*+json'] });
+  /** The session token: the session goes to res.locals.auth, or 401. */
+  const sessionAuth: RequestHandler = (req, res, next) => {
+    res.locals.auth = sessions.authenticate(String(req.params.id), req.get('authorization'));
+    next();
+  };
+  const adminAuth: RequestHandler = (req, res, next) => {
+    try {
+      res.locals.admin = admin.authenticate(req.get('authorization'));
+    } catch {
+      res.locals.admin = undefined;
+    }
+    next();
+  };
+  const adminRequired: RequestHandler = (_req, res, next) => {
+    if (res.locals.admin === undefined) throw adminUnauthorized();
+    next();
+  };
+
   const api = express.Router();
-  api.use(express.json({ limit: BODY_LIMIT, strict: true, type: ['application/json', 'application/*+json'] }));
   api.use((_req, res, next) => {
     res.set('Cache-Control', 'no-store');
     next();
   });
+  api.use(perIp);
 
   api.get('/studies/:id', (req, res) => {
     const entry = sessions.study(req.params.id);
@@ -94,21 +197,112 @@ export function createApp(opts: AppOptions): Express {
     res.json(info);
   });
 
-  api.post('/sessions', (req, res) => {
-    const result = sessions.create(req.body, req.get('user-agent'));
+  api.post('/sessions', perIpCreate, json, async (req, res) => {
+    const result = await sessions.create(req.body, req.get('user-agent'));
     res.status(result.status).json(result.body);
   });
 
-  api.put('/sessions/:id/trials/:seq', async (req, res) => {
-    res.json(await sessions.answer(req.params.id, req.get('authorization'), req.params.seq, req.body));
+  // The route the fast path (fastpath.ts) takes over for its common shape; both must answer alike.
+  api.put(TRIAL_ROUTE, json, sessionAuth, perSession, async (req, res) => {
+    res.json(await sessions.answerAs(res.locals.auth as Authenticated, req.params.seq as string, req.body));
   });
 
-  api.post('/sessions/:id/finish', (req, res) => {
-    res.json(sessions.finish(req.params.id, req.get('authorization')));
+  api.post('/sessions/:id/finish', sessionAuth, perSession, (_req, res) => {
+    res.json(sessions.finishAs(res.locals.auth as Authenticated));
   });
+
+  api.post('/sessions/:id/events', jsonEvents, sessionAuth, perSession, async (req, res) => {
+    await sessions.events(res.locals.auth as Authenticated, req.body);
+    res.status(204).end();
+  });
+
+  // ─── Admin API: bearer admin tokens; every call is written to the audit log ─────────────
+  const actor = (res: Response) => res.locals.admin as AdminActor;
+  const adminApi = express.Router();
+  adminApi.use(adminAuth, adminFailures, adminRequired);
+
+  adminApi.get('/studies', (_req, res) => {
+    const studies = admin.studies();
+    admin.record(actor(res), 'studies.list');
+    res.json({ studies });
+  });
+
+  adminApi.get('/studies/:id', (req, res) => {
+    const progress = admin.progress(req.params.id, typeof req.query.mode === 'string' ? req.query.mode : undefined);
+    admin.record(actor(res), 'study.progress', req.params.id);
+    res.json(progress);
+  });
+
+  adminApi.get('/studies/:id/participants', (req, res) => {
+    const identities = req.query.identities === '1' || req.query.identities === 'true';
+    const participants = admin.participants(req.params.id, identities);
+    admin.record(actor(res), identities ? 'participants.identities' : 'participants.list', req.params.id, { rows: participants.length });
+    res.json({ participants });
+  });
+
+  adminApi.get('/studies/:id/trials.csv', async (req, res) => {
+    const id = req.params.id;
+    admin.checkStudy(id);
+    admin.record(actor(res), 'trials.csv', id);
+    res.status(200).type('text/csv; charset=utf-8').set('Content-Disposition', `attachment; filename="${id}-trials.csv"`);
+    const hasSessions = db.sqlite.prepare('SELECT 1 FROM sessions WHERE study = ? LIMIT 1').get(id) !== undefined;
+    if (!hasSessions) {
+      res.end(`${TRIAL_COLUMNS.map((c) => c.name).join(',')}\n`);
+      return;
+    }
+    // The export writes into `sink`, which passes rows on to the response with its backpressure,
+    // and stops the export (so that its database connection closes) if the client goes away.
+    let gone = false;
+    const sink = new EventEmitter() as EventEmitter & { write(chunk: string): boolean };
+    sink.write = (chunk: string) => {
+      if (gone) throw new ClientGone();
+      const ok = res.write(chunk);
+      if (!ok) res.once('drain', () => sink.emit('drain'));
+      return ok;
+    };
+    res.on('close', () => {
+      if (res.writableFinished) return;
+      gone = true;
+      if (sink.listenerCount('error') > 0) sink.emit('error', new ClientGone());
+    });
+    try {
+      await writeTrialsCsv(sink as unknown as Writable, { db: db.file, study: id });
+      res.end();
+    } catch (err) {
+      if (err instanceof ClientGone) {
+        log.info({ route: '/api/admin/studies/:id/trials.csv' }, 'export stopped: the client went away');
+        return;
+      }
+      // Headers are gone: cut the response so the download is visibly incomplete.
+      log.error({ err: { message: (err as Error).message }, route: '/api/admin/studies/:id/trials.csv' }, 'export failed');
+      res.destroy(err as Error);
+    }
+  });
+
+  adminApi.get('/studies/:id/data-dictionary.md', (req, res) => {
+    admin.checkStudy(req.params.id);
+    admin.record(actor(res), 'data_dictionary', req.params.id);
+    res.type('text/markdown; charset=utf-8').send(dataDictionary());
+  });
+
+  adminApi.get('/audit', (req, res) => {
+    const limit = Math.min(1000, Math.max(1, Number.parseInt(String(req.query.limit ?? '100'), 10) || 100));
+    const before = req.query.before === undefined ? undefined : Number.parseInt(String(req.query.before), 10);
+    if (before !== undefined && !(before > 0)) throw new HttpError(400, 'before: expected an audit entry id (a whole number above 0)');
+    admin.record(actor(res), 'audit.read');
+    res.json({ entries: admin.auditLog(limit, before).map((e) => ({ ...e, detail: e.detail === null ? null : JSON.parse(e.detail) })) });
+  });
+
+  api.use('/admin', adminApi);
 
   api.use((req, _res, next) => next(new HttpError(404, `no API route ${req.method} ${req.baseUrl}${req.path}: see server/API.md`)));
   app.use('/api', api);
+
+  // The admin dashboard: a static page and its script and style sheet (no inline scripts).
+  app.get('/admin', (_req, res) => {
+    res.set('Cache-Control', 'no-cache').sendFile(join(adminDir, 'index.html'));
+  });
+  app.use('/admin', express.static(adminDir, { index: false, dotfiles: 'deny', redirect: false, maxAge: 0, setHeaders: (res) => res.setHeader('Cache-Control', 'no-cache') }));
 
   // Stimuli: only the files a trial of a served study shows (never manifest.json, which holds the
   // answer keys), so there is nothing to list and no path to traverse.
@@ -148,22 +342,44 @@ export function createApp(opts: AppOptions): Express {
   app.use((req, _res, next) => next(new HttpError(404, `not found: ${req.method} ${req.path}`)));
 
   const onError: ErrorRequestHandler = (err, req, res, _next) => {
-    let status = 500;
-    let body: Record<string, unknown> = { error: 'internal server error; the request was not completed, try again' };
-    if (err instanceof HttpError) {
-      status = err.status;
-      body = err.body();
-    } else if (typeof err?.status === 'number' && err.status >= 400 && err.status < 500) {
-      status = err.status;
-      body = { error: clientErrorMessage(err) };
-    } else {
-      log.error({ err: { message: err?.message, name: err?.name, stack: err?.stack }, method: req.method, route: req.route?.path }, 'request failed');
-    }
+    const { status, body } = errorBody(err, req.route?.path, req.method);
     if (res.headersSent) return;
     res.status(status).set('Cache-Control', 'no-store').json(body);
   };
   app.use(onError);
-  return app;
+
+  /** Status and JSON body for an error; server faults are logged (message and stack, no request data). */
+  function errorBody(err: any, route: string | undefined, method: string): { status: number; body: Record<string, unknown> } {
+    if (err instanceof HttpError) return { status: err.status, body: err.body() };
+    if (typeof err?.status === 'number' && err.status >= 400 && err.status < 500) return { status: err.status, body: { error: clientErrorMessage(err) } };
+    log.error({ err: { message: err?.message, name: err?.name, stack: err?.stack }, method, route }, 'request failed');
+    return { status: 500, body: { error: 'internal server error; the request was not completed, try again' } };
+  }
+
+  const trustProxy = opts.trustProxy ?? false;
+  // req.ip as Express computes it: the socket address, or with trust proxy the X-Forwarded-For hop it trusts.
+  const ipGetter = Object.getOwnPropertyDescriptor(Object.getPrototypeOf(app.request), 'ip')?.get;
+  const ipOf = (req: IncomingMessage): string | undefined =>
+    trustProxy === false || !ipGetter ? req.socket.remoteAddress : (ipGetter.call({ app, headers: req.headers, socket: req.socket, connection: req.socket }) as string | undefined);
+  const fast = trialFastPath({
+    sessions,
+    perIp,
+    perSession,
+    securityHeaders,
+    bodyLimit: 16 * 1024,
+    log,
+    logIp: opts.logIp ?? false,
+    ipOf,
+    errorBody: (err, route, method) => errorBody(err, route, method),
+  });
+  return { app, fast };
+}
+
+/** The admin's client closed the connection during an export. */
+class ClientGone extends Error {
+  constructor() {
+    super('the client went away');
+  }
 }
 
 function clientErrorMessage(err: { type?: string; status: number; message?: string }): string {
@@ -200,6 +416,10 @@ export interface ServerOptions {
   now?: () => Date;
   /** Shut down on SIGINT and SIGTERM (default true). */
   signals?: boolean;
+  limits?: Partial<RateLimits>;
+  trustProxy?: boolean | number | string;
+  logIp?: boolean;
+  fastPath?: boolean;
 }
 
 export interface RunningServer {
@@ -223,10 +443,21 @@ export async function startServer(opts: ServerOptions): Promise<RunningServer> {
   const db = openDatabase(opts.db);
   let server: Server;
   try {
-    const app = createApp({ db, registry, clientDir: opts.clientDir, log, now: opts.now });
+    const handler = createHandler({
+      db,
+      registry,
+      clientDir: opts.clientDir,
+      log,
+      now: opts.now,
+      limits: opts.limits,
+      trustProxy: opts.trustProxy,
+      logIp: opts.logIp,
+      fastPath: opts.fastPath,
+    });
     server = await new Promise<Server>((resolveListen, reject) => {
-      const s = app.listen(opts.port, host, (err?: Error) => (err ? reject(err) : resolveListen(s)));
+      const s = createServer(handler);
       s.once('error', reject);
+      s.listen(opts.port, host, () => resolveListen(s));
     });
   } catch (e) {
     db.close();

@@ -1,9 +1,15 @@
 // Assignment: from a study's manifest to one participant's task list. Pure and deterministic —
 // the same plan, seed and load give the same list — so it is tested without a database.
 //
-//   practice trials (design.practice_trials)            first, fixed at the start
+//   practice trials (design.practice_trials)            first, fixed at the start; with
+//                                                        design.practice_criterion repeated in
+//                                                        design.practice_rounds rounds
 //   main trials (design.trials_per_participant)          ┐ shuffled together
 //   catch trials (design.catch_trials)                    ┘ with the seed
+//
+// Practice rounds: round r (0-based) is seqs r·P … r·P+P−1 (P = practice_trials): the same
+// practice trials in the same order each round, each trial's two queries in a new seeded order.
+// Which rounds a participant needs is decided as they answer (see practice.ts).
 //
 // Balance: main trials go to the units (feature × reference kind) with the least load, where
 // load = recorded main responses + main trials leased to active sessions whose time limit has
@@ -37,6 +43,8 @@ export interface Task {
   query_images: [string, string];
   /** Task-list index of the query that matches the max side. */
   answer: Bit;
+  /** Practice trials only: the practice round (0-based). Absent in task lists stored before rounds existed (= 0). */
+  round?: number;
 }
 
 /** Responses per unit (feature × reference kind) and sessions per between-subject condition. */
@@ -52,7 +60,12 @@ export interface Assignment {
   tasks: Task[];
 }
 
-type DesignPart = Pick<Study['design'], 'trials_per_participant' | 'catch_trials' | 'practice_trials' | 'within' | 'between'>;
+type DesignPart = Pick<Study['design'], 'trials_per_participant' | 'catch_trials' | 'practice_trials' | 'within' | 'between'> &
+  Partial<Pick<Study['design'], 'practice_criterion' | 'practice_rounds'>>;
+
+/** Practice rounds in a task list: design.practice_rounds with a practice criterion, else 1. */
+export const practiceRoundsOf = (design: DesignPart): number =>
+  design.practice_criterion === undefined || design.practice_trials === 0 ? 1 : Math.max(1, design.practice_rounds ?? 1);
 
 /** What assignment needs from a study and its manifest, checked once when the study is loaded. */
 export interface Plan {
@@ -174,14 +187,17 @@ export function assignTasks(plan: Plan, seed: number, load: Load): Assignment {
   const catchTrials = pick(plan.catch, design.catch_trials, (t) => (featureUse.has(t.feature) ? 1 : 0));
   const practice = pick(plan.practice, design.practice_trials, (t) => (featureUse.has(t.feature) ? 1 : 0));
 
-  // 4. Order: practice first, then main and catch shuffled; each trial's queries in seeded order.
+  // 4. Order: practice first (once per round), then main and catch shuffled; each trial's
+  //    queries in seeded order (drawn anew for every round of practice).
   const rest = [...main, ...catchTrials];
   r.shuffle(rest);
-  const tasks = [...practice, ...rest].map((t, seq): Task => {
+  const rounds = practiceRoundsOf(design);
+  const practiceRounds = Array.from({ length: rounds }, (_, round) => practice.map((t) => ({ t, round })));
+  const tasks = [...practiceRounds.flat(), ...rest.map((t) => ({ t, round: undefined }))].map(({ t, round }, seq): Task => {
     const flip = random() < 0.5;
     const order: [Bit, Bit] = flip ? [1, 0] : [0, 1];
     const f = features.get(t.feature)!;
-    return {
+    const task: Task = {
       seq,
       trial: t.id,
       kind: t.kind,
@@ -194,6 +210,8 @@ export function assignTasks(plan: Plan, seed: number, load: Load): Assignment {
       query_images: [t.query_images[order[0]], t.query_images[order[1]]],
       answer: order[0] === t.answer ? 0 : 1,
     };
+    if (round !== undefined) task.round = round;
+    return task;
   });
   return { condition: chosen.condition, conditionKey: chosen.key, tasks };
 }

@@ -1,12 +1,19 @@
-// `legible serve`: the study server, from the command line.
-import { defaultStudiesDir, intOption, parseCommandArgs, UsageError, type Command } from '@legible/studies';
+// The server's commands: `legible serve`, `legible admin-token`, `legible backup`, `legible withdraw`.
+import { existsSync } from 'node:fs';
+import { defaultStudiesDir, intOption, LegibleError, parseCommandArgs, UsageError, type Command } from '@legible/studies';
 import { pino } from 'pino';
-import { startServer } from './app.ts';
+import { DEFAULT_RATE_LIMITS, startServer } from './app.ts';
+import { backupDatabase } from './backup.ts';
+import { openDatabase } from './db.ts';
+
+const dbOption = { db: { type: 'string' } } as const;
+const dbFile = (value: string | undefined) => value ?? process.env.LEGIBLE_DB ?? './legible.db';
+const DB_HELP = '  --db FILE       the database file (env LEGIBLE_DB; default ./legible.db)';
 
 export const serve: Command = {
   name: 'serve',
   summary: 'Run the study server: participant pages, sessions, exactly-once trial records',
-  usage: '[--port P] [--host H] [--db FILE] [--studies DIR] [--study ID ...] [--client DIR]',
+  usage: '[--port P] [--host H] [--db FILE] [--studies DIR] [--study ID ...] [--client DIR] [--trust-proxy V] [--log-ip] [--limit-ip N] [--limit-session N]',
   help: [
     'Options:',
     '  --port P        port to listen on (env PORT; default 3000; 0 picks a free one)',
@@ -15,9 +22,16 @@ export const serve: Command = {
     '  --studies DIR   folder with one <id>/study.yaml per study (default: the repository\'s studies/)',
     '  --study ID      serve only this study (an id, folder or study file); repeat for several',
     '  --client DIR    the built participant client (default: client/dist)',
+    '  --trust-proxy V behind a reverse proxy: Express\'s "trust proxy" (e.g. loopback, or 1 for one hop;',
+    '                  env TRUST_PROXY), so that rate limits see the participants\' addresses',
+    '  --log-ip        write client addresses into the request log (default: no IPs in the logs)',
+    `  --limit-ip N    API requests per minute per client address (default ${DEFAULT_RATE_LIMITS.ipPerMinute}; 0: no limit)`,
+    `  --limit-session N  requests per minute per session (default ${DEFAULT_RATE_LIMITS.sessionPerMinute}; 0: no limit)`,
+    `  --limit-create N   session creations per minute per client address (default ${DEFAULT_RATE_LIMITS.createPerMinute}; 0: no limit)`,
     '',
     'A study without build/manifest.json has its stimuli built first. The server secret for',
     'pseudonyms and tokens is generated in the database, or taken from env LEGIBLE_SECRET.',
+    'The admin dashboard is at /admin; create a token for it with `legible admin-token create`.',
     'Stop with Ctrl-C (SIGINT) or SIGTERM: requests in flight finish, then the database closes.',
   ].join('\n'),
   async run(argv) {
@@ -30,21 +44,39 @@ export const serve: Command = {
         studies: { type: 'string' },
         study: { type: 'string', multiple: true },
         client: { type: 'string' },
+        'trust-proxy': { type: 'string' },
+        'log-ip': { type: 'boolean' },
+        'limit-ip': { type: 'string' },
+        'limit-session': { type: 'string' },
+        'limit-create': { type: 'string' },
       },
       { min: 0, max: 0 },
     );
     const port = intOption(values.port ?? process.env.PORT, 'port', 3000);
     if (port < 0 || port > 65535) throw new UsageError(`--port expects a port number from 0 to 65535, got ${port}`);
+    const limit = (name: string, value: string | undefined, fallback: number) => {
+      const n = intOption(value, name, fallback);
+      if (n < 0) throw new UsageError(`--${name} expects a whole number ≥ 0 (0 turns the limit off), got ${n}`);
+      return n;
+    };
+    const trust = values['trust-proxy'] ?? process.env.TRUST_PROXY;
     const log = pino({ base: undefined, level: process.env.LOG_LEVEL ?? 'info' });
     const running = await startServer({
       port,
       host: values.host ?? process.env.HOST ?? '127.0.0.1',
-      db: values.db ?? process.env.LEGIBLE_DB ?? './legible.db',
+      db: dbFile(values.db),
       studiesDir: values.studies ?? defaultStudiesDir(),
       studies: values.study,
       clientDir: values.client,
       log,
       progress: (line) => console.log(line),
+      trustProxy: trust === undefined ? false : /^\d+$/.test(trust) ? Number(trust) : trust === 'true' ? true : trust === 'false' ? false : trust,
+      logIp: values['log-ip'] ?? false,
+      limits: {
+        ipPerMinute: limit('limit-ip', values['limit-ip'], DEFAULT_RATE_LIMITS.ipPerMinute),
+        sessionPerMinute: limit('limit-session', values['limit-session'], DEFAULT_RATE_LIMITS.sessionPerMinute),
+        createPerMinute: limit('limit-create', values['limit-create'], DEFAULT_RATE_LIMITS.createPerMinute),
+      },
     });
     // Loopback and every-interface addresses are shown as localhost, the address a browser on this machine uses.
     const shown = ['127.0.0.1', '0.0.0.0', '::'].includes(running.host) ? `http://localhost:${running.port}` : running.url;
@@ -58,4 +90,141 @@ export const serve: Command = {
   },
 };
 
-export const commands: Command[] = [serve];
+export const adminToken: Command = {
+  name: 'admin-token',
+  summary: 'Create, list or revoke the bearer tokens of the admin dashboard and API',
+  usage: 'create [--label L] [--db FILE] | list [--db FILE] | revoke <id> [--db FILE]',
+  help: [
+    'Subcommands:',
+    '  create          make a new token and print it (alone, on the last line); only its hash is',
+    '                  stored, so keep it now: it cannot be shown again',
+    '  list            the tokens: id, label, created, last used, revoked',
+    '  revoke <id>     revoke a token at once (the id from `list`)',
+    'Options:',
+    '  --label L       what the token is for, e.g. "alice laptop" (shown in the audit log)',
+    DB_HELP,
+    '',
+    'There are no default credentials: the admin API answers 401 until a token exists.',
+  ].join('\n'),
+  async run(argv) {
+    const { values, positionals } = parseCommandArgs(argv, { ...dbOption, label: { type: 'string' } }, { min: 1, max: 2 });
+    const [sub, arg] = positionals;
+    if (!['create', 'list', 'revoke'].includes(sub)) throw new UsageError(`unknown subcommand "${sub}": expected create, list or revoke`);
+    if (sub !== 'revoke' && arg !== undefined) throw new UsageError(`unexpected argument "${arg}"`);
+    if (values.label !== undefined && sub !== 'create') throw new UsageError('--label goes with create');
+    const file = dbFile(values.db);
+    if (sub !== 'create' && !existsSync(file)) throw new LegibleError(`no database at ${file}: give the file that \`legible serve\` writes with --db (or LEGIBLE_DB)`);
+    const db = openDatabase(file, { withoutSecret: true });
+    try {
+      if (sub === 'create') {
+        const label = values.label?.trim() || null;
+        if (label && label.length > 100) throw new UsageError('--label: at most 100 characters');
+        const { id, token } = db.write(() => {
+          const t = db.createAdminToken(label);
+          db.audit({ actor: 'cli', action: 'token.create', detail: { token_id: t.id, label } });
+          return t;
+        });
+        console.log(`admin token ${id}${label ? ` (${label})` : ''} created in ${db.file}; it is shown only now. Open /admin and paste it, or send it as "Authorization: Bearer <token>".`);
+        console.log(token);
+        return 0;
+      }
+      if (sub === 'list') {
+        const tokens = db.adminTokens();
+        if (tokens.length === 0) {
+          console.log(`no admin tokens in ${db.file}: create one with \`legible admin-token create\``);
+          return 0;
+        }
+        console.log(['id', 'label', 'created', 'last used', 'revoked'].join('\t'));
+        for (const t of tokens) console.log([t.id, t.label ?? '', t.created_at, t.last_used_at ?? '', t.revoked_at ?? ''].join('\t'));
+        return 0;
+      }
+      if (arg === undefined || !/^[1-9]\d*$/.test(arg)) throw new UsageError('revoke expects a token id (a whole number; see `legible admin-token list`)');
+      const id = Number(arg);
+      const revoked = db.write(() => {
+        const ok = db.revokeAdminToken(id);
+        if (ok) db.audit({ actor: 'cli', action: 'token.revoke', detail: { token_id: id } });
+        return ok;
+      });
+      if (!revoked) throw new LegibleError(`no live admin token with id ${id} in ${db.file} (see \`legible admin-token list\`)`);
+      console.log(`admin token ${id} revoked`);
+      return 0;
+    } finally {
+      db.close();
+    }
+  },
+};
+
+export const backup: Command = {
+  name: 'backup',
+  summary: 'Copy the database while the server runs (SQLite online backup), checked before it is kept',
+  usage: '--db FILE --out FILE [--force]',
+  help: [
+    'Options:',
+    DB_HELP,
+    '  --out FILE      where the copy goes (a single self-contained SQLite file)',
+    '  --force         replace --out if it exists',
+    '',
+    'Uses SQLite\'s backup API, not a file copy: the copy is consistent even while `legible serve`',
+    'is writing, holds every answer committed before it started, and is integrity-checked before',
+    'it replaces --out. The backup is written to the audit log.',
+  ].join('\n'),
+  async run(argv) {
+    const { values } = parseCommandArgs(argv, { ...dbOption, out: { type: 'string' }, force: { type: 'boolean' } }, { min: 0, max: 0 });
+    if (!values.out) throw new UsageError('--out FILE is required');
+    const source = dbFile(values.db);
+    const result = await backupDatabase(source, values.out, { overwrite: values.force ?? false });
+    const db = openDatabase(source, { withoutSecret: true });
+    try {
+      db.audit({ actor: 'cli', action: 'backup', detail: { out: result.file, bytes: result.bytes, trials: result.rows.trials ?? 0 } });
+    } finally {
+      db.close();
+    }
+    const counts = ['sessions', 'trials', 'events'].map((t) => `${result.rows[t] ?? 0} ${t}`).join(', ');
+    console.log(`backup of ${source} written to ${result.file}: ${(result.bytes / 1024).toFixed(0)} KiB, ${counts} (${result.ms} ms; integrity ok)`);
+    return 0;
+  },
+};
+
+export const withdraw: Command = {
+  name: 'withdraw',
+  summary: "Delete a participant's data from a study (identity, sessions, trials, events), logged in the audit log",
+  usage: '<prolific-or-participant-id> --study ID [--db FILE]',
+  help: [
+    'The id is the PROLIFIC_PID (or generic participant id) the participant came with, or the',
+    'pseudonym in the `participant` column of trials.csv. Everything stored about them in that',
+    'study is deleted in one transaction; the audit log records the counts, not the id.',
+    'Options:',
+    '  --study ID      the study to withdraw them from',
+    DB_HELP,
+    '',
+    'Backups made before keep the data: delete or re-make them too.',
+  ].join('\n'),
+  async run(argv) {
+    const { values, positionals } = parseCommandArgs(argv, { ...dbOption, study: { type: 'string' } }, { min: 1, max: 1 });
+    if (!values.study) throw new UsageError('--study ID is required');
+    const id = positionals[0].trim();
+    if (!id) throw new UsageError('expected a participant id');
+    const file = dbFile(values.db);
+    if (!existsSync(file)) throw new LegibleError(`no database at ${file}: give the file that \`legible serve\` writes with --db (or LEGIBLE_DB)`);
+    // The secret is used when it can be resolved (to find sessions by pseudonym); the identities table suffices otherwise.
+    let db;
+    try {
+      db = openDatabase(file);
+    } catch {
+      db = openDatabase(file, { withoutSecret: true });
+    }
+    try {
+      const counts = db.withdraw(values.study, id);
+      if (counts.participants === 0) {
+        console.log(`nothing stored for that participant in study "${values.study}" (${db.file}); the attempt is in the audit log`);
+        return 1;
+      }
+      console.log(`withdrawn from "${values.study}": ${counts.sessions} session(s), ${counts.trials} trial(s), ${counts.events} event(s) deleted`);
+      return 0;
+    } finally {
+      db.close();
+    }
+  },
+};
+
+export const commands: Command[] = [serve, adminToken, backup, withdraw];

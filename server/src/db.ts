@@ -1,12 +1,13 @@
 // The server's database: one SQLite file through better-sqlite3. WAL with synchronous=FULL, so a
 // commit that returned survives a crash or power loss; migrations keyed by PRAGMA user_version;
 // every statement prepared once. The analysis package's export reads these tables and columns.
-import { createHmac, randomBytes } from 'node:crypto';
+import { createHash, createHmac, randomBytes } from 'node:crypto';
 import { existsSync, mkdirSync } from 'node:fs';
 import { dirname, resolve } from 'node:path';
 import Database from 'better-sqlite3';
 import { LegibleError } from '@legible/studies';
 import { unitKey, type Load, type Task } from './assign.ts';
+import { practiceState, type PracticeAnswer, type PracticeState } from './practice.ts';
 
 export type Mode = 'preview' | 'pilot' | 'live';
 export type SessionStatus = 'active' | 'finished' | 'released';
@@ -32,6 +33,10 @@ export interface SessionRow {
   finished_at: string | null;
   user_agent: string | null;
   manifest_sha256: string | null;
+  /** Once practice is over (design.practice_criterion): 1 passed, 0 never passed; null before, or without a criterion. */
+  practice_passed?: number | null;
+  /** Once practice is over: the practice rounds the participant went through. */
+  practice_rounds?: number | null;
 }
 
 /** A session without its task list (what authentication and finishing read). */
@@ -80,11 +85,61 @@ export interface TrialRow {
   plugin_version: string | null;
   payload_hash: string;
   mode: string;
+  /** Practice round (0-based) of a practice trial; null for main and catch trials. */
+  practice_round: number | null;
+}
+
+export interface PriorTrial {
+  payload_hash: string;
+  server_time: string;
+  correct: number;
+  kind: string;
 }
 
 export type RecordResult =
-  | { inserted: true }
-  | { inserted: false; prior: { payload_hash: string; server_time: string; correct: number; kind: string } };
+  | { inserted: true; practice?: PracticeState }
+  | { inserted: false; prior: PriorTrial; practice?: PracticeState }
+  /** Not recorded: a practice trial of a round that practice ended before. */
+  | { inserted: false; refused: 'practice_over'; practice: PracticeState };
+
+/** A client event as stored (events table). */
+export interface EventRow {
+  session_id: string;
+  study: string;
+  seq: number | null;
+  type: string;
+  /** Client wall clock, ms since the epoch. */
+  at: number;
+  /** JSON object, or null. */
+  detail: string | null;
+  server_time: string;
+  mode: string;
+  /** sha256 of the event's canonical JSON: the same event sent twice is stored once. */
+  hash: string;
+}
+
+export interface AdminTokenRow {
+  id: number;
+  label: string | null;
+  created_at: string;
+  revoked_at: string | null;
+  last_used_at: string | null;
+}
+
+export interface AuditRow {
+  id: number;
+  at: string;
+  /** Who: "token <id> (<label>)" for the admin API, "cli" for the command line. */
+  actor: string;
+  token_id: number | null;
+  action: string;
+  study: string | null;
+  /** JSON object with what the action touched (never raw participant ids). */
+  detail: string | null;
+}
+
+/** Most events one session may store (a flood guard; a real session sends a few dozen). */
+export const MAX_EVENTS_PER_SESSION = 5000;
 
 /** Ordered schema steps; step i brings user_version from i to i + 1. Append, never edit. */
 const MIGRATIONS: string[] = [
@@ -162,6 +217,46 @@ const MIGRATIONS: string[] = [
   ) STRICT;
   CREATE INDEX trials_by_unit ON trials (study, mode, kind, feature, reference_kind);
   `,
+  // 2: practice rounds, client events, admin tokens and the audit log.
+  `
+  ALTER TABLE sessions ADD COLUMN practice_passed INTEGER;
+  ALTER TABLE sessions ADD COLUMN practice_rounds INTEGER;
+  ALTER TABLE trials ADD COLUMN practice_round INTEGER;
+
+  CREATE TABLE events (
+    id          INTEGER PRIMARY KEY,
+    session_id  TEXT NOT NULL REFERENCES sessions (id) ON DELETE CASCADE,
+    study       TEXT NOT NULL,
+    seq         INTEGER,
+    type        TEXT NOT NULL,
+    at          REAL NOT NULL,
+    detail      TEXT,
+    server_time TEXT NOT NULL,
+    mode        TEXT NOT NULL,
+    hash        TEXT NOT NULL,
+    UNIQUE (session_id, hash)
+  ) STRICT;
+  CREATE INDEX events_by_study ON events (study, type);
+
+  CREATE TABLE admin_tokens (
+    id           INTEGER PRIMARY KEY,
+    label        TEXT,
+    token_hash   TEXT NOT NULL UNIQUE,
+    created_at   TEXT NOT NULL,
+    revoked_at   TEXT,
+    last_used_at TEXT
+  ) STRICT;
+
+  CREATE TABLE audit (
+    id       INTEGER PRIMARY KEY,
+    at       TEXT NOT NULL,
+    actor    TEXT NOT NULL,
+    token_id INTEGER,
+    action   TEXT NOT NULL,
+    study    TEXT,
+    detail   TEXT
+  ) STRICT;
+  `,
 ];
 
 export const SCHEMA_VERSION = MIGRATIONS.length;
@@ -174,6 +269,8 @@ export interface OpenOptions {
   secret?: string;
   /** Milliseconds a statement waits for a lock held by another connection. */
   busyTimeoutMs?: number;
+  /** Do not resolve the secret (commands that need no pseudonyms or tokens: admin tokens, withdrawal by raw id). */
+  withoutSecret?: boolean;
 }
 
 function prepareAll(db: Database.Database) {
@@ -183,7 +280,7 @@ function prepareAll(db: Database.Database) {
     sessionById: db.prepare<[string], SessionRow>('SELECT * FROM sessions WHERE id = ?'),
     sessionMeta: db.prepare<[string], SessionMeta>(
       `SELECT id, study, participant, token_hash, mode, seed, condition, n_trials, status, outcome, code, created_at, lease_expires_at,
-              finished_at, user_agent, manifest_sha256
+              finished_at, user_agent, manifest_sha256, practice_passed, practice_rounds
        FROM sessions WHERE id = ?`,
     ),
     sessionTasks: db.prepare<[string], string>('SELECT tasks FROM sessions WHERE id = ?').pluck(),
@@ -206,12 +303,46 @@ function prepareAll(db: Database.Database) {
     insertTrial: db.prepare<[TrialRow]>(
       `INSERT INTO trials (session_id, seq, study, participant, trial_id, feature, layer, basis, feature_index, kind, reference_kind,
                            query_images, answer, choice, confidence, correct, rt_ms, query_order, input, onset_ms, response_ms,
-                           client_time, server_time, window_w, window_h, screen_w, screen_h, dpr, plugin_version, payload_hash, mode)
+                           client_time, server_time, window_w, window_h, screen_w, screen_h, dpr, plugin_version, payload_hash, mode,
+                           practice_round)
        VALUES (@session_id, @seq, @study, @participant, @trial_id, @feature, @layer, @basis, @feature_index, @kind, @reference_kind,
                @query_images, @answer, @choice, @confidence, @correct, @rt_ms, @query_order, @input, @onset_ms, @response_ms,
-               @client_time, @server_time, @window_w, @window_h, @screen_w, @screen_h, @dpr, @plugin_version, @payload_hash, @mode)
+               @client_time, @server_time, @window_w, @window_h, @screen_w, @screen_h, @dpr, @plugin_version, @payload_hash, @mode,
+               @practice_round)
        ON CONFLICT (session_id, seq) DO NOTHING`,
     ),
+    practiceAnswers: db.prepare<[string], { seq: number; correct: number; ord: number }>(
+      "SELECT seq, correct, rowid AS ord FROM trials WHERE session_id = ? AND kind = 'practice'",
+    ),
+    setPractice: db.prepare<[number | null, number, string]>('UPDATE sessions SET practice_passed = ?, practice_rounds = ? WHERE id = ?'),
+    insertEvent: db.prepare<[EventRow]>(
+      `INSERT INTO events (session_id, study, seq, type, at, detail, server_time, mode, hash)
+       VALUES (@session_id, @study, @seq, @type, @at, @detail, @server_time, @mode, @hash)
+       ON CONFLICT (session_id, hash) DO NOTHING`,
+    ),
+    eventCount: db.prepare<[string], number>('SELECT count(*) FROM events WHERE session_id = ?').pluck(),
+    savepoint: db.prepare('SAVEPOINT job'),
+    release: db.prepare('RELEASE job'),
+    rollbackTo: db.prepare('ROLLBACK TO job'),
+    insertToken: db.prepare<[string | null, string, string]>('INSERT INTO admin_tokens (label, token_hash, created_at) VALUES (?, ?, ?)'),
+    tokenByHash: db.prepare<[string], AdminTokenRow>(
+      'SELECT id, label, created_at, revoked_at, last_used_at FROM admin_tokens WHERE token_hash = ? AND revoked_at IS NULL',
+    ),
+    touchToken: db.prepare<[string, number]>('UPDATE admin_tokens SET last_used_at = ? WHERE id = ?'),
+    listTokens: db.prepare<[], AdminTokenRow>('SELECT id, label, created_at, revoked_at, last_used_at FROM admin_tokens ORDER BY id'),
+    revokeToken: db.prepare<[string, number]>('UPDATE admin_tokens SET revoked_at = ? WHERE id = ? AND revoked_at IS NULL'),
+    insertAudit: db.prepare<[Omit<AuditRow, 'id'>]>(
+      'INSERT INTO audit (at, actor, token_id, action, study, detail) VALUES (@at, @actor, @token_id, @action, @study, @detail)',
+    ),
+    auditPage: db.prepare<[number, number], AuditRow>('SELECT * FROM audit WHERE id < ? ORDER BY id DESC LIMIT ?'),
+    identitiesByRawId: db.prepare<[string, string, string], { participant: string }>(
+      'SELECT participant FROM identities WHERE study = ? AND (prolific_pid = ? OR external_id = ?)',
+    ),
+    identityOf: db.prepare<[string], IdentityRow>('SELECT * FROM identities WHERE participant = ?'),
+    sessionsOfParticipant: db.prepare<[string, string], { id: string }>('SELECT id FROM sessions WHERE study = ? AND participant = ?'),
+    countTrials: db.prepare<[string], number>('SELECT count(*) FROM trials WHERE session_id = ?').pluck(),
+    deleteSession: db.prepare<[string]>('DELETE FROM sessions WHERE id = ?'),
+    deleteIdentity: db.prepare<[string]>('DELETE FROM identities WHERE participant = ?'),
     trialRecord: db.prepare<[string, number], { payload_hash: string; server_time: string; correct: number; kind: string }>(
       'SELECT payload_hash, server_time, correct, kind FROM trials WHERE session_id = ? AND seq = ?',
     ),
@@ -223,14 +354,17 @@ function prepareAll(db: Database.Database) {
       `SELECT feature, reference_kind, count(*) AS n FROM trials
        WHERE study = ? AND mode = ? AND kind = 'main' GROUP BY feature, reference_kind`,
     ),
-    leasedSessions: db.prepare<[string, string, string], { id: string; answered: string }>(
-      `SELECT s.id, (SELECT json_group_array(t.seq) FROM trials t WHERE t.session_id = s.id) AS answered
+    leasedSessions: db.prepare<[string, string, string], { id: string; condition: string; lease_expires_at: string; answered: string }>(
+      `SELECT s.id, s.condition, s.lease_expires_at, (SELECT json_group_array(t.seq) FROM trials t WHERE t.session_id = s.id) AS answered
        FROM sessions s WHERE s.study = ? AND s.mode = ? AND s.status = 'active' AND s.lease_expires_at > ?`,
     ),
     conditionCounts: db.prepare<[string, string, string], { condition: string; n: number }>(
       `SELECT condition, count(*) AS n FROM sessions
        WHERE study = ? AND mode = ? AND (status = 'finished' OR (status = 'active' AND lease_expires_at > ?))
        GROUP BY condition`,
+    ),
+    finishedConditions: db.prepare<[string, string], { condition: string; n: number }>(
+      "SELECT condition, count(*) AS n FROM sessions WHERE study = ? AND mode = ? AND status = 'finished' GROUP BY condition",
     ),
     sessionsOfStudy: db.prepare<[string], SessionRow>('SELECT * FROM sessions WHERE study = ? ORDER BY created_at, id'),
   };
@@ -240,8 +374,8 @@ export class LegibleDb {
   readonly sqlite: Database.Database;
   /** Absolute path of the database file. */
   readonly file: string;
-  readonly secret: string;
   private readonly q: ReturnType<typeof prepareAll>;
+  private readonly secretValue: string | undefined;
 
   constructor(file: string, opts: OpenOptions = {}) {
     this.file = resolve(file);
@@ -256,11 +390,17 @@ export class LegibleDb {
       this.sqlite.pragma('foreign_keys = ON');
       migrate(this.sqlite, this.file);
       this.q = prepareAll(this.sqlite);
-      this.secret = this.resolveSecret(opts.secret ?? process.env.LEGIBLE_SECRET);
+      this.secretValue = opts.withoutSecret ? undefined : this.resolveSecret(opts.secret ?? process.env.LEGIBLE_SECRET);
     } catch (e) {
       this.sqlite.close();
       throw e;
     }
+  }
+
+  /** Server secret for pseudonyms and session tokens. */
+  get secret(): string {
+    if (this.secretValue === undefined) throw new LegibleError(`${this.file}: opened without the server secret`);
+    return this.secretValue;
   }
 
   /**
@@ -345,51 +485,127 @@ export class LegibleDb {
     return this.q.insertTrial.run(row).changes === 1;
   }
 
+  // ─── Group commit ────────────────────────────────────────────────────────────────────────
   /**
-   * Record a trial durably, exactly once, with group commit: the trials that arrive while the
-   * event loop is busy (e.g. during the previous commit's fsync) are written in one transaction,
-   * so one fsync covers many answers. Resolves after the commit with `inserted: true`, or with
-   * the row already recorded for (session_id, seq). Each trial has its own savepoint, so one
-   * failing row does not fail the others.
+   * Run `fn` in the next group commit: the jobs that arrive while the event loop is busy (e.g.
+   * during the previous commit's fsync) run in one transaction, so one fsync covers many
+   * answers. Resolves with fn's result once the transaction has committed (durably:
+   * synchronous=FULL), rejects with fn's error or the commit's. With `atomic`, the job runs in its
+   * own savepoint, so a job of several statements that fails leaves nothing behind; a job of one
+   * statement is atomic by itself. One failing job does not fail the others.
    */
-  recordTrial(row: TrialRow): Promise<RecordResult> {
-    return new Promise((resolve, reject) => {
-      this.pending.push({ row, resolve, reject });
-      if (this.pending.length === 1) setImmediate(() => this.flush());
+  enqueue<T>(fn: () => T, atomic = false): Promise<T> {
+    return new Promise<T>((resolve, reject) => {
+      this.pending.push({ fn, atomic, resolve: resolve as (v: unknown) => void, reject });
+      if (this.pending.length === 1) setImmediate(this.flushPending);
     });
   }
 
-  private pending: { row: TrialRow; resolve: (r: RecordResult) => void; reject: (e: unknown) => void }[] = [];
+  private pending: { fn: () => unknown; atomic: boolean; resolve: (v: unknown) => void; reject: (e: unknown) => void }[] = [];
+  private readonly flushPending = () => this.flush();
 
   private flush(): void {
     const batch = this.pending;
+    if (batch.length === 0) return;
     this.pending = [];
-    const outcomes: ({ ok: RecordResult } | { error: unknown })[] = [];
+    const results: unknown[] = new Array(batch.length);
+    const failed: boolean[] = new Array(batch.length).fill(false);
     try {
       this.write(() => {
-        for (const { row } of batch) {
+        for (let i = 0; i < batch.length; i++) {
+          const job = batch[i];
+          if (!job.atomic) {
+            try {
+              results[i] = job.fn();
+            } catch (error) {
+              results[i] = error;
+              failed[i] = true;
+            }
+            continue;
+          }
+          this.q.savepoint.run();
           try {
-            outcomes.push({
-              ok: this.sqlite.transaction(() => {
-                if (this.insertTrial(row)) return { inserted: true as const };
-                return { inserted: false as const, prior: this.trialRecord(row.session_id, row.seq)! };
-              })(),
-            });
+            results[i] = job.fn();
+            this.q.release.run();
           } catch (error) {
-            outcomes.push({ error });
+            this.q.rollbackTo.run();
+            this.q.release.run();
+            results[i] = error;
+            failed[i] = true;
           }
         }
       });
     } catch (error) {
-      for (const item of batch) item.reject(error);
+      for (const job of batch) job.reject(error);
       return;
     }
-    batch.forEach((item, i) => {
-      const o = outcomes[i];
-      if ('ok' in o) item.resolve(o.ok);
-      else item.reject(o.error);
-    });
+    for (let i = 0; i < batch.length; i++) {
+      if (failed[i]) batch[i].reject(results[i]);
+      else batch[i].resolve(results[i]);
+    }
   }
+
+  /**
+   * Record a trial durably, exactly once (group commit): resolves after the commit with
+   * `inserted: true`, or with the row already recorded for (session_id, seq). For a practice
+   * trial (`practice` given), the session's practice state is worked out in the same
+   * transaction: a trial of a round after the one that ended practice is refused (unless it was
+   * recorded before), and the session's practice_passed / practice_rounds are set once practice
+   * is over.
+   */
+  recordTrial(row: TrialRow, practice?: { tasks: readonly Task[]; criterion: number | null }): Promise<RecordResult> {
+    if (!practice) {
+      return this.enqueue((): RecordResult => {
+        if (this.q.insertTrial.run(row).changes === 1) return { inserted: true };
+        return { inserted: false, prior: this.q.trialRecord.get(row.session_id, row.seq)! };
+      });
+    }
+    return this.enqueue((): RecordResult => {
+      const prior = this.q.trialRecord.get(row.session_id, row.seq);
+      if (prior) return { inserted: false, prior, practice: this.practiceOf(row.session_id, practice.tasks, practice.criterion) };
+      const before = this.practiceOf(row.session_id, practice.tasks, practice.criterion);
+      if (before.skipped.has(row.seq)) return { inserted: false, refused: 'practice_over', practice: before };
+      this.q.insertTrial.run(row);
+      const after = this.practiceOf(row.session_id, practice.tasks, practice.criterion);
+      if (after.over && !before.over) this.q.setPractice.run(after.passed === null ? null : after.passed ? 1 : 0, after.roundsUsed, row.session_id);
+      return { inserted: true, practice: after };
+    }, true);
+  }
+
+  /** A session's practice state from its recorded practice answers. */
+  practiceOf(sessionId: string, tasks: readonly Task[], criterion: number | null): PracticeState {
+    const answers: PracticeAnswer[] = this.q.practiceAnswers.all(sessionId).map((a) => ({ seq: a.seq, correct: a.correct === 1, order: a.ord }));
+    return practiceState(tasks, criterion, answers);
+  }
+
+  /**
+   * Write a new session and its identity (group commit), unless the participant already has a
+   * session in the study (then nothing is written and it resolves false).
+   */
+  createSession(row: SessionRow, identity: IdentityRow): Promise<boolean> {
+    return this.enqueue(() => {
+      if (this.q.sessionByParticipant.get(row.study, row.participant)) return false;
+      this.q.insertSession.run(row);
+      this.q.insertIdentity.run(identity);
+      return true;
+    }, true);
+  }
+
+  /**
+   * Store client events (group commit). The same event sent again (a retried request) is stored
+   * once. Resolves with the number of new rows; rejects with `too_many_events` when the session
+   * has reached MAX_EVENTS_PER_SESSION.
+   */
+  recordEvents(rows: EventRow[]): Promise<number> {
+    return this.enqueue(() => {
+      const have = this.q.eventCount.get(rows[0].session_id)!;
+      if (have + rows.length > MAX_EVENTS_PER_SESSION) throw new TooManyEvents(have);
+      let added = 0;
+      for (const row of rows) added += this.q.insertEvent.run(row).changes;
+      return added;
+    }, true);
+  }
+
   trialRecord(sessionId: string, seq: number) {
     return this.q.trialRecord.get(sessionId, seq);
   }
@@ -399,6 +615,23 @@ export class LegibleDb {
   catchScore(sessionId: string): { n: number; correct: number } {
     const r = this.q.catchScore.get(sessionId)!;
     return { n: r.n, correct: r.correct ?? 0 };
+  }
+  /** Set a session's practice outcome (finish re-derives it from the trials, in case it was never set). */
+  setPractice(sessionId: string, passed: boolean | null, rounds: number): void {
+    this.q.setPractice.run(passed === null ? null : passed ? 1 : 0, rounds, sessionId);
+  }
+
+  /** Recorded main responses per unit (feature × reference kind). */
+  recordedLoad(study: string, mode: Mode): { feature: string; reference_kind: string; n: number }[] {
+    return this.q.recordedUnits.all(study, mode);
+  }
+  /** Sessions still within their lease at `now`, with the JSON array of their recorded seqs. */
+  leasedSessions(study: string, mode: Mode, now: string): { id: string; condition: string; lease_expires_at: string; answered: string }[] {
+    return this.q.leasedSessions.all(study, mode, now);
+  }
+  /** Finished sessions per between-subject condition. */
+  finishedConditions(study: string, mode: Mode): { condition: string; n: number }[] {
+    return this.q.finishedConditions.all(study, mode);
   }
 
   /** The load that balances assignment (see tallyLoad in assign.ts, which defines it). */
@@ -418,11 +651,87 @@ export class LegibleDb {
     return { units, conditions };
   }
 
+  // ─── Admin tokens and the audit log ──────────────────────────────────────────────────────
+  /** A new admin token: returned once, stored only as its sha256. */
+  createAdminToken(label: string | null, now = new Date()): { id: number; token: string } {
+    const token = `lgb_${randomBytes(32).toString('base64url')}`;
+    const id = Number(this.q.insertToken.run(label, sha256hex(token), now.toISOString()).lastInsertRowid);
+    return { id, token };
+  }
+  /** The live (not revoked) token row for a presented token, or undefined. */
+  adminToken(token: string): AdminTokenRow | undefined {
+    return this.q.tokenByHash.get(sha256hex(token));
+  }
+  touchAdminToken(id: number, now: string): void {
+    this.q.touchToken.run(now, id);
+  }
+  adminTokens(): AdminTokenRow[] {
+    return this.q.listTokens.all();
+  }
+  /** False when there is no such live token. */
+  revokeAdminToken(id: number, now = new Date()): boolean {
+    return this.q.revokeToken.run(now.toISOString(), id).changes === 1;
+  }
+  audit(entry: { actor: string; token_id?: number | null; action: string; study?: string | null; detail?: Record<string, unknown> | null; at?: string }): void {
+    this.q.insertAudit.run({
+      at: entry.at ?? new Date().toISOString(),
+      actor: entry.actor,
+      token_id: entry.token_id ?? null,
+      action: entry.action,
+      study: entry.study ?? null,
+      detail: entry.detail ? JSON.stringify(entry.detail) : null,
+    });
+  }
+  /** Audit entries, newest first: `limit` of them with id below `before`. */
+  auditLog(limit = 100, before = Number.MAX_SAFE_INTEGER): AuditRow[] {
+    return this.q.auditPage.all(before, limit);
+  }
+
+  // ─── Withdrawal ──────────────────────────────────────────────────────────────────────────
+  /**
+   * Delete everything stored about a participant in a study — identity, sessions, their trials
+   * and events — found by the raw Prolific or participant id (or by the pseudonym itself), in one
+   * transaction, and record it in the audit log (counts only, no ids). Returns the counts.
+   */
+  withdraw(study: string, rawId: string, actor = 'cli', now = new Date()): { participants: number; sessions: number; trials: number; events: number } {
+    return this.write(() => {
+      const who = new Set(this.q.identitiesByRawId.all(study, rawId, rawId).map((r) => r.participant));
+      if (/^[0-9a-f]{64}$/.test(rawId)) who.add(rawId);
+      if (this.secretValue !== undefined) who.add(createHmac('sha256', this.secretValue).update(`${study}\0${rawId}`).digest('hex'));
+      const counts = { participants: 0, sessions: 0, trials: 0, events: 0 };
+      for (const participant of who) {
+        const sessions = this.q.sessionsOfParticipant.all(study, participant);
+        const identity = this.q.identityOf.get(participant);
+        if (sessions.length === 0 && !(identity && identity.study === study)) continue;
+        counts.participants++;
+        for (const { id } of sessions) {
+          counts.trials += this.q.countTrials.get(id)!;
+          counts.events += this.q.eventCount.get(id)!;
+          this.q.deleteSession.run(id); // trials and events go with it (ON DELETE CASCADE)
+          this.taskCache.delete(id);
+          counts.sessions++;
+        }
+        if (identity && identity.study === study) this.q.deleteIdentity.run(participant);
+      }
+      this.audit({ actor, action: 'withdraw', study, detail: counts, at: now.toISOString() });
+      return counts;
+    });
+  }
+
   close(): void {
     if (this.pending.length) this.flush();
     if (this.sqlite.open) this.sqlite.close();
   }
 }
+
+/** recordEvents: the session has stored the most events allowed. */
+export class TooManyEvents extends Error {
+  constructor(readonly stored: number) {
+    super(`this session has stored ${stored} events, the most allowed is ${MAX_EVENTS_PER_SESSION}`);
+  }
+}
+
+const sha256hex = (s: string) => createHash('sha256').update(s).digest('hex');
 
 function migrate(db: Database.Database, file: string): void {
   const version = db.pragma('user_version', { simple: true }) as number;

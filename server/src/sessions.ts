@@ -4,6 +4,7 @@
 import { createHash, createHmac, randomInt, randomUUID, timingSafeEqual } from 'node:crypto';
 import {
   CreateSessionRequest,
+  EventsRequest,
   TrialAnswer,
   type ClientConfig,
   type CreateSessionResponse,
@@ -13,7 +14,9 @@ import {
   type TrialAck,
 } from '@legible/studies';
 import { assignTasks, emptyLoad, type Task } from './assign.ts';
-import type { LegibleDb, Mode, SessionMeta, SessionRow, TrialRow } from './db.ts';
+import { LoadTracker } from './balance.ts';
+import { TooManyEvents, type EventRow, type IdentityRow, type LegibleDb, type Mode, type SessionMeta, type SessionRow, type TrialRow } from './db.ts';
+import { hasPractice, practiceState, roundSummaryFor, type PracticeAnswer, type PracticeState } from './practice.ts';
 import type { Registry, StudyEntry } from './registry.ts';
 
 /** An error with an HTTP status and a JSON body {error, ...extra}. */
@@ -112,6 +115,8 @@ export function parseCreateRequest(body: unknown): CreateSessionRequest {
 
 const ANSWER_FIELDS = Object.keys(TrialAnswer.shape);
 export const parseTrialAnswer = (body: unknown): TrialAnswer => validate(TrialAnswer, body, 'invalid trial answer', ANSWER_FIELDS);
+export const parseEvents = (body: unknown): EventsRequest => validate(EventsRequest, body, 'invalid events', ['events']);
+type EventsRequest = ReturnType<typeof EventsRequest.parse>;
 
 // ─── Helpers ───────────────────────────────────────────────────────────────────────────────
 /** JSON with object keys sorted at every level: the canonical form that payload hashes cover. */
@@ -163,7 +168,24 @@ export function redirectFor(study: Study, outcome: Outcome, code: string | null)
   return code === null ? null : template.replaceAll('{code}', encodeURIComponent(code));
 }
 
-const stimulusUrl = (study: string, asset: string) => `/stimuli/${encodeURIComponent(study)}/${asset.split('/').map(encodeURIComponent).join('/')}`;
+/** Stimulus URLs, made once per asset (a task list names a few hundred). */
+const stimulusUrls = new Map<string, string>();
+const stimulusUrl = (study: string, asset: string): string => {
+  const key = `${study}\0${asset}`;
+  let url = stimulusUrls.get(key);
+  if (url === undefined) {
+    url = `/stimuli/${encodeURIComponent(study)}/${asset.split('/').map(encodeURIComponent).join('/')}`;
+    if (stimulusUrls.size > 200_000) stimulusUrls.clear();
+    stimulusUrls.set(key, url);
+  }
+  return url;
+};
+
+/** The study's practice criterion, or null (every practice round passes). */
+export const criterionOf = (study: Study): number | null => study.design.practice_criterion ?? null;
+
+/** The unsynced code: recruitment.unsynced, else the completed code, else null. */
+export const unsyncedCode = (study: Study): string | null => study.recruitment.unsynced?.code ?? study.recruitment.completed?.code ?? null;
 
 function taskTrials(entry: StudyEntry, tasks: Task[]): TaskTrial[] {
   return tasks.map((task) => {
@@ -174,6 +196,7 @@ function taskTrials(entry: StudyEntry, tasks: Task[]): TaskTrial[] {
     return {
       seq: task.seq,
       practice: task.kind === 'practice',
+      practice_round: task.kind === 'practice' ? (task.round ?? 0) : null,
       reference_kind: task.reference_kind,
       min_url: stimulusUrl(entry.id, t.assets.min),
       max_url: stimulusUrl(entry.id, t.assets.max),
@@ -186,8 +209,19 @@ function taskTrials(entry: StudyEntry, tasks: Task[]): TaskTrial[] {
 interface PreviewSession {
   row: SessionRow;
   tasks: Task[];
+  /** In the order they were recorded. */
   answers: Map<number, { hash: string; ack: TrialAck; correct: boolean }>;
   expires: number;
+}
+
+function previewPractice(s: PreviewSession, criterion: number | null): PracticeState {
+  const answers: PracticeAnswer[] = [];
+  let order = 0;
+  for (const [seq, a] of s.answers) {
+    order++;
+    if (s.tasks[seq].kind === 'practice') answers.push({ seq, correct: a.correct, order });
+  }
+  return practiceState(s.tasks, criterion, answers);
 }
 
 class PreviewStore {
@@ -219,7 +253,20 @@ class PreviewStore {
   }
 }
 
+/** The first seq after `from` that is still required, for error messages. */
+function firstRequired(tasks: Task[], skipped: Set<number>, from: number): number {
+  for (const t of tasks) if (t.seq > from && !skipped.has(t.seq)) return t.seq;
+  return tasks.length;
+}
+
 // ─── The service ───────────────────────────────────────────────────────────────────────────
+/** A session opened with its bearer token. */
+export interface Authenticated {
+  row: SessionMeta;
+  tasks: Task[];
+  preview?: PreviewSession;
+}
+
 export interface SessionServiceOptions {
   db: LegibleDb;
   registry: Registry;
@@ -239,11 +286,16 @@ export class SessionService {
   private readonly preview = new PreviewStore();
   /** sha256 of a token that matches no session: compared against when the session id is unknown. */
   private readonly nobody = sha256('no session');
+  /** Session rows by id, for answers (see authenticate). */
+  private readonly metaCache = new Map<string, SessionMeta>();
+  /** The balancing load per study and mode, kept in memory. */
+  readonly loads: LoadTracker;
 
   constructor(opts: SessionServiceOptions) {
     this.db = opts.db;
     this.registry = opts.registry;
     this.now = opts.now ?? (() => new Date());
+    this.loads = new LoadTracker(this.db);
   }
 
   /** Pseudonym: HMAC-SHA256(secret, study + "\0" + raw id), hex. */
@@ -262,7 +314,7 @@ export class SessionService {
     return entry;
   }
 
-  create(body: unknown, userAgent?: string): CreateResult {
+  async create(body: unknown, userAgent?: string): Promise<CreateResult> {
     const req = parseCreateRequest(body);
     const entry = this.study(req.study);
     const { study } = entry;
@@ -274,7 +326,7 @@ export class SessionService {
 
     const newRow = (): { row: SessionRow; tasks: Task[] } => {
       const seed = randomInt(0, 2 ** 31);
-      const load = mode === 'preview' ? emptyLoad() : this.db.load(study.id, mode, nowIso);
+      const load = mode === 'preview' ? emptyLoad() : this.loads.load(study.id, mode, nowIso);
       const { conditionKey, tasks } = assignTasks(entry.plan, seed, load);
       const id = randomUUID();
       return {
@@ -315,52 +367,89 @@ export class SessionService {
         s = { row, tasks, answers: new Map(), expires: now.getTime() + study.design.time_limit_minutes * 60_000 };
         this.preview.add(s);
       }
-      return { status: created ? 201 : 200, body: this.response(entry, s.row.id, s.tasks, [...s.answers.keys()]) };
+      const skipped = hasPractice(s.tasks) ? previewPractice(s, criterionOf(study)).skipped : undefined;
+      return { status: created ? 201 : 200, body: this.response(entry, s.row.id, s.tasks, [...s.answers.keys()], skipped) };
     }
 
-    // Pilot and live: look up and create in one write transaction, so that two requests from the
-    // same participant cannot both create a session and assignment sees a consistent load.
-    return this.db.write(() => {
-      const existing = this.db.sessionByParticipant(study.id, participant);
-      if (existing) {
-        if (existing.status === 'finished') {
-          const redirect = redirectFor(study, existing.outcome as Outcome, existing.code);
-          throw new HttpError(409, 'already completed', { code: existing.code, redirect });
-        }
-        return { status: 200 as const, body: this.response(entry, existing.id, this.db.tasks(existing.id)!, this.db.answeredSeqs(existing.id)) };
+    // Pilot and live. A participant who is back resumes their session (or is told they finished).
+    const resume = (existing: SessionRow): CreateResult => {
+      if (existing.status === 'finished') {
+        const redirect = redirectFor(study, existing.outcome as Outcome, existing.code);
+        throw new HttpError(409, 'already completed', { code: existing.code, redirect });
       }
-      const { row, tasks } = newRow();
-      this.db.insertSession(row);
-      this.db.insertIdentity({
-        participant,
-        study: study.id,
-        prolific_pid: 'PROLIFIC_PID' in req ? req.PROLIFIC_PID : null,
-        prolific_study_id: 'PROLIFIC_PID' in req ? (req.STUDY_ID ?? null) : null,
-        prolific_session_id: 'PROLIFIC_PID' in req ? (req.SESSION_ID ?? null) : null,
-        external_id: 'participant' in req ? req.participant : null,
-        created_at: nowIso,
-      });
-      return { status: 201 as const, body: this.response(entry, row.id, tasks, []) };
-    });
+      const tasks = this.db.tasks(existing.id)!;
+      const skipped = hasPractice(tasks) ? this.db.practiceOf(existing.id, tasks, criterionOf(study)).skipped : undefined;
+      return { status: 200, body: this.response(entry, existing.id, tasks, this.db.answeredSeqs(existing.id), skipped) };
+    };
+    const existing = this.db.sessionByParticipant(study.id, participant);
+    if (existing) return resume(existing);
+    // A new one: assigned against the in-memory load, which counts it at once (so that the
+    // sessions created before this one commits see it), then written with the next group commit
+    // — unless a request for the same participant got there first, whose session is then resumed.
+    const { row, tasks } = newRow();
+    this.loads.created(study.id, mode, row.id, row.condition, row.lease_expires_at, tasks);
+    const identity: IdentityRow = {
+      participant,
+      study: study.id,
+      prolific_pid: 'PROLIFIC_PID' in req ? req.PROLIFIC_PID : null,
+      prolific_study_id: 'PROLIFIC_PID' in req ? (req.STUDY_ID ?? null) : null,
+      prolific_session_id: 'PROLIFIC_PID' in req ? (req.SESSION_ID ?? null) : null,
+      external_id: 'participant' in req ? req.participant : null,
+      created_at: nowIso,
+    };
+    let inserted: boolean;
+    try {
+      inserted = await this.db.createSession(row, identity);
+    } catch (e) {
+      this.loads.discard(study.id, mode, row.id);
+      throw e;
+    }
+    if (!inserted) {
+      this.loads.discard(study.id, mode, row.id);
+      return resume(this.db.sessionByParticipant(study.id, participant)!);
+    }
+    return { status: 201, body: this.response(entry, row.id, tasks, []) };
   }
 
-  private response(entry: StudyEntry, sessionId: string, tasks: Task[], answered: number[]): CreateSessionResponse {
+  private response(entry: StudyEntry, sessionId: string, tasks: Task[], answered: number[], skipped?: Set<number>): CreateSessionResponse {
     const done = new Set(answered);
     let resumeAt = tasks.length;
     for (const t of tasks) {
-      if (!done.has(t.seq)) {
+      if (!done.has(t.seq) && !skipped?.has(t.seq)) {
         resumeAt = t.seq;
         break;
       }
     }
-    return { session: sessionId, token: this.token(sessionId), trials: taskTrials(entry, tasks), resume_at: resumeAt, config: clientConfig(entry.study) };
+    return {
+      session: sessionId,
+      token: this.token(sessionId),
+      trials: taskTrials(entry, tasks),
+      resume_at: resumeAt,
+      config: clientConfig(entry.study),
+      unsynced_code: unsyncedCode(entry.study),
+    };
   }
 
-  /** The session a bearer token opens, or 401 — the same 401 whether or not the session exists. */
-  authenticate(sessionId: string, authorization: string | undefined): { row: SessionMeta; tasks: Task[]; preview?: PreviewSession } {
+  /**
+   * The session a bearer token opens, or 401 — the same 401 whether or not the session exists.
+   * With `cached`, the session's row may come from memory: for answers, which read only what never
+   * changes (id, study, participant, token, mode, task list). A session deleted meanwhile (by
+   * `legible withdraw`, another process) then fails at the write, as a 401 too.
+   */
+  authenticate(sessionId: string, authorization: string | undefined, opts: { cached?: boolean } = {}): Authenticated {
     const m = /^Bearer ([A-Za-z0-9_-]{1,200})$/.exec(authorization?.trim() ?? '');
     const preview = this.preview.get(sessionId);
-    const row: SessionMeta | undefined = preview?.row ?? (sessionId.length <= 64 ? this.db.sessionMeta(sessionId) : undefined);
+    let row: SessionMeta | undefined = preview?.row;
+    if (!row && sessionId.length <= 64) {
+      row = opts.cached ? this.metaCache.get(sessionId) : undefined;
+      if (!row) {
+        row = this.db.sessionMeta(sessionId);
+        if (row) {
+          if (this.metaCache.size >= 20_000) this.metaCache.delete(this.metaCache.keys().next().value!);
+          this.metaCache.set(sessionId, row);
+        }
+      }
+    }
     const expected = Buffer.from(row?.token_hash ?? this.nobody, 'hex');
     const given = Buffer.from(sha256(m?.[1] ?? ''), 'hex');
     if (!timingSafeEqual(expected, given) || !row || !m) throw unauthorized();
@@ -378,16 +467,30 @@ export class SessionService {
   }
 
   async answer(sessionId: string, authorization: string | undefined, seqText: string, body: unknown): Promise<TrialAck> {
-    const { row, tasks, preview } = this.authenticate(sessionId, authorization);
+    return this.answerAs(this.authenticate(sessionId, authorization), seqText, body);
+  }
+
+  /** Record one answer for an authenticated session (see authenticate). */
+  async answerAs(auth: Authenticated, seqText: string, body: unknown): Promise<TrialAck> {
+    const { row, tasks, preview } = auth;
     const task = this.task(row, tasks, seqText);
     const answer = parseTrialAnswer(body);
     const hash = sha256(canonicalJson(answer));
     const correct = answer.query === task.answer;
     const recordedAt = this.now().toISOString();
-    const ack = (at: string, isCorrect: boolean): TrialAck =>
-      task.kind === 'practice' ? { seq: task.seq, recorded_at: at, feedback: { correct: isCorrect } } : { seq: task.seq, recorded_at: at };
+    const isPractice = task.kind === 'practice';
+    const criterion = isPractice ? criterionOf(this.study(row.study).study) : null;
+    const ack = (at: string, isCorrect: boolean, practice?: PracticeState): TrialAck => {
+      if (!isPractice) return { seq: task.seq, recorded_at: at };
+      const round = practice && criterion !== null ? roundSummaryFor(practice, task.seq) : undefined;
+      return { seq: task.seq, recorded_at: at, feedback: round ? { correct: isCorrect, round } : { correct: isCorrect } };
+    };
     const conflict = (at: string) =>
       new HttpError(409, `trial ${task.seq} is already recorded with a different answer; answers cannot be changed`, { detail: { seq: task.seq, recorded_at: at } });
+    const practiceOver = (state: PracticeState) =>
+      new HttpError(409, `practice trial ${task.seq} is not needed: practice ended after round ${state.roundsUsed - 1}; go on with trial ${firstRequired(tasks, state.skipped, task.seq)}`, {
+        detail: { seq: task.seq, practice_over: true },
+      });
 
     if (preview) {
       const prior = preview.answers.get(task.seq);
@@ -395,7 +498,14 @@ export class SessionService {
         if (prior.hash !== hash) throw conflict(prior.ack.recorded_at);
         return prior.ack;
       }
-      const a = ack(recordedAt, correct);
+      let state: PracticeState | undefined;
+      if (isPractice) {
+        const before = previewPractice(preview, criterion);
+        if (before.skipped.has(task.seq)) throw practiceOver(before);
+        preview.answers.set(task.seq, { hash, ack: { seq: task.seq, recorded_at: recordedAt }, correct });
+        state = previewPractice(preview, criterion);
+      }
+      const a = ack(recordedAt, correct, state);
       preview.answers.set(task.seq, { hash, ack: a, correct });
       return a;
     }
@@ -432,16 +542,72 @@ export class SessionService {
       plugin_version: answer.plugin_version ?? null,
       payload_hash: hash,
       mode: row.mode,
+      practice_round: isPractice ? (task.round ?? 0) : null,
     };
-    const result = await this.db.recordTrial(trialRow);
-    if (result.inserted) return ack(recordedAt, correct);
+    let result;
+    try {
+      result = await this.db.recordTrial(trialRow, isPractice ? { tasks, criterion } : undefined);
+    } catch (e) {
+      // The session was deleted (withdrawn) between authentication and the write.
+      if ((e as { code?: string }).code === 'SQLITE_CONSTRAINT_FOREIGNKEY') throw unauthorized();
+      throw e;
+    }
+    if (result.inserted) {
+      if (task.kind === 'main') this.loads.recorded(row.study, row.mode, row.id, task);
+      return ack(recordedAt, correct, result.practice);
+    }
+    if ('refused' in result) throw practiceOver(result.practice);
     const { prior } = result;
     if (prior.payload_hash !== hash) throw conflict(prior.server_time);
-    return ack(prior.server_time, prior.correct === 1);
+    return ack(prior.server_time, prior.correct === 1, result.practice);
+  }
+
+  /** Seqs still to answer: neither recorded nor in a practice round that is no longer needed. */
+  missing(row: SessionMeta, tasks: Task[], preview?: PreviewSession): { missing: number[]; practice?: PracticeState } {
+    const answered = new Set(preview ? preview.answers.keys() : this.db.answeredSeqs(row.id));
+    let practice: PracticeState | undefined;
+    if (hasPractice(tasks)) {
+      const criterion = criterionOf(this.study(row.study).study);
+      practice = preview ? previewPractice(preview, criterion) : this.db.practiceOf(row.id, tasks, criterion);
+    }
+    const missing = tasks.filter((t) => !answered.has(t.seq) && !practice?.skipped.has(t.seq)).map((t) => t.seq);
+    return { missing, practice };
+  }
+
+  /**
+   * Store a batch of client events (preview: validated, then dropped). The same event sent again
+   * is stored once.
+   */
+  async events(auth: Authenticated, body: unknown): Promise<void> {
+    const req = parseEvents(body);
+    if (auth.preview) return;
+    const serverTime = this.now().toISOString();
+    const rows: EventRow[] = req.events.map((e) => ({
+      session_id: auth.row.id,
+      study: auth.row.study,
+      seq: e.seq ?? null,
+      type: e.type,
+      at: e.at,
+      detail: e.detail === undefined ? null : JSON.stringify(e.detail),
+      server_time: serverTime,
+      mode: auth.row.mode,
+      hash: sha256(canonicalJson(e)),
+    }));
+    try {
+      await this.db.recordEvents(rows);
+    } catch (e) {
+      if (e instanceof TooManyEvents) throw new HttpError(409, `${e.message}; further events are not stored`, { detail: { stored: e.stored } });
+      if ((e as { code?: string }).code === 'SQLITE_CONSTRAINT_FOREIGNKEY') throw unauthorized();
+      throw e;
+    }
   }
 
   finish(sessionId: string, authorization: string | undefined): FinishResponse {
-    const { row, tasks, preview } = this.authenticate(sessionId, authorization);
+    return this.finishAs(this.authenticate(sessionId, authorization));
+  }
+
+  finishAs(auth: Authenticated): FinishResponse {
+    const { row, tasks, preview } = auth;
     const entry = this.study(row.study);
     const { study } = entry;
     const stored = (r: SessionMeta): FinishResponse => {
@@ -450,8 +616,7 @@ export class SessionService {
     };
     if (row.status === 'finished' && row.outcome) return stored(row);
 
-    const answered = new Set(preview ? preview.answers.keys() : this.db.answeredSeqs(row.id));
-    const missing = tasks.filter((t) => !answered.has(t.seq)).map((t) => t.seq);
+    const { missing, practice } = this.missing(row, tasks, preview);
     if (missing.length) {
       throw new HttpError(409, `${missing.length} trial${missing.length === 1 ? '' : 's'} not yet recorded: send them with PUT /api/sessions/:id/trials/:seq, then finish`, { missing });
     }
@@ -472,7 +637,16 @@ export class SessionService {
       return { outcome, code, redirect };
     }
     // Two finishes racing: the first one's outcome stands.
-    if (!this.db.finishSession(row.id, outcome, code, finishedAt)) return stored(this.db.sessionMeta(row.id)!);
+    const first = this.db.write(() => {
+      if (practice?.over && row.practice_rounds == null) this.db.setPractice(row.id, practice.passed, practice.roundsUsed);
+      return this.db.finishSession(row.id, outcome, code, finishedAt);
+    });
+    if (!first) {
+      const now = this.db.sessionMeta(row.id);
+      if (!now) throw unauthorized(); // withdrawn meanwhile
+      return stored(now);
+    }
+    this.loads.finished(row.study, row.mode, row.id, row.condition);
     return { outcome, code, redirect };
   }
 }

@@ -91,7 +91,7 @@ function trialRow(session: string, seq: number, t: Pick<Task, 'kind' | 'feature'
     session_id: session, seq, study: 'fixture', participant: 'p', trial_id: 't', feature: t.feature, layer: 'l', basis: 'b', feature_index: 0,
     kind: t.kind, reference_kind: t.reference_kind, query_images: '[]', answer: 0, choice: 0, confidence: 1, correct: 1, rt_ms: 1, query_order: null,
     input: null, onset_ms: null, response_ms: null, client_time: null, server_time: '2030-01-01T00:00:00.000Z', window_w: null, window_h: null,
-    screen_w: null, screen_h: null, dpr: null, plugin_version: null, payload_hash: 'h', mode: 'pilot',
+    screen_w: null, screen_h: null, dpr: null, plugin_version: null, payload_hash: 'h', mode: 'pilot', practice_round: null,
   };
 }
 
@@ -157,7 +157,7 @@ test('group commit: a batch of trials commits together; duplicates resolve to th
     assert.equal(results[1].status, 'fulfilled');
     const dup = (results[1] as PromiseFulfilledResult<Awaited<ReturnType<typeof db.recordTrial>>>).value;
     assert.equal(dup.inserted, false);
-    assert.equal(!dup.inserted && dup.prior.payload_hash, 'first');
+    assert.equal(!dup.inserted && 'prior' in dup && dup.prior.payload_hash, 'first');
     assert.equal(results[2].status, 'rejected');
     assert.match(String((results[2] as PromiseRejectedResult).reason), /FOREIGN KEY/);
     assert.deepEqual(results[3], { status: 'fulfilled', value: { inserted: true } });

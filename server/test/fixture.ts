@@ -31,6 +31,12 @@ export interface FixtureOptions {
   referenceKinds?: ('natural' | 'visualization')[];
   within?: string[];
   layers?: string[];
+  /** Replaces the exclusions section (YAML lines, indented by two). */
+  exclusions?: string[];
+  /** Leave out model.onnx, so that `legible serve` serves the build as it is (no pipeline run). */
+  noModel?: boolean;
+  /** The study's title (default "Server test study"). */
+  title?: string;
 }
 
 export interface Fixture {
@@ -88,7 +94,7 @@ export function makeFixture(opts: FixtureOptions = {}): Fixture {
   const buildDir = join(studyDir, 'build');
   mkdirSync(join(buildDir, 'img'), { recursive: true });
   mkdirSync(join(studyDir, 'data'), { recursive: true });
-  writeFileSync(join(studyDir, 'model.onnx'), Buffer.from('not a real model; the server never reads it'));
+  if (!opts.noModel) writeFileSync(join(studyDir, 'model.onnx'), Buffer.from('not a real model; the server never reads it'));
   writeFileSync(join(studyDir, 'data', 'a.png'), png(1, 2, 3));
 
   const kinds = opts.referenceKinds ?? ['natural'];
@@ -104,7 +110,7 @@ export function makeFixture(opts: FixtureOptions = {}): Fixture {
   ];
   const yaml = [
     `id: ${id}`,
-    'title: Server test study',
+    `title: ${JSON.stringify(opts.title ?? 'Server test study')}`,
     `mode: ${opts.mode ?? 'pilot'}`,
     'seed: 7',
     'model:',
@@ -137,7 +143,7 @@ export function makeFixture(opts: FixtureOptions = {}): Fixture {
     `  within: [${(opts.within ?? ['layer', 'basis']).join(', ')}]`,
     ...(opts.design ?? []).map((l) => `  ${l}`),
     'exclusions:',
-    '  catch_accuracy_min: 0.5',
+    ...(opts.exclusions ?? ['  catch_accuracy_min: 0.5']),
     'recruitment:',
     ...recruitment,
     'text:',

@@ -3,7 +3,10 @@
 import { request as httpRequest } from 'node:http';
 import { join } from 'node:path';
 import type { CreateSessionResponse } from '@legible/studies';
-import { startServer, type RunningServer } from '../src/app.ts';
+import { spawn } from 'node:child_process';
+import { fileURLToPath } from 'node:url';
+import type { Logger } from 'pino';
+import { startServer, type RateLimits, type RunningServer } from '../src/app.ts';
 import type { Fixture } from './fixture.ts';
 
 export interface TestServer extends RunningServer {
@@ -13,7 +16,10 @@ export interface TestServer extends RunningServer {
 
 export const T0 = Date.parse('2030-01-01T09:00:00Z');
 
-export async function serveFixture(fx: Fixture, opts: { dbFile?: string; clientDir?: string; clock?: { ms: number } } = {}): Promise<TestServer> {
+export async function serveFixture(
+  fx: Fixture,
+  opts: { dbFile?: string; clientDir?: string; clock?: { ms: number }; limits?: Partial<RateLimits>; log?: Logger } = {},
+): Promise<TestServer> {
   const clock = opts.clock ?? { ms: T0 };
   const dbFile = opts.dbFile ?? join(fx.root, 'legible.db');
   const running = await startServer({
@@ -25,6 +31,8 @@ export async function serveFixture(fx: Fixture, opts: { dbFile?: string; clientD
     clientDir: opts.clientDir ?? join(fx.root, 'no-client'),
     now: () => new Date(clock.ms),
     signals: false,
+    limits: opts.limits,
+    log: opts.log,
     build: async () => {
       throw new Error('the tests bring their own manifest');
     },
@@ -77,3 +85,32 @@ export async function createSession(base: string, study: string, who: Record<str
 }
 
 export const answer = (query: 0 | 1, extra: Record<string, unknown> = {}) => ({ query, confidence: 3, rt_ms: 812.5, ...extra });
+
+const repo = fileURLToPath(new URL('../..', import.meta.url));
+const commandsModule = fileURLToPath(new URL('../src/commands.ts', import.meta.url));
+
+/**
+ * Run one of the server's commands (`legible <name> …`) as a real process — the command itself,
+ * without the other packages' commands that bin/legible.mjs loads.
+ */
+export function runCommand(name: string, args: string[], env: Record<string, string> = {}): Promise<{ code: number | null; stdout: string; stderr: string }> {
+  const runner = [
+    `import { commands } from ${JSON.stringify(commandsModule)};`,
+    `const c = commands.find((x) => x.name === ${JSON.stringify(name)});`,
+    'try { process.exitCode = await c.run(process.argv.slice(1)); }',
+    "catch (e) { console.error(`legible ${c.name}: ${e.message}`); process.exitCode = e.name === 'UsageError' ? 2 : 1; }",
+  ].join('\n');
+  return new Promise((resolve, reject) => {
+    const child = spawn(process.execPath, ['--import', 'tsx', '--input-type=module', '-e', runner, '--', ...args], {
+      cwd: repo,
+      env: { ...process.env, ...env },
+      stdio: ['ignore', 'pipe', 'pipe'],
+    });
+    let stdout = '';
+    let stderr = '';
+    child.stdout.on('data', (c: Buffer) => (stdout += c.toString()));
+    child.stderr.on('data', (c: Buffer) => (stderr += c.toString()));
+    child.once('error', reject);
+    child.once('exit', (code) => resolve({ code, stdout, stderr }));
+  });
+}

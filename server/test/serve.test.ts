@@ -39,7 +39,8 @@ function serve(args: string[], env: Record<string, string> = {}): { child: Child
 }
 
 test('legible serve: URLs printed, answers recorded, SIGTERM drains in-flight writes and exits 0', async () => {
-  const fx = makeFixture();
+  // No model file: the server serves the build as it is (no stimuli pipeline involved).
+  const fx = makeFixture({ noModel: true });
   const dbFile = join(fx.root, 'served.db');
   const proc = serve(['--port', '0', '--db', dbFile, '--studies', fx.studiesDir, '--study', 'fixture', '--client', join(fx.root, 'none')]);
   try {
@@ -83,7 +84,8 @@ test('legible serve: URLs printed, answers recorded, SIGTERM drains in-flight wr
 });
 
 test('legible serve: env PORT and LEGIBLE_DB; a port in use is a clear error', async () => {
-  const fx = makeFixture();
+  // No model file: the server serves the build as it is (no stimuli pipeline involved).
+  const fx = makeFixture({ noModel: true });
   const dbFile = join(fx.root, 'env.db');
   const first = serve(['--studies', fx.studiesDir], { PORT: '0', LEGIBLE_DB: dbFile });
   try {

@@ -86,7 +86,7 @@ export const TaskTrial = z.object({
    * Practice round (0-based) when the study repeats practice until a criterion
    * (design.practice_criterion); null for main trials. Round r's trials are consecutive seqs.
    */
-  practice_round: z.number().int().min(0).nullable().optional(),
+  practice_round: z.number().int().min(0).nullable(),
   reference_kind: ReferenceKind,
   min_url: z.string(),
   max_url: z.string(),
@@ -113,7 +113,7 @@ export const CreateSessionResponse = z.object({
   resume_at: z.number().int(),
   config: ClientConfig,
   /** Code to show if the browser cannot save every answer by the end (recruitment.unsynced, else completed). */
-  unsynced_code: z.string().nullable().optional(),
+  unsynced_code: z.string().nullable(),
 });
 export type CreateSessionResponse = z.infer<typeof CreateSessionResponse>;
 
