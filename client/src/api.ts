@@ -2,6 +2,7 @@
 // policy: network failures, 5xx and 429 are retried with exponential backoff and jitter; any
 // other 4xx is final. Types only from the contracts module, so zod stays out of the bundle.
 import type {
+  ClientEvent,
   CreateSessionRequest,
   CreateSessionResponse,
   FinishResponse,
@@ -11,7 +12,7 @@ import type {
   TrialAnswer,
 } from '@legible/studies/contracts';
 
-export type { CreateSessionRequest, CreateSessionResponse, FinishResponse, StudyInfo, TaskTrial, TrialAck, TrialAnswer };
+export type { ClientEvent, CreateSessionRequest, CreateSessionResponse, FinishResponse, StudyInfo, TaskTrial, TrialAck, TrialAnswer };
 
 /** The server answered with a status outside 2xx. */
 export class HttpError extends Error {
@@ -141,6 +142,11 @@ export class Api {
 
   putTrial(session: string, token: string, seq: number, answer: TrialAnswer, keepalive = false): Promise<TrialAck> {
     return this.request('PUT', `/api/sessions/${encodeURIComponent(session)}/trials/${seq}`, { body: answer, token, keepalive });
+  }
+
+  /** POST /api/sessions/:id/events (204). */
+  events(session: string, token: string, events: ClientEvent[], keepalive = false): Promise<void> {
+    return this.request('POST', `/api/sessions/${encodeURIComponent(session)}/events`, { body: { events }, token, keepalive });
   }
 
   finish(session: string, token: string): Promise<FinishResponse> {

@@ -1,24 +1,40 @@
-// The participant's experiment: study info → consent → session → instructions → practice (with
-// feedback) → main trials (progress bar) → debrief → finish → completion page.
+// The participant's experiment:
 //
-// The server is the source of truth: each answer goes to the outbox the moment it is given and is
-// sent with the idempotent PUT; finish is called only when every answer is acknowledged. A reload
-// with the same participant id gets the same session back and continues at the first trial that
-// is neither recorded on the server nor waiting in this browser's outbox.
-import { initJsPsych, type JsPsych } from 'jspsych';
+//   study info → browser check (phones/tablets and small windows are turned away politely) →
+//   consent → session → full screen ("welcome back" on a resume) → [instructions → annotated
+//   example → practice intro] → practice rounds until the criterion → main blocks with breaks and
+//   a progress bar → debrief → saving (at most syncWaitMs) → completion code and redirect.
+//
+// The server is the source of truth: each answer goes to the outbox (IndexedDB) the moment it is
+// given and is sent with the idempotent PUT; finish is called only when every answer is
+// acknowledged, and only then does the participant get the redirect. If that does not happen
+// within syncWaitMs, the participant still gets a code (the study's unsynced code), the session is
+// flagged with an unsynced_end event, and the page keeps trying. A reload, or the same link in a
+// new tab, gets the same session back and continues at the first trial that is neither recorded
+// on the server nor waiting in this browser's outbox.
+import { initJsPsych } from 'jspsych';
 import HtmlButtonResponsePlugin from '@jspsych/plugin-html-button-response';
-import PreloadPlugin from '@jspsych/plugin-preload';
-import { Api, HttpError, retrying, type CreateSessionResponse, type FinishResponse, type StudyInfo, type TaskTrial } from './api.ts';
-import { browserStore, Outbox, type KeyValueStore } from './outbox.ts';
-import FeatureTwoAfcPlugin, { type Answer } from './plugin-feature-2afc.ts';
-import AwaitPlugin from './plugin-await.ts';
+import { Api, HttpError, retrying, type CreateSessionResponse, type FinishResponse, type StudyInfo } from './api.ts';
+import { EventLog, watchWindow } from './events.ts';
+import { buttonPage, firstUrls, taskTimeline, type PracticeState } from './flow.ts';
+import { enterFullscreen, FullscreenKeeper, fullscreenSupported } from './fullscreen.ts';
 import { identify } from './identity.ts';
+import { Outbox } from './outbox.ts';
+import AwaitPlugin from './plugin-await.ts';
+import BrowserCheckPlugin, { type BrowserCheckData } from './plugin-browser-check.ts';
+import { imageCache } from './preload.ts';
+import { browserStore, openOutboxStore, type KeyValueStore } from './store.ts';
 import { Banner, messagePage, show } from './ui.ts';
 
 export const RECONNECTING = 'Reconnecting… Your answers are kept and will be sent as soon as the connection is back.';
+export const OFFLINE = 'You are offline. Your answers are kept in this browser and will be sent when the connection is back.';
 
-/** Trials per preload block. */
+/** Main trials per block: a break and a preload between blocks. */
 export const BLOCK_SIZE = 20;
+/** How long the end of the study waits for the server to confirm every answer. */
+export const SYNC_WAIT_MS = 60_000;
+/** Smallest window the study runs in (the trial layout fits from here up). */
+export const MIN_WINDOW = { width: 1000, height: 600 } as const;
 
 // ─── The experiment ────────────────────────────────────────────────────────────────────────
 export interface ExperimentOptions {
@@ -27,6 +43,7 @@ export interface ExperimentOptions {
   /** The page's query string (default location.search). */
   search?: string;
   api?: Api;
+  /** Small things kept across reloads (participant id, consent); default localStorage. */
   storage?: KeyValueStore;
   /** Delay before following a completion or no-consent redirect (default 5 s). */
   redirectDelayMs?: number;
@@ -34,12 +51,20 @@ export interface ExperimentOptions {
   blockSize?: number;
   /** Pause after each 2-AFC trial (blank screen), ms. */
   interTrialMs?: number;
+  minWidth?: number;
+  minHeight?: number;
+  /** Default SYNC_WAIT_MS; studies not in live mode take `&sync_wait_s=` from the link (tests). */
+  syncWaitMs?: number;
+  /** Longest first wait for a block's images (then failed ones are retried). */
+  preloadMaxMs?: number;
 }
 
 export type ExperimentResult =
   | { outcome: 'finished'; finish: FinishResponse }
   | { outcome: 'already-finished'; code: string | null; redirect: string | null }
   | { outcome: 'declined' }
+  | { outcome: 'incompatible'; reason: string }
+  | { outcome: 'unsynced'; code: string | null }
   | { outcome: 'error'; message: string };
 
 interface State {
@@ -47,7 +72,15 @@ interface State {
   session: CreateSessionResponse | null;
   token: string;
   outbox: Outbox | null;
+  /** Nothing answered yet: the instructions come first. */
+  fresh: boolean;
+  /** Seq the task part starts at, and how many main trials there are. */
+  start: number;
   finish: FinishResponse | null;
+  /** Drain + finish, running until it succeeds (it outlives the wait when answers are stuck). */
+  sync: Promise<FinishResponse> | null;
+  unsynced: string | null;
+  check: BrowserCheckData | null;
   /** Set when the experiment has to stop early: what to show. */
   stop: { page: HTMLElement; result: ExperimentResult } | null;
 }
@@ -56,12 +89,27 @@ const errorText = (err: unknown) => (err instanceof HttpError && err.body && typ
 
 export async function runExperiment(opts: ExperimentOptions): Promise<ExperimentResult> {
   const { root } = opts;
-  const storage = opts.storage ?? browserStore();
+  const local = opts.storage ? { storage: opts.storage, persistent: true } : browserStore();
+  const storage = local.storage;
   const api = opts.api ?? new Api();
   const banner = new Banner(root.ownerDocument);
   const redirectDelayMs = opts.redirectDelayMs ?? 5000;
   const navigate = opts.navigate;
-  const reconnecting = () => banner.set(RECONNECTING);
+  const events = new EventLog();
+  (window as unknown as { __legibleEvents: unknown }).__legibleEvents = events.seen;
+
+  // The banner: offline beats "reconnecting"; both go once answers flow again.
+  const net = { offline: typeof navigator !== 'undefined' && navigator.onLine === false, outboxFailing: false, retrying: false };
+  const updateBanner = () => banner.set(net.offline ? OFFLINE : net.outboxFailing || net.retrying ? RECONNECTING : null);
+  const onRetry = () => ((net.retrying = true), updateBanner());
+  const retried = () => ((net.retrying = false), updateBanner());
+  const stopWatching = watchWindow(events, (online) => {
+    net.offline = !online;
+    updateBanner();
+    if (online) state.outbox?.nudge();
+  });
+  updateBanner();
+
   const fail = (title: string, lines: string[], message: string): ExperimentResult => {
     banner.set(null);
     show(root, messagePage({ title, lines }));
@@ -74,8 +122,8 @@ export async function runExperiment(opts: ExperimentOptions): Promise<Experiment
   show(root, messagePage({ title: 'Loading…' }));
   let info: StudyInfo;
   try {
-    info = await retrying(() => api.study(who.study), { onRetry: reconnecting });
-    banner.set(null);
+    info = await retrying(() => api.study(who.study), { onRetry });
+    retried();
   } catch (err) {
     const missing = err instanceof HttpError && err.status === 404;
     return fail(
@@ -92,15 +140,34 @@ export async function runExperiment(opts: ExperimentOptions): Promise<Experiment
     document.body.append(tag);
   }
   root.replaceChildren();
+  const params = new URLSearchParams(opts.search ?? location.search);
+  const testWait = info.mode !== 'live' ? Number(params.get('sync_wait_s')) : NaN;
+  const syncWaitMs = Number.isFinite(testWait) && testWait > 0 ? testWait * 1000 : (opts.syncWaitMs ?? SYNC_WAIT_MS);
+  const prolific = info.platform === 'prolific';
+  const backLabel = prolific ? 'Back to Prolific' : 'Continue';
 
   const consentKey = `legible:consent:${who.study}:${who.who}`;
-  const state: State = { consented: storage.getItem(consentKey) === '1', session: null, token: '', outbox: null, finish: null, stop: null };
+  const state: State = {
+    consented: storage.getItem(consentKey) === '1',
+    session: null,
+    token: '',
+    outbox: null,
+    fresh: true,
+    start: 0,
+    finish: null,
+    sync: null,
+    unsynced: null,
+    check: null,
+    stop: null,
+  };
+  const practice: PracticeState = { over: false, last: null };
   const jsPsych = initJsPsych({
     display_element: root,
     show_progress_bar: true,
     auto_update_progress_bar: false,
     message_progress_bar: 'Progress',
   });
+  const keeper = new FullscreenKeeper(root.ownerDocument);
   const stop = (page: HTMLElement, result: ExperimentResult) => {
     state.stop = { page, result };
     jsPsych.abortExperiment();
@@ -109,8 +176,41 @@ export async function runExperiment(opts: ExperimentOptions): Promise<Experiment
   const buttons = (names: string[]) => (choice: string, i: number) => `<button type="button" class="jspsych-btn" data-choice-name="${names[i]}">${choice}</button>`;
 
   // Filled in once the session exists.
-  const trialsNode: { timeline: any[] } = { timeline: [] };
-  let showInstructions = true;
+  const tasksNode: { timeline: any[] } = { timeline: [] };
+
+  const minWidth = opts.minWidth ?? MIN_WINDOW.width;
+  const minHeight = opts.minHeight ?? MIN_WINDOW.height;
+  const browserCheck = {
+    type: BrowserCheckPlugin,
+    min_width: minWidth,
+    min_height: minHeight,
+    data: { step: 'browser-check' },
+    on_finish: (data: BrowserCheckData) => {
+      state.check = data;
+      if (data.passed) return;
+      const { code, redirect } = info.incompatible_device;
+      const mobile = data.reason === 'mobile';
+      stop(
+        messagePage({
+          kind: 'incompatible',
+          title: mobile ? 'This study needs a computer' : 'This window is too small for the study',
+          lines: [
+            mobile
+              ? 'It shows many small pictures side by side and is answered with a keyboard or mouse, so it cannot be done on a phone or tablet.'
+              : `The pictures need a browser window of at least ${minWidth} × ${minHeight} pixels; yours is ${data.width} × ${data.height}.`,
+            mobile ? 'If you can, open the same link on a desktop or laptop computer.' : 'If you can, open the same link on a larger screen.',
+            ...(prolific ? ['Otherwise, please return your submission on Prolific. Nothing you did has been stored.'] : ['Otherwise, thank you for your interest. Nothing you did has been stored.']),
+          ],
+          code,
+          codeLabel: 'Your code',
+          redirect,
+          redirectLabel: backLabel,
+          buttons: mobile ? [] : [{ label: 'Check again', name: 'recheck', onClick: () => location.reload() }],
+        }),
+        { outcome: 'incompatible', reason: data.reason },
+      );
+    },
+  };
 
   const consent = {
     type: HtmlButtonResponsePlugin,
@@ -135,28 +235,30 @@ export async function runExperiment(opts: ExperimentOptions): Promise<Experiment
     type: AwaitPlugin,
     message: 'Preparing your session…',
     data: { step: 'session' },
-    run: async () => {
+    run: async (say: (text: string) => void) => {
+      let session: CreateSessionResponse;
       try {
-        state.session = await retrying(() => api.createSession(who.request), { onRetry: reconnecting });
-        banner.set(null);
+        session = await retrying(() => api.createSession(who.request), { onRetry });
+        retried();
       } catch (err) {
+        retried();
         if (err instanceof HttpError && err.status === 409) {
           const code = typeof err.body?.code === 'string' ? err.body.code : null;
           const redirect = typeof err.body?.redirect === 'string' ? err.body.redirect : null;
           stop(
             messagePage({
+              kind: 'completion',
               title: 'You have already completed this study',
               lines: ['Thank you! Your answers were saved earlier.'],
               code,
               redirect,
-              redirectLabel: 'Continue',
+              redirectLabel: backLabel,
               redirectDelayMs,
               navigate,
             }),
             { outcome: 'already-finished', code, redirect },
           );
         } else {
-          banner.set(null);
           stop(
             messagePage({ title: 'The study could not start', lines: [`The server said: ${errorText(err)}`, 'Please try again later, or contact the researcher.'] }),
             { outcome: 'error', message: errorText(err) },
@@ -164,51 +266,111 @@ export async function runExperiment(opts: ExperimentOptions): Promise<Experiment
         }
         throw err;
       }
-      const session = state.session;
+      state.session = session;
       state.token = session.token;
-      const outbox = new Outbox({
-        key: `legible:outbox:${session.session}`,
-        storage,
-        send: (seq, answer, o) => api.putTrial(session.session, state.token, seq, answer, o?.keepalive),
-        onState: (s) => banner.set(s.failing ? RECONNECTING : null),
+      const store = await openOutboxStore(session.session, local);
+      document.documentElement.dataset.outbox = store.kind;
+      const outbox = await Outbox.open({
+        store,
+        sendTrial: (seq, answer, o) => api.putTrial(session.session, state.token, seq, answer, o?.keepalive),
+        sendEvents: (list, o) => api.events(session.session, state.token, list, o?.keepalive),
+        onState: (s) => {
+          net.outboxFailing = s.failing;
+          updateBanner();
+        },
         reauthenticate: async () => {
           state.token = (await api.createSession(who.request)).token;
         },
       });
       state.outbox = outbox;
-      window.addEventListener('online', () => outbox.nudge());
+      if (state.check) {
+        const c = state.check;
+        events.log('browser_check', {
+          width: c.width,
+          height: c.height,
+          screen_width: c.screen_width,
+          screen_height: c.screen_height,
+          dpr: c.dpr,
+          vsync_rate: c.vsync_rate,
+          touch_points: c.touch_points,
+          browser: c.browser,
+          os: c.os,
+          resized: c.resized,
+          fullscreen_supported: c.fullscreen_supported,
+          storage: store.kind,
+        });
+      }
+      events.attach(outbox);
       window.addEventListener('pagehide', () => outbox.flushKeepalive());
       document.addEventListener('visibilitychange', () => {
         if (document.visibilityState === 'hidden' && outbox.pending > 0) outbox.flushKeepalive();
       });
       outbox.start();
 
+      // Practice answers an earlier page could not send decide whether another round is needed:
+      // send them first, then ask the server where to go on.
+      let resumeAt = session.resume_at;
+      const bySeq = new Map(session.trials.map((t) => [t.seq, t]));
+      if (outbox.pendingSeqs().some((s) => bySeq.get(s)?.practice)) {
+        say('Sending your earlier answers…');
+        await outbox.drain();
+        resumeAt = (await retrying(() => api.createSession(who.request), { onRetry })).resume_at;
+        retried();
+      }
       const pending = new Set(outbox.pendingSeqs());
-      let start = session.resume_at;
+      let start = resumeAt;
       while (pending.has(start)) start++;
-      showInstructions = session.resume_at === 0 && pending.size === 0;
-      const trials = [...session.trials].sort((a, b) => a.seq - b.seq);
-      trialsNode.timeline = trialNodes(trials, start, {
-        jsPsych,
-        config: session.config,
-        outbox,
-        blockSize: opts.blockSize ?? BLOCK_SIZE,
-        interTrialMs: opts.interTrialMs ?? 300,
-      });
+      state.start = start;
+      state.fresh = start === 0;
+      practice.over = !session.trials.some((t) => t.practice && t.seq >= start);
+      const blockSize = opts.blockSize ?? BLOCK_SIZE;
+      imageCache.prefetch(firstUrls(session.trials, start, blockSize));
+      tasksNode.timeline = taskTimeline(
+        session.trials,
+        start,
+        {
+          jsPsych,
+          config: session.config,
+          outbox,
+          events,
+          blockSize,
+          interTrialMs: opts.interTrialMs ?? 300,
+          preloadMaxMs: opts.preloadMaxMs ?? 30_000,
+          fresh: state.fresh,
+          instructionsHtml: page('instructions', info.html.instructions),
+          resumeAt: async () => {
+            const at = (await retrying(() => api.createSession(who.request), { onRetry })).resume_at;
+            retried();
+            return at;
+          },
+        },
+        practice,
+      );
     },
   };
 
-  const instructions = {
-    timeline: [
-      {
-        type: HtmlButtonResponsePlugin,
-        stimulus: page('instructions', info.html.instructions),
-        choices: ['Begin'],
-        button_html: buttons(['begin']),
-        data: { step: 'instructions' },
+  const fullscreen = {
+    ...buttonPage(
+      'fullscreen',
+      () => {
+        const fs = fullscreenSupported();
+        if (state.fresh) {
+          return `<h1>Before you start</h1><p>${fs ? 'The study runs in full screen, so that the pictures have room and nothing else distracts you. ' : ''}Please close other programs and tabs that might send notifications, and keep this window open until the end.</p>${fs ? '<p class="muted">If you leave full screen (Esc), a button at the top brings you back.</p>' : ''}`;
+        }
+        const main = state.session?.trials.filter((t) => !t.practice) ?? [];
+        const done = main.filter((t) => t.seq < state.start).length;
+        return `<h1>Welcome back</h1><p>Your earlier answers are saved. You will continue where you left off${done ? ` (${done} of ${main.length} done)` : ''}.</p>`;
       },
-    ],
-    conditional_function: () => showInstructions,
+      () => (fullscreenSupported() ? 'Continue in full screen' : 'Continue'),
+      'fullscreen',
+    ),
+    on_load: () => {
+      const button = document.querySelector<HTMLButtonElement>('.jspsych-content [data-choice-name="fullscreen"]');
+      // In the click itself: browsers allow full screen only in response to one.
+      button?.addEventListener('click', () => enterFullscreen());
+      button?.focus({ preventScroll: true });
+    },
+    on_finish: () => keeper.keep(),
   };
 
   const debrief = {
@@ -217,7 +379,10 @@ export async function runExperiment(opts: ExperimentOptions): Promise<Experiment
     choices: ['Finish'],
     button_html: buttons(['finish']),
     data: { step: 'debrief' },
-    on_start: () => document.body.classList.remove('show-progress'),
+    on_start: () => {
+      document.body.classList.remove('show-progress');
+      events.seq = null;
+    },
   };
 
   const finish = {
@@ -225,193 +390,123 @@ export async function runExperiment(opts: ExperimentOptions): Promise<Experiment
     message: 'Saving your answers…',
     delay_ms: 0,
     data: { step: 'finish' },
-    run: async () => {
+    run: async (say: (text: string) => void) => {
       const { session, outbox } = state;
       if (!session || !outbox) throw new Error('no session');
-      await outbox.drain();
-      try {
-        state.finish = await retrying(() => api.finish(session.session, state.token), { onRetry: reconnecting });
-        banner.set(null);
-      } catch (err) {
-        banner.set(null);
-        stop(
-          messagePage({
-            title: 'Some answers could not be saved',
-            lines: [
-              'We are sorry: the server did not confirm all of your answers, so the study cannot be completed automatically.',
-              `Please contact the researcher and give them this reference: ${session.session}`,
-            ],
-          }),
-          { outcome: 'error', message: errorText(err) },
+      const sync = (async () => {
+        await outbox.drain();
+        if (outbox.failedSeqs().length) throw new Error(`the server refused answers ${outbox.failedSeqs().join(', ')}`);
+        const done = await retrying(() => api.finish(session.session, state.token), { onRetry });
+        retried();
+        return done;
+      })();
+      sync.catch(() => {}); // handled below, or by the unsynced page
+      state.sync = sync;
+      const t0 = performance.now();
+      const tick = setInterval(() => {
+        const elapsed = performance.now() - t0;
+        if (elapsed < 2000) return;
+        const left = Math.max(0, Math.ceil((syncWaitMs - elapsed) / 1000));
+        const n = outbox.pendingSeqs().length;
+        say(
+          `Still saving your answers${n ? ` (${n} to send)` : ''}… Please keep this page open. If this takes more than ${left} more second${left === 1 ? '' : 's'}, you will get your completion code anyway.`,
         );
-        throw err;
+      }, 250);
+      try {
+        const result = await Promise.race([sync, new Promise<null>((r) => setTimeout(() => r(null), syncWaitMs))]);
+        if (result) state.finish = result;
+        else state.unsynced = 'timeout';
+      } catch (err) {
+        state.unsynced = errorText(err);
+      } finally {
+        clearInterval(tick);
       }
     },
   };
 
   const timeline = [
+    browserCheck,
     { timeline: [consent], conditional_function: () => !state.consented },
-    { timeline: [createSession, instructions, trialsNode, debrief, finish], conditional_function: () => state.consented },
+    { timeline: [createSession, fullscreen, tasksNode, debrief, finish], conditional_function: () => state.consented },
   ];
   const simulate = who.simulate && info.mode !== 'live' ? who.simulate : null;
   if (simulate) await jsPsych.simulate(timeline, simulate);
   else await jsPsych.run(timeline);
 
+  keeper.release();
   document.body.classList.remove('show-progress');
   const display = jsPsych.getDisplayElement();
   if (state.stop) {
+    stopWatching();
     show(display, state.stop.page);
     return state.stop.result;
   }
   if (!state.consented) {
+    stopWatching();
     const { code, redirect } = info.no_consent;
     show(
       display,
       messagePage({
+        kind: 'declined',
         title: 'Thank you for your time',
         lines: [
           'You chose not to take part, so the study ends here. Nothing you did has been stored.',
-          ...(info.platform === 'prolific' ? ['Please return your submission on Prolific.'] : []),
+          ...(prolific ? ['Please return your submission on Prolific.'] : []),
           'If you clicked this by mistake, reload the page to see the consent form again.',
         ],
         code,
         codeLabel: 'Your code',
         redirect,
-        redirectLabel: info.platform === 'prolific' ? 'Back to Prolific' : 'Continue',
+        redirectLabel: backLabel,
         redirectDelayMs,
         navigate,
       }),
     );
     return { outcome: 'declined' };
   }
-  const done = state.finish!;
-  show(
-    display,
-    messagePage({
-      title: 'Thank you!',
-      lines: [done.outcome === 'completed' ? 'All your answers are saved. You have completed the study.' : 'All your answers are saved. The study is over.'],
-      code: done.code,
-      redirect: done.redirect,
-      redirectLabel: info.platform === 'prolific' ? 'Back to Prolific' : 'Continue',
-      redirectDelayMs,
-      navigate,
-    }),
-  );
-  if (!done.code && !done.redirect) display.querySelector('.page')?.append(Object.assign(document.createElement('p'), { textContent: 'You may close this page now.' }));
-  return { outcome: 'finished', finish: done };
-}
+  if (document.fullscreenElement) document.exitFullscreen().catch(() => {});
 
-// ─── Trials ────────────────────────────────────────────────────────────────────────────────
-interface TrialContext {
-  jsPsych: JsPsych;
-  config: CreateSessionResponse['config'];
-  outbox: Outbox;
-  blockSize: number;
-  interTrialMs: number;
-}
-
-/** Timeline nodes for the trials from `start` on: per block a preload (and one retry), then the trials. */
-export function trialNodes(trials: TaskTrial[], start: number, ctx: TrialContext): any[] {
-  const remaining = trials.filter((t) => t.seq >= start);
-  const mainTotal = trials.filter((t) => !t.practice).length;
-  let mainDone = trials.filter((t) => !t.practice && t.seq < start).length;
-  const setProgress = () => {
-    if (ctx.jsPsych.progressBar && mainTotal > 0) ctx.jsPsych.progressBar.progress = Math.min(1, mainDone / mainTotal);
+  const completed = (done: FinishResponse, later: boolean) => {
+    const lines = later
+      ? ['All your answers have now reached us. Thank you!']
+      : [done.outcome === 'completed' ? 'All your answers are saved. You have completed the study.' : 'All your answers are saved. The study is over.'];
+    const p = messagePage({ kind: 'completion', title: 'Thank you!', lines, code: done.code, redirect: done.redirect, redirectLabel: backLabel, redirectDelayMs, navigate });
+    if (!done.code && !done.redirect) p.append(Object.assign(document.createElement('p'), { textContent: 'You may close this page now.' }));
+    show(display, p);
   };
-  setProgress();
 
-  // Runs of practice / main trials, in task-list order.
-  const segments: { practice: boolean; trials: TaskTrial[] }[] = [];
-  for (const t of remaining) {
-    const last = segments.at(-1);
-    if (last && last.practice === t.practice) last.trials.push(t);
-    else segments.push({ practice: t.practice, trials: [t] });
+  if (state.unsynced !== null) {
+    const session = state.session!;
+    const outbox = state.outbox!;
+    const code = session.unsynced_code;
+    events.seq = null;
+    events.log('unsynced_end', { reason: state.unsynced, pending: outbox.pendingSeqs().length, pending_seqs: outbox.pendingSeqs().join(' '), wait_ms: syncWaitMs });
+    show(
+      display,
+      messagePage({
+        kind: 'unsynced',
+        title: 'Thank you — your answers are not all saved yet',
+        lines: [
+          'We could not confirm that all your answers reached us, probably because of the connection. You still get your code, so you lose nothing.',
+          'If you can, keep this page open for a few minutes: it keeps trying to send your answers and will tell you when they are saved.',
+          `If you contact the researcher, please mention this reference: ${session.session}`,
+        ],
+        code,
+        codeLabel: code ? 'Your completion code' : undefined,
+      }),
+    );
+    // Keep going: when the answers get through after all, say so and offer the usual redirect.
+    state.sync!.then(
+      (done) => {
+        stopWatching();
+        banner.set(null);
+        completed(done, true);
+      },
+      () => {},
+    );
+    return { outcome: 'unsynced', code };
   }
-
-  const nodes: any[] = [];
-  let practiceShown = false;
-  for (const segment of segments) {
-    if (!segment.practice && practiceShown) {
-      nodes.push({
-        type: HtmlButtonResponsePlugin,
-        stimulus:
-          '<div class="page" data-page="practice-done"><h2>That was the practice</h2><p>From now on you will not be told whether your answer was right. Take your time, and answer as well as you can.</p></div>',
-        choices: ['Start'],
-        button_html: (choice: string) => `<button type="button" class="jspsych-btn" data-choice-name="start">${choice}</button>`,
-        data: { step: 'practice-done' },
-      });
-    }
-    for (let i = 0; i < segment.trials.length; i += ctx.blockSize) {
-      const block = segment.trials.slice(i, i + ctx.blockSize);
-      nodes.push(...preloadNodes([...new Set(block.flatMap((t) => [t.min_url, t.max_url, ...t.query_urls]))]));
-      for (const t of block) {
-        nodes.push({
-          type: FeatureTwoAfcPlugin,
-          min_url: t.min_url,
-          max_url: t.max_url,
-          query_urls: [...t.query_urls],
-          max_side: ctx.config.max_side,
-          columns: ctx.config.columns,
-          per_side: ctx.config.per_side,
-          cell_px: ctx.config.cell_px,
-          initial_wait_ms: ctx.config.initial_wait_ms,
-          practice: t.practice,
-          on_response: (answer: Answer) => {
-            ctx.outbox.submit(t.seq, answer).catch(() => {});
-          },
-          feedback: t.practice ? () => ctx.outbox.ack(t.seq).then((ack) => ack.feedback ?? null) : null,
-          post_trial_gap: ctx.interTrialMs,
-          data: { step: 'trial', seq: t.seq, block: t.practice ? 'practice' : 'main' },
-          on_start: () => document.body.classList.toggle('show-progress', !t.practice),
-          on_finish: () => {
-            if (!t.practice) mainDone++;
-            setProgress();
-          },
-        });
-      }
-    }
-    if (segment.practice) practiceShown = true;
-  }
-  return nodes;
-}
-
-/** Preloads `urls` with a progress bar and a time limit, then retries what failed once. */
-function preloadNodes(urls: string[]): any[] {
-  const loaded = new Set<string>();
-  const failed = new Set<string>();
-  const update = (total: number) => {
-    const bar = document.getElementById('legible-loadbar');
-    if (bar) bar.style.width = `${Math.round((100 * Math.min(total, loaded.size + failed.size)) / Math.max(1, total))}%`;
-  };
-  const missing = () => urls.filter((u) => !loaded.has(u));
-  const make = (retry: boolean) => {
-    let total = urls.length;
-    return {
-      type: PreloadPlugin,
-      images: () => (retry ? missing() : urls),
-      message: `<p class="muted preload-message">${retry ? 'Loading the remaining pictures…' : 'Loading pictures…'}</p><div class="loadbar"><div class="loadbar-fill" id="legible-loadbar"></div></div>`,
-      show_progress_bar: false,
-      max_load_time: retry ? 60_000 : 30_000,
-      continue_after_error: true,
-      data: { step: 'preload', retry },
-      on_start: () => {
-        total = retry ? missing().length : urls.length;
-        failed.clear();
-      },
-      on_success: (src: string) => {
-        loaded.add(src);
-        update(total);
-      },
-      on_error: (src: string) => {
-        if (urls.includes(src)) failed.add(src);
-        update(total);
-      },
-      on_finish: (data: Record<string, unknown>) => {
-        // The plugin's own failed_images misses errors in current browsers; record ours.
-        data.failed_images = missing();
-        data.images = total;
-      },
-    };
-  };
-  return [make(false), { timeline: [make(true)], conditional_function: () => missing().length > 0 }];
+  stopWatching();
+  completed(state.finish!, false);
+  return { outcome: 'finished', finish: state.finish! };
 }

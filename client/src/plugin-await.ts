@@ -11,7 +11,7 @@ const info = {
     /** Text shown while the step runs (after `delay_ms`, so quick steps do not flash). */
     message: { type: ParameterType.STRING, default: 'Please wait…' },
     delay_ms: { type: ParameterType.INT, default: 250 },
-    /** `() => Promise<unknown>`: the step. */
+    /** `(say: (text: string) => void) => Promise<unknown>`: the step; `say` replaces the message. */
     run: { type: ParameterType.FUNCTION, default: undefined },
   },
   data: {
@@ -34,10 +34,17 @@ class AwaitPlugin implements JsPsychPlugin<Info> {
     note.className = 'muted';
     note.setAttribute('role', 'status');
     display_element.replaceChildren(note);
-    this.jsPsych.pluginAPI.setTimeout(() => (note.textContent = trial.message ?? null), trial.delay_ms ?? 250);
+    let said = false;
+    this.jsPsych.pluginAPI.setTimeout(() => {
+      if (!said) note.textContent = trial.message ?? null;
+    }, trial.delay_ms ?? 250);
+    const say = (text: string) => {
+      said = true;
+      note.textContent = text;
+    };
     on_load?.();
     try {
-      await trial.run();
+      await trial.run(say);
       return { ok: true, error: null, duration_ms: performance.now() - start };
     } catch (err) {
       return { ok: false, error: String(err), duration_ms: performance.now() - start };

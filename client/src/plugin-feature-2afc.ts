@@ -46,6 +46,9 @@ const info = {
     query_order: { type: ParameterType.INT, array: true, default: [] },
     /** Practice trial: show feedback after the response. */
     practice: { type: ParameterType.BOOL, default: false },
+    /** Example for the instructions: numbered notes explain each part of the screen; the
+     *  response only shows that nothing was recorded (use it without on_response). */
+    example: { type: ParameterType.BOOL, default: false },
     /** Called with the answer (TrialAnswer-shaped) the moment the response is given, before any
      *  feedback: the place to save it. Its return value is ignored. */
     on_response: { type: ParameterType.FUNCTION, default: null },
@@ -228,6 +231,28 @@ class FeatureTwoAfcPlugin implements JsPsychPlugin<Info> {
     feedbackLine.dataset.feedback = '';
     feedbackLine.setAttribute('aria-live', 'polite');
     root.append(stage, responses, feedbackLine);
+    if (trial.example) {
+      root.dataset.example = 'true';
+      root.classList.add('f2afc-example');
+      const note = (n: number, text: string) => {
+        const p = el('p', 'f2afc-note');
+        p.append(el('span', 'f2afc-note-n', String(n)), document.createTextNode(text));
+        return p;
+      };
+      // Numbered in reading order, left to right.
+      const [left, right] = maxSide === 'left' ? [maxCol, minCol] : [minCol, maxCol];
+      const text = (col: HTMLElement) =>
+        col === maxCol ? 'All nine pictures on this side share one visual pattern.' : 'These nine pictures lack the pattern that the other side shares.';
+      left.insertBefore(note(1, text(left)), left.firstChild);
+      centre.insertBefore(note(2, 'Which of these two has the pattern too?'), centre.firstChild);
+      right.insertBefore(note(3, text(right)), right.firstChild);
+      const tag = el('p', 'f2afc-example-tag', 'Example: not recorded');
+      root.insertBefore(tag, stage);
+      root.insertBefore(
+        note(4, 'Answer with a button or a key: 1–3 for the upper picture, 4–6 for the lower one. The outer buttons (1 and 6) mean you are very sure, the inner ones (3 and 4) that you are guessing.'),
+        feedbackLine,
+      );
+    }
 
     // ── images: decoded before they enter the DOM, so the first frame shows all of them ──
     const loadingNote = el('p', 'f2afc-loading', 'Loading pictures…');
@@ -347,7 +372,12 @@ class FeatureTwoAfcPlugin implements JsPsychPlugin<Info> {
     }
 
     let correct: boolean | null = null;
-    if (trial.practice && typeof trial.feedback === 'function') {
+    if (trial.example) {
+      root.dataset.state = 'feedback';
+      feedbackLine.dataset.feedback = 'example';
+      feedbackLine.textContent = 'That was only an example: nothing was recorded.';
+      await this.sleep(Math.max(0, (trial.feedback_duration_ms ?? 1000) * 1.5));
+    } else if (trial.practice && typeof trial.feedback === 'function') {
       root.dataset.state = 'feedback';
       const result = await this.awaitFeedback(trial, answer);
       if (result && typeof result.correct === 'boolean') {

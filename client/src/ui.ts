@@ -29,12 +29,16 @@ export interface MessageOptions {
   redirectLabel?: string;
   redirectDelayMs?: number | null;
   navigate?: (url: string) => void;
+  /** Further buttons, after the redirect link. */
+  buttons?: { label: string; name: string; onClick: () => void }[];
+  /** data-page of the page (default "message"). */
+  kind?: string;
 }
 
 /** A page with a heading, some lines, an optional code and an optional (timed) redirect. */
 export function messagePage(opts: MessageOptions): HTMLElement {
   const page = el('div', 'page');
-  page.dataset.page = 'message';
+  page.dataset.page = opts.kind ?? 'message';
   const h = el('h1', undefined, opts.title);
   h.tabIndex = -1;
   page.append(h);
@@ -47,13 +51,22 @@ export function messagePage(opts: MessageOptions): HTMLElement {
     page.append(p);
   }
   const href = safeHttpUrl(opts.redirect);
+  const actions = el('p', 'actions');
   if (href) {
-    const p = el('p', 'actions');
     const a = el('a', 'jspsych-btn', opts.redirectLabel ?? 'Continue');
     a.href = href;
     a.dataset.redirect = href;
-    p.append(a);
-    page.append(p);
+    actions.append(a);
+  }
+  for (const b of opts.buttons ?? []) {
+    const button = el('button', 'jspsych-btn', b.label);
+    button.type = 'button';
+    button.dataset.choiceName = b.name;
+    button.addEventListener('click', b.onClick);
+    actions.append(button);
+  }
+  if (actions.childElementCount) page.append(actions);
+  if (href) {
     if (opts.redirectDelayMs !== null && opts.redirectDelayMs !== undefined) {
       const seconds = Math.round(opts.redirectDelayMs / 1000);
       page.append(el('p', 'muted', `You will be taken there automatically in ${seconds} second${seconds === 1 ? '' : 's'}.`));

@@ -16,6 +16,7 @@ import { ensureBuilt } from '@legible/stimuli-pipeline';
 import { startServer, type RunningServer } from '@legible/server';
 import { parseCsvRecords } from '@legible/analysis';
 import { buildClient, launchChromium } from './helpers.ts';
+import { walk } from './participant.ts';
 
 const root = fileURLToPath(new URL('../..', import.meta.url));
 let tmp: string;
@@ -51,41 +52,17 @@ test('a participant completes the demo study in Chromium, and the exported CSV h
   const errors: string[] = [];
   page.on('pageerror', (e) => errors.push(e.message));
   const policy = rng(2024);
-  const clicked: Clicked[] = [];
+  let clicked: Clicked[] = [];
   try {
     await page.goto(`${srv.url}/?study=demo&participant=demo-e2e-1`);
     await page.waitForSelector('[data-page="consent"]');
-    await page.click('[data-choice-name="agree"]');
-    await page.waitForSelector('[data-page="instructions"]');
-    await page.click('[data-choice-name="begin"]');
-    const total = manifest.trials.length; // upper bound on the loop
-    for (let i = 0; i < total; i++) {
-      // Next screen: a trial, the end-of-practice page, or the debrief.
-      const next = await page.waitForSelector('.f2afc[data-state="ready"], [data-choice-name="start"], [data-choice-name="finish"]', { timeout: 20_000 });
-      const name = await next.getAttribute('data-choice-name');
-      if (name === 'start') {
-        await next.click();
-        i--;
-        continue;
-      }
-      if (name === 'finish') break;
-      // (No named functions inside evaluate: tsx would wrap them in a helper the page lacks.)
-      const [minSrc, maxSrc, q0, q1] = await page.evaluate(() =>
-        ['img[data-side="min"]', 'img[data-side="max"]', 'img[data-query="0"]', 'img[data-query="1"]'].map(
-          (sel) => new URL(document.querySelector<HTMLImageElement>(sel)!.src).pathname,
-        ),
-      );
-      const shown = { minSrc, maxSrc, query: [q0, q1] };
-      // A seeded participant: any of the six buttons.
-      const button = policy.int(6) + 1;
-      const meaning = await page.$eval(`button[data-key="${button}"]`, (b) => ({ q: Number((b as HTMLElement).dataset.query), c: Number((b as HTMLElement).dataset.confidence) }));
-      await page.click(`button[data-key="${button}"]`);
-      clicked.push({ minSrc: shown.minSrc, maxSrc: shown.maxSrc, chosenSrc: shown.query[meaning.q], choice: meaning.q, confidence: meaning.c });
-      await page.waitForFunction(() => !document.querySelector('.f2afc[data-state="ready"]'), undefined, { timeout: 10_000 });
-    }
-    await page.click('[data-choice-name="finish"]');
-    const code = await page.waitForSelector('[data-completion-code]', { timeout: 15_000 });
-    assert.match((await code.textContent()) ?? '', /^DEMO-(DONE|CHECK)$/);
+    // Every page a participant sees (consent, full screen, instructions, the example, practice,
+    // debrief), answering each trial with a seeded choice of the six buttons.
+    const run = await walk(page, { choose: () => policy.int(6) + 1 });
+    assert.equal(run.end, 'completion');
+    assert.ok(run.pages.includes('example'), 'the annotated example was shown');
+    assert.match((await page.textContent('[data-completion-code]')) ?? '', /^DEMO-(DONE|CHECK)$/);
+    clicked = run.given.map((g) => ({ minSrc: g.minSrc, maxSrc: g.maxSrc, chosenSrc: g.queries[g.choice], choice: g.choice, confidence: g.confidence }));
   } finally {
     await page.close();
   }

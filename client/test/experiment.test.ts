@@ -1,8 +1,10 @@
 // A whole session in Chromium against the real server (server/src/app.ts) with a fixture study
-// (server/test/fixture.ts): consent, instructions, practice with feedback, main trials with a
-// progress bar, a 503 and a dropped request on the way, one reload while an answer is still
-// unsent, debrief, finish, completion code and redirect. Then the database must hold every trial
-// exactly once, with the answers the browser gave.
+// (server/test/fixture.ts): consent, full screen (left and re-entered), instructions, the example,
+// practice with feedback, main trials with a progress bar, a 503 and a dropped request on the
+// way, one reload while an answer is still unsent (kept in IndexedDB), debrief, finish, completion
+// code and redirect. Then the database must hold every trial exactly once, with the answers the
+// browser gave, and the client's events. Also: the localStorage path when IndexedDB is missing,
+// coming back after finishing, declining consent, and ?simulate=data-only.
 import assert from 'node:assert/strict';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -12,7 +14,8 @@ import type { Browser, Page } from 'playwright-core';
 import { CreateSessionResponse } from '@legible/studies/contracts';
 import { startServer, type RunningServer } from '@legible/server';
 import { makeFixture, type Fixture } from '../../server/test/fixture.ts';
-import { buildClient, launchChromium } from './helpers.ts';
+import { buildClient, idbOutboxKeys, launchChromium, WITHOUT_INDEXEDDB } from './helpers.ts';
+import { bySeq, walk } from './participant.ts';
 
 const REDIRECT = 'https://completion.example/done';
 
@@ -81,17 +84,32 @@ interface Given {
 
 /** Answers the trial on screen with `key`; returns what the browser answered, in task-list terms. */
 async function answer(page: Page, trials: CreateSessionResponse['trials'], key: number): Promise<Given & { practice: boolean }> {
-  const root = await page.waitForSelector('.f2afc[data-state="ready"]', { timeout: 15_000 });
+  const root = await page.waitForSelector('.f2afc[data-state="ready"]:not([data-example])', { timeout: 15_000 });
   const shown = await page.evaluate((k) => {
     const b = document.querySelector<HTMLButtonElement>(`button[data-key="${k}"]`)!;
-    return { q: Number(b.dataset.query), c: Number(b.dataset.confidence), src0: document.querySelector('img[data-query="0"]')!.getAttribute('src') };
+    return { q: Number(b.dataset.query), c: Number(b.dataset.confidence), seq: Number(document.querySelector<HTMLElement>('.f2afc')!.dataset.seq), src0: document.querySelector('img[data-query="0"]')!.getAttribute('src') };
   }, key);
-  const trial = trials.find((t) => t.query_urls[0] === shown.src0);
-  assert.ok(trial, `the images on screen belong to a trial of the task list (${shown.src0})`);
+  const trial = trials.find((t) => t.seq === shown.seq);
+  assert.ok(trial, `seq ${shown.seq} is in the task list`);
+  assert.equal(trial.query_urls[0], shown.src0, 'the images on screen are that trial\'s');
   await page.keyboard.press(String(key));
   if (trial.practice) await page.waitForSelector('[data-feedback="correct"], [data-feedback="incorrect"]');
   await page.waitForFunction((el) => !el.isConnected, root, { timeout: 10_000 });
   return { seq: trial.seq, choice: shown.q, confidence: shown.c, practice: trial.practice };
+}
+
+/** Consent → full screen → instructions → example → practice intro, as a new participant. */
+async function begin(page: Page): Promise<void> {
+  await page.waitForSelector('[data-page="consent"]');
+  await page.click('[data-choice-name="agree"]');
+  await page.click('[data-choice-name="fullscreen"]');
+  await page.click('[data-choice-name="next"]');
+  await page.click('[data-choice-name="example"]');
+  const example = await page.waitForSelector('.f2afc[data-example][data-state="ready"]');
+  assert.equal(await example.$$eval('.f2afc-note', (n) => n.length), 4, 'the example explains its four parts');
+  await page.keyboard.press('2');
+  await page.waitForSelector('[data-feedback="example"]');
+  await page.click('[data-choice-name="begin"]', { timeout: 10_000 });
 }
 
 const participant = `e2e-${Date.now()}`;
@@ -114,9 +132,9 @@ test('a whole session in Chromium: every trial recorded exactly once, through a 
   const given: Given[] = [];
   try {
     await page.goto(`${srv.url}/?study=e2e&participant=${participant}`);
-    await page.waitForSelector('[data-page="consent"]');
-    await page.click('[data-choice-name="agree"]');
-    await page.click('[data-choice-name="begin"]');
+    await begin(page);
+    assert.equal(await page.evaluate(() => document.fullscreenElement !== null), true, 'in full screen after its page');
+    assert.equal(await page.evaluate(() => document.documentElement.dataset.outbox), 'indexeddb');
     const { trials } = await sessionOf(participant);
     assert.equal(trials.length, 8);
     assert.deepEqual(
@@ -131,6 +149,14 @@ test('a whole session in Chromium: every trial recorded exactly once, through a 
     }
     await page.click('[data-choice-name="start"]');
 
+    // Leaving full screen offers a way back, without interrupting the trial.
+    await page.waitForSelector('.f2afc[data-state="ready"]');
+    await page.evaluate(() => document.exitFullscreen());
+    await page.waitForSelector('.fs-bar:not([hidden])');
+    await page.click('[data-choice-name="refullscreen"]');
+    await page.waitForSelector('.fs-bar', { state: 'hidden' });
+    assert.equal(await page.evaluate(() => document.fullscreenElement !== null), true, 'back in full screen');
+
     // Main trials: the progress bar shows; seq 2 goes through after one 503.
     let failedOnce = false;
     await page.route('**/api/sessions/*/trials/2', (route) => {
@@ -141,22 +167,24 @@ test('a whole session in Chromium: every trial recorded exactly once, through a 
     given.push(await answer(page, trials, 3));
     assert.equal(await page.evaluate(() => document.body.classList.contains('show-progress')), true);
 
-    // seq 3 cannot be sent at all: the banner says so and the answer waits in localStorage.
+    // seq 3 cannot be sent at all: the banner says so and the answer waits in IndexedDB.
     await page.route('**/api/sessions/*/trials/3', (route) => route.abort('failed'));
     given.push(await answer(page, trials, 4));
     await page.waitForSelector('#banner:not([hidden])');
     assert.match((await page.textContent('#banner'))!, /Reconnecting/);
-    const stored = await page.evaluate(() => Object.entries(localStorage).filter(([k]) => k.startsWith('legible:outbox:')));
-    assert.equal(stored.length, 1);
-    assert.deepEqual(Object.keys(JSON.parse(stored[0][1])), ['3']);
+    const stored = (await idbOutboxKeys(page)).filter((k) => k.includes('|t:'));
+    assert.deepEqual(stored.map((k) => k.split('|t:')[1]), ['000003'], 'the unsent answer is in IndexedDB');
     assert.equal((await sessionOf(participant)).resume_at, 3, 'the server has 0–2');
 
-    // Reload while seq 3 is unsent: no consent, no instructions, straight on at seq 4.
+    // Reload while seq 3 is unsent: no consent, no instructions; "welcome back", then seq 4.
     await page.waitForSelector('.f2afc[data-state="ready"]');
     await page.reload();
+    await page.waitForSelector('[data-page="fullscreen"]');
+    assert.match((await page.textContent('[data-page="fullscreen"]'))!, /Welcome back/);
+    await page.click('[data-choice-name="fullscreen"]');
     const resumed = await page.waitForSelector('.f2afc[data-state="ready"]', { timeout: 15_000 });
     assert.equal(await page.$('[data-page="consent"], [data-page="instructions"]'), null);
-    assert.equal(await resumed.$eval('img[data-query="0"]', (i) => i.getAttribute('src')), trials[4].query_urls[0], 'resumes after the unsent answer');
+    assert.equal(await resumed.getAttribute('data-seq'), '4', 'resumes after the unsent answer');
     const width = await page.$eval('#jspsych-progressbar-inner', (e) => (e as HTMLElement).style.width);
     assert.ok(Math.abs(parseFloat(width) - (2 / 6) * 100) < 0.01, `progress counts the main trials answered before the reload: ${width}`);
     await page.unroute('**/api/sessions/*/trials/3');
@@ -204,6 +232,16 @@ test('a whole session in Chromium: every trial recorded exactly once, through a 
     assert.equal(r.input, 'key');
     assert.ok(['[0,1]', '[1,0]'].includes(r.query_order));
   }
+  // The client's events reached the server: the browser check (once per page load), full screen left and re-entered at seq 2.
+  const events = srv.db.sqlite.prepare('SELECT type, seq, detail FROM events WHERE session_id = ? ORDER BY at, id').all(session.id) as { type: string; seq: number | null; detail: string | null }[];
+  const types = events.map((e) => e.type);
+  assert.equal(types.filter((t) => t === 'browser_check').length, 2, types.join(' '));
+  const check = JSON.parse(events.find((e) => e.type === 'browser_check')!.detail!);
+  assert.equal(check.width, 1280);
+  assert.equal(check.storage, 'indexeddb');
+  const exit = events.find((e) => e.type === 'fullscreen_exit');
+  assert.equal(exit?.seq, 2, 'left full screen during seq 2');
+  assert.ok(events.some((e) => e.type === 'fullscreen_enter' && e.seq === 2), 'and came back');
 });
 
 test('coming back after finishing shows the completion code again; nothing new is stored', async () => {
@@ -251,4 +289,39 @@ test('?simulate=data-only (not in live studies) runs a whole session through the
   const session = srv.db.sessionsOfStudy('e2e').find((s) => s.id !== firstSession);
   assert.equal(session?.status, 'finished', 'a second, finished session');
   assert.deepEqual(srv.db.answeredSeqs(session.id).sort((a, b) => a - b), [0, 1, 2, 3, 4, 5, 6, 7]);
+});
+
+test('without IndexedDB (private modes) the outbox keeps answers in localStorage, and a reload still resumes', async () => {
+  const context = await browser.newContext({ viewport: { width: 1280, height: 720 } });
+  await context.addInitScript({ content: WITHOUT_INDEXEDDB });
+  const page = await context.newPage();
+  const problems: string[] = [];
+  page.on('pageerror', (e) => problems.push(e.message));
+  const who = `private-${Date.now()}`;
+  const url = `${srv.url}/?study=e2e&participant=${who}`;
+  const given: Awaited<ReturnType<typeof walk>>['given'] = [];
+  try {
+    await page.goto(url);
+    given.push(...(await walk(page, { stopAfter: 3 })).given);
+    assert.equal(await page.evaluate(() => document.documentElement.dataset.outbox), 'localstorage');
+    // Offline: the next answer waits in localStorage, and the banner says so.
+    await context.setOffline(true);
+    given.push(...(await walk(page, { stopAfter: 1 })).given);
+    await page.waitForSelector('#banner:not([hidden])');
+    assert.match((await page.textContent('#banner'))!, /offline/);
+    const stored = await page.evaluate(() => Object.entries(localStorage).filter(([k]) => k.startsWith('legible:outbox:')).map(([, v]) => Object.keys(JSON.parse(v)).filter((k) => k.startsWith('t:'))));
+    assert.deepEqual(stored, [['t:000003']]);
+    await context.setOffline(false);
+    await page.reload();
+    given.push(...(await walk(page)).given);
+  } finally {
+    await context.close();
+  }
+  assert.deepEqual(problems, []);
+  const session = srv.db.sessionsOfStudy('e2e').find((s) => s.status === 'finished' && srv.db.sqlite.prepare('SELECT 1 FROM identities WHERE external_id = ? AND participant = ?').get(who, s.participant));
+  assert.ok(session, 'a finished session for this participant');
+  const rows = srv.db.sqlite.prepare('SELECT seq, choice, confidence FROM trials WHERE session_id = ? ORDER BY seq').all(session.id) as { seq: number; choice: number; confidence: number }[];
+  assert.deepEqual(rows.map((r) => r.seq), [0, 1, 2, 3, 4, 5, 6, 7]);
+  const first = bySeq(given);
+  for (const r of rows) assert.deepEqual([r.choice, r.confidence], [first.get(r.seq)!.choice, first.get(r.seq)!.confidence], `seq ${r.seq}`);
 });

@@ -4,7 +4,7 @@ import { readFile } from 'node:fs/promises';
 import { extname, join, normalize, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import type { AddressInfo } from 'node:net';
-import { chromium, type Browser } from 'playwright-core';
+import { chromium, type Browser, type Page } from 'playwright-core';
 import { build } from 'vite';
 
 export const CHROMIUM = process.env.CHROMIUM_PATH ?? '/usr/bin/chromium';
@@ -84,3 +84,26 @@ export async function serve(dir: string, routes: Route[] = []): Promise<{ url: s
       }),
   };
 }
+
+/** The keys in the page's outbox (IndexedDB "legible"/"outbox"); call only after the page opened it. */
+export async function idbOutboxKeys(page: Page): Promise<string[]> {
+  return page.evaluate(
+    () =>
+      new Promise<string[]>((resolve, reject) => {
+        const req = indexedDB.open('legible', 1);
+        req.onsuccess = () => {
+          const db = req.result;
+          const keys = db.transaction('outbox', 'readonly').objectStore('outbox').getAllKeys();
+          keys.onsuccess = () => {
+            resolve(keys.result.map(String));
+            db.close();
+          };
+          keys.onerror = () => reject(keys.error);
+        };
+        req.onerror = () => reject(req.error);
+      }),
+  );
+}
+
+/** A page init script (addInitScript({content})) that takes IndexedDB away, as some private modes do. */
+export const WITHOUT_INDEXEDDB = "Object.defineProperty(window, 'indexedDB', { configurable: true, get: () => undefined });";
