@@ -1,3 +1,4 @@
+import { visualize } from './grad-commands.ts';
 import { readFileSync } from 'node:fs';
 import { intOption, LegibleError, parseCommandArgs, UsageError, type Command } from '@legible/studies';
 import { describeValue, type Dim } from './onnx/graph.ts';
@@ -225,4 +226,4 @@ export const stimuli: Command = {
   },
 };
 
-export const commands: Command[] = [layers, stimuli];
+export const commands: Command[] = [layers, stimuli, visualize];

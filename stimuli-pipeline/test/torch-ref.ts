@@ -1,0 +1,61 @@
+// Runs the PyTorch reference scripts (Debian's /usr/bin/python3 with python3-torch and
+// python3-torchvision) and caches what they write under .cache/grad-reference/, keyed by a hash of
+// the script and its arguments, so reruns are fast.
+import { spawnSync } from 'node:child_process';
+import { createHash } from 'node:crypto';
+import { existsSync, mkdirSync, readFileSync, renameSync, rmSync } from 'node:fs';
+import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+
+export const ROOT = fileURLToPath(new URL('../..', import.meta.url));
+/** Debian's Python, which has torch; the python3 on PATH may not. */
+export const TORCH_PYTHON = process.env.LEGIBLE_TORCH_PYTHON ?? '/usr/bin/python3';
+
+let torchAvailable: string | null | undefined;
+/** null when torch and torchvision import, else why not (for a test's skip message). */
+export function torchMissing(): string | null {
+  if (torchAvailable !== undefined) return torchAvailable;
+  const r = spawnSync(TORCH_PYTHON, ['-c', 'import torch, torchvision, onnx'], { encoding: 'utf8' });
+  torchAvailable = r.status === 0 ? null : `${TORCH_PYTHON} cannot import torch, torchvision and onnx (apt install python3-torch python3-torchvision python3-onnx)`;
+  return torchAvailable;
+}
+
+/**
+ * Runs `script` (a file in stimuli-pipeline/test, or a path under stimuli-pipeline such as
+ * bench/x.py) as `script [...before] OUTDIR ...args` into a cached folder; returns the folder.
+ */
+export function cachedRun(script: string, args: (string | number)[], before: string[] = []): string {
+  const path = join(ROOT, 'stimuli-pipeline', script.includes('/') ? script : join('test', script));
+  const hash = createHash('sha256').update(readFileSync(path)).update(JSON.stringify([before, args])).digest('hex').slice(0, 16);
+  const dir = join(ROOT, '.cache/grad-reference', `${args.join('-')}-${hash}`);
+  if (existsSync(join(dir, 'meta.json'))) return dir;
+  const tmp = `${dir}.tmp${process.pid}`;
+  rmSync(tmp, { recursive: true, force: true });
+  mkdirSync(tmp, { recursive: true });
+  const r = spawnSync(TORCH_PYTHON, [path, ...before, tmp, ...args.map(String)], { encoding: 'utf8', env: { ...process.env, PYTHONWARNINGS: 'ignore' } });
+  if (r.status !== 0) throw new Error(`${script} ${args.join(' ')} failed:\n${r.stderr.slice(-3000)}`);
+  rmSync(dir, { recursive: true, force: true });
+  renameSync(tmp, dir);
+  return dir;
+}
+
+export const readF32 = (path: string) => {
+  const b = readFileSync(path);
+  return new Float32Array(b.buffer.slice(b.byteOffset, b.byteOffset + b.byteLength));
+};
+export const readF64 = (path: string) => {
+  const b = readFileSync(path);
+  return new Float64Array(b.buffer.slice(b.byteOffset, b.byteOffset + b.byteLength));
+};
+
+/** ‖a − b‖ / ‖b‖. */
+export function relL2(a: ArrayLike<number>, b: ArrayLike<number>): number {
+  if (a.length !== b.length) throw new Error(`lengths differ: ${a.length} vs ${b.length}`);
+  let d = 0;
+  let n = 0;
+  for (let i = 0; i < a.length; i++) {
+    d += (a[i] - b[i]) ** 2;
+    n += b[i] ** 2;
+  }
+  return Math.sqrt(d / n);
+}
