@@ -18,14 +18,14 @@ import { Composer } from './compose.ts';
 import { listImages, splitOf, datasetHash, writeFashionMnist, type ImageEntry } from './dataset.ts';
 import { checkSplitSizes, exemplarsOf, featureId, practiceTrialOf, trialsOf, type Exemplars, type FeatureColumn, type TrialSpec } from './exemplars.ts';
 import { extractToStore } from './extract.ts';
-import { computeFeatures } from './features.ts';
+import { computeFeatures, type FeatureSet } from './features.ts';
 import { decodeModel } from './onnx/proto.ts';
 import { buildReport } from './report.ts';
 import type { Device } from './runtime.ts';
 import { ActivationStore, storeKey, type ShardSlice } from './store.ts';
 
 /** Bump when the pipeline's output for the same inputs changes, so cached builds are redone. */
-export const PIPELINE_VERSION = 2;
+export const PIPELINE_VERSION = 3;
 
 export interface BuildOptions {
   device?: Device;
@@ -115,6 +115,28 @@ export async function buildStimuli(loaded: LoadedStudy, opts: BuildOptions = {})
   }
 
   const fs = await computeFeatures(study, store, { model: modelBytes, images: inSplit, device: opts.device, batchSize: opts.batchSize, log, quiet: opts.quiet });
+  try {
+    return await finishBuild(loaded, opts, { listing, inSplit, modelSha, modelBytes, fs, device, started });
+  } finally {
+    await fs.release();
+  }
+}
+
+interface Extracted {
+  listing: ReturnType<typeof listImages>;
+  inSplit: ImageEntry[];
+  modelSha: string;
+  modelBytes: Uint8Array;
+  fs: FeatureSet;
+  device: string;
+  started: number;
+}
+
+/** From the features to the trial images, the manifest and the report. */
+async function finishBuild(loaded: LoadedStudy, opts: BuildOptions, x: Extracted): Promise<Manifest> {
+  const log = opts.log ?? stderrLog;
+  const { study, paths } = loaded;
+  const { listing, inSplit, modelSha, fs, device, started } = x;
   checkSplitSizes(study, fs.refRows.length, fs.queryRows.length, fs.ids.length);
 
   // Exemplars and the trial pool.

@@ -3,14 +3,20 @@
 //   pass 1 — per channel, statistics over the reference split (which channels are alive), and a
 //            seeded sample of rows to fit NMF on (unless NMF is fitted on patches);
 //   NMF    — fitted per layer (onnxruntime products, HALS or MU);
-//   pass 2 — the values of the selected channels and of every NMF concept (k is small), for every
+//   SAE    — a TopK sparse autoencoder trained per layer on a seeded sample of the reference split's
+//            spatially averaged activations (train/sae.ts: gradients from the VJP graph builder);
+//   pass 2 — the values of the selected channels and of every NMF concept and SAE latent (an image's
+//            code: NMF's non-negative least squares with W fixed, the SAE encoder's output), for every
 //            image, so exemplars and queries can be ranked.
+// The fitted dictionaries stay open for what follows (decision contribution, visualizations); the
+// caller releases them.
 import { LegibleError, rng, seedFrom, type Study } from '@legible/studies';
 import type { ImageEntry } from './dataset.ts';
 import { splitOf } from './dataset.ts';
 import { selectFeatures, type FeatureColumn } from './exemplars.ts';
 import { fitNmf, NmfEncoder } from './nmf.ts';
 import { patchActivations } from './patches.ts';
+import { trainTopKSae } from './train/sae.ts';
 import type { Device } from './runtime.ts';
 import type { ActivationStore, StoreLayer } from './store.ts';
 
@@ -26,9 +32,25 @@ export interface FeatureSet {
   selected: FeatureColumn[];
   /** Live features outside the study, from which practice trials are drawn. */
   spare: FeatureColumn[];
+  /** Per "layer/basis" (nmf, sae): the fitted dictionary, open until `release`. */
+  dictionaries: Map<string, Dictionary>;
+  /** Seconds spent fitting, per "layer/basis" (for the report; not part of the manifest). */
+  fitSeconds: Map<string, number>;
+  release(): Promise<void>;
+}
+
+/** A layer's fitted dictionary: k directions over its c channels and the encoder giving codes. */
+export interface Dictionary {
+  k: number;
+  channels: number;
+  /** k × c: NMF's W rows, or the SAE's unit-norm decoder rows. */
+  directions: Float32Array;
+  /** Codes of `count` activation vectors (count × c) → count × k. */
+  encode(rows: Float32Array, count: number): Promise<Float32Array>;
 }
 
 type NmfBasis = Extract<Study['bases'][number], { kind: 'nmf' }>;
+type SaeBasis = Extract<Study['bases'][number], { kind: 'sae' }>;
 
 interface ChannelStats {
   min: Float64Array;
@@ -43,9 +65,7 @@ export async function computeFeatures(
   const layers = store.header.layers!;
   const channelsBasis = study.bases.find((b) => b.kind === 'channels');
   const nmfBasis = study.bases.find((b): b is NmfBasis => b.kind === 'nmf');
-  if (study.bases.some((b) => b.kind === 'sae')) {
-    throw new LegibleError('the sae basis needs the gradient engine, which is not available yet: remove `kind: sae` from bases for now.');
-  }
+  const saeBasis = study.bases.find((b): b is SaeBasis => b.kind === 'sae');
   const useMax = channelsBasis?.kind === 'channels' && channelsBasis.aggregate === 'max';
 
   // ── Pass 1: ids and splits, channel statistics over the reference split, NMF fit rows. ──
@@ -56,6 +76,8 @@ export async function computeFeatures(
   const nRefEstimate = opts.images.filter((img) => splitOf(img.id, study.dataset.split) === 'reference').length;
   const fitShare = nmfBasis && !nmfBasis.patch ? Math.min(1, nmfBasis.fit_rows / Math.max(1, nRefEstimate)) : 0;
   const fitSample: Float32Array[][] = layers.map(() => []);
+  const saeShare = saeBasis ? Math.min(1, saeBasis.fit_rows / Math.max(1, nRefEstimate)) : 0;
+  const saeSample: Float32Array[][] = layers.map(() => []);
   for (let s = 0; s < store.shardCount; s++) {
     const shard = store.read(s);
     for (const [id, h] of Object.entries(shard.hashes)) hashes.set(id, h);
@@ -76,6 +98,9 @@ export async function computeFeatures(
         if (fitShare > 0 && seedFrom('nmf-fit', nmfBasis!.seed, id) / 4294967296 < fitShare) {
           fitSample[li].push(shard.mean[li].slice(r * l.channels, (r + 1) * l.channels));
         }
+        if (saeShare > 0 && (saeShare === 1 || seedFrom('sae-fit', saeBasis!.seed, id) / 4294967296 < saeShare)) {
+          saeSample[li].push(shard.mean[li].slice(r * l.channels, (r + 1) * l.channels));
+        }
       });
     });
   }
@@ -86,103 +111,157 @@ export async function computeFeatures(
   // ── NMF per layer. ──
   const nmf: { W: Float32Array; encoder: NmfEncoder }[] = [];
   const bases: FeatureSet['bases'] = [];
-  if (nmfBasis) {
-    let patchRows: Awaited<ReturnType<typeof patchActivations>> | null = null;
-    if (nmfBasis.patch) {
-      const refImages = opts.images.filter((img) => splitOf(img.id, study.dataset.split) === 'reference');
-      const chosen = rng(seedFrom('nmf-images', nmfBasis.seed)).sample(refImages, Math.min(nmfBasis.fit_images, refImages.length));
-      chosen.sort((a, b) => (a.id < b.id ? -1 : 1));
-      patchRows = await patchActivations({ model: opts.model, input: study.model.input, layers: study.model.layers, images: chosen, patch: nmfBasis.patch, device: opts.device, batchSize: opts.batchSize, quiet: opts.quiet });
-    }
-    for (const [li, l] of layers.entries()) {
-      let A: Float32Array;
-      let n: number;
-      if (patchRows) {
-        // A seeded sample of at most fit_rows patches.
-        n = Math.min(patchRows.rows, nmfBasis.fit_rows);
-        const rowsIdx = rng(seedFrom('nmf-patches', nmfBasis.seed, l.name)).sample(Array.from({ length: patchRows.rows }, (_, i) => i), n).sort((a, b) => a - b);
-        A = new Float32Array(n * l.channels);
-        rowsIdx.forEach((r, i) => A.set(patchRows!.perLayer[li].subarray(r * l.channels, (r + 1) * l.channels), i * l.channels));
-      } else {
-        n = fitSample[li].length;
-        A = new Float32Array(n * l.channels);
-        fitSample[li].forEach((row, i) => A.set(row, i * l.channels));
+  const dictionaries = new Map<string, Dictionary>();
+  const fitSeconds = new Map<string, number>();
+  const releases: (() => Promise<void>)[] = [];
+  const release = async () => {
+    for (const r of releases.splice(0)) await r();
+  };
+  try {
+    if (nmfBasis) {
+      let patchRows: Awaited<ReturnType<typeof patchActivations>> | null = null;
+      if (nmfBasis.patch) {
+        const refImages = opts.images.filter((img) => splitOf(img.id, study.dataset.split) === 'reference');
+        const chosen = rng(seedFrom('nmf-images', nmfBasis.seed)).sample(refImages, Math.min(nmfBasis.fit_images, refImages.length));
+        chosen.sort((a, b) => (a.id < b.id ? -1 : 1));
+        patchRows = await patchActivations({ model: opts.model, input: study.model.input, layers: study.model.layers, images: chosen, patch: nmfBasis.patch, device: opts.device, batchSize: opts.batchSize, quiet: opts.quiet });
       }
-      checkNmfInput(A, l, nmfBasis, n);
-      const fit = await fitNmf(A, n, l.channels, { k: nmfBasis.components, maxIter: nmfBasis.max_iter, tol: nmfBasis.tol, seed: seedFrom('nmf', nmfBasis.seed, l.name), solver: nmfBasis.solver, device: opts.device });
-      opts.log(
-        `nmf ${l.name}: k=${nmfBasis.components} on ${n} ${patchRows ? 'patches' : 'images'}, ${fit.iterations} ${nmfBasis.solver} iterations, relative error ${fit.relativeError.toFixed(4)}${fit.converged ? '' : ' (max_iter reached)'}`,
-      );
-      nmf.push({ W: fit.W, encoder: await NmfEncoder.create(fit.W, nmfBasis.components, l.channels, opts.device) });
-      bases.push({
-        layer: l.name,
-        basis: 'nmf',
-        features: nmfBasis.components,
-        info: {
-          solver: nmfBasis.solver,
-          iterations: fit.iterations,
-          relative_error: round(fit.relativeError),
-          converged: fit.converged,
-          fit_rows: n,
-          fitted_on: patchRows ? `patches ${nmfBasis.patch!.size}px stride ${nmfBasis.patch!.stride}px` : 'images',
-        },
-      });
-    }
-  }
-
-  // ── Channel selection (from pass-1 statistics), and a reserve for practice trials. ──
-  const channelPick: { selected: number[]; spare: number[] }[] = layers.map((l, li) => {
-    if (!channelsBasis) return { selected: [], spare: [] };
-    // Stand-in columns carrying only liveness: selection needs values only to see constant features.
-    const live = Array.from({ length: l.channels }, (_, c) => c).filter((c) => stats[li].max[c] > stats[li].min[c]);
-    const columns: FeatureColumn[] = Array.from({ length: l.channels }, (_, index) => ({ layer: l.name, basis: 'channels', index, values: new Float32Array(0) }));
-    const chosen = selectFeatures(study, l.name, 'channels', columns, refRows, new Set(live)).map((c) => c.index);
-    const rest = live.filter((c) => !chosen.includes(c));
-    const spare = rng(seedFrom('spare', study.seed, l.name)).sample(rest, Math.min(rest.length, study.design.practice_trials));
-    return { selected: chosen, spare };
-  });
-  for (const l of layers) if (channelsBasis) bases.push({ layer: l.name, basis: 'channels', features: l.channels, info: { aggregate: channelsBasis.aggregate } });
-
-  // ── Pass 2: values of the chosen channels and of every NMF concept, for every row. ──
-  const N = ids.length;
-  const channelValues = layers.map((_, li) => new Map([...channelPick[li].selected, ...channelPick[li].spare].map((c) => [c, new Float32Array(N)])));
-  const codes = layers.map(() => (nmfBasis ? new Float32Array(N * nmfBasis.components) : null));
-  let row0 = 0;
-  for (let s = 0; s < store.shardCount; s++) {
-    const shard = store.read(s);
-    const rows = shard.ids.length;
-    for (const [li, l] of layers.entries()) {
-      const values = (useMax ? shard.max : shard.mean)[li];
-      for (const [c, column] of channelValues[li]) for (let r = 0; r < rows; r++) column[row0 + r] = values[r * l.channels + c];
-      if (nmfBasis && rows > 0) codes[li]!.set(await nmf[li].encoder.encode(shard.mean[li], rows), row0 * nmfBasis.components);
-    }
-    row0 += rows;
-  }
-  for (const m of nmf) await m.encoder.release();
-
-  // ── Features. ──
-  const selected: FeatureColumn[] = [];
-  const spare: FeatureColumn[] = [];
-  for (const [li, l] of layers.entries()) {
-    for (const basis of study.bases) {
-      if (basis.kind === 'channels') {
-        const column = (c: number): FeatureColumn => ({ layer: l.name, basis: 'channels', index: c, values: channelValues[li].get(c)! });
-        selected.push(...channelPick[li].selected.map(column));
-        spare.push(...channelPick[li].spare.map(column));
-      } else if (basis.kind === 'nmf') {
-        const k = basis.components;
-        const columns = Array.from({ length: k }, (_, j): FeatureColumn => {
-          const values = new Float32Array(N);
-          for (let r = 0; r < N; r++) values[r] = codes[li]![r * k + j];
-          return { layer: l.name, basis: 'nmf', index: j, values };
+      for (const [li, l] of layers.entries()) {
+        let A: Float32Array;
+        let n: number;
+        if (patchRows) {
+          // A seeded sample of at most fit_rows patches.
+          n = Math.min(patchRows.rows, nmfBasis.fit_rows);
+          const rowsIdx = rng(seedFrom('nmf-patches', nmfBasis.seed, l.name)).sample(Array.from({ length: patchRows.rows }, (_, i) => i), n).sort((a, b) => a - b);
+          A = new Float32Array(n * l.channels);
+          rowsIdx.forEach((r, i) => A.set(patchRows!.perLayer[li].subarray(r * l.channels, (r + 1) * l.channels), i * l.channels));
+        } else {
+          n = fitSample[li].length;
+          A = new Float32Array(n * l.channels);
+          fitSample[li].forEach((row, i) => A.set(row, i * l.channels));
+        }
+        checkNmfInput(A, l, nmfBasis, n);
+        const t0 = performance.now();
+        const fit = await fitNmf(A, n, l.channels, { k: nmfBasis.components, maxIter: nmfBasis.max_iter, tol: nmfBasis.tol, seed: seedFrom('nmf', nmfBasis.seed, l.name), solver: nmfBasis.solver, device: opts.device });
+        opts.log(
+          `nmf ${l.name}: k=${nmfBasis.components} on ${n} ${patchRows ? 'patches' : 'images'}, ${fit.iterations} ${nmfBasis.solver} iterations, relative error ${fit.relativeError.toFixed(4)}${fit.converged ? '' : ' (max_iter reached)'}`,
+        );
+        const encoder = await NmfEncoder.create(fit.W, nmfBasis.components, l.channels, opts.device);
+        releases.push(() => encoder.release());
+        nmf.push({ W: fit.W, encoder });
+        fitSeconds.set(`${l.name}/nmf`, (performance.now() - t0) / 1000);
+        dictionaries.set(`${l.name}/nmf`, { k: nmfBasis.components, channels: l.channels, directions: fit.W, encode: (rows, count) => encoder.encode(rows, count) });
+        bases.push({
+          layer: l.name,
+          basis: 'nmf',
+          features: nmfBasis.components,
+          info: {
+            solver: nmfBasis.solver,
+            iterations: fit.iterations,
+            relative_error: round(fit.relativeError),
+            converged: fit.converged,
+            fit_rows: n,
+            fitted_on: patchRows ? `patches ${nmfBasis.patch!.size}px stride ${nmfBasis.patch!.stride}px` : 'images',
+          },
         });
-        const chosen = selectFeatures(study, l.name, 'nmf', columns, refRows);
-        selected.push(...chosen);
-        spare.push(...columns.filter((c) => !chosen.includes(c) && !isConstant(c.values, refRows)));
       }
     }
+
+    // ── SAE per layer. ──
+    const sae: Dictionary[] = [];
+    if (saeBasis) {
+      for (const [li, l] of layers.entries()) {
+        const n = saeSample[li].length;
+        if (n < 2) {
+          throw new LegibleError(`sae on layer "${l.name}": only ${n} reference image${n === 1 ? '' : 's'} to train on (bases: sae, fit_rows = ${saeBasis.fit_rows}). Add images to dataset.images, or raise dataset.split.reference.`);
+        }
+        const A = new Float32Array(n * l.channels);
+        saeSample[li].forEach((row, i) => A.set(row, i * l.channels));
+        const trained = await trainTopKSae(A, n, l.channels, { dictionary: saeBasis.dictionary, k: saeBasis.k, epochs: saeBasis.epochs, seed: seedFrom('sae', saeBasis.seed, l.name), device: opts.device });
+        releases.push(() => trained.release());
+        const { info } = trained;
+        opts.log(`sae ${l.name}: ${saeBasis.dictionary} latents, k=${saeBasis.k}, ${info.epochs} epochs on ${n} images in ${info.seconds.toFixed(1)}s: variance explained ${(1 - info.fvu).toFixed(4)}, ${info.dead} dead latents`);
+        const dict: Dictionary = { k: saeBasis.dictionary, channels: l.channels, directions: trained.decoderDirections, encode: (rows, count) => trained.encode(rows, count) };
+        sae.push(dict);
+        dictionaries.set(`${l.name}/sae`, dict);
+        fitSeconds.set(`${l.name}/sae`, info.seconds);
+        bases.push({
+          layer: l.name,
+          basis: 'sae',
+          features: saeBasis.dictionary,
+          info: {
+            k: saeBasis.k,
+            epochs: info.epochs,
+            steps: info.steps,
+            fit_rows: n,
+            mse: round(info.mse),
+            variance_explained: round(1 - info.fvu),
+            dead_latents: info.dead,
+            resampled: info.resampled.reduce((a, b) => a + b, 0),
+          },
+        });
+      }
+    }
+
+    // ── Channel selection (from pass-1 statistics), and a reserve for practice trials. ──
+    const channelPick: { selected: number[]; spare: number[] }[] = layers.map((l, li) => {
+      if (!channelsBasis) return { selected: [], spare: [] };
+      // Stand-in columns carrying only liveness: selection needs values only to see constant features.
+      const live = Array.from({ length: l.channels }, (_, c) => c).filter((c) => stats[li].max[c] > stats[li].min[c]);
+      const columns: FeatureColumn[] = Array.from({ length: l.channels }, (_, index) => ({ layer: l.name, basis: 'channels', index, values: new Float32Array(0) }));
+      const chosen = selectFeatures(study, l.name, 'channels', columns, refRows, new Set(live)).map((c) => c.index);
+      const rest = live.filter((c) => !chosen.includes(c));
+      const spare = rng(seedFrom('spare', study.seed, l.name)).sample(rest, Math.min(rest.length, study.design.practice_trials));
+      return { selected: chosen, spare };
+    });
+    for (const l of layers) if (channelsBasis) bases.push({ layer: l.name, basis: 'channels', features: l.channels, info: { aggregate: channelsBasis.aggregate } });
+
+    // ── Pass 2: values of the chosen channels and of every NMF concept, for every row. ──
+    const N = ids.length;
+    const channelValues = layers.map((_, li) => new Map([...channelPick[li].selected, ...channelPick[li].spare].map((c) => [c, new Float32Array(N)])));
+    const codes = layers.map(() => (nmfBasis ? new Float32Array(N * nmfBasis.components) : null));
+    const saeCodes = layers.map(() => (saeBasis ? new Float32Array(N * saeBasis.dictionary) : null));
+    let row0 = 0;
+    for (let s = 0; s < store.shardCount; s++) {
+      const shard = store.read(s);
+      const rows = shard.ids.length;
+      for (const [li, l] of layers.entries()) {
+        const values = (useMax ? shard.max : shard.mean)[li];
+        for (const [c, column] of channelValues[li]) for (let r = 0; r < rows; r++) column[row0 + r] = values[r * l.channels + c];
+        if (nmfBasis && rows > 0) codes[li]!.set(await nmf[li].encoder.encode(shard.mean[li], rows), row0 * nmfBasis.components);
+        if (saeBasis && rows > 0) saeCodes[li]!.set(await sae[li].encode(shard.mean[li], rows), row0 * saeBasis.dictionary);
+      }
+      row0 += rows;
+    }
+
+    // ── Features. ──
+    const selected: FeatureColumn[] = [];
+    const spare: FeatureColumn[] = [];
+    for (const [li, l] of layers.entries()) {
+      for (const basis of study.bases) {
+        if (basis.kind === 'channels') {
+          const column = (c: number): FeatureColumn => ({ layer: l.name, basis: 'channels', index: c, values: channelValues[li].get(c)! });
+          selected.push(...channelPick[li].selected.map(column));
+          spare.push(...channelPick[li].spare.map(column));
+        } else {
+          const k = basis.kind === 'nmf' ? basis.components : basis.dictionary;
+          const all = basis.kind === 'nmf' ? codes[li]! : saeCodes[li]!;
+          const columns = Array.from({ length: k }, (_, j): FeatureColumn => {
+            const values = new Float32Array(N);
+            for (let r = 0; r < N; r++) values[r] = all[r * k + j];
+            return { layer: l.name, basis: basis.kind, index: j, values };
+          });
+          const chosen = selectFeatures(study, l.name, basis.kind, columns, refRows);
+          selected.push(...chosen);
+          spare.push(...columns.filter((c) => !chosen.includes(c) && !isConstant(c.values, refRows)));
+        }
+      }
+    }
+    return { ids, refRows, queryRows, hashes, skipped, layers, bases: sortBases(bases, study), selected, spare, dictionaries, fitSeconds, release };
+  } catch (err) {
+    await release();
+    throw err;
   }
-  return { ids, refRows, queryRows, hashes, skipped, layers, bases: sortBases(bases, study), selected, spare };
 }
 
 function sortBases(bases: FeatureSet['bases'], study: Study): FeatureSet['bases'] {

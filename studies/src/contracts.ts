@@ -19,13 +19,21 @@ export const ManifestFeature = z.object({
   layer: z.string(),
   basis: z.enum(['channels', 'nmf', 'sae']),
   index: z.number().int().min(0),
-  /** Contribution to the model's decision; null until the gradient engine computes it. */
+  /** Contribution to the model's decision (contribution.logit_drop); null where not measured. */
   importance: z.number().nullable(),
   /** Activation of the feature over the reference split. */
   stats: FeatureStats,
   /** Image ids (paths relative to the data set folder), most extreme first. */
   references: z.object({ min: z.array(z.string()), max: z.array(z.string()) }),
   queries: z.object({ min: z.array(z.string()), max: z.array(z.string()) }),
+  /**
+   * Decision contribution: with the feature removed from the layer (channel zeroed, or its
+   * dictionary component subtracted), the mean drop of the correct class's logit, the drop in
+   * accuracy, and the share of images whose predicted class changed (manifest.contribution says over what).
+   */
+  contribution: z.object({ logit_drop: z.number(), accuracy_drop: z.number(), changed: z.number() }).optional(),
+  /** Feature visualizations (paths relative to the build folder), with references.kinds: [visualization]. */
+  visualizations: z.object({ min: z.array(z.string()), max: z.array(z.string()) }).optional(),
 });
 
 export const TrialKind = z.enum(['main', 'catch', 'practice']);
@@ -61,6 +69,16 @@ export const Manifest = z.object({
   bases: z.array(z.object({ layer: z.string(), basis: z.string(), features: z.number().int(), info: z.record(z.string(), z.unknown()) })),
   features: z.array(ManifestFeature),
   trials: z.array(ManifestTrial),
+  /** How the features' decision contributions were measured; absent where they were not. */
+  contribution: z
+    .object({
+      images: z.number().int(),
+      /** given: the class sub-folders' labels; predicted: the unmodified model's predictions. */
+      labels: z.enum(['given', 'predicted']),
+      baseline_accuracy: z.number(),
+      note: z.string().optional(),
+    })
+    .optional(),
 });
 
 export type Manifest = z.infer<typeof Manifest>;

@@ -103,13 +103,18 @@ export const NmfBasis = z
   .superRefine((b, ctx) => {
     if (b.patch && b.patch.stride > b.patch.size) ctx.addIssue({ code: 'custom', path: ['patch', 'stride'], message: 'stride larger than size leaves parts of the image out' });
   });
-export const SaeBasis = z.strictObject({
-  kind: z.literal('sae'),
-  dictionary: positiveInt('dictionary size'),
-  k: positiveInt('active latents per input'),
-  epochs: positiveInt('epochs').default(10),
-  seed: nonNegativeInt('seed').default(0),
-});
+export const SaeBasis = z
+  .strictObject({
+    kind: z.literal('sae'),
+    dictionary: positiveInt('dictionary size').describe('Number of latents (dictionary directions) per layer.'),
+    k: positiveInt('active latents per input').describe('Latents active per image (TopK); at most dictionary.'),
+    epochs: positiveInt('epochs').default(10),
+    seed: nonNegativeInt('seed').default(0),
+    fit_rows: positiveInt('rows').default(50_000).describe('Train on at most this many reference images (spatially averaged activations), a seeded sample.'),
+  })
+  .superRefine((b, ctx) => {
+    if (b.k > b.dictionary) ctx.addIssue({ code: 'custom', path: ['k'], message: `k = ${b.k} is more than dictionary = ${b.dictionary}: lower k or raise dictionary` });
+  });
 export const Basis = z.discriminatedUnion('kind', [ChannelsBasis, NmfBasis, SaeBasis], {
   error: 'expected `kind` to be one of channels, nmf, sae',
 });
@@ -136,6 +141,14 @@ export const References = z.strictObject({
     .min(1)
     .default(['natural'])
     .describe('Reference kinds: natural exemplars and/or feature visualizations.'),
+  visualization: z
+    .strictObject({
+      steps: positiveInt('optimisation steps').max(10_000).default(256).describe('Optimisation steps per visualization.'),
+      method: z.enum(['maco', 'pixel']).default('maco').describe('maco: phase-only Fourier parameterisation (Fel et al. 2023); pixel: plain pixel-space baseline.'),
+      batch: positiveInt('images per run').max(256).default(8).describe('Visualizations optimised together in one batch.'),
+    })
+    .optional()
+    .describe('With kinds: [visualization]: how the feature visualizations are made (max side: maximise the feature, min side: minimise it).'),
 });
 
 export const Queries = z.strictObject({
@@ -143,6 +156,13 @@ export const Queries = z.strictObject({
     .enum(['extreme', 'p99', 'p95', 'p85'])
     .default('extreme')
     .describe('extreme: the most extreme held-out images; pNN: held-out images at the NNth and (100-NN)th percentiles.'),
+});
+
+export const Contribution = z.strictObject({
+  images: nonNegativeInt('evaluation images')
+    .max(1_000_000)
+    .default(500)
+    .describe('Held-out (query split) images to measure each feature\'s decision contribution on, a seeded sample; 0 turns it off.'),
 });
 
 export const Stimuli = z.strictObject({
@@ -241,6 +261,7 @@ export const Study = z
     references: References.prefault({}),
     queries: Queries.prefault({}),
     stimuli: Stimuli.prefault({}),
+    contribution: Contribution.optional().describe('Decision contribution: the drop in the correct class\'s logit and in accuracy when a feature is removed (default: 500 images).'),
     design: Design,
     exclusions: Exclusions.prefault({}),
     recruitment: Recruitment.prefault({}),
