@@ -17,6 +17,7 @@ import {
 import { Composer } from './compose.ts';
 import { listImages, splitOf, datasetHash, writeFashionMnist, type ImageEntry } from './dataset.ts';
 import { checkSplitSizes, exemplarsOf, featureId, practiceTrialOf, trialsOf, type Exemplars, type FeatureColumn, type TrialSpec } from './exemplars.ts';
+import { contributionSkipReason, studyContribution } from './evaluate.ts';
 import { extractToStore } from './extract.ts';
 import { computeFeatures, type FeatureSet } from './features.ts';
 import { decodeModel } from './onnx/proto.ts';
@@ -139,6 +140,11 @@ async function finishBuild(loaded: LoadedStudy, opts: BuildOptions, x: Extracted
   const { listing, inSplit, modelSha, fs, device, started } = x;
   checkSplitSizes(study, fs.refRows.length, fs.queryRows.length, fs.ids.length);
 
+  // Decision contribution of the study's features, over held-out images.
+  const skipContribution = contributionSkipReason(study, x.modelBytes);
+  if (skipContribution) log(`contribution: not measured (${skipContribution})`);
+  const contribution = skipContribution ? null : await studyContribution(study, x.modelBytes, fs, inSplit, { device: opts.device, log });
+
   // Exemplars and the trial pool.
   const features: ManifestFeature[] = [];
   const specs: TrialSpec[] = [];
@@ -147,11 +153,16 @@ async function finishBuild(loaded: LoadedStudy, opts: BuildOptions, x: Extracted
     layer: col.layer,
     basis: col.basis,
     index: col.index,
-    importance: null,
+    ...contributionOf(featureId(col)),
     stats: { mean: round(ex.stats.mean), std: round(ex.stats.std), min: round(ex.stats.min), max: round(ex.stats.max) },
     references: { min: ex.min, max: ex.max },
     queries: ex.queries,
   });
+  const contributionOf = (id: string): Pick<ManifestFeature, 'importance' | 'contribution'> => {
+    const c = contribution?.features.get(id);
+    if (!c) return { importance: null };
+    return { importance: round(c.logitDrop), contribution: { logit_drop: round(c.logitDrop), accuracy_drop: round(c.accuracyDrop), changed: round(c.changed) } };
+  };
   for (const col of fs.selected) {
     const ex = exemplarsOf(col, study, fs.ids, fs.refRows, fs.queryRows);
     features.push(describe(col, ex));
@@ -207,11 +218,19 @@ async function finishBuild(loaded: LoadedStudy, opts: BuildOptions, x: Extracted
     bases: fs.bases,
     features,
     trials,
+    ...(contribution && {
+      contribution: {
+        images: contribution.images,
+        labels: contribution.labels,
+        baseline_accuracy: round(contribution.baselineAccuracy),
+        ...(contribution.note && { note: contribution.note }),
+      },
+    }),
   };
   Manifest.parse(manifest);
   writeAtomic(join(paths.build, 'manifest.json'), `${JSON.stringify(manifest, null, 2)}\n`);
   const seconds = (performance.now() - started) / 1000;
-  writeAtomic(join(paths.build, 'report.html'), buildReport(manifest, study, { seconds, device }));
+  writeAtomic(join(paths.build, 'report.html'), buildReport(manifest, study, { seconds, device, fitSeconds: fs.fitSeconds, contributionSeconds: contribution?.seconds, contributionSkipped: skipContribution }));
   writeAtomic(join(paths.build, 'stamp.json'), `${JSON.stringify(stamp(loaded), null, 2)}\n`);
   log(
     `${study.id}: ${features.length} features, ${trials.length} trials, ${composer.assets().length} images in ${paths.build} (${seconds.toFixed(1)}s, ${device === 'none' ? 'activations from the store' : device}` +
@@ -226,12 +245,14 @@ function manifestConfig(study: Study): Record<string, unknown> {
     layers: study.model.layers,
     split: study.dataset.split,
     limit: study.dataset.limit ?? null,
+    classes: study.dataset.classes ?? null,
     bases: study.bases,
     features: study.features,
     references: study.references,
     queries: study.queries,
     stimuli: study.stimuli,
     practice_trials: study.design.practice_trials,
+    contribution: study.contribution ?? null,
   };
 }
 

@@ -5,7 +5,17 @@ import type { Manifest, ManifestFeature, ManifestTrial, Study } from '@legible/s
 
 const esc = (s: unknown) => String(s).replace(/[&<>"']/g, (c) => `&#${c.charCodeAt(0)};`);
 
-export function buildReport(manifest: Manifest, study: Study, run: { seconds: number; device: string }): string {
+export interface ReportRun {
+  seconds: number;
+  device: string;
+  /** Seconds spent fitting each dictionary, by "layer/basis". */
+  fitSeconds?: Map<string, number>;
+  contributionSeconds?: number;
+  /** Why decision contribution was not measured. */
+  contributionSkipped?: string | null;
+}
+
+export function buildReport(manifest: Manifest, study: Study, run: ReportRun): string {
   const trialsOf = new Map<string, ManifestTrial[]>();
   for (const t of manifest.trials) trialsOf.set(t.feature, [...(trialsOf.get(t.feature) ?? []), t]);
   const practiceIds = new Set(manifest.trials.filter((t) => t.kind === 'practice').map((t) => t.feature));
@@ -15,7 +25,8 @@ export function buildReport(manifest: Manifest, study: Study, run: { seconds: nu
     const info = Object.entries(b.info)
       .map(([k, v]) => `${esc(k.replace(/_/g, ' '))}: <b>${esc(v)}</b>`)
       .join(' · ');
-    return `<section><h2>${esc(b.layer)} · ${esc(b.basis)}</h2><p class="info">${b.features} features in the layer; ${features.length} in the study${info ? ` · ${info}` : ''}</p>${features.map((f) => card(f, trialsOf.get(f.id) ?? [])).join('') || '<p>No features of this layer and basis are in the study.</p>'}</section>`;
+    const fit = run.fitSeconds?.get(`${b.layer}/${b.basis}`);
+    return `<section><h2>${esc(b.layer)} · ${esc(b.basis)}</h2><p class="info">${b.features} features in the layer; ${features.length} in the study${info ? ` · ${info}` : ''}${fit === undefined ? '' : ` · fitted in <b>${fit.toFixed(1)} s</b>`}</p>${features.map((f) => card(f, trialsOf.get(f.id) ?? [])).join('') || '<p>No features of this layer and basis are in the study.</p>'}</section>`;
   });
   const practice = manifest.features.filter((f) => practiceIds.has(f.id));
   const skipped = manifest.dataset.skipped;
@@ -38,11 +49,33 @@ figure{margin:0}figcaption{font-size:12px;color:#555;margin-bottom:3px}
 <table><tr><th>images used</th><td>${manifest.dataset.count}</td><th>reference split</th><td>${manifest.dataset.reference}</td><th>query split</th><td>${manifest.dataset.query}</td><th>skipped files</th><td>${skipped.length}</td></tr>
 <tr><th>features</th><td>${studyFeatures.length}</td><th>main trials</th><td>${count(manifest, 'main')}</td><th>catch trials</th><td>${count(manifest, 'catch')}</td><th>practice trials</th><td>${count(manifest, 'practice')}</td></tr></table>
 <p class="info">Each card shows a feature's minimally and maximally activating references (the reference split) and the two queries of its main trial (the held-out split, difficulty <b>${esc(study.queries.difficulty)}</b>); the query framed in green matches the maximal side. Catch trials ask about a reference itself.</p>
+${contributionTable(manifest, studyFeatures, run)}
 ${skipped.length ? `<div class="warn"><b>${skipped.length} files were skipped.</b><ul>${skipped.slice(0, 50).map((s) => `<li>${esc(s.path)}: ${esc(s.reason)}</li>`).join('')}${skipped.length > 50 ? `<li>… and ${skipped.length - 50} more (manifest.json lists them all)</li>` : ''}</ul></div>` : ''}
 ${sections.join('\n')}
 ${practice.length ? `<section><h2>Practice</h2><p class="info">Features outside the study, with the most extreme queries; participants get feedback on these.</p>${practice.map((f) => card(f, trialsOf.get(f.id) ?? [])).join('')}</section>` : ''}
 </body></html>
 `;
+}
+
+/** Decision contribution per layer × basis: mean ± SD over the study's features. */
+function contributionTable(manifest: Manifest, features: ManifestFeature[], run: ReportRun): string {
+  const c = manifest.contribution;
+  if (!c) return `<h2>Decision contribution</h2><p class="info">Not measured${run.contributionSkipped ? `: ${esc(run.contributionSkipped)}` : ''}.</p>`;
+  const meanSd = (v: number[]) => {
+    if (!v.length) return '–';
+    const m = v.reduce((a, b) => a + b, 0) / v.length;
+    const sd = v.length > 1 ? Math.sqrt(v.reduce((a, b) => a + (b - m) ** 2, 0) / (v.length - 1)) : 0;
+    return `${m.toFixed(3)} ± ${sd.toFixed(3)}`;
+  };
+  const rows = manifest.bases.map((b) => {
+    const fs = features.filter((f) => f.layer === b.layer && f.basis === b.basis && f.contribution);
+    const logit = fs.map((f) => f.contribution!.logit_drop);
+    const acc = fs.map((f) => 100 * f.contribution!.accuracy_drop);
+    return `<tr><td>${esc(b.layer)}</td><td>${esc(b.basis)}</td><td>${fs.length}</td><td>${meanSd(logit)}</td><td>${meanSd(acc)}</td></tr>`;
+  });
+  return `<h2>Decision contribution</h2>
+<p class="info">Each study feature removed from its layer (a channel zeroed; an NMF concept's or SAE latent's dictionary component subtracted at every position), over <b>${c.images}</b> held-out images; labels: <b>${c.labels === 'given' ? 'the class sub-folders' : "the unmodified model's predictions"}</b>${c.note ? ` (${esc(c.note)})` : ''}; baseline accuracy ${(100 * c.baseline_accuracy).toFixed(1)} %${run.contributionSeconds === undefined ? '' : `; measured in ${run.contributionSeconds.toFixed(1)} s`}. Mean ± SD over the layer's study features.</p>
+<table><tr><th>layer</th><th>basis</th><th>features</th><th>logit drop of the correct class</th><th>accuracy drop (percentage points)</th></tr>${rows.join('')}</table>`;
 }
 
 function count(m: Manifest, kind: ManifestTrial['kind']): number {
@@ -55,7 +88,7 @@ function card(f: ManifestFeature, trials: ManifestTrial[]): string {
   const q = (t: ManifestTrial, i: 0 | 1) =>
     `<div class="q"><img src="${esc(t.assets.queries[i])}" alt="query ${i}" class="${i === t.answer ? 'answer' : ''}">${i === t.answer ? 'matches max' : ''}</div>`;
   const katch = trials.find((t) => t.kind === 'catch');
-  return `<div class="card"><h3>${esc(f.id)} <small>activation over references: mean ${f.stats.mean}, sd ${f.stats.std}, range ${f.stats.min} – ${f.stats.max}</small></h3>
+  return `<div class="card"><h3>${esc(f.id)} <small>activation over references: mean ${f.stats.mean}, sd ${f.stats.std}, range ${f.stats.min} – ${f.stats.max}${f.contribution ? ` · removing it: logit drop ${f.contribution.logit_drop}, accuracy drop ${(100 * f.contribution.accuracy_drop).toFixed(1)} pp` : ''}</small></h3>
 <figure class="grid"><figcaption>minimally activating</figcaption><img src="${esc(main.assets.min)}" alt="min references"></figure>
 <figure class="grid"><figcaption>maximally activating</figcaption><img src="${esc(main.assets.max)}" alt="max references"></figure>
 <figure class="queries"><figcaption>${esc(main.kind)} queries</figcaption>${q(main, 0)}${q(main, 1)}${katch ? `<figcaption>catch queries</figcaption>${q(katch, 0)}${q(katch, 1)}` : ''}</figure></div>`;

@@ -13,6 +13,7 @@ import sharp from 'sharp';
 import { loadStudy, Manifest, rng, seedFrom } from '@legible/studies';
 import { buildStimuli } from '../src/build.ts';
 import { splitOf } from '../src/dataset.ts';
+import { decodeModel, tensorToFloat32 } from '../src/onnx/proto.ts';
 import { addTaps } from '../src/onnx/taps.ts';
 import { trainTopKSae } from '../src/train/sae.ts';
 import { tinyResNet } from './models.ts';
@@ -28,6 +29,7 @@ interface Options {
   contribution?: string;
   images?: string;
   features?: string;
+  classes?: string;
 }
 
 function studyYaml(o: Options = {}): string {
@@ -43,7 +45,7 @@ model:
 dataset:
   images: ${o.images ?? 'images'}
   split: { seed: 4, reference: 0.6, query: 0.4 }
-bases:
+${o.classes ? `  classes: ${o.classes}\n` : ''}bases:
 ${o.bases ?? '  - kind: channels\n  - { kind: sae, dictionary: 12, k: 3, epochs: 40, seed: 1 }'}
 features: ${o.features ?? '{ select: random, count: 2, seed: 7 }'}
 references: ${o.references ?? '{ per_side: 3, columns: 3 }'}
@@ -151,6 +153,125 @@ describe('stimuli pipeline with the gradient engine, on a tiny ResNet', () => {
     const first = readFileSync(join(dir, 'build', 'manifest.json'));
     await build('sae.yaml', studyYaml());
     assert.ok(readFileSync(join(dir, 'build', 'manifest.json')).equals(first), 'manifest changed on rebuild');
+  });
+
+  it('writes each feature\'s decision contribution, as removing it from block2 and recomputing the linear head does', async () => {
+    const { study, manifest } = await build('sae.yaml', studyYaml());
+    const split = study.study.dataset.split;
+    const ids = [...pixels.keys()].sort();
+    const held = ids.filter((id) => splitOf(id, split) === 'query');
+    assert.deepEqual(manifest.contribution, { images: held.length, labels: 'given', baseline_accuracy: manifest.contribution!.baseline_accuracy });
+    const labels = held.map((id) => CLASSES.indexOf(id.split('/')[0]));
+    // block2 → GlobalAveragePool → Flatten → Gemm: logits = W · mean(block2) + b, linear in block2.
+    const s = await ort.InferenceSession.create(addTaps(model, ['block2']));
+    const out = await s.run({ input: new ort.Tensor('float32', toInput(held.map((id) => pixels.get(id)!)), [held.length, 3, SIZE, SIZE]) });
+    await s.release();
+    const logits = out.logits.data as Float32Array;
+    const act = out.block2.data as Float32Array;
+    const [n, C, H, Wd] = out.block2.dims.map(Number);
+    const P = H * Wd;
+    const K = CLASSES.length;
+    const gemm = decodeModel(model).graph!.node!.find((x) => x.op_type === 'Gemm')!;
+    const W = tensorToFloat32(decodeModel(model).graph!.initializer!.find((t) => t.name === gemm.input![1])!); // K × C
+    const argmax = (v: ArrayLike<number>, at: number) => {
+      let b = 0;
+      for (let k = 1; k < K; k++) if (v[at + k] > v[at + b]) b = k;
+      return b;
+    };
+    /** Scores when image i's pooled block2 loses u[i] · d. */
+    const score = (u: Float64Array, d: Float32Array) => {
+      let drop = 0;
+      let correct = 0;
+      let base = 0;
+      let changed = 0;
+      for (let i = 0; i < n; i++) {
+        const edited = Array.from({ length: K }, (_, k) => {
+          let wd = 0;
+          for (let c = 0; c < C; c++) wd += W[k * C + c] * d[c];
+          return logits[i * K + k] - u[i] * wd;
+        });
+        drop += logits[i * K + labels[i]] - edited[labels[i]];
+        if (argmax(edited, 0) === labels[i]) correct++;
+        if (argmax(logits, i * K) === labels[i]) base++;
+        if (argmax(edited, 0) !== argmax(logits, i * K)) changed++;
+      }
+      return { logit_drop: drop / n, accuracy_drop: (base - correct) / n, changed: changed / n, baseline: base / n };
+    };
+    const near = (a: number, b: number, what: string) => assert.ok(Math.abs(a - b) <= 1e-4 * Math.max(1, Math.abs(b)), `${what}: manifest ${a}, here ${b}`);
+    const check = (id: string, want: ReturnType<typeof score>) => {
+      const f = manifest.features.find((x) => x.id === id)!;
+      assert.ok(f.contribution, `${id} has no contribution`);
+      near(f.contribution.logit_drop, want.logit_drop, `${id} logit drop`);
+      near(f.contribution.accuracy_drop, want.accuracy_drop, `${id} accuracy drop`);
+      near(f.contribution.changed, want.changed, `${id} changed`);
+      assert.equal(f.importance, f.contribution.logit_drop);
+      near(manifest.contribution!.baseline_accuracy, want.baseline, 'baseline accuracy');
+    };
+    // A channel: zeroing it removes its spatial mean times the one-hot direction.
+    const channel = manifest.features.find((f) => f.layer === 'late' && f.basis === 'channels' && f.contribution)!;
+    const means = Float64Array.from({ length: n }, (_, i) => {
+      let sum = 0;
+      for (let p = 0; p < P; p++) sum += act[(i * C + channel.index) * P + p];
+      return sum / P;
+    });
+    check(channel.id, score(means, Float32Array.from({ length: C }, (_, c) => (c === channel.index ? 1 : 0))));
+    // An SAE latent: its code at each position (the same SAE, trained here), times its decoder direction.
+    const refIds = ids.filter((id) => splitOf(id, split) === 'reference');
+    const ref = await layerMeans(model, 'block2', refIds.map((id) => pixels.get(id)!));
+    const sae = await trainTopKSae(ref.means, refIds.length, C, { dictionary: 12, k: 3, epochs: 40, seed: seedFrom('sae', 1, 'late') });
+    const rows = new Float32Array(n * P * C);
+    for (let i = 0; i < n; i++) for (let c = 0; c < C; c++) for (let p = 0; p < P; p++) rows[(i * P + p) * C + c] = act[(i * C + c) * P + p];
+    const codes = await sae.encode(rows, n * P);
+    const latents = manifest.features.filter((f) => f.layer === 'late' && f.basis === 'sae' && f.contribution);
+    assert.equal(latents.length, 2);
+    for (const f of latents) {
+      const u = Float64Array.from({ length: n }, (_, i) => {
+        let sum = 0;
+        for (let p = 0; p < P; p++) sum += codes[(i * P + p) * 12 + f.index];
+        return sum / P;
+      });
+      check(f.id, score(u, sae.decoderDirections.subarray(f.index * C, (f.index + 1) * C)));
+    }
+    await sae.release();
+    // The report compares bases per layer.
+    const report = readFileSync(join(dir, 'build', 'report.html'), 'utf8');
+    assert.match(report, /Decision contribution[\s\S]*<td>late<\/td><td>sae<\/td><td>2<\/td><td>-?\d+\.\d{3} ± \d+\.\d{3}<\/td>/);
+  });
+
+  it('uses the model\'s own predictions as labels for a flat folder, and says so', async () => {
+    mkdirSync(join(dir, 'flat'), { recursive: true });
+    for (const [id, px] of pixels) await sharp(Buffer.from(px), { raw: { width: SIZE, height: SIZE, channels: 3 } }).png().toFile(join(dir, 'flat', id.replace('/', '-')));
+    const { manifest } = await build('flat.yaml', studyYaml({ images: 'flat', bases: '  - kind: channels', contribution: '{ images: 10 }' }));
+    assert.equal(manifest.contribution!.images, 10);
+    assert.equal(manifest.contribution!.labels, 'predicted');
+    assert.equal(manifest.contribution!.baseline_accuracy, 1);
+    assert.match(manifest.contribution!.note!, /flat/);
+    assert.ok(manifest.features.filter((f) => f.contribution).every((f) => f.contribution!.accuracy_drop >= 0));
+    const { manifest: off } = await build('off.yaml', studyYaml({ images: 'flat', bases: '  - kind: channels', contribution: '{ images: 0 }' }));
+    assert.equal(off.contribution, undefined);
+    assert.ok(off.features.every((f) => f.importance === null && f.contribution === undefined));
+  });
+
+  it('reads labels in the order of dataset.classes, and says what is wrong with a bad list', async () => {
+    const reversed = CLASSES.slice().reverse();
+    const { study, manifest } = await build('classes.yaml', studyYaml({ bases: '  - kind: channels', classes: `[${reversed.join(', ')}]` }));
+    const held = [...pixels.keys()].sort().filter((id) => splitOf(id, study.study.dataset.split) === 'query');
+    const s = await ort.InferenceSession.create(model);
+    const out = await s.run({ input: new ort.Tensor('float32', toInput(held.map((id) => pixels.get(id)!)), [held.length, 3, SIZE, SIZE]) });
+    await s.release();
+    const logits = out.logits.data as Float32Array;
+    let correct = 0;
+    held.forEach((id, i) => {
+      const row = Array.from(logits.subarray(i * 5, i * 5 + 5));
+      if (row.indexOf(Math.max(...row)) === reversed.indexOf(id.split('/')[0])) correct++;
+    });
+    assert.equal(manifest.contribution!.labels, 'given');
+    assert.ok(Math.abs(manifest.contribution!.baseline_accuracy - correct / held.length) < 1e-6);
+    await assert.rejects(build('classes3.yaml', studyYaml({ bases: '  - kind: channels', classes: '[a-class, b-class, c-class]' })), /dataset.classes lists 3 classes, but the model has 5 outputs/);
+    await assert.rejects(
+      build('classes-x.yaml', studyYaml({ bases: '  - kind: channels', classes: '[a-class, b-class, c-class, d-class, x-class]' })),
+      /dataset.classes: the sub-folder "e-class" is not listed/,
+    );
   });
 
   it('says which field to change for bad sae settings', async () => {

@@ -76,6 +76,16 @@ export const Dataset = z.strictObject({
     .prefault({})
     .refine((s) => s.reference + s.query <= 1 + 1e-9, { error: 'reference + query must not exceed 1', path: ['query'] }),
   limit: positiveInt('images').optional().describe('Use at most this many images (after sorting by path).'),
+  classes: z
+    .array(z.string().min(1))
+    .min(2)
+    .superRefine((names, ctx) =>
+      names.forEach((n, i) => {
+        if (names.indexOf(n) !== i) ctx.addIssue({ code: 'custom', path: [i], message: `"${n}" is listed twice (also at item ${names.indexOf(n) + 1})` });
+      }),
+    )
+    .optional()
+    .describe("Class sub-folder names in the order of the model's outputs (decision contribution's labels). Default: the folder names sorted, as torchvision's ImageFolder does."),
 });
 
 export const ChannelsBasis = z.strictObject({
