@@ -19,6 +19,7 @@ import { listImages, splitOf, datasetHash, writeFashionMnist, type ImageEntry } 
 import { checkSplitSizes, exemplarsOf, featureId, practiceTrialOf, trialsOf, type Exemplars, type FeatureColumn, type TrialSpec } from './exemplars.ts';
 import { contributionSkipReason, studyContribution } from './evaluate.ts';
 import { extractToStore } from './extract.ts';
+import { visualReferences, VISUALIZATION_FOLDER } from './visual-references.ts';
 import { computeFeatures, type FeatureSet } from './features.ts';
 import { decodeModel } from './onnx/proto.ts';
 import { buildReport } from './report.ts';
@@ -163,10 +164,14 @@ async function finishBuild(loaded: LoadedStudy, opts: BuildOptions, x: Extracted
     if (!c) return { importance: null };
     return { importance: round(c.logitDrop), contribution: { logit_drop: round(c.logitDrop), accuracy_drop: round(c.accuracyDrop), changed: round(c.changed) } };
   };
+  // Feature visualizations as references, for every study feature in batched runs.
+  rmSync(join(paths.build, VISUALIZATION_FOLDER), { recursive: true, force: true });
+  const visual = study.references.kinds.includes('visualization') ? await visualReferences(study, x.modelBytes, fs, fs.selected, paths.build, { device: opts.device, log }) : null;
   for (const col of fs.selected) {
     const ex = exemplarsOf(col, study, fs.ids, fs.refRows, fs.queryRows);
-    features.push(describe(col, ex));
-    specs.push(...trialsOf(featureId(col), ex, study.references.kinds, study.seed));
+    const vis = visual?.features.get(featureId(col));
+    features.push({ ...describe(col, ex), ...(vis && { visualizations: { min: vis.min, max: vis.max } }) });
+    specs.push(...trialsOf(featureId(col), ex, study.references.kinds, study.seed, vis));
   }
   const practiceCount = Math.min(study.design.practice_trials, fs.spare.length);
   const easy: Study = { ...study, queries: { difficulty: 'extreme' } };
@@ -182,7 +187,7 @@ async function finishBuild(loaded: LoadedStudy, opts: BuildOptions, x: Extracted
   // Trial images.
   rmSync(join(paths.build, 'img'), { recursive: true, force: true });
   const byId = new Map<string, ImageEntry>(inSplit.map((img) => [img.id, img]));
-  const composer = new Composer((id) => byId.get(id)!.path, study.stimuli, paths.build);
+  const composer = new Composer((id) => visual?.files.get(id) ?? byId.get(id)!.path, study.stimuli, paths.build);
   const columns = study.references.columns;
   const trials: ManifestTrial[] = await Promise.all(
     specs.map(async (t): Promise<ManifestTrial> => ({
@@ -230,7 +235,7 @@ async function finishBuild(loaded: LoadedStudy, opts: BuildOptions, x: Extracted
   Manifest.parse(manifest);
   writeAtomic(join(paths.build, 'manifest.json'), `${JSON.stringify(manifest, null, 2)}\n`);
   const seconds = (performance.now() - started) / 1000;
-  writeAtomic(join(paths.build, 'report.html'), buildReport(manifest, study, { seconds, device, fitSeconds: fs.fitSeconds, contributionSeconds: contribution?.seconds, contributionSkipped: skipContribution }));
+  writeAtomic(join(paths.build, 'report.html'), buildReport(manifest, study, { seconds, device, fitSeconds: fs.fitSeconds, contributionSeconds: contribution?.seconds, contributionSkipped: skipContribution, visual }));
   writeAtomic(join(paths.build, 'stamp.json'), `${JSON.stringify(stamp(loaded), null, 2)}\n`);
   log(
     `${study.id}: ${features.length} features, ${trials.length} trials, ${composer.assets().length} images in ${paths.build} (${seconds.toFixed(1)}s, ${device === 'none' ? 'activations from the store' : device}` +

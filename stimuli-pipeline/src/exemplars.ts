@@ -135,20 +135,23 @@ function orderQueries(id: string, seed: number, maxQuery: string, minQuery: stri
   return rng(seedFrom('query-order', seed, id)).next() < 0.5 ? { queries: [maxQuery, minQuery], answer: 0 } : { queries: [minQuery, maxQuery], answer: 1 };
 }
 
-/** Main and catch trials of a study feature; catch trials ask about a reference image itself. */
-export function trialsOf(feature: string, ex: Exemplars, kinds: ReferenceKind[], seed: number): TrialSpec[] {
+/**
+ * Main and catch trials of a study feature, one of each per reference kind; catch trials ask about a
+ * reference image itself. Visualization trials show `visual`'s images as references and the same
+ * natural held-out queries as natural trials.
+ */
+export function trialsOf(feature: string, ex: Exemplars, kinds: ReferenceKind[], seed: number, visual?: { min: string[]; max: string[] }): TrialSpec[] {
   const trials: TrialSpec[] = [];
   for (const reference_kind of kinds) {
-    if (reference_kind === 'visualization') {
-      throw new LegibleError('references.kinds: "visualization" needs the gradient engine (feature visualizations), which is not available yet. Use [natural] for now.');
-    }
+    const refs = reference_kind === 'visualization' ? visual : ex;
+    if (!refs) throw new LegibleError(`references.kinds: "visualization" without feature visualizations for ${feature} (internal: none were made).`);
     const id = `${feature}/main/${reference_kind}`;
-    trials.push({ id, feature, kind: 'main', reference_kind, min: ex.min, max: ex.max, ...orderQueries(id, seed, ex.queries.max[0], ex.queries.min[0]) });
+    trials.push({ id, feature, kind: 'main', reference_kind, min: refs.min, max: refs.max, ...orderQueries(id, seed, ex.queries.max[0], ex.queries.min[0]) });
     // Catch: the queries are a max and a min reference, taken at a seeded position in each grid.
     const r = rng(seedFrom('catch', seed, feature, reference_kind));
     const catchId = `${feature}/catch/${reference_kind}`;
     const pick = (side: string[]) => side[r.int(side.length)];
-    trials.push({ id: catchId, feature, kind: 'catch', reference_kind, min: ex.min, max: ex.max, ...orderQueries(catchId, seed, pick(ex.max), pick(ex.min)) });
+    trials.push({ id: catchId, feature, kind: 'catch', reference_kind, min: refs.min, max: refs.max, ...orderQueries(catchId, seed, pick(refs.max), pick(refs.min)) });
   }
   return trials;
 }

@@ -2,6 +2,7 @@
 // per layer and basis, each feature's references and queries as participants will see them.
 // Plain HTML beside img/, no scripts; open it from the build folder.
 import type { Manifest, ManifestFeature, ManifestTrial, Study } from '@legible/studies';
+import type { VisualReferences } from './visual-references.ts';
 
 const esc = (s: unknown) => String(s).replace(/[&<>"']/g, (c) => `&#${c.charCodeAt(0)};`);
 
@@ -13,6 +14,8 @@ export interface ReportRun {
   contributionSeconds?: number;
   /** Why decision contribution was not measured. */
   contributionSkipped?: string | null;
+  /** Feature visualizations made for this build (attribution maps, objectives reached). */
+  visual?: VisualReferences | null;
 }
 
 export function buildReport(manifest: Manifest, study: Study, run: ReportRun): string {
@@ -26,7 +29,7 @@ export function buildReport(manifest: Manifest, study: Study, run: ReportRun): s
       .map(([k, v]) => `${esc(k.replace(/_/g, ' '))}: <b>${esc(v)}</b>`)
       .join(' · ');
     const fit = run.fitSeconds?.get(`${b.layer}/${b.basis}`);
-    return `<section><h2>${esc(b.layer)} · ${esc(b.basis)}</h2><p class="info">${b.features} features in the layer; ${features.length} in the study${info ? ` · ${info}` : ''}${fit === undefined ? '' : ` · fitted in <b>${fit.toFixed(1)} s</b>`}</p>${features.map((f) => card(f, trialsOf.get(f.id) ?? [])).join('') || '<p>No features of this layer and basis are in the study.</p>'}</section>`;
+    return `<section><h2>${esc(b.layer)} · ${esc(b.basis)}</h2><p class="info">${b.features} features in the layer; ${features.length} in the study${info ? ` · ${info}` : ''}${fit === undefined ? '' : ` · fitted in <b>${fit.toFixed(1)} s</b>`}</p>${features.map((f) => card(f, trialsOf.get(f.id) ?? [], run.visual)).join('') || '<p>No features of this layer and basis are in the study.</p>'}</section>`;
   });
   const practice = manifest.features.filter((f) => practiceIds.has(f.id));
   const skipped = manifest.dataset.skipped;
@@ -42,6 +45,7 @@ figure{margin:0}figcaption{font-size:12px;color:#555;margin-bottom:3px}
 .grid img{display:block;max-width:260px;image-rendering:${study.stimuli.resample === 'nearest' ? 'pixelated' : 'auto'}}
 .queries{display:flex;flex-direction:column;gap:6px}.q{display:flex;gap:6px;align-items:center;font-size:12px}
 .q img{width:72px;image-rendering:${study.stimuli.resample === 'nearest' ? 'pixelated' : 'auto'};border:3px solid transparent}.q img.answer{border-color:#1f6f3f}
+.maps{grid-column:1/-1}.maps img{width:56px;margin:0 2px 0 0;image-rendering:pixelated;border:1px solid #ddd}
 .warn{background:#fff6e0;border:1px solid #e8c66a;padding:8px 12px;border-radius:6px}
 </style></head><body>
 <h1>${esc(study.title)}</h1>
@@ -82,14 +86,23 @@ function count(m: Manifest, kind: ManifestTrial['kind']): number {
   return m.trials.filter((t) => t.kind === kind).length;
 }
 
-function card(f: ManifestFeature, trials: ManifestTrial[]): string {
-  const main = trials.find((t) => t.kind !== 'catch') ?? trials[0];
-  if (!main) return '';
+function card(f: ManifestFeature, trials: ManifestTrial[], visual?: VisualReferences | null): string {
+  const mains = trials.filter((t) => t.kind !== 'catch');
+  if (!mains.length) return '';
   const q = (t: ManifestTrial, i: 0 | 1) =>
     `<div class="q"><img src="${esc(t.assets.queries[i])}" alt="query ${i}" class="${i === t.answer ? 'answer' : ''}">${i === t.answer ? 'matches max' : ''}</div>`;
-  const katch = trials.find((t) => t.kind === 'catch');
+  const rows = mains.map((main) => {
+    const katch = trials.find((t) => t.kind === 'catch' && t.reference_kind === main.reference_kind);
+    const what = main.reference_kind === 'visualization' ? 'visualizations' : 'references';
+    return `<figure class="grid"><figcaption>minimally activating ${what}</figcaption><img src="${esc(main.assets.min)}" alt="min ${what}"></figure>
+<figure class="grid"><figcaption>maximally activating ${what}</figcaption><img src="${esc(main.assets.max)}" alt="max ${what}"></figure>
+<figure class="queries"><figcaption>${esc(main.kind)} queries</figcaption>${q(main, 0)}${q(main, 1)}${katch ? `<figcaption>catch queries</figcaption>${q(katch, 0)}${q(katch, 1)}` : ''}</figure>`;
+  });
+  const vis = visual?.features.get(f.id);
+  const reached = visual?.objectives.get(f.id);
+  const maps = vis
+    ? `<figure class="maps"><figcaption>MACO attribution maps of the max-side visualizations (where the objective's gradient was largest over the optimisation)${reached ? `; objective reached: max side ${reached.max.map((o) => o.toPrecision(3)).join(', ')}; min side ${reached.min.map((o) => o.toPrecision(3)).join(', ')}` : ''}</figcaption>${vis.attributions.map((a, i) => `<img src="${esc(vis.max[i])}" alt="visualization"><img src="${esc(a)}" alt="attribution map">`).join('')}</figure>`
+    : '';
   return `<div class="card"><h3>${esc(f.id)} <small>activation over references: mean ${f.stats.mean}, sd ${f.stats.std}, range ${f.stats.min} – ${f.stats.max}${f.contribution ? ` · removing it: logit drop ${f.contribution.logit_drop}, accuracy drop ${(100 * f.contribution.accuracy_drop).toFixed(1)} pp` : ''}</small></h3>
-<figure class="grid"><figcaption>minimally activating</figcaption><img src="${esc(main.assets.min)}" alt="min references"></figure>
-<figure class="grid"><figcaption>maximally activating</figcaption><img src="${esc(main.assets.max)}" alt="max references"></figure>
-<figure class="queries"><figcaption>${esc(main.kind)} queries</figcaption>${q(main, 0)}${q(main, 1)}${katch ? `<figcaption>catch queries</figcaption>${q(katch, 0)}${q(katch, 1)}` : ''}</figure></div>`;
+${rows.join('\n')}${maps}</div>`;
 }

@@ -274,6 +274,64 @@ describe('stimuli pipeline with the gradient engine, on a tiny ResNet', () => {
     );
   });
 
+  it('makes visualization references: per_side images a side, the max side driving the feature above the min side', async () => {
+    const { study, manifest } = await build(
+      'vis.yaml',
+      studyYaml({
+        references: '{ per_side: 2, columns: 2, kinds: [natural, visualization], visualization: { steps: 48, batch: 16 } }',
+        contribution: '{ images: 0 }',
+      }),
+    );
+    const studyFeatures = manifest.features.filter((f) => !manifest.trials.some((t) => t.feature === f.id && t.kind === 'practice'));
+    assert.equal(studyFeatures.length, 8);
+    // One SAE per layer, as the pipeline trained it, for the directions.
+    const split = study.study.dataset.split;
+    const refIds = [...pixels.keys()].sort().filter((id) => splitOf(id, split) === 'reference');
+    for (const f of studyFeatures) {
+      const vis = f.visualizations!;
+      assert.ok(vis, `${f.id} has no visualizations`);
+      assert.equal(vis.max.length, 2);
+      assert.equal(vis.min.length, 2);
+      assert.equal(new Set([...vis.max, ...vis.min]).size, 4, 'each visualization is its own image');
+      // The natural queries stay; the references are the visualizations.
+      const main = manifest.trials.find((t) => t.feature === f.id && t.kind === 'main' && t.reference_kind === 'visualization')!;
+      const natural = manifest.trials.find((t) => t.feature === f.id && t.kind === 'main' && t.reference_kind === 'natural')!;
+      assert.deepEqual([...main.query_images].sort(), [...natural.query_images].sort());
+      assert.equal(main.query_images[main.answer], natural.query_images[natural.answer]);
+      const katch = manifest.trials.find((t) => t.feature === f.id && t.kind === 'catch' && t.reference_kind === 'visualization')!;
+      assert.ok(vis.max.includes(katch.query_images[katch.answer]));
+      const grid = await sharp(join(study.paths.build, main.assets.max)).metadata();
+      assert.deepEqual([grid.width, grid.height], [2 * 24 + 2, 24]);
+      // Each image, run through the model here: the feature's activation (channel mean, or projection on the direction).
+      const tensor = f.layer === 'early' ? 'block1' : 'block2';
+      const read = async (p: string) => new Uint8Array(await sharp(join(study.paths.build, p)).raw().toBuffer());
+      const imgs = await Promise.all([...vis.max, ...vis.min].map(read));
+      const { means, channels } = await layerMeans(model, tensor, imgs);
+      let direction: Float32Array;
+      if (f.basis === 'channels') direction = Float32Array.from({ length: channels }, (_, c) => (c === f.index ? 1 : 0));
+      else {
+        const ref = await layerMeans(model, tensor, refIds.map((id) => pixels.get(id)!));
+        const sae = await trainTopKSae(ref.means, refIds.length, channels, { dictionary: 12, k: 3, epochs: 40, seed: seedFrom('sae', 1, f.layer) });
+        direction = sae.decoderDirections.slice(f.index * channels, (f.index + 1) * channels);
+        await sae.release();
+      }
+      const drive = imgs.map((_, i) => direction.reduce((s, d, c) => s + d * means[i * channels + c], 0));
+      assert.ok(Math.min(drive[0], drive[1]) > Math.max(drive[2], drive[3]), `${f.id}: max side ${drive.slice(0, 2)}, min side ${drive.slice(2)}`);
+    }
+    const report = readFileSync(join(study.paths.build, 'report.html'), 'utf8');
+    assert.match(report, /maximally activating visualizations/);
+    // Deterministic: the same study gives the same visualizations, so a byte-identical manifest.
+    const first = readFileSync(join(study.paths.build, 'manifest.json'));
+    await build('vis.yaml', readFileSync(join(dir, 'vis.yaml'), 'utf8'));
+    assert.ok(readFileSync(join(study.paths.build, 'manifest.json')).equals(first), 'manifest changed on rebuild');
+    assert.match(report, /attribution map/);
+  });
+
+  it('says which field to change for visualization settings without the visualization kind', () => {
+    writeFileSync(join(dir, 'bad-vis.yaml'), studyYaml({ references: '{ per_side: 2, visualization: { steps: 10 } }' }));
+    assert.throws(() => loadStudy(join(dir, 'bad-vis.yaml')), /references\.visualization[\s\S]*Add it to kinds, or remove these settings/);
+  });
+
   it('says which field to change for bad sae settings', async () => {
     writeFileSync(join(dir, 'bad-k.yaml'), studyYaml({ bases: '  - { kind: sae, dictionary: 4, k: 6 }' }));
     assert.throws(() => loadStudy(join(dir, 'bad-k.yaml')), /bases\[0\]\.k[\s\S]*k = 6 is more than dictionary = 4: lower k or raise dictionary/);

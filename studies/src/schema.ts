@@ -290,6 +290,9 @@ export const Study = z
     for (const b of s.bases) {
       if (b.kind === 'nmf' && b.components < 2) ctx.addIssue({ code: 'custom', path: ['bases'], message: 'nmf needs components ≥ 2' });
     }
+    if (s.references.visualization && !s.references.kinds.includes('visualization')) {
+      ctx.addIssue({ code: 'custom', path: ['references', 'visualization'], message: 'has no effect: references.kinds does not include "visualization". Add it to kinds, or remove these settings.' });
+    }
     if (s.design.catch_trials > s.design.trials_per_participant) {
       ctx.addIssue({ code: 'custom', path: ['design', 'catch_trials'], message: 'more catch trials than main trials: catch trials should be a small share' });
     }
