@@ -5,26 +5,20 @@
 // redirect — then, when the answer gets through, the session is flagged (unsynced_end) and
 // finished, and the page offers the redirect.
 import assert from 'node:assert/strict';
-import { mkdtempSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
 import { after, before, test } from 'node:test';
 import { devices, type Browser } from 'playwright-core';
-import { startServer, type RunningServer } from '@legible/server';
-import { makeFixture, type Fixture } from '../../server/test/fixture.ts';
-import { buildClient, launchChromium } from './helpers.ts';
+import type { RunningServer } from '@legible/server';
+import { startRig, type Rig } from './helpers.ts';
 import { walk } from './participant.ts';
 
-let fx: Fixture;
 let srv: RunningServer;
 let browser: Browser;
-let distDir: string;
 const PROLIFIC = 'https://app.prolific.com/submissions/complete';
 
+let rig: Rig;
+
 before(async () => {
-  distDir = mkdtempSync(join(tmpdir(), 'legible-client-dist-'));
-  await buildClient(distDir);
-  fx = makeFixture({
+  rig = await startRig({
     id: 'ends',
     mode: 'pilot',
     trialsPerParticipant: 3,
@@ -40,26 +34,10 @@ before(async () => {
       '    code: END-UNSYNCED',
     ],
   });
-  srv = await startServer({
-    port: 0,
-    db: join(fx.root, 'legible.db'),
-    studiesDir: fx.studiesDir,
-    studies: [fx.studyFile],
-    clientDir: distDir,
-    signals: false,
-    build: async () => {
-      throw new Error('the fixture brings its own manifest');
-    },
-  });
-  browser = await launchChromium();
+  ({ srv, browser } = rig);
 });
 
-after(async () => {
-  await browser?.close();
-  await srv?.close();
-  fx?.cleanup();
-  if (distDir) rmSync(distDir, { recursive: true, force: true });
-});
+after(() => rig?.close());
 
 const sessions = () => srv.db.sessionsOfStudy('ends').length;
 

@@ -6,29 +6,23 @@
 // browser gave, and the client's events. Also: the localStorage path when IndexedDB is missing,
 // coming back after finishing, declining consent, and ?simulate=data-only.
 import assert from 'node:assert/strict';
-import { mkdtempSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
 import { after, before, test } from 'node:test';
 import type { Browser, Page } from 'playwright-core';
 import { CreateSessionResponse } from '@legible/studies/contracts';
-import { startServer, type RunningServer } from '@legible/server';
-import { makeFixture, type Fixture } from '../../server/test/fixture.ts';
-import { buildClient, idbOutboxKeys, launchChromium, WITHOUT_INDEXEDDB } from './helpers.ts';
+import type { RunningServer } from '@legible/server';
+import { idbOutboxKeys, startRig, WITHOUT_INDEXEDDB, type Rig } from './helpers.ts';
 import { bySeq, walk } from './participant.ts';
 
 const REDIRECT = 'https://completion.example/done';
 
-let fx: Fixture;
 let srv: RunningServer;
 let browser: Browser;
-let distDir: string;
 
+let rig: Rig;
+
+// The real client build (client/vite.config.ts), the fixture study and the server.
 before(async () => {
-  distDir = mkdtempSync(join(tmpdir(), 'legible-client-dist-'));
-  // The real client build (client/vite.config.ts), into a folder of its own.
-  await buildClient(distDir);
-  fx = makeFixture({
+  rig = await startRig({
     id: 'e2e',
     mode: 'pilot',
     trialsPerParticipant: 4,
@@ -48,26 +42,10 @@ before(async () => {
       `    redirect: ${REDIRECT}?cc={code}`,
     ],
   });
-  srv = await startServer({
-    port: 0,
-    db: join(fx.root, 'legible.db'),
-    studiesDir: fx.studiesDir,
-    studies: [fx.studyFile],
-    clientDir: distDir,
-    signals: false,
-    build: async () => {
-      throw new Error('the fixture brings its own manifest');
-    },
-  });
-  browser = await launchChromium();
+  ({ srv, browser } = rig);
 });
 
-after(async () => {
-  await browser?.close();
-  await srv?.close();
-  fx?.cleanup();
-  if (distDir) rmSync(distDir, { recursive: true, force: true });
-});
+after(() => rig?.close());
 
 /** The session as the server sees it (a create with the same participant is a resume). */
 async function sessionOf(participant: string): Promise<CreateSessionResponse> {

@@ -5,30 +5,24 @@
 // every trial exactly once, in task-list order, with the answers given, and the participant must
 // reach the completion code.
 import assert from 'node:assert/strict';
-import { mkdtempSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
 import { after, before, test } from 'node:test';
 import type { Browser, Page } from 'playwright-core';
-import { startServer, type RunningServer } from '@legible/server';
-import { makeFixture, type Fixture } from '../../server/test/fixture.ts';
-import { buildClient, idbOutboxKeys, launchChromium } from './helpers.ts';
+import type { RunningServer } from '@legible/server';
+import { idbOutboxKeys, startRig, type Rig } from './helpers.ts';
 import { bySeq, seeded, walk, type Given } from './participant.ts';
 
-let fx: Fixture;
 let srv: RunningServer;
 let browser: Browser;
-let distDir: string;
 
 const MAIN = 22;
 const CATCH = 2;
 const PRACTICE = 2;
 const TOTAL = MAIN + CATCH + PRACTICE;
 
+let rig: Rig;
+
 before(async () => {
-  distDir = mkdtempSync(join(tmpdir(), 'legible-client-dist-'));
-  await buildClient(distDir);
-  fx = makeFixture({
+  rig = await startRig({
     id: 'faults',
     mode: 'pilot',
     trialsPerParticipant: MAIN,
@@ -37,26 +31,10 @@ before(async () => {
     mainPerFeature: 3,
     recruitment: ['  platform: generic', '  completed:', '    code: FAULTS-DONE', '  failed_checks:', '    code: FAULTS-CHECK'],
   });
-  srv = await startServer({
-    port: 0,
-    db: join(fx.root, 'legible.db'),
-    studiesDir: fx.studiesDir,
-    studies: [fx.studyFile],
-    clientDir: distDir,
-    signals: false,
-    build: async () => {
-      throw new Error('the fixture brings its own manifest');
-    },
-  });
-  browser = await launchChromium();
+  ({ srv, browser } = rig);
 });
 
-after(async () => {
-  await browser?.close();
-  await srv?.close();
-  fx?.cleanup();
-  if (distDir) rmSync(distDir, { recursive: true, force: true });
-});
+after(() => rig?.close());
 
 test('30% failed requests, 20 s offline mid-block, three reloads, a closed and reopened tab: every trial exactly once, in order, and the completion code', async () => {
   const context = await browser.newContext({ viewport: { width: 1280, height: 720 } });

@@ -6,6 +6,10 @@ import { fileURLToPath } from 'node:url';
 import type { AddressInfo } from 'node:net';
 import { chromium, type Browser, type Page } from 'playwright-core';
 import { build } from 'vite';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { startServer, type RunningServer } from '@legible/server';
+import { makeFixture, type Fixture, type FixtureOptions } from '../../server/test/fixture.ts';
 
 export const CHROMIUM = process.env.CHROMIUM_PATH ?? '/usr/bin/chromium';
 
@@ -107,3 +111,41 @@ export async function idbOutboxKeys(page: Page): Promise<string[]> {
 
 /** A page init script (addInitScript({content})) that takes IndexedDB away, as some private modes do. */
 export const WITHOUT_INDEXEDDB = "Object.defineProperty(window, 'indexedDB', { configurable: true, get: () => undefined });";
+
+/** What the browser tests run against: the built client, a fixture study, the real server, Chromium. */
+export interface Rig {
+  fx: Fixture;
+  srv: RunningServer;
+  browser: Browser;
+  close(): Promise<void>;
+}
+
+/** Builds the client, writes the fixture study (it brings its own manifest) and serves both. */
+export async function startRig(fixture: FixtureOptions): Promise<Rig> {
+  const distDir = mkdtempSync(join(tmpdir(), 'legible-client-dist-'));
+  await buildClient(distDir);
+  const fx = makeFixture(fixture);
+  const srv = await startServer({
+    port: 0,
+    db: join(fx.root, 'legible.db'),
+    studiesDir: fx.studiesDir,
+    studies: [fx.studyFile],
+    clientDir: distDir,
+    signals: false,
+    build: async () => {
+      throw new Error('the fixture brings its own manifest');
+    },
+  });
+  const browser = await launchChromium();
+  return {
+    fx,
+    srv,
+    browser,
+    async close() {
+      await browser.close();
+      await srv.close();
+      fx.cleanup();
+      rmSync(distDir, { recursive: true, force: true });
+    },
+  };
+}

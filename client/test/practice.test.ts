@@ -4,25 +4,21 @@
 // main part after a passed one (or after the last round), skipped rounds never shown or sent, and
 // a reload between rounds resuming at the right round.
 import assert from 'node:assert/strict';
-import { mkdtempSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
 import { after, before, test } from 'node:test';
 import type { Browser, Page } from 'playwright-core';
-import { startServer, type RunningServer } from '@legible/server';
-import { makeFixture, type Fixture } from '../../server/test/fixture.ts';
-import { buildClient, launchChromium } from './helpers.ts';
+import type { RunningServer } from '@legible/server';
+import type { Fixture } from '../../server/test/fixture.ts';
+import { startRig, type Rig } from './helpers.ts';
 import { walk, type TrialOnScreen } from './participant.ts';
 
 let fx: Fixture;
 let srv: RunningServer;
 let browser: Browser;
-let distDir: string;
+
+let rig: Rig;
 
 before(async () => {
-  distDir = mkdtempSync(join(tmpdir(), 'legible-client-dist-'));
-  await buildClient(distDir);
-  fx = makeFixture({
+  rig = await startRig({
     id: 'prac',
     mode: 'pilot',
     trialsPerParticipant: 4,
@@ -31,26 +27,10 @@ before(async () => {
     design: ['practice_criterion: 1', 'practice_rounds: 3'],
     recruitment: ['  platform: generic', '  completed:', '    code: PRAC-DONE'],
   });
-  srv = await startServer({
-    port: 0,
-    db: join(fx.root, 'legible.db'),
-    studiesDir: fx.studiesDir,
-    studies: [fx.studyFile],
-    clientDir: distDir,
-    signals: false,
-    build: async () => {
-      throw new Error('the fixture brings its own manifest');
-    },
-  });
-  browser = await launchChromium();
+  ({ fx, srv, browser } = rig);
 });
 
-after(async () => {
-  await browser?.close();
-  await srv?.close();
-  fx?.cleanup();
-  if (distDir) rmSync(distDir, { recursive: true, force: true });
-});
+after(() => rig?.close());
 
 /** The key that picks the right (or a wrong) query, from the manifest's answer key. */
 function keyFor(trial: TrialOnScreen, correct: boolean): number {
