@@ -1,17 +1,11 @@
 // Assignment as a pure function: determinism, balance over many simulated participants, lease
 // release, between-subject conditions, and answer keys that agree with the manifest.
 import assert from 'node:assert/strict';
-import { after, describe, test } from 'node:test';
+import { describe, test } from 'node:test';
 import { assignTasks, conditionKey, emptyLoad, makePlan, tallyLoad, unitKey, type Plan, type SessionSnapshot, type Task } from '../src/assign.ts';
-import { makeFixture, type Fixture } from './fixture.ts';
+import { fixtureMaker } from './fixture.ts';
 
-const fixtures: Fixture[] = [];
-const fixture = (opts: Parameters<typeof makeFixture>[0] = {}) => {
-  const f = makeFixture(opts);
-  fixtures.push(f);
-  return f;
-};
-after(() => fixtures.forEach((f) => f.cleanup()));
+const fixture = fixtureMaker();
 
 const T0 = Date.parse('2030-01-01T00:00:00Z');
 const iso = (ms: number) => new Date(ms).toISOString();

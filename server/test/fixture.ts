@@ -5,6 +5,7 @@ import { createHash } from 'node:crypto';
 import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { after } from 'node:test';
 import { deflateSync } from 'node:zlib';
 import { loadStudy, Manifest, MANIFEST_FORMAT, type LoadedStudy, type ManifestFeature, type ManifestTrial } from '@legible/studies';
 
@@ -84,6 +85,17 @@ export function png(r: number, g: number, b: number): Buffer {
     chunk('IDAT', deflateSync(Buffer.from([0, r, g, b]))),
     chunk('IEND', Buffer.alloc(0)),
   ]);
+}
+
+/** makeFixture for a test file: every fixture it makes is removed after the file's tests. */
+export function fixtureMaker(): (opts?: FixtureOptions) => Fixture {
+  const made: Fixture[] = [];
+  after(() => made.forEach((f) => f.cleanup()));
+  return (opts = {}) => {
+    const f = makeFixture(opts);
+    made.push(f);
+    return f;
+  };
 }
 
 export function makeFixture(opts: FixtureOptions = {}): Fixture {

@@ -1,20 +1,14 @@
 // Practice rounds until a criterion (design.practice_criterion / practice_rounds): the pure rule,
 // the task list, and the whole flow over HTTP in pilot and preview mode.
 import assert from 'node:assert/strict';
-import { after, describe, test } from 'node:test';
+import { describe, test } from 'node:test';
 import { CreateSessionResponse, TrialAck, type FinishResponse } from '@legible/studies';
 import { assignTasks, emptyLoad, makePlan, type Task } from '../src/assign.ts';
 import { practiceState, roundSummaryFor, type PracticeAnswer } from '../src/practice.ts';
-import { makeFixture, type Fixture } from './fixture.ts';
+import { fixtureMaker } from './fixture.ts';
 import { answer, bearer, call, createSession, serveFixture, type TestServer } from './http.ts';
 
-const fixtures: Fixture[] = [];
-const fixture = (opts: Parameters<typeof makeFixture>[0] = {}) => {
-  const f = makeFixture(opts);
-  fixtures.push(f);
-  return f;
-};
-after(() => fixtures.forEach((f) => f.cleanup()));
+const fixture = fixtureMaker();
 
 /** A task list with R rounds of P practice trials, then two main trials. */
 function tasksOf(R: number, P: number): Task[] {
