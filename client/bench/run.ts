@@ -129,7 +129,8 @@ try {
   const images = loaded.paths.images;
   const features = new Map(manifest.features.map((f) => [f.id, f]));
   const size = (rel: string) => statSync(join(build, rel)).size;
-  const { cell_px: px, quality, resample } = loaded.study.stimuli;
+  const { quality, resample } = loaded.study.stimuli;
+  const px = loaded.study.stimuli.image_px ?? loaded.study.stimuli.cell_px; // the same pixels as legible stores
   const jpegCache = new Map<string, number>();
   const jpeg = async (id: string) => {
     let n = jpegCache.get(id);

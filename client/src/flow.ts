@@ -117,6 +117,7 @@ export function taskTimeline(trials: TaskTrial[], start: number, ctx: FlowContex
     columns: ctx.config.columns,
     per_side: ctx.config.per_side,
     cell_px: ctx.config.cell_px,
+    image_rendering: ctx.config.pixelated ? 'pixelated' : 'auto',
     initial_wait_ms: ctx.config.initial_wait_ms,
     practice: !opts.example && t.practice,
     example: opts.example ?? false,

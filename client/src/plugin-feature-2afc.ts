@@ -32,8 +32,10 @@ const info = {
     /** Grid columns and images per side: only used to describe the grids to screen readers. */
     columns: { type: ParameterType.INT, default: 3 },
     per_side: { type: ParameterType.INT, default: 9 },
-    /** Side of one grid cell in the composed grid, in image pixels: queries are drawn at the
-     *  same scale as one reference cell times `query_scale`. null: use the query's own size. */
+    /** Side of one grid cell before fitting to the window. Images may be stored smaller (the
+     *  study's stimuli.image_px; a query's width is one stored cell): they are scaled so that a
+     *  cell is drawn at cell_px, and queries at cell_px times `query_scale`. null: the images'
+     *  own sizes. */
     cell_px: { type: ParameterType.INT, default: null },
     query_scale: { type: ParameterType.FLOAT, default: 1.25 },
     /** Largest magnification of the images (they are fitted to the window up to this). */
@@ -448,10 +450,12 @@ class FeatureTwoAfcPlugin implements JsPsychPlugin<Info> {
 
   /** Scales the stimuli to fit the space left in the window; returns the scale used. */
   private fit(root: HTMLElement, stage: HTMLElement, centre: HTMLElement, minImg: HTMLImageElement, maxImg: HTMLImageElement, queries: HTMLImageElement[], trial: TrialType<Info>): number {
-    const gw = Math.max(minImg.naturalWidth, maxImg.naturalWidth) || 1;
-    const gh = Math.max(minImg.naturalHeight, maxImg.naturalHeight) || 1;
     const qn = Math.max(...queries.map((q) => q.naturalWidth)) || 1;
-    const qScale = (trial.cell_px ? trial.cell_px / qn : 1) * (trial.query_scale ?? 1.25);
+    // One stored cell (a query's width) is drawn at cell_px before fitting.
+    const unit = trial.cell_px ? trial.cell_px / qn : 1;
+    const gw = (Math.max(minImg.naturalWidth, maxImg.naturalWidth) || 1) * unit;
+    const gh = (Math.max(minImg.naturalHeight, maxImg.naturalHeight) || 1) * unit;
+    const qScale = unit * (trial.query_scale ?? 1.25);
     const qw = qn * qScale;
     const qh = (Math.max(...queries.map((q) => q.naturalHeight)) || 1) * qScale;
 
@@ -473,8 +477,8 @@ class FeatureTwoAfcPlugin implements JsPsychPlugin<Info> {
     );
 
     for (const img of [minImg, maxImg]) {
-      img.style.width = `${Math.floor(img.naturalWidth * s)}px`;
-      img.style.height = `${Math.floor(img.naturalHeight * s)}px`;
+      img.style.width = `${Math.floor(img.naturalWidth * unit * s)}px`;
+      img.style.height = `${Math.floor(img.naturalHeight * unit * s)}px`;
     }
     for (const img of queries) {
       img.style.width = `${Math.floor(img.naturalWidth * qScale * s)}px`;

@@ -23,15 +23,16 @@ let server: { url: string; close: () => Promise<void> };
 let outDir: string;
 const images = new Map<string, Buffer>();
 
-async function grid(hue: number): Promise<Buffer> {
+async function grid(hue: number, cell = CELL, gap = GAP): Promise<Buffer> {
   const cells = Array.from({ length: 9 }, (_, i) => ({
-    input: { create: { width: CELL, height: CELL, channels: 3 as const, background: { r: (hue + i * 25) % 256, g: 90, b: (255 - hue) % 256 } } },
-    left: (i % 3) * (CELL + GAP),
-    top: Math.floor(i / 3) * (CELL + GAP),
+    input: { create: { width: cell, height: cell, channels: 3 as const, background: { r: (hue + i * 25) % 256, g: 90, b: (255 - hue) % 256 } } },
+    left: (i % 3) * (cell + gap),
+    top: Math.floor(i / 3) * (cell + gap),
   }));
-  return sharp({ create: { width: GRID, height: GRID, channels: 3, background: '#ffffff' } }).composite(cells).png().toBuffer();
+  const side = 3 * cell + 2 * gap;
+  return sharp({ create: { width: side, height: side, channels: 3, background: '#ffffff' } }).composite(cells).png().toBuffer();
 }
-const square = (background: string) => sharp({ create: { width: CELL, height: CELL, channels: 3, background } }).png().toBuffer();
+const square = (background: string, cell = CELL) => sharp({ create: { width: cell, height: cell, channels: 3, background } }).png().toBuffer();
 
 before(async () => {
   outDir = mkdtempSync(join(tmpdir(), 'legible-plugin-page-'));
@@ -39,6 +40,11 @@ before(async () => {
   images.set('max.png', await grid(200));
   images.set('q0.png', await square('#2a9d8f'));
   images.set('q1.png', await square('#e9c46a'));
+  // The same stimuli stored at a third of the size (a study's stimuli.image_px), gap scaled alike.
+  images.set('min_small.png', await grid(30, CELL / 3, 1));
+  images.set('max_small.png', await grid(200, CELL / 3, 1));
+  images.set('q0_small.png', await square('#2a9d8f', CELL / 3));
+  images.set('q1_small.png', await square('#e9c46a', CELL / 3));
   await buildPage(join(here, 'fixtures/plugin-page'), outDir);
   server = await serve(outDir, [
     async (_req, res, url) => {
@@ -184,6 +190,30 @@ describe('feature-2afc plugin', () => {
       const { data } = await done;
       assert.equal(data.max_side, maxSide);
     }
+    await close(s);
+  });
+
+  test('images stored smaller than cell_px are drawn at the same size as full-size ones, pixelated on request', async () => {
+    const s = await open();
+    const sizes: Box[][] = [];
+    const rendering: string[] = [];
+    for (const small of [false, true]) {
+      const at = (name: string) => `/img/${name}${small ? '_small' : ''}.png`;
+      const extra = small ? { min_url: at('min'), max_url: at('max'), query_urls: [at('q0'), at('q1')], image_rendering: 'pixelated' } : {};
+      const done = start(s.page, { params: params({ ...extra, query_order: [0, 1] }) });
+      await ready(s.page);
+      sizes.push([await box(s.page, 'img[data-side="min"]'), await box(s.page, 'img[data-side="max"]'), await box(s.page, 'img[data-query="0"]')]);
+      rendering.push(await s.page.$eval('img[data-side="min"]', (img) => getComputedStyle(img).imageRendering));
+      await s.page.keyboard.press('1');
+      await done;
+    }
+    const [full, small] = sizes;
+    for (let i = 0; i < full.length; i++) {
+      assert.ok(Math.abs(small[i].width - full[i].width) <= 0.03 * full[i].width, `image ${i}: ${small[i].width} px wide vs ${full[i].width} px at full size`);
+      assert.ok(Math.abs(small[i].height - full[i].height) <= 0.03 * full[i].height, `image ${i}: ${small[i].height} px high vs ${full[i].height} px`);
+    }
+    assert.ok(full[0].width >= GRID, 'the full-size grid is not shrunk');
+    assert.deepEqual(rendering, ['auto', 'pixelated']);
     await close(s);
   });
 

@@ -143,6 +143,7 @@ export function clientConfig(study: Study): ClientConfig {
     per_side: study.references.per_side,
     cell_px: study.stimuli.cell_px,
     gap_px: study.stimuli.gap_px,
+    pixelated: study.stimuli.resample === 'nearest',
     practice_criterion: study.design.practice_criterion ?? null,
   };
 }

@@ -1,5 +1,6 @@
 // Trial images: each side's reference grid composed into one image, and each query alone, at the
-// study's cell size and encoding. Files are named by a hash of their bytes, so identical images
+// study's image size (stimuli.image_px, else cell_px; the client scales a cell to cell_px) and
+// encoding. Files are named by a hash of their bytes, so identical images
 // are stored once and can be cached forever by browsers.
 import { createHash } from 'node:crypto';
 import { existsSync, mkdirSync, writeFileSync } from 'node:fs';
@@ -13,6 +14,9 @@ export class Composer {
   private cells = new Map<string, Promise<Buffer>>();
   private grids = new Map<string, Promise<string>>();
   private written = new Map<string, Promise<string>>();
+  /** Side of one stored cell, and the gap between cells in stored pixels (scaled with the cells). */
+  private readonly px: number;
+  private readonly gap: number;
 
   constructor(
     private readonly resolveImage: (id: string) => string,
@@ -20,13 +24,16 @@ export class Composer {
     private readonly outDir: string,
   ) {
     mkdirSync(join(outDir, 'img'), { recursive: true });
+    this.px = stimuli.image_px ?? stimuli.cell_px;
+    const gap = (stimuli.gap_px * this.px) / stimuli.cell_px;
+    this.gap = stimuli.gap_px > 0 ? Math.max(1, Math.round(gap)) : 0;
   }
 
   /** One image at cell size: raw RGB, centre-cropped to a square. */
   private cell(id: string): Promise<Buffer> {
     let cell = this.cells.get(id);
     if (!cell) {
-      const px = this.stimuli.cell_px;
+      const px = this.px;
       cell = sharp(this.resolveImage(id))
         .toColourspace('srgb')
         .flatten({ background: '#ffffff' })
@@ -51,7 +58,7 @@ export class Composer {
   }
 
   private async composeGrid(ids: string[], columns: number): Promise<string> {
-    const { cell_px: px, gap_px: gap } = this.stimuli;
+    const { px, gap } = this;
     const cols = Math.min(columns, ids.length);
     const rows = Math.ceil(ids.length / cols);
     const width = cols * px + (cols - 1) * gap;
@@ -65,7 +72,7 @@ export class Composer {
 
   /** One query image. */
   async single(id: string): Promise<string> {
-    const px = this.stimuli.cell_px;
+    const px = this.px;
     const raw = await this.cell(id);
     return this.write(await this.encode(sharp(raw, { raw: { width: px, height: px, channels: 3 } })));
   }

@@ -119,6 +119,8 @@ export const ClientConfig = z.object({
   per_side: z.number().int(),
   cell_px: z.number().int(),
   gap_px: z.number().int(),
+  /** Scale images up without smoothing (the study's stimuli.resample: nearest). */
+  pixelated: z.boolean().optional(),
   practice_criterion: z.number().nullable(),
 });
 export type ClientConfig = z.infer<typeof ClientConfig>;

@@ -181,6 +181,11 @@ export const Stimuli = z.strictObject({
   format: z.enum(['webp', 'jpeg']).default('webp'),
   quality: positiveInt('quality').max(100).default(85),
   resample: z.enum(['lanczos', 'nearest']).default('lanczos').describe('nearest keeps the pixels of tiny images crisp.'),
+  image_px: positiveInt('pixels')
+    .min(8)
+    .max(1024)
+    .optional()
+    .describe('Pixel size each image is stored and sent at (default: cell_px). For sources smaller than cell_px (28 for Fashion-MNIST) set their size: the browser scales them to cell_px (crisp with resample: nearest), and a third of the bytes go over the network.'),
 });
 
 export const Design = z
