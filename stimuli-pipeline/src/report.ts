@@ -42,7 +42,7 @@ h1{margin:0 0 4px}h2{margin:32px 0 4px;border-bottom:2px solid #ddd;padding-bott
 .card{display:grid;grid-template-columns:auto auto auto;gap:10px 18px;align-items:start;border:1px solid #e2e2e2;border-radius:8px;padding:12px;margin:12px 0}
 .card h3{grid-column:1/-1;margin:0;font-size:15px}.card h3 small{color:#666;font-weight:normal}
 figure{margin:0}figcaption{font-size:12px;color:#555;margin-bottom:3px}
-.grid img{display:block;max-width:260px;image-rendering:${study.stimuli.resample === 'nearest' ? 'pixelated' : 'auto'}}
+.grid img{display:block;width:${gridWidth(study)}px;image-rendering:${study.stimuli.resample === 'nearest' ? 'pixelated' : 'auto'}}
 .queries{display:flex;flex-direction:column;gap:6px}.q{display:flex;gap:6px;align-items:center;font-size:12px}
 .q img{width:72px;image-rendering:${study.stimuli.resample === 'nearest' ? 'pixelated' : 'auto'};border:3px solid transparent}.q img.answer{border-color:#1f6f3f}
 .maps{grid-column:1/-1}.maps img{width:56px;margin:0 2px 0 0;image-rendering:pixelated;border:1px solid #ddd}
@@ -80,6 +80,12 @@ function contributionTable(manifest: Manifest, features: ManifestFeature[], run:
   return `<h2>Decision contribution</h2>
 <p class="info">Each study feature removed from its layer (a channel zeroed; an NMF concept's or SAE latent's dictionary component subtracted at every position), over <b>${c.images}</b> held-out images; labels: <b>${c.labels === 'given' ? 'the class sub-folders' : "the unmodified model's predictions"}</b>${c.note ? ` (${esc(c.note)})` : ''}; baseline accuracy ${(100 * c.baseline_accuracy).toFixed(1)} %${run.contributionSeconds === undefined ? '' : `; measured in ${run.contributionSeconds.toFixed(1)} s`}. Mean ± SD over the layer's study features.</p>
 <table><tr><th>layer</th><th>basis</th><th>features</th><th>logit drop of the correct class</th><th>accuracy drop (percentage points)</th></tr>${rows.join('')}</table>`;
+}
+
+/** A reference grid's width as participants first see it (cells at cell_px, whatever size the images are stored at), at most 260 px. */
+function gridWidth(study: Study): number {
+  const cols = Math.min(study.references.columns, study.references.per_side);
+  return Math.min(260, cols * study.stimuli.cell_px + (cols - 1) * study.stimuli.gap_px);
 }
 
 function count(m: Manifest, kind: ManifestTrial['kind']): number {

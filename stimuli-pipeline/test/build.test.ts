@@ -154,6 +154,8 @@ describe('stimuli pipeline on a tiny CNN', () => {
     // No file in img/ that the manifest does not use.
     const used = new Set(manifest.trials.flatMap((t) => [t.assets.min, t.assets.max, ...t.assets.queries]));
     assert.deepEqual(new Set(readdirSync(join(study.paths.build, 'img')).map((f) => `img/${f}`)), used);
+    // The report draws grids as participants first see them: 2 cells of 24 px and a 2 px gap.
+    assert.match(readFileSync(join(study.paths.build, 'report.html'), 'utf8'), /\.grid img\{display:block;width:50px;/);
   });
 
   it('ranks images by the channel\'s spatial mean, as an independent forward pass does', async () => {
