@@ -54,6 +54,7 @@ figure{margin:0}figcaption{font-size:12px;color:#555;margin-bottom:3px}
 <tr><th>features</th><td>${studyFeatures.length}</td><th>main trials</th><td>${count(manifest, 'main')}</td><th>catch trials</th><td>${count(manifest, 'catch')}</td><th>practice trials</th><td>${count(manifest, 'practice')}</td></tr></table>
 <p class="info">Each card shows a feature's minimally and maximally activating references (the reference split) and the two queries of its main trial (the held-out split, difficulty <b>${esc(study.queries.difficulty)}</b>); the query framed in green matches the maximal side. Catch trials ask about a reference itself.</p>
 ${contributionTable(manifest, studyFeatures, run)}
+${baselineTable(manifest, studyFeatures, study, run.visual)}
 ${skipped.length ? `<div class="warn"><b>${skipped.length} files were skipped.</b><ul>${skipped.slice(0, 50).map((s) => `<li>${esc(s.path)}: ${esc(s.reason)}</li>`).join('')}${skipped.length > 50 ? `<li>… and ${skipped.length - 50} more (manifest.json lists them all)</li>` : ''}</ul></div>` : ''}
 ${sections.join('\n')}
 ${practice.length ? `<section><h2>Practice</h2><p class="info">Features outside the study, with the most extreme queries; participants get feedback on these.</p>${practice.map((f) => card(f, trialsOf.get(f.id) ?? [])).join('')}</section>` : ''}
@@ -62,6 +63,32 @@ ${practice.length ? `<section><h2>Practice</h2><p class="info">Features outside 
 }
 
 /** Decision contribution per layer × basis: mean ± SD over the study's features. */
+/**
+ * Feature visualizations against the other method (MACO against the plain pixel-space baseline):
+ * per layer × basis, the objective each reached on the same features, steps and objective.
+ */
+function baselineTable(manifest: Manifest, features: ManifestFeature[], study: Study, visual?: VisualReferences | null): string {
+  if (!visual) return '';
+  const main = study.references.visualization?.method ?? 'maco';
+  const other = visual.baseline.method;
+  const mean = (v: number[]) => v.reduce((a, b) => a + b, 0) / Math.max(1, v.length);
+  const rows = manifest.bases.map((b) => {
+    const pairs = features
+      .filter((f) => f.layer === b.layer && f.basis === b.basis)
+      .flatMap((f) => {
+        const reached = visual.objectives.get(f.id);
+        const base = visual.baseline.features.get(f.id);
+        return reached && base ? [{ main: mean(reached.max), other: base.objective }] : [];
+      });
+    if (!pairs.length) return '';
+    const higher = pairs.filter((p) => p.main >= p.other).length;
+    return `<tr><td>${esc(b.layer)}</td><td>${esc(b.basis)}</td><td>${pairs.length}</td><td>${mean(pairs.map((p) => p.main)).toPrecision(4)}</td><td>${mean(pairs.map((p) => p.other)).toPrecision(4)}</td><td>${higher} of ${pairs.length}</td></tr>`;
+  });
+  return `<h2>Feature visualizations: ${esc(main)} against the ${esc(other)} ${other === 'pixel' ? 'baseline' : 'method'}</h2>
+<p class="info">The objective each method reached (the feature's spatially averaged activation or its projection on the dictionary direction, on the final image without augmentation), same features, objective and ${study.references.visualization?.steps ?? 256} steps; ${esc(main)}: mean over the feature's max-side images; ${esc(other)}: one image per feature, shown on each card. ${esc(other)} took ${visual.baseline.seconds.toFixed(1)} s. Unconstrained pixel-space optimisation usually reaches higher objectives with high-frequency patterns; MACO keeps a natural image spectrum and gives up some of the objective for it: compare the images as well as the numbers.</p>
+<table><tr><th>layer</th><th>basis</th><th>features</th><th>${esc(main)} objective</th><th>${esc(other)} objective</th><th>${esc(main)} ≥ ${esc(other)}</th></tr>${rows.join('')}</table>`;
+}
+
 function contributionTable(manifest: Manifest, features: ManifestFeature[], run: ReportRun): string {
   const c = manifest.contribution;
   if (!c) return `<h2>Decision contribution</h2><p class="info">Not measured${run.contributionSkipped ? `: ${esc(run.contributionSkipped)}` : ''}.</p>`;
@@ -109,6 +136,10 @@ function card(f: ManifestFeature, trials: ManifestTrial[], visual?: VisualRefere
   const maps = vis
     ? `<figure class="maps"><figcaption>MACO attribution maps of the max-side visualizations (where the objective's gradient was largest over the optimisation)${reached ? `; objective reached: max side ${reached.max.map((o) => o.toPrecision(3)).join(', ')}; min side ${reached.min.map((o) => o.toPrecision(3)).join(', ')}` : ''}</figcaption>${vis.attributions.map((a, i) => `<img src="${esc(vis.max[i])}" alt="visualization"><img src="${esc(a)}" alt="attribution map">`).join('')}</figure>`
     : '';
+  const base = visual?.baseline.features.get(f.id);
+  const baseline = base
+    ? `<figure class="maps"><figcaption>${esc(visual!.baseline.method)} ${visual!.baseline.method === 'pixel' ? 'baseline' : 'method'}, same objective: reached ${base.objective.toPrecision(3)}</figcaption><img src="${esc(base.image)}" alt="${esc(visual!.baseline.method)} visualization"></figure>`
+    : '';
   return `<div class="card"><h3>${esc(f.id)} <small>activation over references: mean ${f.stats.mean}, sd ${f.stats.std}, range ${f.stats.min} – ${f.stats.max}${f.contribution ? ` · removing it: logit drop ${f.contribution.logit_drop}, accuracy drop ${(100 * f.contribution.accuracy_drop).toFixed(1)} pp` : ''}</small></h3>
-${rows.join('\n')}${maps}</div>`;
+${rows.join('\n')}${maps}${baseline}</div>`;
 }

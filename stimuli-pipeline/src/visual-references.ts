@@ -4,7 +4,9 @@
 // fv/visualize.ts (MACO by default). The objective is the feature's spatially averaged activation: a
 // channel's mean, or the mean activation's projection on the dictionary direction (NMF's W row, the
 // SAE's decoder row). Images are written as PNG files under build/fv/ (content-hashed names), with
-// each max-side image's MACO attribution map beside it for the report.
+// each max-side image's MACO attribution map beside it for the report. For the report's comparison,
+// one image per feature is also optimised with the other method (the plain pixel-space baseline
+// when the study uses MACO), and the objective each method reached is kept.
 import { createHash } from 'node:crypto';
 import { mkdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
@@ -25,6 +27,8 @@ export interface VisualReferences {
   seconds: number;
   /** Per feature id: the objective reached by each max- and min-side image (without augmentation). */
   objectives: Map<string, { max: number[]; min: number[] }>;
+  /** The other method's max-side image per feature, for the report: MACO against the pixel baseline. */
+  baseline: { method: 'maco' | 'pixel'; features: Map<string, { image: string; objective: number }>; seconds: number };
 }
 
 export async function visualReferences(
@@ -54,14 +58,16 @@ export async function visualReferences(
     for (let i = 0; i < perSide; i++) objectives.push({ tensor, direction: w });
     for (let i = 0; i < perSide; i++) objectives.push({ tensor, direction: negated });
   }
-  const v = await visualizeFeatures(model, study.model.input, objectives, {
-    steps: settings.steps,
-    method: settings.method,
-    batch: settings.batch,
-    seed: seedFrom('visualization', study.seed),
-    device: opts.device,
-    log: opts.log,
-  });
+  const run = (method: 'maco' | 'pixel', objs: FeatureObjective[], seed: number) =>
+    visualizeFeatures(model, study.model.input, objs, { steps: settings.steps, method, batch: settings.batch, seed, device: opts.device, log: opts.log });
+  const v = await run(settings.method, objectives, seedFrom('visualization', study.seed));
+  // The first max-side objective of each feature, optimised by the other method.
+  const otherMethod = settings.method === 'maco' ? 'pixel' : 'maco';
+  const b = await run(
+    otherMethod,
+    features.map((_, f) => objectives[f * 2 * perSide]),
+    seedFrom('visualization-baseline', study.seed),
+  );
   const dir = join(buildDir, VISUALIZATION_FOLDER);
   mkdirSync(dir, { recursive: true });
   const files = new Map<string, string>();
@@ -91,6 +97,8 @@ export async function visualReferences(
     result.set(featureId(col), { min, max, attributions });
     reached.set(featureId(col), { max: v.objectives.slice(at, at + perSide), min: v.objectives.slice(at + perSide, at + 2 * perSide).map((o) => -o) });
   }
-  opts.log(`visualization references: ${objectives.length} images for ${features.length} features (${settings.method}, ${settings.steps} steps) in ${v.seconds.toFixed(1)}s on ${v.device}`);
-  return { features: result, files, seconds: v.seconds, objectives: reached };
+  const baseline = new Map<string, { image: string; objective: number }>();
+  for (const [f, col] of features.entries()) baseline.set(featureId(col), { image: await write(b.images[f], b.channels), objective: b.objectives[f] });
+  opts.log(`visualization references: ${objectives.length} images for ${features.length} features (${settings.method}, ${settings.steps} steps) in ${v.seconds.toFixed(1)}s on ${v.device}; ${otherMethod} baseline ${b.seconds.toFixed(1)}s`);
+  return { features: result, files, seconds: v.seconds, objectives: reached, baseline: { method: otherMethod, features: baseline, seconds: b.seconds } };
 }

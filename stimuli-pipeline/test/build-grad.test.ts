@@ -287,6 +287,7 @@ describe('stimuli pipeline with the gradient engine, on a tiny ResNet', () => {
     // One SAE per layer, as the pipeline trained it, for the directions.
     const split = study.study.dataset.split;
     const refIds = [...pixels.keys()].sort().filter((id) => splitOf(id, split) === 'reference');
+    const report = readFileSync(join(study.paths.build, 'report.html'), 'utf8');
     for (const f of studyFeatures) {
       const vis = f.visualizations!;
       assert.ok(vis, `${f.id} has no visualizations`);
@@ -305,7 +306,11 @@ describe('stimuli pipeline with the gradient engine, on a tiny ResNet', () => {
       // Each image, run through the model here: the feature's activation (channel mean, or projection on the direction).
       const tensor = f.layer === 'early' ? 'block1' : 'block2';
       const read = async (p: string) => new Uint8Array(await sharp(join(study.paths.build, p)).raw().toBuffer());
-      const imgs = await Promise.all([...vis.max, ...vis.min].map(read));
+      // The pixel-space baseline's image for this feature, as its card in the report shows it.
+      const card = report.split('<div class="card">').find((c) => c.startsWith(`<h3>${f.id} `))!;
+      const baseline = /<img src="(fv\/[0-9a-f]{20}\.png)" alt="pixel visualization">/.exec(card)?.[1];
+      assert.ok(baseline, `${f.id}: a pixel baseline on its card`);
+      const imgs = await Promise.all([...vis.max, ...vis.min, baseline].map(read));
       const { means, channels } = await layerMeans(model, tensor, imgs);
       let direction: Float32Array;
       if (f.basis === 'channels') direction = Float32Array.from({ length: channels }, (_, c) => (c === f.index ? 1 : 0));
@@ -316,10 +321,12 @@ describe('stimuli pipeline with the gradient engine, on a tiny ResNet', () => {
         await sae.release();
       }
       const drive = imgs.map((_, i) => direction.reduce((s, d, c) => s + d * means[i * channels + c], 0));
-      assert.ok(Math.min(drive[0], drive[1]) > Math.max(drive[2], drive[3]), `${f.id}: max side ${drive.slice(0, 2)}, min side ${drive.slice(2)}`);
+      assert.ok(Math.min(drive[0], drive[1]) > Math.max(drive[2], drive[3]), `${f.id}: max side ${drive.slice(0, 2)}, min side ${drive.slice(2, 4)}`);
+      assert.ok(drive[4] > Math.max(drive[2], drive[3]), `${f.id}: pixel baseline ${drive[4]}, min side ${drive.slice(2, 4)}`);
     }
-    const report = readFileSync(join(study.paths.build, 'report.html'), 'utf8');
     assert.match(report, /maximally activating visualizations/);
+    // MACO against the pixel baseline, per layer × basis.
+    assert.match(report, /Feature visualizations: maco against the pixel baseline[\s\S]*<td>early<\/td><td>channels<\/td><td>2<\/td><td>-?[\d.e+-]+<\/td><td>-?[\d.e+-]+<\/td><td>\d of 2<\/td>/);
     // Deterministic: the same study gives the same visualizations, so a byte-identical manifest.
     const first = readFileSync(join(study.paths.build, 'manifest.json'));
     await build('vis.yaml', readFileSync(join(dir, 'vis.yaml'), 'utf8'));
