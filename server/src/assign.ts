@@ -7,6 +7,12 @@
 //   main trials (design.trials_per_participant)          ┐ shuffled together
 //   catch trials (design.catch_trials)                    ┘ with the seed
 //
+// With design.order: latin_square, the main trials come in blocks, one per within-subject cell,
+// in the order of one row of a balanced Latin square (Williams' design: every cell once in every
+// position, and every cell right after every other equally often, over the rows); the row is the
+// participant's place among the sessions of their condition, so consecutive participants take
+// consecutive rows. Catch trials go to seeded places among the main trials.
+//
 // Practice rounds: round r (0-based) is seqs r·P … r·P+P−1 (P = practice_trials): the same
 // practice trials in the same order each round, each trial's two queries in a new seeded order.
 // Which rounds a participant needs is decided as they answer (see practice.ts).
@@ -61,7 +67,7 @@ export interface Assignment {
 }
 
 type DesignPart = Pick<Study['design'], 'trials_per_participant' | 'catch_trials' | 'practice_trials' | 'within' | 'between'> &
-  Partial<Pick<Study['design'], 'practice_criterion' | 'practice_rounds'>>;
+  Partial<Pick<Study['design'], 'practice_criterion' | 'practice_rounds' | 'order'>>;
 
 /** Practice rounds in a task list: design.practice_rounds with a practice criterion, else 1. */
 export const practiceRoundsOf = (design: DesignPart): number =>
@@ -187,10 +193,20 @@ export function assignTasks(plan: Plan, seed: number, load: Load): Assignment {
   const catchTrials = pick(plan.catch, design.catch_trials, (t) => (featureUse.has(t.feature) ? 1 : 0));
   const practice = pick(plan.practice, design.practice_trials, (t) => (featureUse.has(t.feature) ? 1 : 0));
 
-  // 4. Order: practice first (once per round), then main and catch shuffled; each trial's
-  //    queries in seeded order (drawn anew for every round of practice).
-  const rest = [...main, ...catchTrials];
-  r.shuffle(rest);
+  // 4. Order: practice first (once per round), then main and catch trials (shuffled, or main in
+  //    Latin-square blocks with the catch trials at seeded places); each trial's queries in seeded
+  //    order (drawn anew for every round of practice).
+  let rest: ManifestTrial[];
+  if (design.order === 'latin_square') {
+    const cellOf = (t: ManifestTrial) => design.within.map((f) => levelOf(f, t, features.get(t.feature)!)).join('|');
+    const cells = [...new Set(main.map(cellOf))].sort(cmp);
+    const row = latinSquareRow(cells.length, load.conditions.get(chosen.key) ?? 0);
+    rest = row.flatMap((c) => r.shuffle(main.filter((t) => cellOf(t) === cells[c])));
+    for (const t of catchTrials) rest.splice(Math.floor(random() * (rest.length + 1)), 0, t);
+  } else {
+    rest = [...main, ...catchTrials];
+    r.shuffle(rest);
+  }
   const rounds = practiceRoundsOf(design);
   const practiceRounds = Array.from({ length: rounds }, (_, round) => practice.map((t) => ({ t, round })));
   const tasks = [...practiceRounds.flat(), ...rest.map((t) => ({ t, round: undefined }))].map(({ t, round }, seq): Task => {
@@ -244,6 +260,21 @@ export function tallyLoad(sessions: Iterable<SessionSnapshot>, now: string): Loa
     }
   }
   return load;
+}
+
+/**
+ * Row `p` of a balanced Latin square of order n (Williams, 1949): the first row is 0, 1, n−1, 2,
+ * n−2, …, row i adds i to every entry (mod n). For even n these n rows put every cell in every
+ * position once and every cell right after every other once; for odd n the mirrored rows n … 2n−1
+ * complete the balance (each ordered pair twice over 2n rows). p wraps around.
+ */
+export function latinSquareRow(n: number, p: number): number[] {
+  if (n <= 1) return n === 1 ? [0] : [];
+  const first = Array.from({ length: n }, (_, j) => (j === 0 ? 0 : j % 2 === 1 ? (j + 1) / 2 : n - j / 2));
+  const rows = n % 2 === 0 ? n : 2 * n;
+  const i = p % rows;
+  const row = first.map((c) => (c + (i % n)) % n);
+  return i < n ? row : row.reverse();
 }
 
 function lexLess(a: number[], b: number[]): boolean {

@@ -2,7 +2,7 @@
 // release, between-subject conditions, and answer keys that agree with the manifest.
 import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
-import { assignTasks, conditionKey, emptyLoad, makePlan, tallyLoad, unitKey, type Plan, type SessionSnapshot, type Task } from '../src/assign.ts';
+import { assignTasks, conditionKey, emptyLoad, latinSquareRow, makePlan, tallyLoad, unitKey, type Plan, type SessionSnapshot, type Task } from '../src/assign.ts';
 import { fixtureMaker } from './fixture.ts';
 
 const fixture = fixtureMaker();
@@ -190,5 +190,48 @@ describe('between-subject factors', () => {
   test('makePlan refuses a design the manifest cannot fill, naming the fix', () => {
     assert.throws(() => makePlan({ ...design, trials_per_participant: 5 }, f.manifest), /asks for 5 main trials.*has 4.*trials_per_participant/);
     assert.throws(() => makePlan({ ...design, practice_trials: 9 }, f.manifest), /practice_trials/);
+  });
+});
+
+describe('Latin-square order (design.order: latin_square)', () => {
+  test('latinSquareRow: rows are permutations; every cell in every position and after every other cell equally often', () => {
+    for (let n = 2; n <= 7; n++) {
+      const rows = Array.from({ length: n % 2 === 0 ? n : 2 * n }, (_, p) => latinSquareRow(n, p));
+      const per = n % 2 === 0 ? 1 : 2;
+      for (const row of rows) assert.deepEqual([...row].sort((a, b) => a - b), Array.from({ length: n }, (_, i) => i), `n=${n}: ${row}`);
+      for (let pos = 0; pos < n; pos++) {
+        for (let c = 0; c < n; c++) assert.equal(rows.filter((row) => row[pos] === c).length, per, `n=${n}: cell ${c} at position ${pos}`);
+      }
+      const pairs = new Map<string, number>();
+      for (const row of rows) for (let i = 1; i < n; i++) pairs.set(`${row[i - 1]}>${row[i]}`, (pairs.get(`${row[i - 1]}>${row[i]}`) ?? 0) + 1);
+      assert.equal(pairs.size, n * (n - 1), `n=${n}: every ordered pair occurs`);
+      assert.ok([...pairs.values()].every((k) => k === per), `n=${n}: each ordered pair ${per}×`);
+      assert.deepEqual(latinSquareRow(n, rows.length), rows[0], 'wraps around');
+    }
+  });
+
+  test('main trials in one block per layer × basis cell, block orders a Latin square over consecutive participants', () => {
+    const f = fixture({ trialsPerParticipant: 8, catchTrials: 2, design: ['order: latin_square'] });
+    const plan = makePlan(f.loaded.study.design, f.manifest);
+    const sessions = simulate(plan, 8);
+    const orders = sessions.map((s) => {
+      const main = (s.tasks as Task[]).filter((t) => t.kind === 'main');
+      assert.equal(main.length, 8);
+      assert.equal(s.tasks.filter((t) => t.kind === 'catch').length, 2);
+      const blocks = main.map((t) => `${t.layer}|${t.basis}`).filter((c, i, all) => i === 0 || c !== all[i - 1]);
+      assert.equal(blocks.length, 4, `four contiguous blocks: ${main.map((t) => `${t.layer}|${t.basis}`).join(' ')}`);
+      assert.equal(new Set(blocks).size, 4);
+      return blocks;
+    });
+    // Participants 0–3 and 4–7 each see every cell once in every block position.
+    for (const group of [orders.slice(0, 4), orders.slice(4, 8)]) {
+      for (let pos = 0; pos < 4; pos++) assert.equal(new Set(group.map((o) => o[pos])).size, 4, `position ${pos}: ${group.map((o) => o[pos]).join(', ')}`);
+    }
+    // The default order shuffles: main trials of a cell are not kept together.
+    const shuffled = simulate(makePlan(fixture({ trialsPerParticipant: 8, catchTrials: 2 }).loaded.study.design, f.manifest), 8);
+    assert.ok(
+      shuffled.some((s) => (s.tasks as Task[]).filter((t) => t.kind === 'main').map((t) => `${t.layer}|${t.basis}`).filter((c, i, all) => i === 0 || c !== all[i - 1]).length > 4),
+      'random order interleaves the cells',
+    );
   });
 });

@@ -206,6 +206,12 @@ export const Design = z
     initial_wait_ms: nonNegativeInt('milliseconds').default(0).describe('Responses are allowed only after this delay.'),
     max_side: z.enum(['left', 'right']).default('right').describe('Side of the screen showing the maximally activating references.'),
     time_limit_minutes: positiveInt('minutes').default(60).describe('A task list not finished by then is released to others.'),
+    order: z
+      .enum(['random', 'latin_square'])
+      .default('random')
+      .describe(
+        'random: main and catch trials shuffled together. latin_square: main trials in blocks, one per within-subject cell (e.g. layer × basis), the block order from a balanced Latin square row that changes from participant to participant; catch trials at seeded places.',
+      ),
   })
   .superRefine((d, ctx) => {
     for (const f of d.within) {
