@@ -179,7 +179,8 @@ export function checkInput(session: InferenceSession, input: ModelInput): void {
   }
 }
 
-function concat(parts: Float32Array[]): Float32Array {
+/** The parts one after another in one array. */
+export function concat(parts: Float32Array[]): Float32Array {
   const out = new Float32Array(parts.reduce((n, p) => n + p.length, 0));
   let o = 0;
   for (const p of parts) {

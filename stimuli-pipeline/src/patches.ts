@@ -6,6 +6,7 @@ import type { Tensor } from 'onnxruntime-node';
 import sharp from 'sharp';
 import { inputSize, LegibleError, type Layer, type ModelInput } from '@legible/studies';
 import type { ImageEntry } from './dataset.ts';
+import { concat } from './extract.ts';
 import { addTaps } from './onnx/taps.ts';
 import { channelCount, decodeForModel, normalise } from './preprocess.ts';
 import { progress } from './progress.ts';
@@ -96,14 +97,6 @@ export async function patchActivations(opts: {
     await session.release();
   }
   bar.done();
-  const perLayer = collected.map((parts) => {
-    const out = new Float32Array(parts.reduce((n, p) => n + p.length, 0));
-    let o = 0;
-    for (const p of parts) {
-      out.set(p, o);
-      o += p.length;
-    }
-    return out;
-  });
+  const perLayer = collected.map(concat);
   return { rows: opts.images.length * grid.length, perLayer, channels: layerChannels };
 }
