@@ -1,6 +1,6 @@
 // The hot route without Express: PUT /api/sessions/:id/trials/:seq, the request every answer
-// makes. Express 5 spends about twice the CPU of the answer itself on routing, request/response
-// decoration and body parsing (server/BENCHMARKS.md), so the common shape of this one request is
+// makes. Express 5 spends much of the CPU of this request on routing, request/response
+// decoration and body parsing, so the common shape of this one request is
 // handled here on node:http directly. It does what the Express route does — the same security
 // headers, rate limiters (the same express-rate-limit instances), token check, validation,
 // exactly-once write, JSON bodies, errors and request log — and anything outside the common shape
