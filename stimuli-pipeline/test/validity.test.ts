@@ -4,13 +4,17 @@
 // Constructed activations whose right answers are known, then a build on a constructed ONNX model
 // whose channels are known exactly (uniform-colour images through a 1×1 convolution and a ReLU).
 import assert from 'node:assert/strict';
-import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { copyFileSync, existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
 import { after, before, describe, it } from 'node:test';
 import sharp from 'sharp';
 import { loadStudy, Manifest, parseStudy, type Study } from '@legible/studies';
 import { buildStimuli } from '../src/build.ts';
+import { computeFeatures } from '../src/features.ts';
+import { listImages } from '../src/dataset.ts';
+import { ActivationStore, type StoreHeader } from '../src/store.ts';
 import { splitOf } from '../src/dataset.ts';
 import { assessFeature, exemplarsOf, pickFeatures, practiceTrialOf, rankContext, trialsOf, type FeatureColumn } from '../src/exemplars.ts';
 import { attr, makeGraph, makeModel, node, tensorInfo } from '../src/onnx/graph.ts';
@@ -316,5 +320,100 @@ text: { consent: c, instructions: i }
     assert.match(report, /<td>pw\/channels\/1<\/td><td>study<\/td><td>references<\/td>/);
     assert.match(report, /constant over the reference images: 2/);
     assert.match(report, /exactly 0 on \d+\.\d %/);
+  });
+});
+
+// ── The trained demo model on Fashion-MNIST: channels, NMF and SAE, every study feature checked. ──
+
+const DEMO = fileURLToPath(new URL('../../studies/demo/model.onnx', import.meta.url));
+
+describe('on the demo model, every feature separates its references and queries', { skip: !existsSync(DEMO) && 'studies/demo/model.onnx is not built' }, () => {
+  let dir: string;
+  before(() => {
+    dir = mkdtempSync(join(tmpdir(), 'legible-validity-demo-'));
+    copyFileSync(DEMO, join(dir, 'model.onnx'));
+    writeFileSync(
+      join(dir, 'study.yaml'),
+      `id: demo-validity
+title: Demo validity
+seed: 5
+model:
+  onnx: model.onnx
+  input: { size: 28, channels: gray, mean: [0.2860], std: [0.3530] }
+  layers: [{ name: block2, tensor: block2 }, { name: block3, tensor: block3 }]
+dataset:
+  images: images
+  generate: { from: fashion-mnist, per_class: 30 }
+  split: { seed: 1, reference: 0.75, query: 0.25 }
+bases:
+  - kind: channels
+  - kind: nmf
+    components: 6
+  - kind: sae
+    dictionary: 48
+    k: 4
+    epochs: 4
+features: { select: all }
+queries: { difficulty: p85 }
+contribution: { images: 0 }
+stimuli: { cell_px: 28, gap_px: 2, resample: nearest }
+design: { trials_per_participant: 4, practice_trials: 2 }
+text: { consent: c, instructions: i }
+`,
+    );
+  });
+  after(() => rmSync(dir, { recursive: true, force: true }));
+
+  it('checks references and queries against the activation store, and lists what it rejected', async () => {
+    const loaded = loadStudy(join(dir, 'study.yaml'));
+    const manifest = Manifest.parse(await buildStimuli(loaded, { quiet: true, log: () => {} }));
+    const storeDir = join(loaded.paths.build, 'cache', 'activations');
+    const header = JSON.parse(readFileSync(join(storeDir, 'store.json'), 'utf8')) as StoreHeader;
+    const store = ActivationStore.open(storeDir, header.key, header.images, header.shardSize);
+    // Channels: straight from the store (spatial means per image).
+    const channel = new Map<string, Float32Array[]>();
+    for (let s = 0; s < store.shardCount; s++) {
+      const shard = store.read(s);
+      shard.ids.forEach((id, r) => channel.set(id, header.layers!.map((l, li) => shard.mean[li].subarray(r * l.channels, (r + 1) * l.channels))));
+    }
+    // NMF codes and SAE latents: the features of the same store computed again.
+    const again = await computeFeatures(loaded.study, store, { model: readFileSync(join(dir, 'model.onnx')), images: listImages(loaded.paths.images).images, log: () => {}, quiet: true });
+    try {
+      const columns = new Map([...again.selected, ...again.spare].map((c) => [`${c.layer}/${c.basis}/${c.index}`, c]));
+      const row = new Map(again.ids.map((id, r) => [id, r]));
+      const practice = new Set(manifest.trials.filter((t) => t.kind === 'practice').map((t) => t.feature));
+      const bases = new Set<string>();
+      for (const f of manifest.features) {
+        const li = header.layers!.findIndex((l) => l.name === f.layer);
+        const act = (id: string) => (f.basis === 'channels' ? channel.get(id)![li][f.index] : columns.get(f.id)!.values[row.get(id)!]);
+        const close = (ids: string[], recorded: number[], what: string) =>
+          ids.forEach((id, i) => assert.ok(Math.abs(act(id) - recorded[i]) <= 1e-5 * Math.max(1, Math.abs(act(id))), `${f.id} ${what} ${id}: store ${act(id)}, manifest ${recorded[i]}`));
+        close(f.references.max, f.activations!.max, 'max reference');
+        close(f.references.min, f.activations!.min, 'min reference');
+        close(f.queries.max, f.activations!.queries.max, 'max query');
+        close(f.queries.min, f.activations!.queries.min, 'min query');
+        assert.equal(f.references.max.length, 9);
+        assert.equal(new Set([...f.references.max, ...f.references.min]).size, 18, `${f.id}: a reference twice`);
+        assert.ok(Math.min(...f.references.max.map(act)) > Math.max(...f.references.min.map(act)), `${f.id}: references not separated`);
+        assert.ok(Math.min(...f.queries.max.map(act)) > Math.max(...f.queries.min.map(act)), `${f.id}: queries not separated`);
+        for (const t of manifest.trials.filter((x) => x.feature === f.id)) {
+          assert.ok(act(t.query_images[t.answer]) > act(t.query_images[1 - t.answer]), `${t.id}: its answer is not the higher query`);
+        }
+        if (!practice.has(f.id)) bases.add(f.basis);
+      }
+      assert.deepEqual([...bases].sort(), ['channels', 'nmf', 'sae']);
+      // Every feature of every layer and basis is either in the study or rejected with its numbers.
+      const study = manifest.features.filter((f) => !practice.has(f.id));
+      for (const b of manifest.bases) {
+        const used = study.filter((f) => f.layer === b.layer && f.basis === b.basis).length;
+        const rejected = manifest.rejected!.filter((r) => r.layer === b.layer && r.basis === b.basis && r.for === 'study');
+        assert.equal(used + rejected.length, b.features, `${b.layer}/${b.basis}`);
+        assert.equal(b.info.rejected, rejected.length);
+        assert.equal(typeof b.info.zero_fraction_mean, 'number');
+      }
+      for (const r of manifest.rejected!) assert.ok(r.reason === 'constant' || (r.numbers.gap !== undefined && r.numbers.required !== undefined), `${r.id}: ${r.message}`);
+    } finally {
+      await again.release();
+    }
   });
 });
