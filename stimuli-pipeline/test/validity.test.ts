@@ -15,6 +15,8 @@ import { buildStimuli } from '../src/build.ts';
 import { computeFeatures } from '../src/features.ts';
 import { listImages } from '../src/dataset.ts';
 import { ActivationStore, type StoreHeader } from '../src/store.ts';
+import { imageFolder } from '../bench/lib.ts';
+import { cachedRun, torchMissing } from './torch-ref.ts';
 import { splitOf } from '../src/dataset.ts';
 import { assessFeature, exemplarsOf, pickFeatures, practiceTrialOf, rankContext, trialsOf, type FeatureColumn } from '../src/exemplars.ts';
 import { attr, makeGraph, makeModel, node, tensorInfo } from '../src/onnx/graph.ts';
@@ -323,6 +325,65 @@ text: { consent: c, instructions: i }
   });
 });
 
+
+/**
+ * Builds the study and checks every feature of its manifest against the activation store: channels
+ * straight from the store, NMF codes and SAE latents computed again from it. Each feature's
+ * references and queries must be strictly separated, with the activations the manifest records;
+ * every feature of a layer and basis is either in the study or rejected with its numbers.
+ */
+async function buildAndCheck(studyFile: string, modelFile: string): Promise<{ manifest: Manifest }> {
+  const loaded = loadStudy(studyFile);
+  const manifest = Manifest.parse(await buildStimuli(loaded, { quiet: true, log: () => {} }));
+  const storeDir = join(loaded.paths.build, 'cache', 'activations');
+  const header = JSON.parse(readFileSync(join(storeDir, 'store.json'), 'utf8')) as StoreHeader;
+  const store = ActivationStore.open(storeDir, header.key, header.images, header.shardSize);
+  // Channels: straight from the store (spatial means per image).
+  const channel = new Map<string, Float32Array[]>();
+  for (let s = 0; s < store.shardCount; s++) {
+    const shard = store.read(s);
+    shard.ids.forEach((id, r) => channel.set(id, header.layers!.map((l, li) => shard.mean[li].subarray(r * l.channels, (r + 1) * l.channels))));
+  }
+  // NMF codes and SAE latents: the features of the same store computed again.
+  const again = await computeFeatures(loaded.study, store, { model: readFileSync(modelFile), images: listImages(loaded.paths.images).images, log: () => {}, quiet: true });
+  try {
+    const columns = new Map([...again.selected, ...again.spare].map((c) => [`${c.layer}/${c.basis}/${c.index}`, c]));
+    const row = new Map(again.ids.map((id, r) => [id, r]));
+    const practice = new Set(manifest.trials.filter((t) => t.kind === 'practice').map((t) => t.feature));
+    const perSide = loaded.study.references.per_side;
+    for (const f of manifest.features) {
+      const li = header.layers!.findIndex((l) => l.name === f.layer);
+      const act = (id: string) => (f.basis === 'channels' ? channel.get(id)![li][f.index] : columns.get(f.id)!.values[row.get(id)!]);
+      const close = (ids: string[], recorded: number[], what: string) =>
+        ids.forEach((id, i) => assert.ok(Math.abs(act(id) - recorded[i]) <= 1e-5 * Math.max(1, Math.abs(act(id))), `${f.id} ${what} ${id}: store ${act(id)}, manifest ${recorded[i]}`));
+      close(f.references.max, f.activations!.max, 'max reference');
+      close(f.references.min, f.activations!.min, 'min reference');
+      close(f.queries.max, f.activations!.queries.max, 'max query');
+      close(f.queries.min, f.activations!.queries.min, 'min query');
+      assert.equal(f.references.max.length, perSide);
+      assert.equal(new Set([...f.references.max, ...f.references.min]).size, 2 * perSide, `${f.id}: a reference twice`);
+      assert.ok(Math.min(...f.references.max.map(act)) > Math.max(...f.references.min.map(act)), `${f.id}: references not separated`);
+      assert.ok(Math.min(...f.queries.max.map(act)) > Math.max(...f.queries.min.map(act)), `${f.id}: queries not separated`);
+      for (const t of manifest.trials.filter((x) => x.feature === f.id)) {
+        assert.ok(act(t.query_images[t.answer]) > act(t.query_images[1 - t.answer]), `${t.id}: its answer is not the higher query`);
+      }
+    }
+    // With select: all, every feature of every layer and basis is either in the study or rejected with its numbers.
+    const study = manifest.features.filter((f) => !practice.has(f.id));
+    for (const b of manifest.bases) {
+      const used = study.filter((f) => f.layer === b.layer && f.basis === b.basis).length;
+      const rejected = manifest.rejected!.filter((r) => r.layer === b.layer && r.basis === b.basis && r.for === 'study');
+      assert.equal(used + rejected.length, b.features, `${b.layer}/${b.basis}`);
+      assert.equal(b.info.rejected, rejected.length);
+      assert.equal(typeof b.info.zero_fraction_mean, 'number');
+    }
+    for (const r of manifest.rejected!) assert.ok(r.reason === 'constant' || (r.numbers.gap !== undefined && r.numbers.required !== undefined), `${r.id}: ${r.message}`);
+  } finally {
+    await again.release();
+  }
+  return { manifest };
+}
+
 // ── The trained demo model on Fashion-MNIST: channels, NMF and SAE, every study feature checked. ──
 
 const DEMO = fileURLToPath(new URL('../../studies/demo/model.onnx', import.meta.url));
@@ -365,55 +426,60 @@ text: { consent: c, instructions: i }
   after(() => rmSync(dir, { recursive: true, force: true }));
 
   it('checks references and queries against the activation store, and lists what it rejected', async () => {
-    const loaded = loadStudy(join(dir, 'study.yaml'));
-    const manifest = Manifest.parse(await buildStimuli(loaded, { quiet: true, log: () => {} }));
-    const storeDir = join(loaded.paths.build, 'cache', 'activations');
-    const header = JSON.parse(readFileSync(join(storeDir, 'store.json'), 'utf8')) as StoreHeader;
-    const store = ActivationStore.open(storeDir, header.key, header.images, header.shardSize);
-    // Channels: straight from the store (spatial means per image).
-    const channel = new Map<string, Float32Array[]>();
-    for (let s = 0; s < store.shardCount; s++) {
-      const shard = store.read(s);
-      shard.ids.forEach((id, r) => channel.set(id, header.layers!.map((l, li) => shard.mean[li].subarray(r * l.channels, (r + 1) * l.channels))));
-    }
-    // NMF codes and SAE latents: the features of the same store computed again.
-    const again = await computeFeatures(loaded.study, store, { model: readFileSync(join(dir, 'model.onnx')), images: listImages(loaded.paths.images).images, log: () => {}, quiet: true });
-    try {
-      const columns = new Map([...again.selected, ...again.spare].map((c) => [`${c.layer}/${c.basis}/${c.index}`, c]));
-      const row = new Map(again.ids.map((id, r) => [id, r]));
-      const practice = new Set(manifest.trials.filter((t) => t.kind === 'practice').map((t) => t.feature));
-      const bases = new Set<string>();
-      for (const f of manifest.features) {
-        const li = header.layers!.findIndex((l) => l.name === f.layer);
-        const act = (id: string) => (f.basis === 'channels' ? channel.get(id)![li][f.index] : columns.get(f.id)!.values[row.get(id)!]);
-        const close = (ids: string[], recorded: number[], what: string) =>
-          ids.forEach((id, i) => assert.ok(Math.abs(act(id) - recorded[i]) <= 1e-5 * Math.max(1, Math.abs(act(id))), `${f.id} ${what} ${id}: store ${act(id)}, manifest ${recorded[i]}`));
-        close(f.references.max, f.activations!.max, 'max reference');
-        close(f.references.min, f.activations!.min, 'min reference');
-        close(f.queries.max, f.activations!.queries.max, 'max query');
-        close(f.queries.min, f.activations!.queries.min, 'min query');
-        assert.equal(f.references.max.length, 9);
-        assert.equal(new Set([...f.references.max, ...f.references.min]).size, 18, `${f.id}: a reference twice`);
-        assert.ok(Math.min(...f.references.max.map(act)) > Math.max(...f.references.min.map(act)), `${f.id}: references not separated`);
-        assert.ok(Math.min(...f.queries.max.map(act)) > Math.max(...f.queries.min.map(act)), `${f.id}: queries not separated`);
-        for (const t of manifest.trials.filter((x) => x.feature === f.id)) {
-          assert.ok(act(t.query_images[t.answer]) > act(t.query_images[1 - t.answer]), `${t.id}: its answer is not the higher query`);
-        }
-        if (!practice.has(f.id)) bases.add(f.basis);
-      }
-      assert.deepEqual([...bases].sort(), ['channels', 'nmf', 'sae']);
-      // Every feature of every layer and basis is either in the study or rejected with its numbers.
-      const study = manifest.features.filter((f) => !practice.has(f.id));
-      for (const b of manifest.bases) {
-        const used = study.filter((f) => f.layer === b.layer && f.basis === b.basis).length;
-        const rejected = manifest.rejected!.filter((r) => r.layer === b.layer && r.basis === b.basis && r.for === 'study');
-        assert.equal(used + rejected.length, b.features, `${b.layer}/${b.basis}`);
-        assert.equal(b.info.rejected, rejected.length);
-        assert.equal(typeof b.info.zero_fraction_mean, 'number');
-      }
-      for (const r of manifest.rejected!) assert.ok(r.reason === 'constant' || (r.numbers.gap !== undefined && r.numbers.required !== undefined), `${r.id}: ${r.message}`);
-    } finally {
-      await again.release();
-    }
+    const { manifest } = await buildAndCheck(join(dir, 'study.yaml'), join(dir, 'model.onnx'));
+    const bases = new Set(manifest.features.filter((f) => !manifest.trials.some((t) => t.feature === f.id && t.kind === 'practice')).map((f) => f.basis));
+    assert.deepEqual([...bases].sort(), ['channels', 'nmf', 'sae']);
+  });
+});
+
+// ── A torchvision ResNet-18 (random weights, exported by PyTorch) on crops of real photographs. ──
+
+describe('on a torchvision ResNet-18 over real photographs, every feature separates its references and queries', { skip: torchMissing() ?? false }, () => {
+  let dir: string;
+  after(() => dir && rmSync(dir, { recursive: true, force: true }));
+
+  it('keeps layer3\'s sparse ReLU channels, NMF concepts and SAE latents only where they separate, with the store\'s activations', async () => {
+    const exported = cachedRun('grad_reference.py', ['resnet18', 64, 2, 17]); // outputs logits and feat (layer3)
+    const photos = await imageFolder(240, { width: 80, height: 64 });
+    dir = mkdtempSync(join(tmpdir(), 'legible-validity-resnet-'));
+    copyFileSync(join(exported, 'model.onnx'), join(dir, 'model.onnx'));
+    writeFileSync(
+      join(dir, 'study.yaml'),
+      `id: resnet-validity
+title: ResNet validity
+seed: 9
+model:
+  onnx: model.onnx
+  input: { size: 64, channels: rgb, mean: [0.485, 0.456, 0.406], std: [0.229, 0.224, 0.225] }
+  layers: [{ name: layer3, tensor: feat }]
+dataset: { images: ${JSON.stringify(photos)}, split: { seed: 3, reference: 0.75, query: 0.25 } }
+bases:
+  - kind: channels
+  - kind: nmf
+    components: 8
+  - kind: sae
+    dictionary: 64
+    k: 4
+    epochs: 4
+features: { select: all }
+queries: { difficulty: p85 }
+contribution: { images: 0 }
+stimuli: { cell_px: 32, gap_px: 2 }
+design: { trials_per_participant: 4, practice_trials: 0 }
+text: { consent: c, instructions: i }
+`,
+    );
+    const { manifest } = await buildAndCheck(join(dir, 'study.yaml'), join(dir, 'model.onnx'));
+    const of = (basis: string) => manifest.features.filter((f) => f.basis === basis).length;
+    assert.ok(of('channels') > 0 && of('nmf') > 0 && of('sae') > 0, `features per basis: ${['channels', 'nmf', 'sae'].map(of)}`);
+    const channels = manifest.bases.find((b) => b.basis === 'channels')!;
+    assert.equal(channels.features, 256);
+    // The report names every rejected feature.
+    const report = readFileSync(join(dir, 'build', 'report.html'), 'utf8');
+    for (const r of manifest.rejected!.filter((x) => x.reason !== 'constant')) assert.ok(report.includes(`<td>${r.id}</td>`), `report lacks ${r.id}`);
+    console.log(
+      `resnet18 layer3 on ${manifest.dataset.count} photo crops: ` +
+        manifest.bases.map((b) => `${b.basis}: ${manifest.features.filter((f) => f.basis === b.basis).length} kept, ${b.info.rejected} rejected, zero fraction mean ${b.info.zero_fraction_mean}`).join('; '),
+    );
   });
 });
