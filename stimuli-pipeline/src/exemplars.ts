@@ -209,7 +209,8 @@ export function assessFeature(feature: FeatureColumn, ctx: RankContext, opts: { 
     const where = pct === 100 ? ['highest', 'lowest'] : [`at the ${pct}th percentile`, `at the ${100 - pct}th`];
     const numbers = { queries: m, max_query: m ? v[hi] : NaN, min_query: m ? v[lo] : NaN, gap: qgap, required, range };
     if (m < 2) return reject('queries', `only ${m} held-out images that are not copies of a reference`, numbers);
-    const qmin = Math.min(...pool.map((r) => v[r]));
+    let qmin = Infinity;
+    for (const r of pool) if (v[r] < qmin) qmin = v[r];
     const above = countDistinct(v, pool, content, (x) => x > qmin);
     return reject(
       'queries',

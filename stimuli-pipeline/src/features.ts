@@ -222,11 +222,14 @@ export async function computeFeatures(
       if (!channelsBasis) return new Map<number, Float32Array>();
       // What the pick will most likely look at first: the listed channels, or the head of the draw.
       const order = drawOrder(study, layers[li].name, 'channels', channelLive[li]);
+      // (pickFeatures asks for chunks of max(16, 2 × wanted) for the study, then max(8, 2 × wanted) for practice.)
       const sel = study.features;
+      const practice = Math.max(8, 2 * study.design.practice_trials);
+      const listed = (sel.list ?? []).filter((id) => id.startsWith(`${layers[li].name}/channels/`)).map((id) => Number(id.split('/')[2]));
       const first =
         sel.select === 'list'
-          ? [...(sel.list ?? []).filter((id) => id.startsWith(`${layers[li].name}/channels/`)).map((id) => Number(id.split('/')[2])), ...order.slice(0, 2 * study.design.practice_trials + 8)]
-          : order.slice(0, sel.select === 'all' ? order.length : 2 * (sel.count! + study.design.practice_trials) + 8);
+          ? [...listed, ...order.slice(0, listed.length + practice)]
+          : order.slice(0, sel.select === 'all' ? order.length : Math.max(16, 2 * sel.count!) + practice);
       return new Map(first.filter((c) => c < layers[li].channels).map((c) => [c, new Float32Array(N)]));
     });
     const codes = layers.map(() => (nmfBasis ? new Float32Array(N * nmfBasis.components) : null));

@@ -18,7 +18,7 @@ import { ActivationStore, type StoreHeader } from '../src/store.ts';
 import { imageFolder } from '../bench/lib.ts';
 import { cachedRun, torchMissing } from './torch-ref.ts';
 import { splitOf } from '../src/dataset.ts';
-import { assessFeature, exemplarsOf, pickFeatures, practiceTrialOf, rankContext, trialsOf, type FeatureColumn } from '../src/exemplars.ts';
+import { assessFeature, drawOrder, exemplarsOf, pickFeatures, practiceTrialOf, rankContext, trialsOf, type FeatureColumn } from '../src/exemplars.ts';
 import { attr, makeGraph, makeModel, node, tensorInfo } from '../src/onnx/graph.ts';
 import { DataType, encodeModel, float32Tensor } from '../src/onnx/proto.ts';
 
@@ -231,28 +231,33 @@ const CHANNELS = [
   { w: [0, 0, 1], b: 0 }, // dense: blue
 ];
 const colourOf = (i: number) => [i * 3, 128, (i * 37) % 256];
-const channelValue = (c: number, i: number) => {
-  const { w, b } = CHANNELS[c];
+const channelValue = (c: number, i: number, channels = CHANNELS) => {
+  const { w, b } = channels[c];
   const rgb = colourOf(i).map((x) => x / 255);
   return Math.max(0, w[0] * rgb[0] + w[1] * rgb[1] + w[2] * rgb[2] + b);
 };
+
+/** Conv 1×1 (3 → channels) and a ReLU: output `act`. */
+function pointwise(channels: { w: number[]; b: number }[]): Uint8Array {
+  const C = channels.length;
+  const model = makeModel({
+    graph: makeGraph({
+      name: 'pointwise',
+      inputs: [tensorInfo('input', DataType.FLOAT, ['N', 3, SIZE, SIZE])],
+      outputs: [tensorInfo('act', DataType.FLOAT, ['N', C, SIZE, SIZE])],
+      initializers: [float32Tensor('w', [C, 3, 1, 1], channels.flatMap((c) => c.w)), float32Tensor('b', [C], channels.map((c) => c.b))],
+      nodes: [node('Conv', ['input', 'w', 'b'], ['pre'], [attr.ints('kernel_shape', [1, 1])], { name: 'conv' }), node('Relu', ['pre'], ['act'], [], { name: 'relu' })],
+    }),
+  });
+  return encodeModel(model);
+}
 
 describe('a build keeps only features that separate their references and queries', () => {
   let dir: string;
   const idOf = (i: number) => `img${String(i).padStart(3, '0')}.png`;
   before(async () => {
     dir = mkdtempSync(join(tmpdir(), 'legible-validity-'));
-    const C = CHANNELS.length;
-    const model = makeModel({
-      graph: makeGraph({
-        name: 'pointwise',
-        inputs: [tensorInfo('input', DataType.FLOAT, ['N', 3, SIZE, SIZE])],
-        outputs: [tensorInfo('act', DataType.FLOAT, ['N', C, SIZE, SIZE])],
-        initializers: [float32Tensor('w', [C, 3, 1, 1], CHANNELS.flatMap((c) => c.w)), float32Tensor('b', [C], CHANNELS.map((c) => c.b))],
-        nodes: [node('Conv', ['input', 'w', 'b'], ['pre'], [attr.ints('kernel_shape', [1, 1])], { name: 'conv' }), node('Relu', ['pre'], ['act'], [], { name: 'relu' })],
-      }),
-    });
-    writeFileSync(join(dir, 'model.onnx'), encodeModel(model));
+    writeFileSync(join(dir, 'model.onnx'), pointwise(CHANNELS));
     mkdirSync(join(dir, 'images'));
     for (let i = 0; i < 80; i++) {
       const [r, g, b] = colourOf(i);
@@ -322,6 +327,37 @@ text: { consent: c, instructions: i }
     assert.match(report, /<td>pw\/channels\/1<\/td><td>study<\/td><td>references<\/td>/);
     assert.match(report, /constant over the reference images: 2/);
     assert.match(report, /exactly 0 on \d+\.\d %/);
+  });
+
+  it('draws past the channels it read with the other features, reading the store again for the rest', async () => {
+    // 40 channels: every tenth dense, the others active on three images at most (never valid).
+    const channels = Array.from({ length: 40 }, (_, c) => (c % 10 === 0 ? { w: [1, 0, c / 400], b: 0 } : { w: [1, 0, 0], b: -0.9 }));
+    mkdirSync(join(dir, 'many'), { recursive: true });
+    writeFileSync(join(dir, 'many', 'model.onnx'), pointwise(channels));
+    const yaml = (seed: number) => readFileSync(join(dir, 'study.yaml'), 'utf8').replace('images: images', 'images: ../images').replace('features: { select: all }', `features: { select: random, count: 3, seed: ${seed} }`);
+    writeFileSync(join(dir, 'many', 'study.yaml'), yaml(0));
+    const first = loadStudy(join(dir, 'many', 'study.yaml'));
+    const refs = Array.from({ length: 80 }, (_, i) => i).filter((i) => splitOf(idOf(i), first.study.dataset.split) === 'reference');
+    const live = channels.map((_, c) => c).filter((c) => new Set(refs.map((i) => channelValue(c, i, channels))).size > 1);
+    // A seed whose draw meets its third valid channel after the first 24 (what pass 2 reads: max(16, 2 × count) + 8).
+    const third = (seed: number) => {
+      const order = drawOrder({ ...first.study, features: { ...first.study.features, seed } }, 'pw', 'channels', live);
+      const valid = order.map((c, pos) => ({ c, pos })).filter(({ c }) => c % 10 === 0);
+      return { pos: valid[2].pos, chosen: valid.slice(0, 3).map(({ c }) => c).sort((a, b) => a - b), before: order.slice(0, valid[2].pos).filter((c) => c % 10 !== 0).sort((a, b) => a - b) };
+    };
+    const seed = Array.from({ length: 200 }, (_, s) => s).find((s) => third(s).pos >= 24)!;
+    assert.ok(seed !== undefined);
+    writeFileSync(join(dir, 'many', 'study.yaml'), yaml(seed));
+    const loaded = loadStudy(join(dir, 'many', 'study.yaml'));
+    const manifest = Manifest.parse(await buildStimuli(loaded, { quiet: true, log: () => {} }));
+    const expected = third(seed);
+    assert.deepEqual(manifest.features.map((f) => f.index), expected.chosen);
+    assert.deepEqual(manifest.rejected!.filter((r) => r.reason !== 'constant').map((r) => r.index), expected.before);
+    for (const f of manifest.features) {
+      const act = (id: string) => channelValue(f.index, Number(id.slice(3, 6)), channels);
+      assert.deepEqual(f.activations!.max.map((x) => x.toPrecision(4)), f.references.max.map((id) => act(id).toPrecision(4)));
+      assert.ok(Math.min(...f.references.max.map(act)) > Math.max(...f.references.min.map(act)));
+    }
   });
 });
 
