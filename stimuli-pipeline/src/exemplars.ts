@@ -57,14 +57,16 @@ export interface RankContext {
   ids: string[];
   refRows: number[];
   queryRows: number[];
-  /** Per row: a seeded random key (from the study seed and the image id) that orders equal activations. */
+  /** Per row: two seeded random keys (from the study seed and the image id; 64 bits, so no two images share them) that order equal activations. */
   keys: Uint32Array;
+  keys2: Uint32Array;
   /** Per row: rows whose files are byte-identical share a number. */
   content: Int32Array;
 }
 
 export function rankContext(study: Study, ids: string[], refRows: number[], queryRows: number[], hashes?: Map<string, string>): RankContext {
   const keys = Uint32Array.from(ids, (id) => seedFrom('ties', study.seed, id));
+  const keys2 = Uint32Array.from(ids, (id) => seedFrom('ties-2', study.seed, id));
   const classes = new Map<string, number>();
   const content = Int32Array.from(ids, (id, row) => {
     const h = hashes?.get(id);
@@ -72,7 +74,7 @@ export function rankContext(study: Study, ids: string[], refRows: number[], quer
     if (!classes.has(h)) classes.set(h, classes.size);
     return classes.get(h)!;
   });
-  return { study, ids, refRows, queryRows, keys, content };
+  return { study, ids, refRows, queryRows, keys, keys2, content };
 }
 
 /** murmur3's finaliser: a 32-bit mix, so that one key per image gives an unrelated order per feature. */
@@ -86,8 +88,9 @@ function mix(h: number): number {
 }
 
 /** Rows sorted by activation, highest first; equal activations in a seeded random order (`salt`: per feature). */
-function rank(values: Float32Array, rows: number[], salt: number, keys: Uint32Array): number[] {
-  return rows.slice().sort((a, b) => values[b] - values[a] || mix(keys[a] ^ salt) - mix(keys[b] ^ salt));
+function rank(values: Float32Array, rows: number[], salt: number, ctx: RankContext): number[] {
+  const { keys, keys2 } = ctx;
+  return rows.slice().sort((a, b) => values[b] - values[a] || mix(keys[a] ^ salt) - mix(keys[b] ^ salt) || mix(keys2[a] ^ salt) - mix(keys2[b] ^ salt));
 }
 
 /** The first `n` rows of `ranked` whose contents are not yet in `seen` (which they join). */
@@ -168,7 +171,7 @@ export function assessFeature(feature: FeatureColumn, ctx: RankContext, opts: { 
 
   // References: the top and bottom of the reference split.
   const salt = seedFrom('ties', study.seed, id);
-  const ranked = rank(v, refRows, salt, ctx.keys);
+  const ranked = rank(v, refRows, salt, ctx);
   const seen = new Set<number>();
   const max = distinct(ranked, perSide, content, seen);
   const min = distinct(reversed(ranked), perSide, content, seen);
@@ -197,7 +200,7 @@ export function assessFeature(feature: FeatureColumn, ctx: RankContext, opts: { 
 
   // Queries: held-out images that are not copies of a reference, at the difficulty's positions.
   const refContents = new Set([...max, ...min].map((r) => content[r]));
-  const pool = distinct(rank(v, queryRows, salt, ctx.keys), Infinity, content, refContents);
+  const pool = distinct(rank(v, queryRows, salt, ctx), Infinity, content, refContents);
   const m = pool.length;
   const pct = difficulty === 'extreme' ? 100 : Number(difficulty.slice(1));
   // Position of the pct-th percentile counted from the top (max side), and symmetrically from the bottom.
