@@ -9,6 +9,7 @@
 // rejected, with the reason and the numbers. Images with equal activations are ordered by a seeded
 // random draw (per study seed and feature), never by file name; byte-identical files count once.
 import { LegibleError, rng, seedFrom, type BasisKind, type ManifestTrial, type ReferenceKind, type Study } from '@legible/studies';
+import { NMF_ZERO } from './nmf.ts';
 
 /** One feature's activation over every image row. */
 export interface FeatureColumn {
@@ -22,7 +23,7 @@ export interface Exemplars {
   min: string[];
   max: string[];
   queries: { min: string[]; max: string[] };
-  /** Over the reference split; zero_fraction: the share of reference images at exactly 0. */
+  /** Over the reference split; zero_fraction: the share of reference images at exactly 0 (NMF codes: at the solver's floor, 1e-10). */
   stats: { mean: number; std: number; min: number; max: number; zero_fraction: number };
   /** The feature's activation on each of `min`, `max` and the queries, in the same order. */
   activations: { min: number[]; max: number[]; queries: { min: number[]; max: number[] } };
@@ -109,7 +110,12 @@ function* reversed(xs: number[]): Generator<number> {
   for (let i = xs.length - 1; i >= 0; i--) yield xs[i];
 }
 
-function statsOf(values: Float32Array, rows: number[]): Exemplars['stats'] {
+/** The value at or below which a feature counts as exactly zero: 0, or NMF's solver floor (1e-10). */
+export function zeroOf(basis: BasisKind): number {
+  return basis === 'nmf' ? NMF_ZERO : 0;
+}
+
+function statsOf(values: Float32Array, rows: number[], zero: number): Exemplars['stats'] {
   let sum = 0;
   let sum2 = 0;
   let lo = Infinity;
@@ -121,7 +127,7 @@ function statsOf(values: Float32Array, rows: number[]): Exemplars['stats'] {
     sum2 += v * v;
     if (v < lo) lo = v;
     if (v > hi) hi = v;
-    if (v === 0) zeros++;
+    if (v <= zero && v >= -zero) zeros++;
   }
   const mean = sum / rows.length;
   return { mean, std: Math.sqrt(Math.max(0, sum2 / rows.length - mean * mean)), min: lo, max: hi, zero_fraction: zeros / rows.length };
@@ -149,7 +155,7 @@ export function assessFeature(feature: FeatureColumn, ctx: RankContext, opts: { 
   const difficulty = opts.difficulty ?? study.queries.difficulty;
   const v = feature.values;
   const id = featureId(feature);
-  const stats = statsOf(v, refRows);
+  const stats = statsOf(v, refRows, zeroOf(feature.basis));
   const reject = (reason: Rejection['reason'], message: string, numbers: Record<string, number>): Assessment => ({
     ok: false,
     rejection: {
@@ -295,7 +301,7 @@ export async function pickFeatures(opts: {
         for: 'study',
         reason: 'constant',
         message: `constant over the ${ctx.refRows.length} reference images (every one at ${fmt(value)})`,
-        numbers: { value: round6(value), zero_fraction: value === 0 ? 1 : 0 },
+        numbers: { value: round6(value), zero_fraction: Math.abs(value) <= zeroOf(basis) ? 1 : 0 },
       });
     }
   }

@@ -15,7 +15,7 @@
 import { LegibleError, rng, seedFrom, type Study } from '@legible/studies';
 import type { ImageEntry } from './dataset.ts';
 import { splitOf } from './dataset.ts';
-import { checkSplitSizes, drawOrder, featureId, pickFeatures, rankContext, tallyOf, type Exemplars, type FeatureColumn, type Rejection } from './exemplars.ts';
+import { checkSplitSizes, zeroOf, drawOrder, featureId, pickFeatures, rankContext, tallyOf, type Exemplars, type FeatureColumn, type Rejection } from './exemplars.ts';
 import { fitNmf, NmfEncoder } from './nmf.ts';
 import { patchActivations } from './patches.ts';
 import { trainTopKSae } from './train/sae.ts';
@@ -298,12 +298,13 @@ export async function computeFeatures(
           const lo = new Float64Array(k).fill(Infinity);
           const hi = new Float64Array(k).fill(-Infinity);
           const zeros = new Float64Array(k);
+          const zero = zeroOf(basis.kind);
           for (const r of refRows) {
             for (let j = 0; j < k; j++) {
               const v = all[r * k + j];
               if (v < lo[j]) lo[j] = v;
               if (v > hi[j]) hi[j] = v;
-              if (v === 0) zeros[j]++;
+              if (v <= zero && v >= -zero) zeros[j]++;
             }
           }
           zeroFractions = Array.from(zeros, (z) => z / refCount);

@@ -79,6 +79,16 @@ describe('exemplars on constructed activations', () => {
     assert.equal(ex.stats.zero_fraction, 112 / 150);
   });
 
+  it('counts NMF codes at the solver\'s floor (1e-10) as zero, and draws among them as among zeros', () => {
+    const floor = Math.fround(1e-10);
+    const nmf: FeatureColumn = { layer: 'sae1', basis: 'nmf', index: 0, values: Float32Array.from(ids, (_, i) => (i >= 150 ? i - 149 : floor)) };
+    const ex = exemplarsOf(nmf, ctx);
+    assert.equal(ex.stats.zero_fraction, 112 / 150);
+    assert.deepEqual(ex.activations.min, Array(9).fill(floor));
+    // The same values as a channel: 1e-10 is a (tiny) activation there, not zero.
+    assert.equal(exemplarsOf({ ...nmf, basis: 'channels' }, ctx).stats.zero_fraction, 0);
+  });
+
   it('draws among a block of equal values at the boundary of the maximal references', () => {
     // Five distinct top values, then a block of 20 images at 3 straddling the 9th place, then zeros.
     const top = refRows.slice(0, 5);

@@ -11,7 +11,7 @@ export const FeatureStats = z.object({
   std: z.number(),
   min: z.number(),
   max: z.number(),
-  /** Share of the reference images at exactly 0 (sparse bases: SAE latents, NMF codes, ReLU channels). */
+  /** Share of the reference images at exactly 0 (sparse bases: SAE latents, ReLU channels; NMF codes: at the solver's floor, 1e-10). */
   zero_fraction: z.number().optional(),
 });
 
