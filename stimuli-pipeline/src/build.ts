@@ -16,7 +16,7 @@ import {
 } from '@legible/studies';
 import { Composer } from './compose.ts';
 import { listImages, splitOf, datasetHash, writeFashionMnist, type ImageEntry } from './dataset.ts';
-import { checkSplitSizes, exemplarsOf, featureId, practiceTrialOf, trialsOf, type Exemplars, type FeatureColumn, type TrialSpec } from './exemplars.ts';
+import { featureId, practiceTrialOf, trialsOf, type Exemplars, type FeatureColumn, type TrialSpec } from './exemplars.ts';
 import { contributionSkipReason, studyContribution } from './evaluate.ts';
 import { extractToStore } from './extract.ts';
 import { visualReferences, VISUALIZATION_FOLDER } from './visual-references.ts';
@@ -27,7 +27,7 @@ import type { Device } from './runtime.ts';
 import { ActivationStore, storeKey, type ShardSlice } from './store.ts';
 
 /** Bump when the pipeline's output for the same inputs changes, so cached builds are redone. */
-export const PIPELINE_VERSION = 3;
+export const PIPELINE_VERSION = 4;
 
 export interface BuildOptions {
   device?: Device;
@@ -139,7 +139,6 @@ async function finishBuild(loaded: LoadedStudy, opts: BuildOptions, x: Extracted
   const log = opts.log ?? stderrLog;
   const { study, paths } = loaded;
   const { listing, inSplit, modelSha, fs, device, started } = x;
-  checkSplitSizes(study, fs.refRows.length, fs.queryRows.length, fs.ids.length);
 
   // Decision contribution of the study's features, over held-out images.
   const skipContribution = contributionSkipReason(study, x.modelBytes);
@@ -155,9 +154,14 @@ async function finishBuild(loaded: LoadedStudy, opts: BuildOptions, x: Extracted
     basis: col.basis,
     index: col.index,
     ...contributionOf(featureId(col)),
-    stats: { mean: round(ex.stats.mean), std: round(ex.stats.std), min: round(ex.stats.min), max: round(ex.stats.max) },
+    stats: { mean: round(ex.stats.mean), std: round(ex.stats.std), min: round(ex.stats.min), max: round(ex.stats.max), zero_fraction: round(ex.stats.zero_fraction) },
     references: { min: ex.min, max: ex.max },
     queries: ex.queries,
+    activations: {
+      min: ex.activations.min.map(round),
+      max: ex.activations.max.map(round),
+      queries: { min: ex.activations.queries.min.map(round), max: ex.activations.queries.max.map(round) },
+    },
   });
   const contributionOf = (id: string): Pick<ManifestFeature, 'importance' | 'contribution'> => {
     const c = contribution?.features.get(id);
@@ -167,16 +171,16 @@ async function finishBuild(loaded: LoadedStudy, opts: BuildOptions, x: Extracted
   // Feature visualizations as references, for every study feature in batched runs.
   rmSync(join(paths.build, VISUALIZATION_FOLDER), { recursive: true, force: true });
   const visual = study.references.kinds.includes('visualization') ? await visualReferences(study, x.modelBytes, fs, fs.selected, paths.build, { device: opts.device, log }) : null;
+  // Every study and spare feature was checked to separate its references and queries (exemplars.ts).
   for (const col of fs.selected) {
-    const ex = exemplarsOf(col, study, fs.ids, fs.refRows, fs.queryRows);
+    const ex = fs.exemplars.get(featureId(col))!;
     const vis = visual?.features.get(featureId(col));
     features.push({ ...describe(col, ex), ...(vis && { visualizations: { min: vis.min, max: vis.max } }) });
     specs.push(...trialsOf(featureId(col), ex, study.references.kinds, study.seed, vis));
   }
   const practiceCount = Math.min(study.design.practice_trials, fs.spare.length);
-  const easy: Study = { ...study, queries: { difficulty: 'extreme' } };
   for (const col of rng(seedFrom('practice', study.seed)).sample(fs.spare, practiceCount)) {
-    const ex = exemplarsOf(col, easy, fs.ids, fs.refRows, fs.queryRows);
+    const ex = fs.exemplars.get(featureId(col))!;
     features.push(describe(col, ex));
     specs.push(practiceTrialOf(featureId(col), ex, study.seed));
   }
@@ -223,6 +227,7 @@ async function finishBuild(loaded: LoadedStudy, opts: BuildOptions, x: Extracted
     bases: fs.bases,
     features,
     trials,
+    rejected: fs.rejected,
     ...(contribution && {
       contribution: {
         images: contribution.images,

@@ -5,15 +5,17 @@
 //   NMF    — fitted per layer (onnxruntime products, HALS or MU);
 //   SAE    — a TopK sparse autoencoder trained per layer on a seeded sample of the reference split's
 //            spatially averaged activations (train/sae.ts: gradients from the VJP graph builder);
-//   pass 2 — the values of the selected channels and of every NMF concept and SAE latent (an image's
-//            code: NMF's non-negative least squares with W fixed, the SAE encoder's output), for every
-//            image, so exemplars and queries can be ranked.
+//   pass 2 — the values of the first channels of the draw and of every NMF concept and SAE latent (an
+//            image's code: NMF's non-negative least squares with W fixed, the SAE encoder's output),
+//            for every image, so exemplars and queries can be ranked;
+//   pick   — per layer and basis, the features that make valid trials (exemplars.ts: pickFeatures);
+//            channels the draw reaches beyond those of pass 2 are read from the store as needed.
 // The fitted dictionaries stay open for what follows (decision contribution, visualizations); the
 // caller releases them.
 import { LegibleError, rng, seedFrom, type Study } from '@legible/studies';
 import type { ImageEntry } from './dataset.ts';
 import { splitOf } from './dataset.ts';
-import { selectFeatures, type FeatureColumn } from './exemplars.ts';
+import { checkSplitSizes, zeroOf, drawOrder, featureId, pickFeatures, rankContext, tallyOf, type Exemplars, type FeatureColumn, type Rejection } from './exemplars.ts';
 import { fitNmf, NmfEncoder } from './nmf.ts';
 import { patchActivations } from './patches.ts';
 import { trainTopKSae } from './train/sae.ts';
@@ -30,8 +32,12 @@ export interface FeatureSet {
   layers: StoreLayer[];
   bases: { layer: string; basis: string; features: number; info: Record<string, unknown> }[];
   selected: FeatureColumn[];
-  /** Live features outside the study, from which practice trials are drawn. */
+  /** Valid features outside the study (with extreme queries), from which practice trials are drawn. */
   spare: FeatureColumn[];
+  /** References and queries of every selected and spare feature, by feature id. */
+  exemplars: Map<string, Exemplars>;
+  /** Features left out because they can't make valid trials. */
+  rejected: Rejection[];
   /** Per "layer/basis" (nmf, sae): the fitted dictionary, open until `release`. */
   dictionaries: Map<string, Dictionary>;
   /** Seconds spent fitting, per "layer/basis" (for the report; not part of the manifest). */
@@ -55,6 +61,8 @@ type SaeBasis = Extract<Study['bases'][number], { kind: 'sae' }>;
 interface ChannelStats {
   min: Float64Array;
   max: Float64Array;
+  /** Reference images at exactly 0, per channel. */
+  zeros: Float64Array;
 }
 
 export async function computeFeatures(
@@ -72,7 +80,7 @@ export async function computeFeatures(
   const ids: string[] = [];
   const hashes = new Map<string, string>();
   const skipped: { path: string; reason: string }[] = [];
-  const stats: ChannelStats[] = layers.map((l) => ({ min: new Float64Array(l.channels).fill(Infinity), max: new Float64Array(l.channels).fill(-Infinity) }));
+  const stats: ChannelStats[] = layers.map((l) => ({ min: new Float64Array(l.channels).fill(Infinity), max: new Float64Array(l.channels).fill(-Infinity), zeros: new Float64Array(l.channels) }));
   const nRefEstimate = opts.images.filter((img) => splitOf(img.id, study.dataset.split) === 'reference').length;
   const fitShare = nmfBasis && !nmfBasis.patch ? Math.min(1, nmfBasis.fit_rows / Math.max(1, nRefEstimate)) : 0;
   const fitSample: Float32Array[][] = layers.map(() => []);
@@ -93,6 +101,7 @@ export async function computeFeatures(
           const v = values[r * l.channels + c];
           if (v < st.min[c]) st.min[c] = v;
           if (v > st.max[c]) st.max[c] = v;
+          if (v === 0) st.zeros[c]++;
         }
         // A seeded, order-free sample of rows for NMF: decided per image id.
         if (fitShare > 0 && seedFrom('nmf-fit', nmfBasis!.seed, id) / 4294967296 < fitShare) {
@@ -107,6 +116,7 @@ export async function computeFeatures(
   const refRows: number[] = [];
   const queryRows: number[] = [];
   ids.forEach((id, row) => (splitOf(id, study.dataset.split) === 'reference' ? refRows : queryRows).push(row));
+  checkSplitSizes(study, refRows.length, queryRows.length, ids.length);
 
   // ── NMF per layer. ──
   const nmf: { W: Float32Array; encoder: NmfEncoder }[] = [];
@@ -203,22 +213,25 @@ export async function computeFeatures(
       }
     }
 
-    // ── Channel selection (from pass-1 statistics), and a reserve for practice trials. ──
-    const channelPick: { selected: number[]; spare: number[] }[] = layers.map((l, li) => {
-      if (!channelsBasis) return { selected: [], spare: [] };
-      // Stand-in columns carrying only liveness: selection needs values only to see constant features.
-      const live = Array.from({ length: l.channels }, (_, c) => c).filter((c) => stats[li].max[c] > stats[li].min[c]);
-      const columns: FeatureColumn[] = Array.from({ length: l.channels }, (_, index) => ({ layer: l.name, basis: 'channels', index, values: new Float32Array(0) }));
-      const chosen = selectFeatures(study, l.name, 'channels', columns, refRows, new Set(live)).map((c) => c.index);
-      const rest = live.filter((c) => !chosen.includes(c));
-      const spare = rng(seedFrom('spare', study.seed, l.name)).sample(rest, Math.min(rest.length, study.design.practice_trials));
-      return { selected: chosen, spare };
-    });
     for (const l of layers) if (channelsBasis) bases.push({ layer: l.name, basis: 'channels', features: l.channels, info: { aggregate: channelsBasis.aggregate } });
 
-    // ── Pass 2: values of the chosen channels and of every NMF concept, for every row. ──
+    // ── Pass 2: the values of every NMF concept and SAE latent, and of the first channels of the draw. ──
     const N = ids.length;
-    const channelValues = layers.map((_, li) => new Map([...channelPick[li].selected, ...channelPick[li].spare].map((c) => [c, new Float32Array(N)])));
+    const channelLive = layers.map((l, li) => Array.from({ length: l.channels }, (_, c) => c).filter((c) => stats[li].max[c] > stats[li].min[c]));
+    const channelValues = layers.map((_, li) => {
+      if (!channelsBasis) return new Map<number, Float32Array>();
+      // What the pick will most likely look at first: the listed channels, or the head of the draw.
+      const order = drawOrder(study, layers[li].name, 'channels', channelLive[li]);
+      // (pickFeatures asks for chunks of max(16, 2 × wanted) for the study, then max(8, 2 × wanted) for practice.)
+      const sel = study.features;
+      const practice = Math.max(8, 2 * study.design.practice_trials);
+      const listed = (sel.list ?? []).filter((id) => id.startsWith(`${layers[li].name}/channels/`)).map((id) => Number(id.split('/')[2]));
+      const first =
+        sel.select === 'list'
+          ? [...listed, ...order.slice(0, listed.length + practice)]
+          : order.slice(0, sel.select === 'all' ? order.length : Math.max(16, 2 * sel.count!) + practice);
+      return new Map(first.filter((c) => c < layers[li].channels).map((c) => [c, new Float32Array(N)]));
+    });
     const codes = layers.map(() => (nmfBasis ? new Float32Array(N * nmfBasis.components) : null));
     const saeCodes = layers.map(() => (saeBasis ? new Float32Array(N * saeBasis.dictionary) : null));
     let row0 = 0;
@@ -233,31 +246,99 @@ export async function computeFeatures(
       }
       row0 += rows;
     }
+    /** Channels of layer li the draw reached beyond pass 2: one more read of the store for all of them. */
+    const loadChannels = (li: number, wanted: number[]): FeatureColumn[] => {
+      const l = layers[li];
+      const missing = wanted.filter((c) => !channelValues[li].has(c));
+      if (missing.length) {
+        const columns = missing.map((c) => [c, new Float32Array(N)] as const);
+        let r0 = 0;
+        for (let s = 0; s < store.shardCount; s++) {
+          const shard = store.read(s);
+          const rows = shard.ids.length;
+          const values = (useMax ? shard.max : shard.mean)[li];
+          for (const [c, column] of columns) for (let r = 0; r < rows; r++) column[r0 + r] = values[r * l.channels + c];
+          r0 += rows;
+        }
+        for (const [c, column] of columns) channelValues[li].set(c, column);
+      }
+      return wanted.map((c) => ({ layer: l.name, basis: 'channels', index: c, values: channelValues[li].get(c)! }));
+    };
 
-    // ── Features. ──
+    // ── Features: per layer and basis, those that make valid trials. ──
+    const ctx = rankContext(study, ids, refRows, queryRows, hashes);
     const selected: FeatureColumn[] = [];
     const spare: FeatureColumn[] = [];
+    const exemplars = new Map<string, Exemplars>();
+    const rejected: Rejection[] = [];
+    const refCount = Math.max(1, refRows.length);
     for (const [li, l] of layers.entries()) {
       for (const basis of study.bases) {
+        let pick: Awaited<ReturnType<typeof pickFeatures>>;
+        let zeroFractions: number[];
         if (basis.kind === 'channels') {
-          const column = (c: number): FeatureColumn => ({ layer: l.name, basis: 'channels', index: c, values: channelValues[li].get(c)! });
-          selected.push(...channelPick[li].selected.map(column));
-          spare.push(...channelPick[li].spare.map(column));
+          zeroFractions = Array.from(stats[li].zeros, (z) => z / refCount);
+          pick = await pickFeatures({
+            ctx,
+            layer: l.name,
+            basis: 'channels',
+            features: l.channels,
+            constant: (c) => (stats[li].max[c] > stats[li].min[c] ? null : stats[li].min[c]),
+            load: (wanted) => loadChannels(li, wanted),
+            spareCount: study.design.practice_trials,
+          });
         } else {
           const k = basis.kind === 'nmf' ? basis.components : basis.dictionary;
           const all = basis.kind === 'nmf' ? codes[li]! : saeCodes[li]!;
-          const columns = Array.from({ length: k }, (_, j): FeatureColumn => {
+          const column = (j: number): FeatureColumn => {
             const values = new Float32Array(N);
             for (let r = 0; r < N; r++) values[r] = all[r * k + j];
             return { layer: l.name, basis: basis.kind, index: j, values };
+          };
+          const lo = new Float64Array(k).fill(Infinity);
+          const hi = new Float64Array(k).fill(-Infinity);
+          const zeros = new Float64Array(k);
+          const zero = zeroOf(basis.kind);
+          for (const r of refRows) {
+            for (let j = 0; j < k; j++) {
+              const v = all[r * k + j];
+              if (v < lo[j]) lo[j] = v;
+              if (v > hi[j]) hi[j] = v;
+              if (v <= zero && v >= -zero) zeros[j]++;
+            }
+          }
+          zeroFractions = Array.from(zeros, (z) => z / refCount);
+          pick = await pickFeatures({
+            ctx,
+            layer: l.name,
+            basis: basis.kind,
+            features: k,
+            constant: (j) => (hi[j] > lo[j] ? null : lo[j]),
+            load: (wanted) => wanted.map(column),
+            spareCount: study.design.practice_trials,
           });
-          const chosen = selectFeatures(study, l.name, basis.kind, columns, refRows);
-          selected.push(...chosen);
-          spare.push(...columns.filter((c) => !chosen.includes(c) && !isConstant(c.values, refRows)));
+        }
+        for (const p of [...pick.selected, ...pick.spare]) exemplars.set(featureId(p.column), p.exemplars);
+        selected.push(...pick.selected.map((p) => p.column));
+        spare.push(...pick.spare.map((p) => p.column));
+        rejected.push(...pick.rejected);
+        const entry = bases.find((b) => b.layer === l.name && b.basis === basis.kind)!;
+        const sorted = zeroFractions.slice().sort((a, b) => a - b);
+        entry.info = {
+          ...entry.info,
+          zero_fraction_mean: round(sorted.reduce((a, b) => a + b, 0) / Math.max(1, sorted.length)),
+          zero_fraction_median: round(sorted.length ? (sorted[(sorted.length - 1) >> 1] + sorted[sorted.length >> 1]) / 2 : 0),
+          zero_everywhere: zeroFractions.filter((z) => z === 1).length,
+          rejected: pick.rejected.filter((r) => r.for === 'study').length,
+        };
+        const forStudy = pick.rejected.filter((r) => r.for === 'study');
+        if (forStudy.length) {
+          const example = forStudy.find((r) => r.reason !== 'constant') ?? forStudy[0];
+          opts.log(`${l.name} ${basis.kind}: ${forStudy.length} features rejected (${tallyOf(forStudy)}), e.g. ${example.id}: ${example.message}`);
         }
       }
     }
-    return { ids, refRows, queryRows, hashes, skipped, layers, bases: sortBases(bases, study), selected, spare, dictionaries, fitSeconds, release };
+    return { ids, refRows, queryRows, hashes, skipped, layers, bases: sortBases(bases, study), selected, spare, exemplars, rejected, dictionaries, fitSeconds, release };
   } catch (err) {
     await release();
     throw err;
@@ -268,11 +349,6 @@ function sortBases(bases: FeatureSet['bases'], study: Study): FeatureSet['bases'
   const layerIndex = new Map(study.model.layers.map((l, i) => [l.name, i]));
   const basisIndex = new Map<string, number>(study.bases.map((b, i) => [b.kind, i]));
   return bases.sort((a, b) => layerIndex.get(a.layer)! - layerIndex.get(b.layer)! || basisIndex.get(a.basis)! - basisIndex.get(b.basis)!);
-}
-
-function isConstant(values: Float32Array, rows: number[]): boolean {
-  const first = values[rows[0]];
-  return rows.every((r) => values[r] === first);
 }
 
 function checkNmfInput(A: Float32Array, layer: StoreLayer, basis: NmfBasis, n: number): void {

@@ -14,6 +14,8 @@ import { DataType, encodeModel, float32Tensor } from './onnx/proto.ts';
 import { openSession, type Device } from './runtime.ts';
 
 const EPS = 1e-10;
+/** NMF codes never go below EPS (the solver's floor): a code at this float32 value is zero. */
+export const NMF_ZERO = Math.fround(EPS);
 
 export type NmfSolver = 'hals' | 'mu';
 

@@ -29,7 +29,8 @@ export function buildReport(manifest: Manifest, study: Study, run: ReportRun): s
       .map(([k, v]) => `${esc(k.replace(/_/g, ' '))}: <b>${esc(v)}</b>`)
       .join(' · ');
     const fit = run.fitSeconds?.get(`${b.layer}/${b.basis}`);
-    return `<section><h2>${esc(b.layer)} · ${esc(b.basis)}</h2><p class="info">${b.features} features in the layer; ${features.length} in the study${info ? ` · ${info}` : ''}${fit === undefined ? '' : ` · fitted in <b>${fit.toFixed(1)} s</b>`}</p>${features.map((f) => card(f, trialsOf.get(f.id) ?? [], run.visual)).join('') || '<p>No features of this layer and basis are in the study.</p>'}</section>`;
+    const rejected = (manifest.rejected ?? []).filter((r) => r.layer === b.layer && r.basis === b.basis);
+    return `<section><h2>${esc(b.layer)} · ${esc(b.basis)}</h2><p class="info">${b.features} features in the layer; ${features.length} in the study${info ? ` · ${info}` : ''}${fit === undefined ? '' : ` · fitted in <b>${fit.toFixed(1)} s</b>`}</p>${features.map((f) => card(f, trialsOf.get(f.id) ?? [], run.visual)).join('') || '<p>No features of this layer and basis are in the study.</p>'}${rejectedTable(rejected)}</section>`;
   });
   const practice = manifest.features.filter((f) => practiceIds.has(f.id));
   const skipped = manifest.dataset.skipped;
@@ -56,10 +57,24 @@ figure{margin:0}figcaption{font-size:12px;color:#555;margin-bottom:3px}
 ${contributionTable(manifest, studyFeatures, run)}
 ${baselineTable(manifest, studyFeatures, study, run.visual)}
 ${skipped.length ? `<div class="warn"><b>${skipped.length} files were skipped.</b><ul>${skipped.slice(0, 50).map((s) => `<li>${esc(s.path)}: ${esc(s.reason)}</li>`).join('')}${skipped.length > 50 ? `<li>… and ${skipped.length - 50} more (manifest.json lists them all)</li>` : ''}</ul></div>` : ''}
+<p class="info">A feature is used only where it separates what its trials show: its ${study.references.per_side} maximal references all lie above its ${study.references.per_side} minimal ones, and its two queries apart, by more than 0 and by at least <b>${study.features.min_separation}</b> × its range over the reference split (<code>features.min_separation</code>). Images with equal activations are ordered by a seeded random draw, never by file name. ${(manifest.rejected ?? []).filter((r) => r.for === 'study').length} features were rejected; each layer's section lists them with the numbers.</p>
 ${sections.join('\n')}
 ${practice.length ? `<section><h2>Practice</h2><p class="info">Features outside the study, with the most extreme queries; participants get feedback on these.</p>${practice.map((f) => card(f, trialsOf.get(f.id) ?? [])).join('')}</section>` : ''}
 </body></html>
 `;
+}
+
+/** The features of one layer and basis left out, why, and the numbers; constant ones in one line. */
+function rejectedTable(rejected: NonNullable<Manifest['rejected']>): string {
+  if (!rejected.length) return '';
+  const constant = rejected.filter((r) => r.reason === 'constant');
+  const others = rejected.filter((r) => r.reason !== 'constant');
+  const rows = others.map((r) => `<tr><td>${esc(r.id)}</td><td>${esc(r.for)}</td><td>${esc(r.reason)}</td><td>${esc(r.numbers.zero_fraction ?? '')}</td><td>${esc(r.message)}</td></tr>`);
+  if (constant.length) {
+    const list = constant.map((r) => r.index).join(', ');
+    rows.push(`<tr><td>${constant.length} features</td><td>study</td><td>constant</td><td></td><td>constant over the reference images: ${esc(list)}</td></tr>`);
+  }
+  return `<h3>Rejected: ${rejected.length} features</h3><table class="rejected"><tr><th>feature</th><th>drawn for</th><th>reason</th><th>zero fraction</th><th>why</th></tr>${rows.join('')}</table>`;
 }
 
 /** Decision contribution per layer × basis: mean ± SD over the study's features. */
@@ -140,6 +155,9 @@ function card(f: ManifestFeature, trials: ManifestTrial[], visual?: VisualRefere
   const baseline = base
     ? `<figure class="maps"><figcaption>${esc(visual!.baseline.method)} ${visual!.baseline.method === 'pixel' ? 'baseline' : 'method'}, same objective: reached ${base.objective.toPrecision(3)}</figcaption><img src="${esc(base.image)}" alt="${esc(visual!.baseline.method)} visualization"></figure>`
     : '';
-  return `<div class="card"><h3>${esc(f.id)} <small>activation over references: mean ${f.stats.mean}, sd ${f.stats.std}, range ${f.stats.min} – ${f.stats.max}${f.contribution ? ` · removing it: logit drop ${f.contribution.logit_drop}, accuracy drop ${(100 * f.contribution.accuracy_drop).toFixed(1)} pp` : ''}</small></h3>
+  const acts = f.activations
+    ? `; weakest max reference ${f.activations.max[f.activations.max.length - 1]}, strongest min reference ${f.activations.min[f.activations.min.length - 1]}, queries ${f.activations.queries.max[0]} / ${f.activations.queries.min[0]}`
+    : '';
+  return `<div class="card"><h3>${esc(f.id)} <small>activation over references: mean ${f.stats.mean}, sd ${f.stats.std}, range ${f.stats.min} – ${f.stats.max}${f.stats.zero_fraction === undefined ? '' : `, exactly 0 on ${(100 * f.stats.zero_fraction).toFixed(1)} %`}${acts}${f.contribution ? ` · removing it: logit drop ${f.contribution.logit_drop}, accuracy drop ${(100 * f.contribution.accuracy_drop).toFixed(1)} pp` : ''}</small></h3>
 ${rows.join('\n')}${maps}${baseline}</div>`;
 }

@@ -3,7 +3,7 @@ import { describe, it } from 'node:test';
 import { parseStudy, rng, type Study } from '@legible/studies';
 import { fitNmf as fitNmfOrt, NmfEncoder, randomInit } from '../src/nmf.ts';
 import { fitNmf, nmfCodes } from './reference-nmf.ts';
-import { checkSplitSizes, exemplarsOf, selectFeatures, trialsOf, type FeatureColumn } from '../src/exemplars.ts';
+import { checkSplitSizes, exemplarsOf, pickFeatures, rankContext, trialsOf, type FeatureColumn } from '../src/exemplars.ts';
 
 /** A non-negative n × c matrix of exact rank k, and its factors. */
 function lowRank(n: number, c: number, k: number, seed: number) {
@@ -149,16 +149,28 @@ describe('features, exemplars and trials', () => {
   const refRows = ids.map((_, i) => i).filter((i) => i % 3 !== 0);
   const queryRows = ids.map((_, i) => i).filter((i) => i % 3 === 0);
 
-  it('leaves out dead features and samples the rest by seed', () => {
+  const pick = (study: Study) =>
+    pickFeatures({
+      ctx: rankContext(study, ids, refRows, queryRows),
+      layer: 'conv',
+      basis: 'channels',
+      features: columns.length,
+      constant: (i) => (i === 2 ? 0.5 : null),
+      load: (wanted) => wanted.map((i) => columns[i]),
+      spareCount: 0,
+    });
+
+  it('leaves out dead features and samples the rest by seed', async () => {
     const study = baseStudy();
-    const chosen = selectFeatures(study, 'conv', 'channels', columns, refRows);
-    assert.deepEqual(chosen.map((c) => c.index), [0, 1]);
-    assert.throws(() => selectFeatures(baseStudy().features.count === 2 ? { ...study, features: { ...study.features, count: 3 } } : study, 'conv', 'channels', columns, refRows), /only 2 usable channels features \(1 are constant\)/);
+    const chosen = await pick(study);
+    assert.deepEqual(chosen.selected.map((c) => c.column.index), [0, 1]);
+    assert.deepEqual(chosen.rejected.map((r) => [r.id, r.reason]), [['conv/channels/2', 'constant']]);
+    await assert.rejects(pick({ ...study, features: { ...study.features, count: 3 } }), /only 2 usable channels features \(1 are constant\)/);
   });
 
   it('takes the top and bottom of the reference split, queries from the held-out split', () => {
     const study = baseStudy();
-    const ex = exemplarsOf(columns[0], study, ids, refRows, queryRows);
+    const ex = exemplarsOf(columns[0], rankContext(study, ids, refRows, queryRows));
     assert.equal(ex.max.length, 9);
     assert.equal(ex.max[0], ids[59]); // highest reference row
     assert.equal(ex.min[0], ids[1]); // lowest reference row (0 is a query row)
@@ -170,7 +182,7 @@ describe('features, exemplars and trials', () => {
 
   it('puts percentile queries at the percentile, not the extreme', () => {
     const study = baseStudy('queries: { difficulty: p85 }');
-    const ex = exemplarsOf(columns[0], study, ids, refRows, queryRows);
+    const ex = exemplarsOf(columns[0], rankContext(study, ids, refRows, queryRows));
     // 20 query rows (0, 3, …, 57): the 85th percentile from the top is 3 positions down.
     assert.equal(ex.queries.max[0], ids[57 - 3 * 3]);
     assert.equal(ex.queries.min[0], ids[0 + 3 * 3]);
@@ -178,7 +190,7 @@ describe('features, exemplars and trials', () => {
 
   it('makes main and catch trials with the answer key on the max query, in a seeded order', () => {
     const study = baseStudy();
-    const ex = exemplarsOf(columns[0], study, ids, refRows, queryRows);
+    const ex = exemplarsOf(columns[0], rankContext(study, ids, refRows, queryRows));
     const trials = trialsOf('conv/channels/0', ex, ['natural'], 1);
     const main = trials.find((t) => t.kind === 'main')!;
     assert.equal(main.queries[main.answer], ex.queries.max[0]);

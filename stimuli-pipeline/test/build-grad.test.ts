@@ -141,9 +141,14 @@ describe('stimuli pipeline with the gradient engine, on a tiny ResNet', () => {
       assert.equal(features.length, 2);
       for (const f of features) {
         const code = (id: string) => codes[ids.indexOf(id) * 12 + f.index];
-        const ranked = refIds.slice().sort((a, b) => code(b) - code(a) || (a < b ? -1 : 1));
-        assert.deepEqual(f.references.max, ranked.slice(0, 3), `max references of ${f.id}`);
-        assert.deepEqual(f.references.min, ranked.slice(-3).reverse(), `min references of ${f.id}`);
+        const ranked = refIds.slice().sort((a, b) => code(b) - code(a));
+        // The codes of the top and bottom three (most latents are 0 on many images: those are a
+        // seeded draw among the zeros, never the last file names; test/validity.test.ts).
+        const close = (got: string[], want: string[], what: string) =>
+          got.forEach((id, i) => assert.ok(Math.abs(code(id) - code(want[i])) < 1e-4 * Math.max(1, Math.abs(code(id))), `${what} of ${f.id}: ${id} at ${code(id)}, not ${code(want[i])}`));
+        close(f.references.max, ranked.slice(0, 3), 'max references');
+        close(f.references.min, ranked.slice(-3).reverse(), 'min references');
+        assert.ok(Math.min(...f.references.max.map(code)) > Math.max(...f.references.min.map(code)), `${f.id}: references not separated`);
         assert.ok(Math.abs(f.stats.max - code(ranked[0])) < 1e-4 * Math.max(1, Math.abs(f.stats.max)));
       }
     }

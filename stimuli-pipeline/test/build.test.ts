@@ -166,12 +166,17 @@ describe('stimuli pipeline on a tiny CNN', () => {
     for (const f of features) {
       const act = (id: string) => act1Means(pixels.get(id)!, net.w1, net.b1)[f.index];
       const refIds = [...pixels.keys()].filter((id) => splitOf(id, study.study.dataset.split) === 'reference');
-      const ranked = refIds.sort((a, b) => act(b) - act(a) || (a < b ? -1 : 1));
-      assert.deepEqual(f.references.max, ranked.slice(0, 4), `max references of ${f.id}`);
-      assert.deepEqual(f.references.min, ranked.slice(-4).reverse(), `min references of ${f.id}`);
+      const ranked = refIds.sort((a, b) => act(b) - act(a));
+      // Activations equal to those of the top and bottom four (images with equal activations are a
+      // seeded draw, not the first or last names: test/validity.test.ts).
+      const close = (got: string[], want: string[], what: string) =>
+        got.forEach((id, i) => assert.ok(Math.abs(act(id) - act(want[i])) < 1e-4 * Math.max(1, Math.abs(act(id))), `${what} of ${f.id}: ${id} at ${act(id)}, not ${act(want[i])}`));
+      close(f.references.max, ranked.slice(0, 4), 'max references');
+      close(f.references.min, ranked.slice(-4).reverse(), 'min references');
+      assert.equal(new Set([...f.references.max, ...f.references.min]).size, 8);
       const queryIds = [...pixels.keys()].filter((id) => splitOf(id, study.study.dataset.split) === 'query');
       const best = queryIds.reduce((a, b) => (act(b) > act(a) ? b : a));
-      assert.equal(f.queries.max[0], best);
+      assert.ok(Math.abs(act(f.queries.max[0]) - act(best)) < 1e-4 * Math.max(1, act(best)));
       assert.ok(Math.abs(f.stats.max - act(ranked[0])) < 1e-4 * Math.max(1, Math.abs(f.stats.max)));
     }
   });

@@ -11,6 +11,8 @@ export const FeatureStats = z.object({
   std: z.number(),
   min: z.number(),
   max: z.number(),
+  /** Share of the reference images at exactly 0 (sparse bases: SAE latents, ReLU channels; NMF codes: at the solver's floor, 1e-10). */
+  zero_fraction: z.number().optional(),
 });
 
 export const ManifestFeature = z.object({
@@ -34,6 +36,24 @@ export const ManifestFeature = z.object({
   contribution: z.object({ logit_drop: z.number(), accuracy_drop: z.number(), changed: z.number() }).optional(),
   /** Feature visualizations (paths relative to the build folder), with references.kinds: [visualization]. */
   visualizations: z.object({ min: z.array(z.string()), max: z.array(z.string()) }).optional(),
+  /** The feature's activation on each reference and query image, in the order of references and queries. */
+  activations: z
+    .object({ min: z.array(z.number()), max: z.array(z.number()), queries: z.object({ min: z.array(z.number()), max: z.array(z.number()) }) })
+    .optional(),
+});
+
+/** A feature the pipeline left out because it can't make valid trials, why, and the numbers that decided it. */
+export const ManifestRejection = z.object({
+  id: z.string(),
+  layer: z.string(),
+  basis: z.enum(['channels', 'nmf', 'sae']),
+  index: z.number().int().min(0),
+  /** study: drawn for the study; practice: drawn for a practice trial (extreme queries). */
+  for: z.enum(['study', 'practice']),
+  /** constant over the reference split; references: max side not clearly above the min side; queries: the query pair not separated. */
+  reason: z.enum(['constant', 'references', 'queries']),
+  message: z.string(),
+  numbers: z.record(z.string(), z.number()),
 });
 
 export const TrialKind = z.enum(['main', 'catch', 'practice']);
@@ -69,6 +89,8 @@ export const Manifest = z.object({
   bases: z.array(z.object({ layer: z.string(), basis: z.string(), features: z.number().int(), info: z.record(z.string(), z.unknown()) })),
   features: z.array(ManifestFeature),
   trials: z.array(ManifestTrial),
+  /** Features left out because they can't make valid trials (absent in manifests before pipeline 4). */
+  rejected: z.array(ManifestRejection).optional(),
   /** How the features' decision contributions were measured; absent where they were not. */
   contribution: z
     .object({
@@ -84,6 +106,7 @@ export const Manifest = z.object({
 export type Manifest = z.infer<typeof Manifest>;
 export type ManifestFeature = z.infer<typeof ManifestFeature>;
 export type ManifestTrial = z.infer<typeof ManifestTrial>;
+export type ManifestRejection = z.infer<typeof ManifestRejection>;
 export type TrialKind = z.infer<typeof TrialKind>;
 export type ReferenceKind = z.infer<typeof ReferenceKind>;
 

@@ -134,6 +134,14 @@ export const FeatureSelection = z
     select: z.enum(['random', 'all', 'list']).default('random').describe('random: a seeded sample per layer and basis; all; or the explicit `list`.'),
     count: positiveInt('features per layer and basis').optional().describe('With select: random, how many features per layer and basis.'),
     seed: nonNegativeInt('seed').default(0),
+    min_separation: z
+      .number()
+      .min(0)
+      .max(1)
+      .default(0.05)
+      .describe(
+        "A feature is used only where its weakest maximal reference lies above its strongest minimal one, and its two queries apart, by more than 0 and by at least this fraction of the feature's range over the reference split; others are rejected (the build report says why).",
+      ),
     list: z
       .array(z.string().regex(/^[A-Za-z][A-Za-z0-9_-]*\/(channels|nmf|sae)\/\d+$/, { error: 'expected "layer/basis/index", e.g. "block2/nmf/3"' }))
       .optional(),
