@@ -14,7 +14,7 @@ import { writeModelScript } from './rscript.ts';
 import { cellAccuracies, cellResponses, unitAccuracies, type CellAccuracy, type CellResponses, type CellTrials, type UnitAccuracy } from './stats/descriptive.ts';
 import { naturalCompare, parseFormula } from './stats/formula.ts';
 import { dropTermTests, fitModel, likelihoodRatio, powerSimulation, type FittedModel, type LikelihoodRatio, type PowerResult } from './stats/models.ts';
-import { holm, kruskalWallis, permutationTest, type KruskalResult, type PermutationResult } from './stats/nonparametric.ts';
+import { friedman, holm, kruskalWallis, permutationTest, wilcoxonSignedRank, type PermutationResult } from './stats/nonparametric.ts';
 import type { Table } from './table.ts';
 import { writeReport } from './report/html.ts';
 import { csvCell } from './csv.ts';
@@ -52,7 +52,35 @@ export interface PermutationRow extends PermutationResult {
   b: string;
   /** Levels of the other factors the test was restricted to ("" = all, permuted within them). */
   within: string;
+  /** paired: the same features at both levels, labels swapped within each feature (a sign-flip test); unpaired: different features, labels shuffled between them. */
+  design: 'paired' | 'unpaired';
+  /** Features left out of a paired test because they appear at one of the two levels only. */
+  unmatched: number;
   pHolm: number;
+}
+
+/**
+ * The rank test over the per-feature accuracies of the conditions, chosen by the design: the
+ * same features in every condition → within-feature tests (Wilcoxon signed-rank for two
+ * conditions, Friedman with Conover's pairwise tests for more); every feature in one condition
+ * → Kruskal–Wallis with Conover–Iman's pairwise tests; a mix → none (see the permutation tests).
+ */
+export interface RankTest {
+  test: 'wilcoxon-signed-rank' | 'friedman' | 'kruskal-wallis' | 'none';
+  /** Why this test: the design of features × conditions it was chosen for. */
+  reason: string;
+  /** The factors whose combinations are the conditions compared. */
+  by: string;
+  /** H (Kruskal–Wallis), Q (Friedman's chi-squared) or V (Wilcoxon's signed-rank sum). */
+  statistic: number;
+  statisticName: 'H' | 'Q' | 'V' | '';
+  df: number | null;
+  p: number;
+  /** Observations: feature × condition accuracies (Kruskal–Wallis) or features (blocks, pairs). */
+  n: number;
+  method?: string;
+  groups: { label: string; n: number; meanRank: number; median: number }[];
+  pairwise: { a: string; b: string; t: number; df: number; p: number; pHolm: number }[];
 }
 
 export interface AnalysisResult {
@@ -74,7 +102,7 @@ export interface AnalysisResult {
     lrt: LikelihoodRatio[];
   };
   glmmError?: string;
-  kruskal: (KruskalResult & { by: string }) | null;
+  rankTest: RankTest | null;
   permutation: PermutationRow[];
   power: PowerResult | null;
   powerNote: string;
@@ -203,17 +231,7 @@ export async function analyze(opts: AnalyzeOptions): Promise<AnalysisResult> {
   }
 
   // ── Non-parametric tests over per-unit accuracies ───────────────────────────────────────
-  let kruskal: AnalysisResult['kruskal'] = null;
-  if (cells.length >= 2) {
-    const varyingIdx = factors.map((f, j) => (levels.get(f)!.length > 1 ? j : -1)).filter((j) => j >= 0);
-    const labels = cells.map((c) => varyingIdx.map((j) => c.levels[j]).join(' · ') || 'all');
-    const k = kruskalWallis(
-      units.map((u) => u.accuracy),
-      units.map((u) => u.cell),
-      labels,
-    );
-    kruskal = { ...k, by: varyingIdx.map((j) => factors[j]).join(' × ') };
-  }
+  const rankTest = cells.length >= 2 ? chooseRankTest(units, cells, factors, levels) : null;
   const permutations = opts.permutations ?? 10_000;
   const permutation = permutationTests(units, factors, levels, permutations, seed);
 
@@ -269,7 +287,7 @@ export async function analyze(opts: AnalyzeOptions): Promise<AnalysisResult> {
     responses,
     glmm,
     glmmError,
-    kruskal,
+    rankTest,
     permutation,
     power,
     powerNote,
@@ -334,10 +352,94 @@ function buildCells(main: Table, factors: string[], levels: Map<string, string[]
   };
 }
 
+/** Picks and runs the rank test the design of features × conditions calls for (see RankTest). */
+function chooseRankTest(units: UnitAccuracy[], cells: CellAccuracy[], factors: string[], levels: Map<string, string[]>): RankTest {
+  const varyingIdx = factors.map((f, j) => (levels.get(f)!.length > 1 ? j : -1)).filter((j) => j >= 0);
+  const labels = cells.map((c) => varyingIdx.map((j) => c.levels[j]).join(' · ') || 'all');
+  const by = varyingIdx.map((j) => factors[j]).join(' × ');
+  const k = cells.length;
+  const cellsOf = new Map<string, Map<number, number>>();
+  for (const u of units) {
+    const m = cellsOf.get(u.unit) ?? new Map<number, number>();
+    m.set(u.cell, u.accuracy);
+    cellsOf.set(u.unit, m);
+  }
+  const features = [...cellsOf.keys()];
+  const complete = features.every((f) => cellsOf.get(f)!.size === k);
+  const single = features.every((f) => cellsOf.get(f)!.size === 1);
+  if (complete) {
+    const why = `every one of the ${features.length} features was tested in all ${k} conditions, so its accuracies are paired: a within-feature test ranks each feature against itself (Kruskal–Wallis would wrongly treat them as ${features.length * k} independent samples)`;
+    if (k === 2) {
+      const w = wilcoxonSignedRank(
+        features.map((f) => cellsOf.get(f)!.get(1)!),
+        features.map((f) => cellsOf.get(f)!.get(0)!),
+      );
+      return {
+        test: 'wilcoxon-signed-rank',
+        reason: why,
+        by,
+        statistic: w.V,
+        statisticName: 'V',
+        df: null,
+        p: w.p,
+        n: features.length,
+        method: `${w.method === 'exact' ? 'exact distribution' : 'normal approximation with continuity and tie corrections'}; ${w.zeros} feature${w.zeros === 1 ? '' : 's'} with no difference dropped; V sums the ranks of ${labels[1]} − ${labels[0]} > 0; median difference ${(w.medianDifference * 100).toFixed(1)} points`,
+        groups: cells.map((_, c) => {
+          const v = features.map((f) => cellsOf.get(f)!.get(c)!).sort((a, b) => a - b);
+          return { label: labels[c], n: v.length, meanRank: NaN, median: (v[(v.length - 1) >> 1] + v[v.length >> 1]) / 2 };
+        }),
+        pairwise: [],
+      };
+    }
+    const fr = friedman(
+      features.map((f) => cells.map((_, c) => cellsOf.get(f)!.get(c)!)),
+      labels,
+    );
+    return { test: 'friedman', reason: why, by, statistic: fr.Q, statisticName: 'Q', df: fr.df, p: fr.p, n: fr.blocks, method: 'ranks within each feature, ties corrected; pairwise: Conover\'s test on the rank sums, Holm-adjusted', groups: fr.groups, pairwise: fr.pairwise };
+  }
+  if (single) {
+    const kw = kruskalWallis(
+      units.map((u) => u.accuracy),
+      units.map((u) => u.cell),
+      labels,
+    );
+    return {
+      test: 'kruskal-wallis',
+      reason: `each feature was tested in one condition only (features differ between ${by}), so the per-feature accuracies are independent samples`,
+      by,
+      statistic: kw.H,
+      statisticName: 'H',
+      df: kw.df,
+      p: kw.p,
+      n: kw.n,
+      method: 'ties corrected; pairwise: Conover–Iman tests on the mean ranks (t with N − k df), Holm-adjusted',
+      groups: kw.groups,
+      pairwise: kw.pairwise,
+    };
+  }
+  // Which factors vary within a feature and which between features.
+  const within = varyingIdx.filter((j) => features.some((f) => new Set([...cellsOf.get(f)!.keys()].map((c) => cells[c].levels[j])).size > 1)).map((j) => factors[j]);
+  const between = varyingIdx.map((j) => factors[j]).filter((f) => !within.includes(f));
+  return {
+    test: 'none',
+    reason: `${within.join(', ') || 'some conditions'} var${within.length === 1 ? 'ies' : 'y'} within features${between.length ? ` and ${between.join(', ')} between them` : ', but not every feature was tested in every condition'}: no single rank test over all conditions fits; the permutation tests pair the accuracies where the same features are compared`,
+    by,
+    statistic: NaN,
+    statisticName: '',
+    df: null,
+    p: NaN,
+    n: units.length,
+    groups: [],
+    pairwise: [],
+  };
+}
+
 /**
- * For each factor and each pair of its levels: the difference in mean per-unit accuracy, labels
- * permuted within the cells of the other factors; and for basis, the same within each layer.
- * Holm-adjusted within each factor's family.
+ * For each factor and each pair of its levels: the difference in mean per-unit accuracy, and for
+ * basis, the same within each layer. Where the same features appear at both levels the test is
+ * paired (labels swapped within each feature and level of the other factors: a sign-flip test on
+ * the within-feature differences); otherwise the labels are permuted between features within the
+ * cells of the other factors. Holm-adjusted within each factor's family.
  */
 function permutationTests(units: UnitAccuracy[], factors: string[], levels: Map<string, string[]>, B: number, seed: number): PermutationRow[] {
   const rng = new Rng(seed + 17);
@@ -347,10 +449,22 @@ function permutationTests(units: UnitAccuracy[], factors: string[], levels: Map<
     if (lv.length < 2) return;
     const family: PermutationRow[] = [];
     const run = (subset: UnitAccuracy[], a: string, b: string, within: string) => {
-      const pair = subset.filter((u) => u.levels[fi] === a || u.levels[fi] === b);
+      let pair = subset.filter((u) => u.levels[fi] === a || u.levels[fi] === b);
+      const other = (u: UnitAccuracy) => u.levels.filter((_, j) => j !== fi).join('\u0000');
+      const matchKey = (u: UnitAccuracy) => `${other(u)}\u0000${u.unit}`;
+      const at = (level: string) => new Set(pair.filter((u) => u.levels[fi] === level).map(matchKey));
+      const atA = at(a);
+      const atB = at(b);
+      const matched = new Set([...atA].filter((key) => atB.has(key)));
+      const paired = matched.size > 0;
+      let unmatched = 0;
+      if (paired) {
+        unmatched = new Set(pair.filter((u) => !matched.has(matchKey(u))).map((u) => u.unit)).size;
+        pair = pair.filter((u) => matched.has(matchKey(u)));
+      }
       const na = pair.filter((u) => u.levels[fi] === a).length;
       if (na === 0 || na === pair.length) return;
-      const strataKey = pair.map((u) => u.levels.filter((_, j) => j !== fi).join('\u0000'));
+      const strataKey = pair.map(paired ? matchKey : other);
       const strataIds = new Map<string, number>();
       const strata = strataKey.map((k) => {
         if (!strataIds.has(k)) strataIds.set(k, strataIds.size);
@@ -364,7 +478,7 @@ function permutationTests(units: UnitAccuracy[], factors: string[], levels: Map<
         rng,
       );
       // label 1 = a: report mean(a) − mean(b)
-      family.push({ ...res, difference: -res.difference, na: res.nb, nb: res.na, factor: f, a, b, within, pHolm: NaN });
+      family.push({ ...res, difference: -res.difference, na: res.nb, nb: res.na, factor: f, a, b, within, design: paired ? 'paired' : 'unpaired', unmatched, pHolm: NaN });
     };
     for (let x = 0; x < lv.length; x++) for (let y = x + 1; y < lv.length; y++) run(units, lv[y], lv[x], '');
     const layerIdx = factors.indexOf('layer');

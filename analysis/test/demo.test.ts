@@ -201,7 +201,7 @@ test('legible analyze applies the rules, reports each rule, and finds the simula
   assert.deepEqual(fit.xNames, ['(Intercept)', 'basisnmf', 'layerblock3', 'basisnmf:layerblock3']);
   assert.ok(fit.converged);
   assert.equal(result.glmm!.lrt.length, 1, 'the interaction is tested');
-  assert.ok(result.kruskal && result.kruskal.pairwise.length === 6);
+  assert.ok(result.rankTest && result.rankTest.test === 'kruskal-wallis' && result.rankTest.pairwise.length === 6, 'features are nested in basis × layer: independent samples');
   assert.ok(result.permutation.some((p) => p.factor === 'basis' && p.within === 'layer = block2'));
   assert.equal(result.power!.rows.length, 2);
 

@@ -167,23 +167,40 @@ export async function writeReport(out: string, r: AnalysisResult, loaded: Loaded
       }`
     : `<p class="note">${esc(r.glmmError ?? 'No model fitted.')}</p>`;
 
-  const kw = r.kruskal;
-  const kwHtml = kw
-    ? `<p>Kruskal–Wallis over per-feature accuracies by ${esc(kw.by)}: H = ${fx(kw.H, 3)}, df = ${kw.df}, p = ${pval(kw.p)} (${kw.n} feature × condition accuracies; ties corrected).
-       Pairwise comparisons: Conover–Iman tests on the mean ranks (t with N − k df), Holm-adjusted.</p>
+  const rt = r.rankTest;
+  const testName = { 'wilcoxon-signed-rank': 'Wilcoxon signed-rank test', friedman: 'Friedman test', 'kruskal-wallis': 'Kruskal–Wallis test', none: 'No rank test' } as const;
+  const rankHtml = !rt
+    ? '<p>One condition only: nothing to compare.</p>'
+    : rt.test === 'none'
+      ? `<p><b>${testName.none} over all conditions</b>: ${esc(rt.reason)}.</p>`
+      : `<p><b>${testName[rt.test]}</b> over per-feature accuracies by ${esc(rt.by)}: ${rt.statisticName} = ${fx(rt.statistic, 3)}${rt.df !== null ? `, df = ${rt.df}` : ''}, p = ${pval(rt.p)} (${
+          rt.test === 'kruskal-wallis' ? `${rt.n} feature × condition accuracies` : `${rt.n} features`
+        }). <i>Why this test:</i> ${esc(rt.reason)}. ${rt.method ? `${esc(rt.method[0].toUpperCase() + rt.method.slice(1))}.` : ''}</p>
        ${table(
-         ['condition', 'features', 'median accuracy', 'mean rank'],
-         kw.groups.map((gr) => [esc(gr.label), gr.n, pct(gr.median), fx(gr.meanRank, 1)]),
+         ['condition', 'features', 'median accuracy', ...(rt.test === 'wilcoxon-signed-rank' ? [] : ['mean rank'])],
+         rt.groups.map((gr) => [esc(gr.label), gr.n, pct(gr.median), ...(rt.test === 'wilcoxon-signed-rank' ? [] : [fx(gr.meanRank, rt.test === 'friedman' ? 2 : 1)])]),
        )}
-       ${table(
-         ['comparison', 't', 'df', 'p', 'p (Holm)'],
-         kw.pairwise.map((pw) => [`${esc(pw.a)} vs ${esc(pw.b)}`, fx(pw.t, 3), pw.df, pval(pw.p), pval(pw.pHolm)]),
-       )}`
-    : '<p>One condition only: nothing to compare.</p>';
+       ${
+         rt.pairwise.length
+           ? table(
+               ['comparison', 't', 'df', 'p', 'p (Holm)'],
+               rt.pairwise.map((pw) => [`${esc(pw.a)} vs ${esc(pw.b)}`, fx(pw.t, 3), pw.df, pval(pw.p), pval(pw.pHolm)]),
+             )
+           : ''
+       }`;
   const permHtml = r.permutation.length
-    ? `<p>Permutation tests of the difference in mean per-feature accuracy (${r.permutation[0].permutations} permutations; labels shuffled within the levels of the other factors; Holm-adjusted within each factor).</p>${table(
-        ['factor', 'comparison', 'within', 'difference', 'features', 'p', 'p (Holm)'],
-        r.permutation.map((p) => [esc(p.factor), `${esc(p.a)} − ${esc(p.b)}`, esc(p.within || 'all (stratified)'), pct(p.difference), `${p.na} / ${p.nb}`, pval(p.p), pval(p.pHolm)]),
+    ? `<p>Permutation tests of the difference in mean per-feature accuracy (${r.permutation[0].permutations} permutations; Holm-adjusted within each factor). <i>Paired</i> where the same features were tested at both levels: each feature's two accuracies swap labels (a sign-flip test on its difference), so feature-to-feature variation cancels; <i>unpaired</i> where the levels have different features: labels are shuffled between features within the levels of the other factors.</p>${table(
+        ['factor', 'comparison', 'within', 'design', 'difference', 'features', 'p', 'p (Holm)'],
+        r.permutation.map((p) => [
+          esc(p.factor),
+          `${esc(p.a)} − ${esc(p.b)}`,
+          esc(p.within || 'all (stratified)'),
+          `${p.design}${p.unmatched ? ` (${p.unmatched} unmatched left out)` : ''}`,
+          pct(p.difference),
+          p.design === 'paired' ? `${p.na} pairs` : `${p.na} / ${p.nb}`,
+          pval(p.p),
+          pval(p.pHolm),
+        ]),
       )}`
     : '';
 
@@ -238,8 +255,8 @@ ${cellsTable}
 ${glmmHtml}
 <h2>Features</h2>
 ${fig('feature-accuracy')}
-<h3>Kruskal–Wallis and pairwise tests</h3>
-${kwHtml}
+<h3>Rank tests</h3>
+${rankHtml}
 <h3>Permutation tests</h3>
 ${permHtml}
 <h2>Response time and confidence</h2>
