@@ -39,7 +39,7 @@ export interface AnalyzeOptions {
   permutations?: number;
   seed?: number;
   /** Power simulation: false to skip; defaults decided from the data size. */
-  power?: false | { coefficient?: string; effect?: number; ns?: number[]; sims?: number; alpha?: number; target?: number };
+  power?: false | { coefficient?: string; effect?: number; ns?: number[]; sims?: number; alpha?: number; target?: number; postHoc?: boolean };
   includeIncomplete?: boolean;
   /** Draw the report (default true). */
   report?: boolean;
@@ -105,6 +105,8 @@ export interface AnalysisResult {
   rankTest: RankTest | null;
   permutation: PermutationRow[];
   power: PowerResult | null;
+  /** Where the simulated effect comes from: prospective (given, or stated in the study file) or post hoc (this data's own estimate). */
+  powerEffect: null | { kind: 'given' | 'study' | 'post-hoc'; label: string };
   powerNote: string;
   boot: number;
   files: string[];
@@ -237,24 +239,40 @@ export async function analyze(opts: AnalyzeOptions): Promise<AnalysisResult> {
 
   // ── Power ────────────────────────────────────────────────────────────────────────────────
   let power: PowerResult | null = null;
+  let powerEffect: AnalysisResult['powerEffect'] = null;
   let powerNote = '';
-  if (model && opts.power !== false) {
-    const given = opts.power ?? {};
+  const stated = loaded?.study.analysis?.power;
+  const given = opts.power === false ? null : (opts.power ?? {});
+  if (given && given.effect === undefined && !stated && !given.postHoc) {
+    powerNote =
+      'Not run: prospective power needs the effect the study is meant to detect, which this data cannot supply. State it in the study file (analysis.power.effect, in log-odds, from a pilot, earlier work or the smallest effect of interest) or give --power-effect. Power computed from this data\'s own estimate ("observed power") is not shown by default: it is a function of the p-value and is no guide to how many participants a study needs; --power-post-hoc computes it anyway, labelled as such.';
+  } else if (model && given) {
     // By default the simulation gets a budget of about a million simulated trials fitted
     // (tens of seconds): 7.5 × the data (N/2, N, 2N and 4N participants) per simulation.
     const budgetSims = Math.floor(1e6 / (7.5 * main.n));
     const sims = given.sims ?? Math.min(100, budgetSims);
     if (given.sims === undefined && sims < 20) powerNote = `Not run by default for ${main.n} trials (each simulated study is a full GLMM fit): ask for it with --power-sims N.`;
     else {
-      const coefficient = given.coefficient ?? model.fit.xNames.find((n) => n.startsWith('basis')) ?? model.fit.xNames.find((n) => n !== '(Intercept)');
+      const coefficient = given.coefficient ?? (given.effect === undefined ? stated?.coefficient : undefined) ?? model.fit.xNames.find((n) => n.startsWith('basis')) ?? model.fit.xNames.find((n) => n !== '(Intercept)');
       if (!coefficient) powerNote = 'The model has no coefficient to test.';
       else {
+        const effect = given.effect ?? stated?.effect;
+        powerEffect =
+          given.effect !== undefined
+            ? { kind: 'given', label: `the effect given with --power-effect (${given.effect} log-odds)` }
+            : stated
+              ? { kind: 'study', label: `the effect the study file states (analysis.power.effect = ${stated.effect} log-odds${stated.source ? `; source: ${stated.source}` : ''})` }
+              : { kind: 'post-hoc', label: 'this data\'s own estimate (post hoc, "observed power")' };
         const N = new Set(main.column('participant')!).size;
         const ns = given.ns ?? [...new Set([0.5, 1, 2, 4].map((m) => Math.max(4, Math.round(N * m))))];
-        log(`power simulation: ${coefficient}, N = ${ns.join(', ')}, ${sims} simulations each`);
+        log(`power simulation: ${coefficient} = ${effect ?? 'its estimate (post hoc)'}, N = ${ns.join(', ')}, ${sims} simulations each`);
         try {
-          power = powerSimulation(model, { coefficient, effect: given.effect, ns, sims, alpha: given.alpha, target: given.target, seed });
-          powerNote = power.required === null ? `Power stays below ${power.target} up to ${Math.max(...ns)} participants.` : `About ${power.required} participants give power ≥ ${power.target}.`;
+          power = powerSimulation(model, { coefficient, effect, ns, sims, alpha: given.alpha, target: given.target, seed });
+          const reach = power.required === null ? `power stays below ${power.target} up to ${Math.max(...ns)} participants` : `about ${power.required} participants give power ≥ ${power.target}`;
+          powerNote =
+            powerEffect.kind === 'post-hoc'
+              ? `Post hoc: with this data's own estimate of ${coefficient} (${power.effect.toFixed(3)} log-odds), ${reach}. Caveat: observed power is a function of this study's p-value; it is not evidence for or against the effect and is no basis for planning a sample size — state the effect of interest (analysis.power.effect) for that.`
+              : `Prospective, for ${powerEffect.label}: ${reach}. The other parameters (intercept, other terms, random-effect SDs) come from this data's fit.`;
         } catch (e) {
           // Asked for explicitly: the user should see the error; by default: a note in the report.
           if (!(e instanceof LegibleError) || opts.power !== undefined) throw e;
@@ -290,6 +308,7 @@ export async function analyze(opts: AnalyzeOptions): Promise<AnalysisResult> {
     rankTest,
     permutation,
     power,
+    powerEffect,
     powerNote,
     boot,
     files,
@@ -501,7 +520,7 @@ function writeTables(out: string, r: AnalysisResult): void {
   writeFileSync(
     join(out, 'accuracy.csv'),
     csv(
-      [...r.factors, 'trials', 'participants', 'features', 'accuracy', 'ci_participants_low', 'ci_participants_high', 'ci_features_low', 'ci_features_high', 'participant_mean', 'participant_halfwidth_1.96sd_sqrtn', 'feature_mean'],
+      [...r.factors, 'trials', 'participants', 'features', 'accuracy', 'ci_participants_low', 'ci_participants_high', 'ci_features_low', 'ci_features_high', 'participant_mean', 'participant_sd', 'participant_halfwidth_1.96sd_sqrtn', 'feature_mean'],
       r.cells.map((c) => [
         ...c.levels,
         c.trials,
@@ -513,6 +532,7 @@ function writeTables(out: string, r: AnalysisResult): void {
         n4(c.ciUnits[0]),
         n4(c.ciUnits[1]),
         n4(c.participantMean),
+        n4(c.participantSd),
         n4(c.participantHalfWidth),
         n4(c.unitMean),
       ]),

@@ -57,7 +57,7 @@ export const analyzeCommand: Command = {
   name: 'analyze',
   summary: 'Exclusions, accuracy with bootstrap CIs, the GLMM (checked against lme4), non-parametric tests, power, and an HTML report',
   usage:
-    '<study | trials.csv | trials.jsonl> --out DIR [--db FILE] [--mapping FILE] [--study FILE] [--formula "…"] [--compare "…"] [--by col,col] [--mode live|pilot|all] [--boot N] [--permutations N] [--power-coef NAME] [--power-effect X] [--power-n 20,40,80] [--power-sims N] [--no-power] [--include-incomplete] [--no-report] [--seed N]',
+    '<study | trials.csv | trials.jsonl> --out DIR [--db FILE] [--mapping FILE] [--study FILE] [--formula "…"] [--compare "…"] [--by col,col] [--mode live|pilot|all] [--boot N] [--permutations N] [--power-coef NAME] [--power-effect X] [--power-n 20,40,80] [--power-sims N] [--power-post-hoc] [--no-power] [--include-incomplete] [--no-report] [--seed N]',
   help: [
     'A study id (or study file) reads its data from the database (--db, default ./legible.db or LEGIBLE_DB) and exports it to DIR/data first.',
     'A legible trials.csv/.jsonl is read with participants.* beside it; another tool\'s file needs --mapping (a YAML file naming its columns).',
@@ -67,7 +67,9 @@ export const analyzeCommand: Command = {
     '  --by        condition columns for the accuracy table and figures (default: basis, layer, reference_kind as present)',
     '  --mode      which data (default: live when there is live data, else all)',
     '  --boot      bootstrap resamples (default 2000); --permutations (default 10000)',
-    '  --power-*   power simulation: coefficient (default the basis term), effect (default its estimate), participant counts, simulations per count (default 100)',
+    '  --power-*   power simulation: coefficient (default the basis term), effect in log-odds (default the study file\'s analysis.power.effect;',
+    '              without one, no power is computed), participant counts, simulations per count (default 100)',
+    '  --power-post-hoc  simulate with the data\'s own estimate when no effect is stated (labelled post hoc: not a planning figure)',
     '',
     'Writes report.html, figures/*.svg|png, accuracy.csv, features.csv, exclusions.csv, glmm.csv, model.R + glmm-data.csv, results.json.',
   ].join('\n'),
@@ -91,6 +93,7 @@ export const analyzeCommand: Command = {
         'power-effect': { type: 'string' },
         'power-n': { type: 'string' },
         'power-sims': { type: 'string' },
+        'power-post-hoc': { type: 'boolean' },
         'no-power': { type: 'boolean' },
         'include-incomplete': { type: 'boolean' },
         'no-report': { type: 'boolean' },
@@ -102,7 +105,7 @@ export const analyzeCommand: Command = {
     if (mode !== undefined && !['live', 'pilot', 'all'].includes(mode)) throw new UsageError(`--mode is live, pilot or all, got "${mode}"`);
     const effect = values['power-effect'] === undefined ? undefined : Number(values['power-effect']);
     if (effect !== undefined && !Number.isFinite(effect)) throw new UsageError(`--power-effect expects a number (log-odds), got "${values['power-effect']}"`);
-    const powerGiven = values['power-coef'] !== undefined || effect !== undefined || values['power-n'] !== undefined || values['power-sims'] !== undefined;
+    const powerGiven = values['power-coef'] !== undefined || effect !== undefined || values['power-n'] !== undefined || values['power-sims'] !== undefined || values['power-post-hoc'] === true;
     const { analyze } = await import('./analyze.ts');
     const result = await analyze({
       input: positionals[0],
@@ -121,7 +124,7 @@ export const analyzeCommand: Command = {
       power: values['no-power']
         ? false
         : powerGiven
-          ? { coefficient: values['power-coef'], effect, ns: list(values['power-n'], 'power-n'), sims: values['power-sims'] ? intOption(values['power-sims'], 'power-sims', 100) : undefined }
+          ? { coefficient: values['power-coef'], effect, ns: list(values['power-n'], 'power-n'), sims: values['power-sims'] ? intOption(values['power-sims'], 'power-sims', 100) : undefined, postHoc: values['power-post-hoc'] }
           : undefined,
       includeIncomplete: values['include-incomplete'],
       report: !values['no-report'],

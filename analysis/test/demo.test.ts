@@ -168,7 +168,7 @@ test('legible export writes trials, participants (with exclusion flags) and a di
 
 test('legible analyze applies the rules, reports each rule, and finds the simulated basis effect', async () => {
   const out = join(tmp, 'analysis');
-  result = await analyze({ input: join(tmp, 'export', 'trials.csv'), out, boot: 500, permutations: 2000, power: { sims: 8, ns: [6, 12] } });
+  result = await analyze({ input: join(tmp, 'export', 'trials.csv'), out, boot: 500, permutations: 2000, power: { sims: 8, ns: [6, 12], postHoc: true } });
   const byRule = new Map(result.exclusions.rules.map((r) => [r.id, r]));
   for (const id of ['incomplete', 'catch_accuracy', 'total_time', 'distinct_responses'] as const) {
     const want = sent.filter((s) => expectedExclusions(s).includes(id)).length;

@@ -295,14 +295,14 @@ export function exclusionFigure(ex: ExclusionSummary): Figure {
   };
 }
 
-export function powerFigure(p: PowerResult): Figure {
+export function powerFigure(p: PowerResult, postHoc = false): Figure {
   const left = 70;
   const top = 50;
   const plotW = 520;
   const plotH = 260;
   const width = left + plotW + 40;
   const height = top + plotH + 60;
-  const title = `Power for ${p.coefficient} = ${p.effect.toFixed(2)} (logit), α = ${p.alpha}`;
+  const title = `${postHoc ? 'Post hoc power (observed effect)' : 'Power'} for ${p.coefficient} = ${p.effect.toFixed(2)} (logit), α = ${p.alpha}`;
   const svg = new Svg(width, height, title);
   svg.text(left, 22, title, { size: 16, weight: 'bold' });
   const ns = p.rows.map((r) => r.n);
@@ -323,7 +323,9 @@ export function powerFigure(p: PowerResult): Figure {
   return {
     name: 'power',
     title,
-    caption: `Share of ${p.sims} simulated studies per sample size in which the Wald test of ${p.coefficient} was significant, with ±1.96 Monte-Carlo standard errors.`,
+    caption: `Share of ${p.sims} simulated studies per sample size in which the Wald test of ${p.coefficient} was significant, with ±1.96 Monte-Carlo standard errors.${
+      postHoc ? ' Post hoc: simulated with this data\'s own estimate, so it restates the p-value; not a basis for planning.' : ''
+    }`,
     svg: svg.toString(),
   };
 }

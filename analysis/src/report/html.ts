@@ -100,7 +100,7 @@ export async function writeReport(out: string, r: AnalysisResult, loaded: Loaded
     confidenceFigure(r.responses, r.factors, levels),
     exclusionFigure(r.exclusions),
   ];
-  if (r.power) figures.push(powerFigure(r.power));
+  if (r.power) figures.push(powerFigure(r.power, r.powerEffect?.kind === 'post-hoc'));
   const files: string[] = [];
   for (const f of figures) {
     const svgFile = join(figDir, `${f.name}.svg`);
@@ -127,7 +127,7 @@ export async function writeReport(out: string, r: AnalysisResult, loaded: Loaded
   const lrtLines = glmm?.lrt.map((t) => `dropping <code>${esc(t.dropped)}</code>: χ²(${t.df}) = ${fx(t.chisq, 2)}, p = ${pval(t.p)}`) ?? [];
 
   const cellsTable = table(
-    [...r.factors, 'trials', 'participants', 'features', 'accuracy', '95% CI (participants)', '95% CI (features)', 'mean ± 1.96·SD/√N (participants)', 'mean over features'],
+    [...r.factors, 'trials', 'participants', 'features', 'accuracy', '95% CI (participants)', '95% CI (features)', 'mean ± SD (participants)', 'mean ± 1.96·SD/√N (participants)', 'mean over features'],
     r.cells.map((c) => [
       ...c.levels.map(esc),
       c.trials,
@@ -136,6 +136,7 @@ export async function writeReport(out: string, r: AnalysisResult, loaded: Loaded
       pct(c.accuracy),
       `${pct(c.ciParticipants[0])} – ${pct(c.ciParticipants[1])}`,
       `${pct(c.ciUnits[0])} – ${pct(c.ciUnits[1])}`,
+      `${pct(c.participantMean)} ± ${pct(c.participantSd)}`,
       `${pct(c.participantMean)} ± ${pct(c.participantHalfWidth)}`,
       pct(c.unitMean),
     ]),
@@ -232,7 +233,7 @@ export async function writeReport(out: string, r: AnalysisResult, loaded: Loaded
     ? `${fig('power')}${table(
         ['participants', 'power', 'Monte-Carlo SE', 'fits', 'failed fits'],
         r.power.rows.map((row) => [row.n, pct(row.power), pct(row.se), row.fits, row.failures]),
-      )}<p>${esc(r.powerNote)} Method: ${esc(r.power.method)}.</p><p class="small">When power levels off as participants are added, the number of features, not of participants, limits the precision of this effect (a feature belongs to one basis and layer, so the feature-to-feature variance does not average out with more participants).</p>`
+      )}<p${r.powerEffect?.kind === 'post-hoc' ? ' class="note"' : ''}>${esc(r.powerNote)} Method: ${esc(r.power.method)}.</p><p class="small">When power levels off as participants are added, the number of features, not of participants, limits the precision of this effect (a feature belongs to one basis and layer, so the feature-to-feature variance does not average out with more participants).</p>`
     : `<p>${esc(r.powerNote)}</p>`;
 
   const html = `<!doctype html>
@@ -250,7 +251,7 @@ ${r.notes.map((n) => `<p class="note">${esc(n)}</p>`).join('')}
 <h2>Accuracy by condition</h2>
 ${fig('accuracy-by-layer')}
 ${cellsTable}
-<p class="small">Bootstrap: ${r.boot} resamples of the condition's participants, and separately of its features, with replacement (percentile intervals). The participant-level interval is the mean of the participants' accuracies ± 1.96·SD/√N, as this literature reports it.</p>
+<p class="small">Bootstrap: ${r.boot} resamples of the condition's participants, and separately of its features, with replacement (percentile intervals). The participant-level columns give the mean of the participants' accuracies ± their standard deviation (SD, n − 1 denominator), and ± 1.96·SD/√N (the 95% interval of the mean), as this literature reports them.</p>
 <h2>Mixed-effects model</h2>
 ${glmmHtml}
 <h2>Features</h2>
