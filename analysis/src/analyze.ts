@@ -7,7 +7,7 @@ import { existsSync, mkdirSync, writeFileSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import { LegibleError, loadStudy, Rng, type LoadedStudy } from '@legible/studies';
 import { loadLegibleExport, type Dataset } from './dataset.ts';
-import { decide, defaultExclusions, ExclusionTally, RULES, type ExclusionConfig, type ExclusionDecision, type ExclusionSummary } from './exclusions.ts';
+import { countSessions, decide, defaultExclusions, ExclusionTally, formatCounts, RULES, type SessionCounts, type ExclusionConfig, type ExclusionDecision, type ExclusionSummary } from './exclusions.ts';
 import { exportStudy } from './export.ts';
 import { loadMapped, loadMapping } from './mapping.ts';
 import { writeModelScript } from './rscript.ts';
@@ -92,6 +92,8 @@ export interface AnalysisResult {
   levels: Record<string, string[]>;
   counts: { trials: number; mainTrials: number; participants: number; keptParticipants: number; features: number };
   exclusions: ExclusionSummary;
+  /** The session counts, as export and the dashboard define them (COUNT_DEFINITIONS). */
+  sessionCounts: SessionCounts;
   decisions: ExclusionDecision[];
   cells: CellAccuracy[];
   units: UnitAccuracy[];
@@ -169,7 +171,7 @@ export async function analyze(opts: AnalyzeOptions): Promise<AnalysisResult> {
 
   // ── Mode: live data only when there is any ───────────────────────────────────────────────
   const modeCol = trials.has('mode') ? trials.column('mode')! : null;
-  const modes = modeCol ? [...new Set(modeCol)] : [];
+  const modes = [...new Set([...(modeCol ?? []), ...data.participants.map((p) => p.mode ?? '').filter(Boolean)])];
   const mode = opts.mode ?? (modes.includes('live') ? 'live' : 'all');
   if (mode !== 'all' && modes.length > 1) notes.push(`Only ${mode} data analysed (the file also has: ${modes.filter((m) => m !== mode).join(', ')}); use --mode all for everything.`);
 
@@ -178,18 +180,26 @@ export async function analyze(opts: AnalyzeOptions): Promise<AnalysisResult> {
   const decisions: ExclusionDecision[] = [];
   const sessionsInMode = new Set<string>();
   const sessionCol = trials.column('session')!;
+  // Every session of the mode counts, with or without answers (its mode from participants.csv,
+  // else from its trial rows): the definitions of COUNT_DEFINITIONS, shared with export and the dashboard.
   for (let i = 0; i < trials.n; i++) if (mode === 'all' || modeCol![i] === mode) sessionsInMode.add(sessionCol[i]);
+  for (const facts of data.participants) if (facts.mode && (mode === 'all' || facts.mode === mode)) sessionsInMode.add(facts.session);
+  const mainPerSession = new Map<string, number>();
+  const kindCol = trials.column('kind')!;
+  for (let i = 0; i < trials.n; i++) if (kindCol[i] === 'main') mainPerSession.set(sessionCol[i], (mainPerSession.get(sessionCol[i]) ?? 0) + 1);
   for (const facts of data.participants) {
     if (!sessionsInMode.has(facts.session)) continue;
+    if (facts.mode && mode !== 'all' && facts.mode !== mode) continue;
     const d = decide(facts, rules, { includeIncomplete: opts.includeIncomplete });
     decisions.push(d);
     tally.add(d);
   }
   const exclusions = tally.summary();
+  const sessionCounts = countSessions(mode === 'all' && modes.length === 1 ? modes[0] : mode, decisions.map((d) => ({ decision: d, mainTrials: mainPerSession.get(d.session) ?? 0 })));
   const kept = new Set(decisions.filter((d) => !d.excluded).map((d) => d.session));
   const kind = trials.column('kind')!;
   const main = trials.filter((i) => kind[i] === 'main' && kept.has(sessionCol[i]) && (mode === 'all' || modeCol![i] === mode));
-  log(`${decisions.length} sessions, ${exclusions.excluded} excluded; ${main.n} main trials analysed`);
+  log(`${formatCounts(sessionCounts)}; ${main.n} main trials analysed`);
   if (main.n === 0) throw new LegibleError(`no main trials left to analyse (${decisions.length} sessions, ${exclusions.excluded} excluded${mode !== 'all' ? `, mode ${mode}` : ''})`);
 
   // ── Conditions ───────────────────────────────────────────────────────────────────────────
@@ -299,6 +309,7 @@ export async function analyze(opts: AnalyzeOptions): Promise<AnalysisResult> {
       features: new Set(main.column('feature')!).size,
     },
     exclusions,
+    sessionCounts,
     decisions,
     cells,
     units,

@@ -40,8 +40,9 @@ export const exportCommand: Command = {
     }
     const db = values.db ?? process.env.LEGIBLE_DB ?? 'legible.db';
     const res = await exportStudy(values.out, { db, study, practice: !values['no-practice'], format, exclusions, includeIncomplete: values['include-incomplete'] });
-    const ex = res.exclusions ? `; ${res.exclusions.excluded} of ${res.exclusions.participants} flagged for exclusion` : '';
-    console.log(`${res.rows} trials, ${res.participants} sessions${ex} → ${res.files.join(', ')}`);
+    const { formatCounts } = await import('./exclusions.ts');
+    console.log(`${res.rows} trials, ${res.participants} sessions → ${res.files.join(', ')}`);
+    for (const c of res.counts) console.log(formatCounts(c));
     return 0;
   },
 };
@@ -107,6 +108,7 @@ export const analyzeCommand: Command = {
     if (effect !== undefined && !Number.isFinite(effect)) throw new UsageError(`--power-effect expects a number (log-odds), got "${values['power-effect']}"`);
     const powerGiven = values['power-coef'] !== undefined || effect !== undefined || values['power-n'] !== undefined || values['power-sims'] !== undefined || values['power-post-hoc'] === true;
     const { analyze } = await import('./analyze.ts');
+    const { formatCounts } = await import('./exclusions.ts');
     const result = await analyze({
       input: positionals[0],
       out: values.out,
@@ -134,7 +136,8 @@ export const analyzeCommand: Command = {
     const g = result.glmm?.fit;
     console.log(
       [
-        `${result.counts.keptParticipants} participants (${result.exclusions.excluded} of ${result.exclusions.participants} sessions excluded), ${result.counts.mainTrials} main trials, ${result.counts.features} features`,
+        formatCounts(result.sessionCounts),
+        `${result.counts.keptParticipants} participants, ${result.counts.mainTrials} main trials, ${result.counts.features} features`,
         ...result.cells.map((c) => `  ${(c.levels.join(' · ') || 'all').padEnd(28)} ${(c.accuracy * 100).toFixed(1)}% [${(c.ciParticipants[0] * 100).toFixed(1)}, ${(c.ciParticipants[1] * 100).toFixed(1)}]`),
         g ? `GLMM ${result.glmm!.formula}: logLik ${g.logLik.toFixed(2)}, ${g.xNames.map((n, j) => `${n} ${g.beta[j].toFixed(3)} (p ${g.p[j].toPrecision(2)})`).join(', ')}` : '',
         `→ ${result.files.find((f) => f.endsWith('report.html')) ?? values.out}`,

@@ -81,9 +81,11 @@ export function loadLegibleExport(file: string, extraColumns: string[] = []): Da
     const practice = get('practice_passed');
     const prior = get('prior_participation');
     const checkFailed = get('excl_browser_check');
+    const modeOf = get('mode');
     participants = session.map((s, i) => ({
       session: s,
       participant: participant[i],
+      mode: modeOf[i] || null,
       complete: bool(complete[i]),
       trials_answered: opt(answered[i]),
       trials_expected: opt(expected[i]),
@@ -111,6 +113,7 @@ export function factsFromTrials(
   const kind = trials.column('kind')!;
   const correct = trials.numbers('correct');
   const button = trials.has('button') ? trials.column('button')! : null;
+  const modeCol = trials.has('mode') ? trials.column('mode')! : null;
   const bySession = new Map<number, ParticipantFacts & { buttons: Set<string>; order: number }>();
   for (let i = 0; i < trials.n; i++) {
     const s = session.codes[i];
@@ -119,6 +122,7 @@ export function factsFromTrials(
       f = {
         session: session.levels[s],
         participant: participant.levels[participant.codes[i]],
+        mode: modeCol ? modeCol[i] || null : null,
         complete: null,
         trials_answered: 0,
         trials_expected: null,

@@ -11,7 +11,7 @@ import Database from 'better-sqlite3';
 import { LegibleError } from '@legible/studies';
 import { TRIAL_COLUMNS, type Column } from './columns.ts';
 import { csvCell } from './csv.ts';
-import { ExclusionTally, RULES, type ExclusionConfig, type ExclusionSummary } from './exclusions.ts';
+import { COUNT_DEFINITIONS, countSessions, ExclusionTally, RULES, type ExclusionConfig, type ExclusionDecision, type ExclusionSummary, type SessionCounts } from './exclusions.ts';
 import { PARTICIPANT_COLUMNS, participantRows } from './participants.ts';
 
 export type ExportFormat = 'csv' | 'jsonl';
@@ -122,21 +122,28 @@ export async function writeTrialsJsonl(out: Writable, opts: ExportOptions): Prom
 }
 
 /** Stream the participant table; returns its row count and the exclusion summary (when rules are given). */
-export async function writeParticipants(out: Writable, opts: ExportOptions): Promise<{ rows: number; exclusions: ExclusionSummary | null }> {
+export async function writeParticipants(out: Writable, opts: ExportOptions): Promise<{ rows: number; exclusions: ExclusionSummary | null; counts: SessionCounts[] }> {
   const db = openStudyDb(opts);
   const format = opts.format ?? 'csv';
   const tally = opts.exclusions ? new ExclusionTally(opts.exclusions) : null;
+  const byMode = new Map<string, { decision: ExclusionDecision; mainTrials: number }[]>();
   try {
     function* lines(): Generator<string> {
       if (format === 'csv') yield `${PARTICIPANT_COLUMNS.map((c) => c.name).join(',')}\n`;
       for (const { row, decision } of participantRows(db, opts.study, opts.exclusions ?? null, { includeIncomplete: opts.includeIncomplete })) {
-        if (decision) tally!.add(decision);
+        if (decision) {
+          tally!.add(decision);
+          const list = byMode.get(row.mode) ?? [];
+          list.push({ decision, mainTrials: row.main_trials });
+          byMode.set(row.mode, list);
+        }
         if (format === 'csv') yield `${PARTICIPANT_COLUMNS.map((c) => csvCell(c.value(row, decision), c.type)).join(',')}\n`;
         else yield `${JSON.stringify(Object.fromEntries(PARTICIPANT_COLUMNS.map((c) => [c.name, jsonValue(c.type, c.value(row, decision))])))}\n`;
       }
     }
     const n = await writeAll(out, lines());
-    return { rows: format === 'csv' ? n - 1 : n, exclusions: tally ? tally.summary() : null };
+    const counts = [...byMode].sort(([a], [b]) => (a === 'live' ? -1 : b === 'live' ? 1 : a.localeCompare(b))).map(([mode, list]) => countSessions(mode, list));
+    return { rows: format === 'csv' ? n - 1 : n, exclusions: tally ? tally.summary() : null, counts };
   } finally {
     db.close();
   }
@@ -182,6 +189,12 @@ export function dataDictionary(format: ExportFormat = 'csv', names = { trials: `
     'event whose detail says `passed: false` (legible\'s client turns failing devices away before a session exists, so this',
     'mostly concerns imported data).',
     '',
+    '## Session counts',
+    '',
+    '`legible export`, `legible analyze` and the dashboard report the same counts, per study mode, defined once:',
+    '',
+    ...COUNT_DEFINITIONS.map((d) => `- **${d.label}** (\`${d.key}\`): ${d.definition}.`),
+    '',
   ].join('\n');
 }
 
@@ -190,6 +203,8 @@ export interface ExportResult {
   participants: number;
   files: string[];
   exclusions: ExclusionSummary | null;
+  /** Session counts per mode (live first), when the study file's rules were given. */
+  counts: SessionCounts[];
 }
 
 async function streamTo(file: string, write: (out: Writable) => Promise<void>): Promise<void> {
@@ -229,10 +244,10 @@ export async function exportStudy(out: string, opts: ExportOptions): Promise<Exp
   await streamTo(trialsFile, async (s) => {
     rows = format === 'csv' ? await writeTrialsCsv(s, o) : await writeTrialsJsonl(s, o);
   });
-  let participants = { rows: 0, exclusions: null as ExclusionSummary | null };
+  let participants = { rows: 0, exclusions: null as ExclusionSummary | null, counts: [] as SessionCounts[] };
   await streamTo(participantsFile, async (s) => {
     participants = await writeParticipants(s, o);
   });
   writeFileSync(dictFile, dataDictionary(format, { trials: basename(trialsFile), participants: basename(participantsFile) }));
-  return { rows, participants: participants.rows, files: [trialsFile, participantsFile, dictFile], exclusions: participants.exclusions };
+  return { rows, participants: participants.rows, files: [trialsFile, participantsFile, dictFile], exclusions: participants.exclusions, counts: participants.counts };
 }

@@ -3,7 +3,7 @@
 // trials). Like the trial table, every column is defined once here, with its type, unit and
 // description, and the data dictionary is written from these definitions.
 import type Database from 'better-sqlite3';
-import { decide, RULES, type ExclusionConfig, type ExclusionDecision, type ExclusionOptions, type ParticipantFacts } from './exclusions.ts';
+import { countSessions, decide, RULES, type ExclusionConfig, type ExclusionDecision, type ExclusionOptions, type ParticipantFacts, type RuleId, type SessionCounts } from './exclusions.ts';
 
 export interface ParticipantRow extends ParticipantFacts {
   study: string;
@@ -329,4 +329,21 @@ function formatLevels(value: string): string {
   } catch {
     return value;
   }
+}
+
+/**
+ * The session counts of a study straight from the database, per mode (COUNT_DEFINITIONS), and
+ * the study-file rules each session breaks: what the dashboard shows, computed by the same rows
+ * and rules as participants.csv.
+ */
+export function studySessionCounts(db: Database.Database, study: string, rules: ExclusionConfig, opts: ExclusionOptions = {}): { counts: Map<string, SessionCounts>; broken: Map<string, RuleId[]> } {
+  const byMode = new Map<string, { decision: ExclusionDecision; mainTrials: number }[]>();
+  const broken = new Map<string, RuleId[]>();
+  for (const { row, decision } of participantRows(db, study, rules, opts)) {
+    const list = byMode.get(row.mode) ?? [];
+    list.push({ decision: decision!, mainTrials: row.main_trials });
+    byMode.set(row.mode, list);
+    broken.set(row.session, RULES.filter((r) => r.id !== 'incomplete' && decision!.rules[r.id].excluded).map((r) => r.id));
+  }
+  return { counts: new Map([...byMode].map(([mode, list]) => [mode, countSessions(mode, list)])), broken };
 }
