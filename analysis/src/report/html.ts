@@ -2,7 +2,7 @@
 // embedded as data: URIs — it makes no request of its own), plus every figure as SVG and PNG
 // (sharp renders the SVG through librsvg) under figures/.
 import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
-import { join } from 'node:path';
+import { basename, join } from 'node:path';
 import sharp from 'sharp';
 import type { LoadedStudy } from '@legible/studies';
 import type { AnalysisResult } from '../analyze.ts';
@@ -30,7 +30,7 @@ interface GalleryItem {
 }
 
 /** Best and worst features with their reference grids, read from the study's build folder. */
-async function gallery(r: AnalysisResult, loaded: LoadedStudy | null, k = 5): Promise<{ best: GalleryItem[]; worst: GalleryItem[]; note: string }> {
+async function gallery(r: AnalysisResult, loaded: LoadedStudy | null, k = 5): Promise<{ best: GalleryItem[]; worst: GalleryItem[]; note: string; images: boolean; tieBest: string; tieWorst: string }> {
   // Pool each feature over the cells it appears in; features with few trials are left out.
   const byFeature = new Map<string, { k: number; n: number; levels: string }>();
   for (const u of r.units) {
@@ -57,7 +57,9 @@ async function gallery(r: AnalysisResult, loaded: LoadedStudy | null, k = 5): Pr
     }
   } else {
     assets = new Map();
-    note = loaded ? `No stimuli manifest at ${manifestFile}: build the stimuli (legible stimuli) to see the references here.` : 'No study file, so no reference images.';
+    note = loaded
+      ? `Features with at least ${minTrials} main trials (half the median). No stimuli manifest (build/manifest.json of study ${loaded.study.id}): build the stimuli (legible stimuli) to see the references here.`
+      : `Features with at least ${minTrials} main trials (half the median). No study file, so no reference images.`;
   }
   const image = async (path: string | undefined): Promise<string | null> => {
     if (!path || !loaded) return null;
@@ -72,8 +74,19 @@ async function gallery(r: AnalysisResult, loaded: LoadedStudy | null, k = 5): Pr
   };
   const n = Math.min(k, Math.floor(ranked.length / 2));
   const best = await Promise.all(ranked.slice(0, n).map(item));
-  const worst = await Promise.all(ranked.slice(-n).reverse().map(item));
-  return { best, worst, note };
+  const worstRanked = ranked.slice().sort((a, b) => a.accuracy - b.accuracy || a.feature.localeCompare(b.feature));
+  const worst = await Promise.all(worstRanked.slice(0, n).map(item));
+  // Features tied with the last one shown: which of them are shown is by id, not by ease.
+  const tie = (list: typeof ranked, shown: number, what: string) => {
+    if (shown === 0) return '';
+    const edge = list[shown - 1].accuracy;
+    const tied = list.filter((f) => f.accuracy === edge).length;
+    const shownTied = list.slice(0, shown).filter((f) => f.accuracy === edge).length;
+    if (tied <= shownTied) return '';
+    return `${tied} features tie at ${(edge * 100).toFixed(1)}% correct: none of them is ${what} than the others; ${shownTied} of them are shown, in id order.`;
+  };
+  const images = [...best, ...worst].some((it) => it.min || it.max);
+  return { best, worst, note, images, tieBest: tie(ranked, n, 'easier'), tieWorst: tie(worstRanked, n, 'harder') };
 }
 
 const CSS = `
@@ -224,10 +237,13 @@ export async function writeReport(out: string, r: AnalysisResult, loaded: Loaded
   )}${overlapHtml}`;
 
   const card = (it: GalleryItem) =>
-    `<div class="card"><div class="refs">${it.min ? `<img src="${it.min}" alt="least activating references of ${esc(it.feature)}">` : '<span class="small">(no image)</span>'}${
-      it.max ? `<img src="${it.max}" alt="most activating references of ${esc(it.feature)}">` : ''
-    }</div><div class="cap"><b>${esc(it.feature)}</b> — ${pct(it.accuracy)} correct of ${it.trials} trials (${esc(it.levels)}). Left: least activating references; right: most activating.</div></div>`;
-  const galleryHtml = `<p class="small">${esc(g.note)}</p><h3>Easiest features</h3><div class="gallery">${g.best.map(card).join('')}</div><h3>Hardest features</h3><div class="gallery">${g.worst.map(card).join('')}</div>`;
+    g.images
+      ? `<div class="card"><div class="refs">${it.min ? `<img src="${it.min}" alt="least activating references of ${esc(it.feature)}">` : '<span class="small">(no image)</span>'}${
+          it.max ? `<img src="${it.max}" alt="most activating references of ${esc(it.feature)}">` : ''
+        }</div><div class="cap"><b>${esc(it.feature)}</b> — ${pct(it.accuracy)} correct of ${it.trials} trials (${esc(it.levels)}). Left: least activating references; right: most activating.</div></div>`
+      : `<div class="card"><div class="cap"><b>${esc(it.feature)}</b> — ${pct(it.accuracy)} correct of ${it.trials} trials${it.levels ? ` (${esc(it.levels)})` : ''}.</div></div>`;
+  const tieNote = (t: string) => (t ? `<p class="small">${esc(t)}</p>` : '');
+  const galleryHtml = `<p class="small">${esc(g.note)}</p><h3>Easiest features</h3>${tieNote(g.tieBest)}<div class="gallery">${g.best.map(card).join('')}</div><h3>Hardest features</h3>${tieNote(g.tieWorst)}<div class="gallery">${g.worst.map(card).join('')}</div>`;
 
   const powerHtml = r.power
     ? `${fig('power')}${table(
@@ -241,7 +257,7 @@ export async function writeReport(out: string, r: AnalysisResult, loaded: Loaded
 <title>${esc(title)} — legible report</title><style>${CSS}</style></head>
 <body>
 <h1>${esc(title)}</h1>
-<p class="meta">Study <code>${esc(r.study ?? '–')}</code> · data ${esc(r.source)} · ${esc(r.mode === 'all' ? 'all modes' : `${r.mode} data`)} · generated ${esc(r.generatedAt)} by <code>legible analyze</code></p>
+<p class="meta">Study <code>${esc(r.study ?? '–')}</code> · data ${esc(basename(r.source))} · ${esc(r.mode === 'all' && r.sessionCounts.mode === 'all' ? 'all modes' : `${r.sessionCounts.mode} data`)} · generated ${esc(r.generatedAt)} by <code>legible analyze</code></p>
 <div class="summary">
 <p><b>${r.counts.keptParticipants}</b> participants analysed (${ex.excluded} of ${ex.participants} sessions excluded), <b>${r.counts.mainTrials}</b> main trials on <b>${r.counts.features}</b> features.</p>
 ${headline.map((h) => `<p>${h}</p>`).join('')}
