@@ -3,9 +3,11 @@ import { defaultStudiesDir, intOption, parseCommandArgs, UsageError, type Comman
 export const exportCommand: Command = {
   name: 'export',
   summary: 'Write the tidy trial table, the participant table (with exclusion flags) and their data dictionary',
-  usage: '<study> --out <folder | trials.csv | trials.jsonl> [--db FILE] [--format csv|jsonl] [--no-practice] [--include-incomplete] [--studies DIR]',
+  usage: '<study> --out <folder | trials.csv | trials.jsonl> [--db FILE] [--format csv|jsonl] [--no-practice] [--include-incomplete] [--studies DIR]\n       <another tool\'s file> --mapping FILE --out <folder> [--study FILE]',
   help: [
     'The database is the one `legible serve` writes (default ./legible.db, or LEGIBLE_DB).',
+    'With --mapping, another tool\'s trial file is read through the mapping and written in the same format (CSV):',
+    'trials.csv, participants.csv, data-dictionary.md and datapackage.json (exclusion rules: the mapping\'s, else --study\'s).',
     'A folder gets trials.csv, participants.csv and data-dictionary.md; a .csv or .jsonl file name gets the trials,',
     'with participants.* and data-dictionary.md beside it. Exclusion flags come from the study file\'s `exclusions`.',
   ].join('\n'),
@@ -19,10 +21,26 @@ export const exportCommand: Command = {
         'no-practice': { type: 'boolean' },
         'include-incomplete': { type: 'boolean' },
         studies: { type: 'string' },
+        mapping: { type: 'string' },
+        study: { type: 'string' },
       },
       { min: 1, max: 1 },
     );
     if (!values.out) throw new UsageError('--out is required: a folder, or a .csv / .jsonl file');
+    const { formatCounts } = await import('./exclusions.ts');
+    if (values.mapping) {
+      if (values.format && values.format !== 'csv') throw new UsageError('--mapping exports CSV only');
+      const { existsSync } = await import('node:fs');
+      if (!existsSync(positionals[0])) throw new UsageError(`no file ${positionals[0]} to read through the mapping`);
+      const { loadMapping } = await import('./mapping.ts');
+      const { exportMapped } = await import('./export-mapped.ts');
+      const { loadStudy } = await import('@legible/studies');
+      const loaded = values.study ? loadStudy(values.study, { studiesDir: values.studies ?? defaultStudiesDir(), checkFiles: false }) : null;
+      const res = exportMapped(values.out, positionals[0], loadMapping(values.mapping), { exclusions: loaded?.study.exclusions, study: loaded?.study.id });
+      console.log(`${res.rows} trials, ${res.participants} sessions → ${res.files.join(', ')}`);
+      for (const c of res.counts) console.log(formatCounts(c));
+      return 0;
+    }
     const format = values.format;
     if (format !== undefined && format !== 'csv' && format !== 'jsonl') throw new UsageError(`--format is csv or jsonl, got "${format}"`);
     const { loadStudy } = await import('@legible/studies');
@@ -40,7 +58,6 @@ export const exportCommand: Command = {
     }
     const db = values.db ?? process.env.LEGIBLE_DB ?? 'legible.db';
     const res = await exportStudy(values.out, { db, study, practice: !values['no-practice'], format, exclusions, includeIncomplete: values['include-incomplete'] });
-    const { formatCounts } = await import('./exclusions.ts');
     console.log(`${res.rows} trials, ${res.participants} sessions → ${res.files.join(', ')}`);
     for (const c of res.counts) console.log(formatCounts(c));
     return 0;

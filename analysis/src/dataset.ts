@@ -29,7 +29,9 @@ const LEGIBLE_KEEP = new Set([
   'mode',
   'session',
   'participant',
-  'condition',
+  'condition_layer',
+  'condition_basis',
+  'condition_reference_kind',
   'seq',
   'kind',
   'feature',
@@ -57,7 +59,8 @@ export function loadLegibleExport(file: string, extraColumns: string[] = []): Da
     }
   }
   if (!trials.has('session')) trials.setColumn('session', trials.column('participant')!);
-  const factors = LEGIBLE_FACTORS.filter((f) => trials.has(f));
+  // A factor column that is empty throughout (an export of imported data without it) is no factor.
+  const factors = LEGIBLE_FACTORS.filter((f) => trials.has(f) && trials.column(f)!.some((v) => v !== ''));
   const ext = file.toLowerCase().endsWith('.jsonl') ? 'jsonl' : 'csv';
   const pfile = join(dirname(file), `participants.${ext}`);
   let participants: ParticipantFacts[];

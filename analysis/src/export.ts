@@ -155,13 +155,55 @@ const table = (cols: { name: string; type: string; unit?: string; description: s
   ...cols.map((c) => `| \`${c.name}\` | ${c.type} | ${c.unit ?? ''} | ${c.description.replace(/\|/g, '\\|')} |`),
 ];
 
+type Described = { name: string; type: Column['type']; unit?: string; description: string };
+
+/**
+ * A Frictionless Table Schema (https://specs.frictionlessdata.io/table-schema/) of one CSV table:
+ * the type of every column, "" as the only missing value (so the text "NA" stays text), booleans
+ * as 1/0. R and pandas readers take their column types from it (see analysis/README.md).
+ */
+export function tableSchema(cols: Described[]): Record<string, unknown> {
+  const type = { text: 'string', integer: 'integer', number: 'number', boolean: 'boolean', timestamp: 'datetime' } as const;
+  return {
+    fields: cols.map((c) => ({
+      name: c.name,
+      type: type[c.type],
+      ...(c.type === 'timestamp' ? { format: 'any' } : {}),
+      ...(c.type === 'boolean' ? { trueValues: ['1'], falseValues: ['0'] } : {}),
+      description: c.unit ? `${c.description} Unit: ${c.unit}.` : c.description,
+    })),
+    missingValues: [''],
+  };
+}
+
+/** datapackage.json: both CSV tables with their Table Schemas (a Frictionless Tabular Data Package). */
+export function dataPackage(names: { trials: string; participants: string }, extraTrialColumns: Described[] = []): Record<string, unknown> {
+  const resource = (name: string, path: string, cols: Described[]) => ({
+    name,
+    path,
+    profile: 'tabular-data-resource',
+    format: 'csv',
+    mediatype: 'text/csv',
+    encoding: 'utf-8',
+    dialect: { delimiter: ',', doubleQuote: true, header: true, lineTerminator: '\n' },
+    schema: tableSchema(cols),
+  });
+  return {
+    profile: 'tabular-data-package',
+    name: 'legible-export',
+    description: 'Written by `legible export`: one row per answered trial, one row per session. Empty cells are missing values; text cells that would start with =, +, - or @ are prefixed with \' (see data-dictionary.md).',
+    resources: [resource('trials', names.trials, [...TRIAL_COLUMNS, ...extraTrialColumns]), resource('participants', names.participants, PARTICIPANT_COLUMNS)],
+  };
+}
+
 /** The data dictionary of both tables (Markdown). */
 export function dataDictionary(format: ExportFormat = 'csv', names = { trials: `trials.${format}`, participants: `participants.${format}` }): string {
   const cells =
     format === 'csv'
       ? [
-          'Booleans are 1/0; empty cells are missing values. Text cells that would start with `=`, `+`, `-` or `@`',
-          'are prefixed with `\'` so spreadsheets do not run them as formulas.',
+          'Booleans are 1/0; empty cells are missing values (and only they: the text `NA` is text). Text cells that would start',
+          'with `=`, `+`, `-` or `@` are prefixed with `\'` so spreadsheets do not run them as formulas. `datapackage.json` gives',
+          'every column\'s type as a Frictionless Table Schema, for typed reading in R and pandas.',
         ]
       : ['One JSON object per line. Booleans are true/false; missing values are null.'];
   return [
@@ -237,6 +279,7 @@ export async function exportStudy(out: string, opts: ExportOptions): Promise<Exp
   let participantsFile = join(dir, `participants.${format}`);
   if (participantsFile === trialsFile) participantsFile = join(dir, `participants-summary.${format}`);
   const dictFile = join(dir, 'data-dictionary.md');
+  const packageFile = join(dir, 'datapackage.json');
   openStudyDb(opts).close(); // fail on a wrong database or study before writing anything
   mkdirSync(dir, { recursive: true });
   const o = { ...opts, format };
@@ -249,5 +292,10 @@ export async function exportStudy(out: string, opts: ExportOptions): Promise<Exp
     participants = await writeParticipants(s, o);
   });
   writeFileSync(dictFile, dataDictionary(format, { trials: basename(trialsFile), participants: basename(participantsFile) }));
-  return { rows, participants: participants.rows, files: [trialsFile, participantsFile, dictFile], exclusions: participants.exclusions, counts: participants.counts };
+  const files = [trialsFile, participantsFile, dictFile];
+  if (format === 'csv') {
+    writeFileSync(packageFile, `${JSON.stringify(dataPackage({ trials: basename(trialsFile), participants: basename(participantsFile) }), null, 2)}\n`);
+    files.push(packageFile);
+  }
+  return { rows, participants: participants.rows, files, exclusions: participants.exclusions, counts: participants.counts };
 }

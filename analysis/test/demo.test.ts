@@ -227,7 +227,7 @@ test('legible analyze <study> reads the database itself (the CLI path)', () => {
   mkdirSync(out);
   const run = spawnSync(process.execPath, [join(root, 'bin/legible.mjs'), 'analyze', 'demo', '--db', dbFile, '--out', out, '--no-power', '--boot', '200', '--permutations', '500'], { encoding: 'utf8' });
   assert.equal(run.status, 0, run.stderr);
-  assert.match(run.stdout, /participants \(\d+ of 18 sessions excluded\)/);
+  assert.match(run.stdout, /^pilot: 18 sessions — \d+ did not finish, \d+ excluded by the study's rules, \d+ excluded, \d+ analysed\n/);
   assert.ok(existsSync(join(out, 'data', 'participants.csv')), 'the export is kept beside the analysis');
   assert.ok(existsSync(join(out, 'report.html')));
   const again = JSON.parse(readFileSync(join(out, 'results.json'), 'utf8'));
