@@ -83,7 +83,7 @@ async function gallery(r: AnalysisResult, loaded: LoadedStudy | null, k = 5): Pr
     const tied = list.filter((f) => f.accuracy === edge).length;
     const shownTied = list.slice(0, shown).filter((f) => f.accuracy === edge).length;
     if (tied <= shownTied) return '';
-    return `${tied} features tie at ${(edge * 100).toFixed(1)}% correct: none of them is ${what} than the others; ${shownTied} of them are shown, in id order.`;
+    return `${tied} features tie at ${(edge * 100).toFixed(1)}% correct: none of them is ${what} than the others; ${shownTied} of them ${shownTied === 1 ? 'is' : 'are'} shown, in id order.`;
   };
   const images = [...best, ...worst].some((it) => it.min || it.max);
   return { best, worst, note, images, tieBest: tie(ranked, n, 'easier'), tieWorst: tie(worstRanked, n, 'harder') };
@@ -95,7 +95,7 @@ h1{font-size:1.6em;margin-bottom:.2em}h2{margin-top:2em;border-bottom:2px solid 
 .meta{color:#555;font-size:.92em}.summary{background:#f3f7fb;border-left:4px solid #0072B2;padding:.8em 1.2em;margin:1.2em 0}
 table{border-collapse:collapse;margin:.8em 0;font-size:.9em}th,td{border-bottom:1px solid #ddd;padding:.3em .7em;text-align:right}
 th{background:#f4f4f4}td:first-child,th:first-child{text-align:left}
-figure{margin:1.2em 0}figcaption{color:#444;font-size:.9em;max-width:900px}figure svg{width:min(100%,860px);height:auto}
+figure{margin:1.2em 0}figcaption{color:#444;font-size:.9em;max-width:900px}figure svg{max-width:100%;height:auto}
 .gallery{display:grid;grid-template-columns:repeat(auto-fill,minmax(320px,1fr));gap:1em}
 .card{border:1px solid #ddd;border-radius:6px;padding:.6em}.card img{width:48%;image-rendering:pixelated;border:1px solid #eee}
 .card .refs{display:flex;justify-content:space-between}.card .cap{font-size:.85em;color:#444}

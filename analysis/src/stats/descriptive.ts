@@ -32,6 +32,8 @@ export interface CellAccuracy {
   participantMean: number;
   participantSd: number;
   participantHalfWidth: number;
+  /** Each participant's accuracy in the cell (the figure's dots). */
+  participantAccuracies: number[];
   /** Mean of the units' accuracies in the cell (the unit-level summary IMI reports). */
   unitMean: number;
 }
@@ -134,6 +136,7 @@ export function cellAccuracies(data: CellTrials, opts: { boot?: number; seed?: n
       ),
       participantMean: mean,
       participantSd: sd,
+      participantAccuracies: pAcc,
       participantHalfWidth: (1.96 * sd) / Math.sqrt(pAcc.length),
       unitMean: uc.reduce((a, [k, n]) => a + k / n, 0) / uc.length,
     };
