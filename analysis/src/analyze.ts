@@ -108,7 +108,7 @@ export interface AnalysisResult {
   permutation: PermutationRow[];
   power: PowerResult | null;
   /** Where the simulated effect comes from: prospective (given, or stated in the study file) or post hoc (this data's own estimate). */
-  powerEffect: null | { kind: 'given' | 'study' | 'post-hoc'; label: string };
+  powerEffect: null | { kind: 'given' | 'study' | 'pilot' | 'post-hoc'; label: string };
   powerNote: string;
   boot: number;
   files: string[];
@@ -253,7 +253,27 @@ export async function analyze(opts: AnalyzeOptions): Promise<AnalysisResult> {
   let powerNote = '';
   const stated = loaded?.study.analysis?.power;
   const given = opts.power === false ? null : (opts.power ?? {});
-  if (given && given.effect === undefined && !stated && !given.postHoc) {
+  const pickCoefficient = (xNames: string[]) => given?.coefficient ?? (given?.effect === undefined ? stated?.coefficient : undefined) ?? xNames.find((n) => n.startsWith('basis')) ?? xNames.find((n) => n !== '(Intercept)');
+  // A pilot's estimate, when live data is analysed beside pilot data and no effect is stated.
+  let pilot: { effect: number; participants: number } | null = null;
+  if (given && given.effect === undefined && !stated && !given.postHoc && model && mode === 'live' && modes.includes('pilot') && modeCol) {
+    const pilotSessions = new Set<string>();
+    for (let i = 0; i < trials.n; i++) if (modeCol[i] === 'pilot') pilotSessions.add(sessionCol[i]);
+    const keptPilot = new Set(data.participants.filter((f) => pilotSessions.has(f.session) && !decide(f, rules, { includeIncomplete: opts.includeIncomplete }).excluded).map((f) => f.session));
+    const pilotMain = trials.filter((i) => kind[i] === 'main' && modeCol[i] === 'pilot' && keptPilot.has(sessionCol[i]));
+    const coefficient = pickCoefficient(model.fit.xNames);
+    try {
+      if (pilotMain.n > 0 && coefficient) {
+        const fit = fitModel(formula, pilotMain, { hessian: false }).fit;
+        const j = fit.xNames.indexOf(coefficient);
+        if (j >= 0 && Number.isFinite(fit.beta[j])) pilot = { effect: fit.beta[j], participants: new Set(pilotMain.column('participant')!).size };
+      }
+    } catch (e) {
+      if (!(e instanceof LegibleError)) throw e;
+      notes.push(`The pilot data could not be fitted for a power estimate: ${e.message}`);
+    }
+  }
+  if (given && given.effect === undefined && !stated && !pilot && !given.postHoc) {
     powerNote =
       'Not run: prospective power needs the effect the study is meant to detect, which this data cannot supply. State it in the study file (analysis.power.effect, in log-odds, from a pilot, earlier work or the smallest effect of interest) or give --power-effect. Power computed from this data\'s own estimate ("observed power") is not shown by default: it is a function of the p-value and is no guide to how many participants a study needs; --power-post-hoc computes it anyway, labelled as such.';
   } else if (model && given) {
@@ -263,16 +283,21 @@ export async function analyze(opts: AnalyzeOptions): Promise<AnalysisResult> {
     const sims = given.sims ?? Math.min(100, budgetSims);
     if (given.sims === undefined && sims < 20) powerNote = `Not run by default for ${main.n} trials (each simulated study is a full GLMM fit): ask for it with --power-sims N.`;
     else {
-      const coefficient = given.coefficient ?? (given.effect === undefined ? stated?.coefficient : undefined) ?? model.fit.xNames.find((n) => n.startsWith('basis')) ?? model.fit.xNames.find((n) => n !== '(Intercept)');
+      const coefficient = pickCoefficient(model.fit.xNames);
       if (!coefficient) powerNote = 'The model has no coefficient to test.';
       else {
-        const effect = given.effect ?? stated?.effect;
+        const effect = given.effect ?? stated?.effect ?? pilot?.effect;
         powerEffect =
           given.effect !== undefined
             ? { kind: 'given', label: `the effect given with --power-effect (${given.effect} log-odds)` }
             : stated
               ? { kind: 'study', label: `the effect the study file states (analysis.power.effect = ${stated.effect} log-odds${stated.source ? `; source: ${stated.source}` : ''})` }
-              : { kind: 'post-hoc', label: 'this data\'s own estimate (post hoc, "observed power")' };
+              : pilot
+                ? {
+                    kind: 'pilot',
+                    label: `the pilot's estimate (${pilot.effect.toFixed(3)} log-odds from the pilot data of ${pilot.participants} participants; a pilot's estimate is itself uncertain — state the smallest effect of interest in analysis.power.effect to plan on that instead)`,
+                  }
+                : { kind: 'post-hoc', label: 'this data\'s own estimate (post hoc, "observed power")' };
         const N = new Set(main.column('participant')!).size;
         const ns = given.ns ?? [...new Set([0.5, 1, 2, 4].map((m) => Math.max(4, Math.round(N * m))))];
         log(`power simulation: ${coefficient} = ${effect ?? 'its estimate (post hoc)'}, N = ${ns.join(', ')}, ${sims} simulations each`);

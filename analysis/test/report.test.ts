@@ -107,3 +107,29 @@ test('power is prospective: not run without a stated effect, simulated at the st
   const html2 = readFileSync(join(tmp, 'out-p2', 'report.html'), 'utf8');
   assert.match(html2, /Post hoc power \(observed effect\) for basisnmf/);
 });
+
+test('with pilot data beside the live data and no stated effect, power uses the pilot\'s estimate, labelled so', async () => {
+  const dir = join(tmp, 'with-pilot');
+  mkdirSync(dir, { recursive: true });
+  const rng = new Rng(5);
+  const lines = readFileSync(join(data, 'trials.csv'), 'utf8').trim().split('\n');
+  for (let p = 0; p < 8; p++) {
+    for (const layer of ['block2', 'block3']) {
+      for (const basis of ['channels', 'nmf']) {
+        for (let f = 0; f < 6; f++) {
+          const correct = rng.float() < (basis === 'nmf' ? 0.85 : 0.55) ? 1 : 0;
+          lines.push(`demo,pilot,Q${p},T${p},${layer}/${basis}/${f},${layer},${basis},main,${correct},1500,2`);
+        }
+      }
+    }
+  }
+  writeFileSync(join(dir, 'trials.csv'), `${lines.join('\n')}\n`);
+  const live = await analyze({ input: join(dir, 'trials.csv'), study: studyFile(''), out: join(tmp, 'out-pilot'), boot: 50, permutations: 50, power: { sims: 4, ns: [6] } });
+  assert.equal(live.mode, 'live');
+  assert.equal(live.powerEffect!.kind, 'pilot');
+  // The pilot's own analysis, run separately, estimates the same coefficient.
+  const pilotOnly = await analyze({ input: join(dir, 'trials.csv'), study: studyFile(''), mode: 'pilot', out: join(tmp, 'out-pilot-only'), boot: 50, permutations: 50, power: false, report: false });
+  const beta = pilotOnly.glmm!.fit.beta[pilotOnly.glmm!.fit.xNames.indexOf('basisnmf')];
+  assert.ok(Math.abs(live.power!.effect - beta) < 1e-4, `pilot estimate ${live.power!.effect} vs the pilot's own fit ${beta}`);
+  assert.match(live.powerNote, /^Prospective, for the pilot's estimate \(\d\.\d{3} log-odds from the pilot data of 8 participants; a pilot's estimate is itself uncertain/);
+});
