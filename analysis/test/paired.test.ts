@@ -195,3 +195,24 @@ test('three conditions on the same features: Friedman with Conover–Holm; a fea
   assert.match(r2.rankTest!.reason, /each feature was tested in one condition only/);
   assert.equal(r2.permutation[0].design, 'unpaired');
 });
+
+test('a within-feature factor beside a between-feature one: no single rank test, said why; permutation tests pair where they can', async () => {
+  const dir = join(tmp, 'mixed');
+  spawnSync('mkdir', ['-p', dir]);
+  const rng = new Rng(8);
+  const rows = ['participant,session,feature,kind,correct,basis,reference_kind'];
+  for (let p = 0; p < 10; p++) {
+    for (let f = 0; f < 12; f++) {
+      for (const rk of ['natural', 'visualization']) rows.push(`P${p},S${p},f${f},main,${rng.float() < 0.7 ? 1 : 0},${f < 6 ? 'channels' : 'nmf'},${rk}`);
+    }
+  }
+  writeFileSync(join(dir, 'trials.csv'), `${rows.join('\n')}\n`);
+  const r = await analyze({ input: join(dir, 'trials.csv'), out: join(tmp, 'out-mixed'), boot: 50, permutations: 200, power: false });
+  assert.equal(r.rankTest!.test, 'none');
+  assert.match(r.rankTest!.reason, /^reference_kind varies within features and basis between them/);
+  const overall = (f: string) => r.permutation.find((p) => p.factor === f && p.within === '')!;
+  assert.equal(overall('reference_kind').design, 'paired');
+  assert.equal(overall('reference_kind').na, 12);
+  assert.equal(overall('basis').design, 'unpaired');
+  assert.match(readFileSync(join(tmp, 'out-mixed', 'report.html'), 'utf8'), /No rank test over all conditions/);
+});
