@@ -80,6 +80,7 @@ test('export, analyze and the dashboard give the same session counts, defined on
   assert.ok(an.stdout.includes(formatCounts(expected)), `analyze says:\n${an.stdout}`);
   const results = JSON.parse(readFileSync(join(out, 'results.json'), 'utf8'));
   assert.deepEqual(results.sessionCounts, expected);
+  assert.ok(readFileSync(join(out, 'report.html'), 'utf8').includes(formatCounts(expected)), 'the report says the same');
   assert.equal(results.exclusions.participants, 5, 'the session without answers is counted too');
   assert.equal(results.exclusions.excluded, 3);
 

@@ -6,7 +6,7 @@ import { basename, join } from 'node:path';
 import sharp from 'sharp';
 import type { LoadedStudy } from '@legible/studies';
 import type { AnalysisResult } from '../analyze.ts';
-import { RULES } from '../exclusions.ts';
+import { formatCounts, RULES } from '../exclusions.ts';
 import { accuracyFigure, confidenceFigure, exclusionFigure, powerFigure, rtFigure, unitFigure, type Figure } from './figures.ts';
 import { esc } from './svg.ts';
 
@@ -259,7 +259,7 @@ export async function writeReport(out: string, r: AnalysisResult, loaded: Loaded
 <h1>${esc(title)}</h1>
 <p class="meta">Study <code>${esc(r.study ?? '–')}</code> · data ${esc(basename(r.source))} · ${esc(r.mode === 'all' && r.sessionCounts.mode === 'all' ? 'all modes' : `${r.sessionCounts.mode} data`)} · generated ${esc(r.generatedAt)} by <code>legible analyze</code></p>
 <div class="summary">
-<p><b>${r.counts.keptParticipants}</b> participants analysed (${ex.excluded} of ${ex.participants} sessions excluded), <b>${r.counts.mainTrials}</b> main trials on <b>${r.counts.features}</b> features.</p>
+<p><b>${r.counts.keptParticipants}</b> participants analysed, <b>${r.counts.mainTrials}</b> main trials on <b>${r.counts.features}</b> features. Sessions (as the data dictionary defines the counts) — ${esc(formatCounts(r.sessionCounts))}.</p>
 ${headline.map((h) => `<p>${h}</p>`).join('')}
 ${lrtLines.length ? `<p>Likelihood-ratio tests: ${lrtLines.join('; ')}.</p>` : ''}
 ${r.notes.map((n) => `<p class="note">${esc(n)}</p>`).join('')}
