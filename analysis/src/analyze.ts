@@ -7,14 +7,14 @@ import { existsSync, mkdirSync, writeFileSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import { LegibleError, loadStudy, Rng, type LoadedStudy } from '@legible/studies';
 import { loadLegibleExport, type Dataset } from './dataset.ts';
-import { decide, defaultExclusions, ExclusionTally, RULES, type ExclusionConfig, type ExclusionDecision, type ExclusionSummary } from './exclusions.ts';
+import { countSessions, decide, defaultExclusions, ExclusionTally, formatCounts, RULES, type SessionCounts, type ExclusionConfig, type ExclusionDecision, type ExclusionSummary } from './exclusions.ts';
 import { exportStudy } from './export.ts';
 import { loadMapped, loadMapping } from './mapping.ts';
 import { writeModelScript } from './rscript.ts';
 import { cellAccuracies, cellResponses, unitAccuracies, type CellAccuracy, type CellResponses, type CellTrials, type UnitAccuracy } from './stats/descriptive.ts';
 import { naturalCompare, parseFormula } from './stats/formula.ts';
 import { dropTermTests, fitModel, likelihoodRatio, powerSimulation, type FittedModel, type LikelihoodRatio, type PowerResult } from './stats/models.ts';
-import { holm, kruskalWallis, permutationTest, type KruskalResult, type PermutationResult } from './stats/nonparametric.ts';
+import { friedman, holm, kruskalWallis, permutationTest, wilcoxonSignedRank, type PermutationResult } from './stats/nonparametric.ts';
 import type { Table } from './table.ts';
 import { writeReport } from './report/html.ts';
 import { csvCell } from './csv.ts';
@@ -39,7 +39,7 @@ export interface AnalyzeOptions {
   permutations?: number;
   seed?: number;
   /** Power simulation: false to skip; defaults decided from the data size. */
-  power?: false | { coefficient?: string; effect?: number; ns?: number[]; sims?: number; alpha?: number; target?: number };
+  power?: false | { coefficient?: string; effect?: number; ns?: number[]; sims?: number; alpha?: number; target?: number; postHoc?: boolean };
   includeIncomplete?: boolean;
   /** Draw the report (default true). */
   report?: boolean;
@@ -52,7 +52,35 @@ export interface PermutationRow extends PermutationResult {
   b: string;
   /** Levels of the other factors the test was restricted to ("" = all, permuted within them). */
   within: string;
+  /** paired: the same features at both levels, labels swapped within each feature (a sign-flip test); unpaired: different features, labels shuffled between them. */
+  design: 'paired' | 'unpaired';
+  /** Features left out of a paired test because they appear at one of the two levels only. */
+  unmatched: number;
   pHolm: number;
+}
+
+/**
+ * The rank test over the per-feature accuracies of the conditions, chosen by the design: the
+ * same features in every condition → within-feature tests (Wilcoxon signed-rank for two
+ * conditions, Friedman with Conover's pairwise tests for more); every feature in one condition
+ * → Kruskal–Wallis with Conover–Iman's pairwise tests; a mix → none (see the permutation tests).
+ */
+export interface RankTest {
+  test: 'wilcoxon-signed-rank' | 'friedman' | 'kruskal-wallis' | 'none';
+  /** Why this test: the design of features × conditions it was chosen for. */
+  reason: string;
+  /** The factors whose combinations are the conditions compared. */
+  by: string;
+  /** H (Kruskal–Wallis), Q (Friedman's chi-squared) or V (Wilcoxon's signed-rank sum). */
+  statistic: number;
+  statisticName: 'H' | 'Q' | 'V' | '';
+  df: number | null;
+  p: number;
+  /** Observations: feature × condition accuracies (Kruskal–Wallis) or features (blocks, pairs). */
+  n: number;
+  method?: string;
+  groups: { label: string; n: number; meanRank: number; median: number }[];
+  pairwise: { a: string; b: string; t: number; df: number; p: number; pHolm: number }[];
 }
 
 export interface AnalysisResult {
@@ -64,6 +92,8 @@ export interface AnalysisResult {
   levels: Record<string, string[]>;
   counts: { trials: number; mainTrials: number; participants: number; keptParticipants: number; features: number };
   exclusions: ExclusionSummary;
+  /** The session counts, as export and the dashboard define them (COUNT_DEFINITIONS). */
+  sessionCounts: SessionCounts;
   decisions: ExclusionDecision[];
   cells: CellAccuracy[];
   units: UnitAccuracy[];
@@ -74,9 +104,11 @@ export interface AnalysisResult {
     lrt: LikelihoodRatio[];
   };
   glmmError?: string;
-  kruskal: (KruskalResult & { by: string }) | null;
+  rankTest: RankTest | null;
   permutation: PermutationRow[];
   power: PowerResult | null;
+  /** Where the simulated effect comes from: prospective (given, or stated in the study file) or post hoc (this data's own estimate). */
+  powerEffect: null | { kind: 'given' | 'study' | 'pilot' | 'post-hoc'; label: string };
   powerNote: string;
   boot: number;
   files: string[];
@@ -139,7 +171,7 @@ export async function analyze(opts: AnalyzeOptions): Promise<AnalysisResult> {
 
   // ── Mode: live data only when there is any ───────────────────────────────────────────────
   const modeCol = trials.has('mode') ? trials.column('mode')! : null;
-  const modes = modeCol ? [...new Set(modeCol)] : [];
+  const modes = [...new Set([...(modeCol ?? []), ...data.participants.map((p) => p.mode ?? '').filter(Boolean)])];
   const mode = opts.mode ?? (modes.includes('live') ? 'live' : 'all');
   if (mode !== 'all' && modes.length > 1) notes.push(`Only ${mode} data analysed (the file also has: ${modes.filter((m) => m !== mode).join(', ')}); use --mode all for everything.`);
 
@@ -148,18 +180,26 @@ export async function analyze(opts: AnalyzeOptions): Promise<AnalysisResult> {
   const decisions: ExclusionDecision[] = [];
   const sessionsInMode = new Set<string>();
   const sessionCol = trials.column('session')!;
+  // Every session of the mode counts, with or without answers (its mode from participants.csv,
+  // else from its trial rows): the definitions of COUNT_DEFINITIONS, shared with export and the dashboard.
   for (let i = 0; i < trials.n; i++) if (mode === 'all' || modeCol![i] === mode) sessionsInMode.add(sessionCol[i]);
+  for (const facts of data.participants) if (facts.mode && (mode === 'all' || facts.mode === mode)) sessionsInMode.add(facts.session);
+  const mainPerSession = new Map<string, number>();
+  const kindCol = trials.column('kind')!;
+  for (let i = 0; i < trials.n; i++) if (kindCol[i] === 'main') mainPerSession.set(sessionCol[i], (mainPerSession.get(sessionCol[i]) ?? 0) + 1);
   for (const facts of data.participants) {
     if (!sessionsInMode.has(facts.session)) continue;
+    if (facts.mode && mode !== 'all' && facts.mode !== mode) continue;
     const d = decide(facts, rules, { includeIncomplete: opts.includeIncomplete });
     decisions.push(d);
     tally.add(d);
   }
   const exclusions = tally.summary();
+  const sessionCounts = countSessions(mode === 'all' && modes.length === 1 ? modes[0] : mode, decisions.map((d) => ({ decision: d, mainTrials: mainPerSession.get(d.session) ?? 0 })));
   const kept = new Set(decisions.filter((d) => !d.excluded).map((d) => d.session));
   const kind = trials.column('kind')!;
   const main = trials.filter((i) => kind[i] === 'main' && kept.has(sessionCol[i]) && (mode === 'all' || modeCol![i] === mode));
-  log(`${decisions.length} sessions, ${exclusions.excluded} excluded; ${main.n} main trials analysed`);
+  log(`${formatCounts(sessionCounts)}; ${main.n} main trials analysed`);
   if (main.n === 0) throw new LegibleError(`no main trials left to analyse (${decisions.length} sessions, ${exclusions.excluded} excluded${mode !== 'all' ? `, mode ${mode}` : ''})`);
 
   // ── Conditions ───────────────────────────────────────────────────────────────────────────
@@ -203,40 +243,71 @@ export async function analyze(opts: AnalyzeOptions): Promise<AnalysisResult> {
   }
 
   // ── Non-parametric tests over per-unit accuracies ───────────────────────────────────────
-  let kruskal: AnalysisResult['kruskal'] = null;
-  if (cells.length >= 2) {
-    const varyingIdx = factors.map((f, j) => (levels.get(f)!.length > 1 ? j : -1)).filter((j) => j >= 0);
-    const labels = cells.map((c) => varyingIdx.map((j) => c.levels[j]).join(' · ') || 'all');
-    const k = kruskalWallis(
-      units.map((u) => u.accuracy),
-      units.map((u) => u.cell),
-      labels,
-    );
-    kruskal = { ...k, by: varyingIdx.map((j) => factors[j]).join(' × ') };
-  }
+  const rankTest = cells.length >= 2 ? chooseRankTest(units, cells, factors, levels) : null;
   const permutations = opts.permutations ?? 10_000;
   const permutation = permutationTests(units, factors, levels, permutations, seed);
 
   // ── Power ────────────────────────────────────────────────────────────────────────────────
   let power: PowerResult | null = null;
+  let powerEffect: AnalysisResult['powerEffect'] = null;
   let powerNote = '';
-  if (model && opts.power !== false) {
-    const given = opts.power ?? {};
+  const stated = loaded?.study.analysis?.power;
+  const given = opts.power === false ? null : (opts.power ?? {});
+  const pickCoefficient = (xNames: string[]) => given?.coefficient ?? (given?.effect === undefined ? stated?.coefficient : undefined) ?? xNames.find((n) => n.startsWith('basis')) ?? xNames.find((n) => n !== '(Intercept)');
+  // A pilot's estimate, when live data is analysed beside pilot data and no effect is stated.
+  let pilot: { effect: number; participants: number } | null = null;
+  if (given && given.effect === undefined && !stated && !given.postHoc && model && mode === 'live' && modes.includes('pilot') && modeCol) {
+    const pilotSessions = new Set<string>();
+    for (let i = 0; i < trials.n; i++) if (modeCol[i] === 'pilot') pilotSessions.add(sessionCol[i]);
+    const keptPilot = new Set(data.participants.filter((f) => pilotSessions.has(f.session) && !decide(f, rules, { includeIncomplete: opts.includeIncomplete }).excluded).map((f) => f.session));
+    const pilotMain = trials.filter((i) => kind[i] === 'main' && modeCol[i] === 'pilot' && keptPilot.has(sessionCol[i]));
+    const coefficient = pickCoefficient(model.fit.xNames);
+    try {
+      if (pilotMain.n > 0 && coefficient) {
+        const fit = fitModel(formula, pilotMain, { hessian: false }).fit;
+        const j = fit.xNames.indexOf(coefficient);
+        if (j >= 0 && Number.isFinite(fit.beta[j])) pilot = { effect: fit.beta[j], participants: new Set(pilotMain.column('participant')!).size };
+      }
+    } catch (e) {
+      if (!(e instanceof LegibleError)) throw e;
+      notes.push(`The pilot data could not be fitted for a power estimate: ${e.message}`);
+    }
+  }
+  if (given && given.effect === undefined && !stated && !pilot && !given.postHoc) {
+    powerNote =
+      'Not run: prospective power needs the effect the study is meant to detect, which this data cannot supply. State it in the study file (analysis.power.effect, in log-odds, from a pilot, earlier work or the smallest effect of interest) or give --power-effect. Power computed from this data\'s own estimate ("observed power") is not shown by default: it is a function of the p-value and is no guide to how many participants a study needs; --power-post-hoc computes it anyway, labelled as such.';
+  } else if (model && given) {
     // By default the simulation gets a budget of about a million simulated trials fitted
     // (tens of seconds): 7.5 × the data (N/2, N, 2N and 4N participants) per simulation.
     const budgetSims = Math.floor(1e6 / (7.5 * main.n));
     const sims = given.sims ?? Math.min(100, budgetSims);
     if (given.sims === undefined && sims < 20) powerNote = `Not run by default for ${main.n} trials (each simulated study is a full GLMM fit): ask for it with --power-sims N.`;
     else {
-      const coefficient = given.coefficient ?? model.fit.xNames.find((n) => n.startsWith('basis')) ?? model.fit.xNames.find((n) => n !== '(Intercept)');
+      const coefficient = pickCoefficient(model.fit.xNames);
       if (!coefficient) powerNote = 'The model has no coefficient to test.';
       else {
+        const effect = given.effect ?? stated?.effect ?? pilot?.effect;
+        powerEffect =
+          given.effect !== undefined
+            ? { kind: 'given', label: `the effect given with --power-effect (${given.effect} log-odds)` }
+            : stated
+              ? { kind: 'study', label: `the effect the study file states (analysis.power.effect = ${stated.effect} log-odds${stated.source ? `; source: ${stated.source}` : ''})` }
+              : pilot
+                ? {
+                    kind: 'pilot',
+                    label: `the pilot's estimate (${pilot.effect.toFixed(3)} log-odds from the pilot data of ${pilot.participants} participants; a pilot's estimate is itself uncertain — state the smallest effect of interest in analysis.power.effect to plan on that instead)`,
+                  }
+                : { kind: 'post-hoc', label: 'this data\'s own estimate (post hoc, "observed power")' };
         const N = new Set(main.column('participant')!).size;
         const ns = given.ns ?? [...new Set([0.5, 1, 2, 4].map((m) => Math.max(4, Math.round(N * m))))];
-        log(`power simulation: ${coefficient}, N = ${ns.join(', ')}, ${sims} simulations each`);
+        log(`power simulation: ${coefficient} = ${effect ?? 'its estimate (post hoc)'}, N = ${ns.join(', ')}, ${sims} simulations each`);
         try {
-          power = powerSimulation(model, { coefficient, effect: given.effect, ns, sims, alpha: given.alpha, target: given.target, seed });
-          powerNote = power.required === null ? `Power stays below ${power.target} up to ${Math.max(...ns)} participants.` : `About ${power.required} participants give power ≥ ${power.target}.`;
+          power = powerSimulation(model, { coefficient, effect, ns, sims, alpha: given.alpha, target: given.target, seed });
+          const reach = power.required === null ? `power stays below ${power.target} up to ${Math.max(...ns)} participants` : `about ${power.required} participants give power ≥ ${power.target}`;
+          powerNote =
+            powerEffect.kind === 'post-hoc'
+              ? `Post hoc: with this data's own estimate of ${coefficient} (${power.effect.toFixed(3)} log-odds), ${reach}. Caveat: observed power is a function of this study's p-value; it is not evidence for or against the effect and is no basis for planning a sample size — state the effect of interest (analysis.power.effect) for that.`
+              : `Prospective, for ${powerEffect.label}: ${reach}. The other parameters (intercept, other terms, random-effect SDs) come from this data's fit.`;
         } catch (e) {
           // Asked for explicitly: the user should see the error; by default: a note in the report.
           if (!(e instanceof LegibleError) || opts.power !== undefined) throw e;
@@ -263,15 +334,17 @@ export async function analyze(opts: AnalyzeOptions): Promise<AnalysisResult> {
       features: new Set(main.column('feature')!).size,
     },
     exclusions,
+    sessionCounts,
     decisions,
     cells,
     units,
     responses,
     glmm,
     glmmError,
-    kruskal,
+    rankTest,
     permutation,
     power,
+    powerEffect,
     powerNote,
     boot,
     files,
@@ -334,10 +407,94 @@ function buildCells(main: Table, factors: string[], levels: Map<string, string[]
   };
 }
 
+/** Picks and runs the rank test the design of features × conditions calls for (see RankTest). */
+function chooseRankTest(units: UnitAccuracy[], cells: CellAccuracy[], factors: string[], levels: Map<string, string[]>): RankTest {
+  const varyingIdx = factors.map((f, j) => (levels.get(f)!.length > 1 ? j : -1)).filter((j) => j >= 0);
+  const labels = cells.map((c) => varyingIdx.map((j) => c.levels[j]).join(' · ') || 'all');
+  const by = varyingIdx.map((j) => factors[j]).join(' × ');
+  const k = cells.length;
+  const cellsOf = new Map<string, Map<number, number>>();
+  for (const u of units) {
+    const m = cellsOf.get(u.unit) ?? new Map<number, number>();
+    m.set(u.cell, u.accuracy);
+    cellsOf.set(u.unit, m);
+  }
+  const features = [...cellsOf.keys()];
+  const complete = features.every((f) => cellsOf.get(f)!.size === k);
+  const single = features.every((f) => cellsOf.get(f)!.size === 1);
+  if (complete) {
+    const why = `every one of the ${features.length} features was tested in all ${k} conditions, so its accuracies are paired: a within-feature test ranks each feature against itself (Kruskal–Wallis would wrongly treat them as ${features.length * k} independent samples)`;
+    if (k === 2) {
+      const w = wilcoxonSignedRank(
+        features.map((f) => cellsOf.get(f)!.get(1)!),
+        features.map((f) => cellsOf.get(f)!.get(0)!),
+      );
+      return {
+        test: 'wilcoxon-signed-rank',
+        reason: why,
+        by,
+        statistic: w.V,
+        statisticName: 'V',
+        df: null,
+        p: w.p,
+        n: features.length,
+        method: `${w.method === 'exact' ? 'exact distribution' : 'normal approximation with continuity and tie corrections'}; ${w.zeros} feature${w.zeros === 1 ? '' : 's'} with no difference dropped; V sums the ranks of ${labels[1]} − ${labels[0]} > 0; median difference ${(w.medianDifference * 100).toFixed(1)} points`,
+        groups: cells.map((_, c) => {
+          const v = features.map((f) => cellsOf.get(f)!.get(c)!).sort((a, b) => a - b);
+          return { label: labels[c], n: v.length, meanRank: NaN, median: (v[(v.length - 1) >> 1] + v[v.length >> 1]) / 2 };
+        }),
+        pairwise: [],
+      };
+    }
+    const fr = friedman(
+      features.map((f) => cells.map((_, c) => cellsOf.get(f)!.get(c)!)),
+      labels,
+    );
+    return { test: 'friedman', reason: why, by, statistic: fr.Q, statisticName: 'Q', df: fr.df, p: fr.p, n: fr.blocks, method: 'ranks within each feature, ties corrected; pairwise: Conover\'s test on the rank sums, Holm-adjusted', groups: fr.groups, pairwise: fr.pairwise };
+  }
+  if (single) {
+    const kw = kruskalWallis(
+      units.map((u) => u.accuracy),
+      units.map((u) => u.cell),
+      labels,
+    );
+    return {
+      test: 'kruskal-wallis',
+      reason: `each feature was tested in one condition only (features differ between ${by}), so the per-feature accuracies are independent samples`,
+      by,
+      statistic: kw.H,
+      statisticName: 'H',
+      df: kw.df,
+      p: kw.p,
+      n: kw.n,
+      method: 'ties corrected; pairwise: Conover–Iman tests on the mean ranks (t with N − k df), Holm-adjusted',
+      groups: kw.groups,
+      pairwise: kw.pairwise,
+    };
+  }
+  // Which factors vary within a feature and which between features.
+  const within = varyingIdx.filter((j) => features.some((f) => new Set([...cellsOf.get(f)!.keys()].map((c) => cells[c].levels[j])).size > 1)).map((j) => factors[j]);
+  const between = varyingIdx.map((j) => factors[j]).filter((f) => !within.includes(f));
+  return {
+    test: 'none',
+    reason: `${within.join(', ') || 'some conditions'} var${within.length === 1 ? 'ies' : 'y'} within features${between.length ? ` and ${between.join(', ')} between them` : ', but not every feature was tested in every condition'}: no single rank test over all conditions fits; the permutation tests pair the accuracies where the same features are compared`,
+    by,
+    statistic: NaN,
+    statisticName: '',
+    df: null,
+    p: NaN,
+    n: units.length,
+    groups: [],
+    pairwise: [],
+  };
+}
+
 /**
- * For each factor and each pair of its levels: the difference in mean per-unit accuracy, labels
- * permuted within the cells of the other factors; and for basis, the same within each layer.
- * Holm-adjusted within each factor's family.
+ * For each factor and each pair of its levels: the difference in mean per-unit accuracy, and for
+ * basis, the same within each layer. Where the same features appear at both levels the test is
+ * paired (labels swapped within each feature and level of the other factors: a sign-flip test on
+ * the within-feature differences); otherwise the labels are permuted between features within the
+ * cells of the other factors. Holm-adjusted within each factor's family.
  */
 function permutationTests(units: UnitAccuracy[], factors: string[], levels: Map<string, string[]>, B: number, seed: number): PermutationRow[] {
   const rng = new Rng(seed + 17);
@@ -347,10 +504,22 @@ function permutationTests(units: UnitAccuracy[], factors: string[], levels: Map<
     if (lv.length < 2) return;
     const family: PermutationRow[] = [];
     const run = (subset: UnitAccuracy[], a: string, b: string, within: string) => {
-      const pair = subset.filter((u) => u.levels[fi] === a || u.levels[fi] === b);
+      let pair = subset.filter((u) => u.levels[fi] === a || u.levels[fi] === b);
+      const other = (u: UnitAccuracy) => u.levels.filter((_, j) => j !== fi).join('\u0000');
+      const matchKey = (u: UnitAccuracy) => `${other(u)}\u0000${u.unit}`;
+      const at = (level: string) => new Set(pair.filter((u) => u.levels[fi] === level).map(matchKey));
+      const atA = at(a);
+      const atB = at(b);
+      const matched = new Set([...atA].filter((key) => atB.has(key)));
+      const paired = matched.size > 0;
+      let unmatched = 0;
+      if (paired) {
+        unmatched = new Set(pair.filter((u) => !matched.has(matchKey(u))).map((u) => u.unit)).size;
+        pair = pair.filter((u) => matched.has(matchKey(u)));
+      }
       const na = pair.filter((u) => u.levels[fi] === a).length;
       if (na === 0 || na === pair.length) return;
-      const strataKey = pair.map((u) => u.levels.filter((_, j) => j !== fi).join('\u0000'));
+      const strataKey = pair.map(paired ? matchKey : other);
       const strataIds = new Map<string, number>();
       const strata = strataKey.map((k) => {
         if (!strataIds.has(k)) strataIds.set(k, strataIds.size);
@@ -364,7 +533,7 @@ function permutationTests(units: UnitAccuracy[], factors: string[], levels: Map<
         rng,
       );
       // label 1 = a: report mean(a) − mean(b)
-      family.push({ ...res, difference: -res.difference, na: res.nb, nb: res.na, factor: f, a, b, within, pHolm: NaN });
+      family.push({ ...res, difference: -res.difference, na: res.nb, nb: res.na, factor: f, a, b, within, design: paired ? 'paired' : 'unpaired', unmatched, pHolm: NaN });
     };
     for (let x = 0; x < lv.length; x++) for (let y = x + 1; y < lv.length; y++) run(units, lv[y], lv[x], '');
     const layerIdx = factors.indexOf('layer');
@@ -387,7 +556,7 @@ function writeTables(out: string, r: AnalysisResult): void {
   writeFileSync(
     join(out, 'accuracy.csv'),
     csv(
-      [...r.factors, 'trials', 'participants', 'features', 'accuracy', 'ci_participants_low', 'ci_participants_high', 'ci_features_low', 'ci_features_high', 'participant_mean', 'participant_halfwidth_1.96sd_sqrtn', 'feature_mean'],
+      [...r.factors, 'trials', 'participants', 'features', 'accuracy', 'ci_participants_low', 'ci_participants_high', 'ci_features_low', 'ci_features_high', 'participant_mean', 'participant_sd', 'participant_halfwidth_1.96sd_sqrtn', 'feature_mean'],
       r.cells.map((c) => [
         ...c.levels,
         c.trials,
@@ -399,6 +568,7 @@ function writeTables(out: string, r: AnalysisResult): void {
         n4(c.ciUnits[0]),
         n4(c.ciUnits[1]),
         n4(c.participantMean),
+        n4(c.participantSd),
         n4(c.participantHalfWidth),
         n4(c.unitMean),
       ]),

@@ -1,5 +1,6 @@
 // The tidy trial table: one row per answered trial. Each column is defined once, here — its SQL,
 // its type and unit, and its description — and both the CSV and its data dictionary come from it.
+import { FACTORS } from '@legible/studies';
 
 export interface Column {
   name: string;
@@ -24,7 +25,15 @@ export const TRIAL_COLUMNS: Column[] = [
     type: 'text',
     description: 'Pseudonymous participant id: an HMAC of the recruitment id under a server secret. Raw Prolific ids are never exported here.',
   },
-  { name: 'condition', sql: 's.condition', type: 'text', format: formatCondition, description: 'Levels of the between-participant factors assigned to this session, as `factor=level;…` (empty when none).' },
+  // One column per between-participant factor (not one "factor=level;…" cell): tidy.
+  ...FACTORS.map(
+    (f): Column => ({
+      name: `condition_${f}`,
+      sql: `json_extract(s.condition, '$.${f}')`,
+      type: 'text',
+      description: `Level of the between-participant factor \`${f}\` assigned to this session (empty when ${f} varies within participants).`,
+    }),
+  ),
   { name: 'seed', sql: 's.seed', type: 'integer', description: 'Seed of this participant\'s randomisation (trial order, query order).' },
   { name: 'seq', sql: 't.seq', type: 'integer', description: 'Position of the trial in the participant\'s task list, from 0 (practice trials first).' },
   { name: 'trial_id', sql: 't.trial_id', type: 'text', description: 'Trial id in the study\'s manifest: `layer/basis/index/kind/reference_kind`.' },
@@ -78,12 +87,3 @@ export const TRIAL_COLUMNS: Column[] = [
   { name: 'outcome', sql: "COALESCE(s.outcome, '')", type: 'text', description: 'Session outcome at finish: `completed` or `failed_checks` (empty while unfinished).' },
 ];
 
-/** {"basis":"nmf"} → "basis=nmf"; several factors joined with ";" in key order. */
-function formatCondition(value: unknown): string {
-  if (typeof value !== 'string' || value === '') return '';
-  const levels = JSON.parse(value) as Record<string, string>;
-  return Object.keys(levels)
-    .sort()
-    .map((k) => `${k}=${levels[k]}`)
-    .join(';');
-}

@@ -3,9 +3,11 @@ import { defaultStudiesDir, intOption, parseCommandArgs, UsageError, type Comman
 export const exportCommand: Command = {
   name: 'export',
   summary: 'Write the tidy trial table, the participant table (with exclusion flags) and their data dictionary',
-  usage: '<study> --out <folder | trials.csv | trials.jsonl> [--db FILE] [--format csv|jsonl] [--no-practice] [--include-incomplete] [--studies DIR]',
+  usage: '<study> --out <folder | trials.csv | trials.jsonl> [--db FILE] [--format csv|jsonl] [--no-practice] [--include-incomplete] [--studies DIR]\n       <another tool\'s file> --mapping FILE --out <folder> [--study FILE]',
   help: [
     'The database is the one `legible serve` writes (default ./legible.db, or LEGIBLE_DB).',
+    'With --mapping, another tool\'s trial file is read through the mapping and written in the same format (CSV):',
+    'trials.csv, participants.csv, data-dictionary.md and datapackage.json (exclusion rules: the mapping\'s, else --study\'s).',
     'A folder gets trials.csv, participants.csv and data-dictionary.md; a .csv or .jsonl file name gets the trials,',
     'with participants.* and data-dictionary.md beside it. Exclusion flags come from the study file\'s `exclusions`.',
   ].join('\n'),
@@ -19,10 +21,26 @@ export const exportCommand: Command = {
         'no-practice': { type: 'boolean' },
         'include-incomplete': { type: 'boolean' },
         studies: { type: 'string' },
+        mapping: { type: 'string' },
+        study: { type: 'string' },
       },
       { min: 1, max: 1 },
     );
     if (!values.out) throw new UsageError('--out is required: a folder, or a .csv / .jsonl file');
+    const { formatCounts } = await import('./exclusions.ts');
+    if (values.mapping) {
+      if (values.format && values.format !== 'csv') throw new UsageError('--mapping exports CSV only');
+      const { existsSync } = await import('node:fs');
+      if (!existsSync(positionals[0])) throw new UsageError(`no file ${positionals[0]} to read through the mapping`);
+      const { loadMapping } = await import('./mapping.ts');
+      const { exportMapped } = await import('./export-mapped.ts');
+      const { loadStudy } = await import('@legible/studies');
+      const loaded = values.study ? loadStudy(values.study, { studiesDir: values.studies ?? defaultStudiesDir(), checkFiles: false }) : null;
+      const res = exportMapped(values.out, positionals[0], loadMapping(values.mapping), { exclusions: loaded?.study.exclusions, study: loaded?.study.id });
+      console.log(`${res.rows} trials, ${res.participants} sessions → ${res.files.join(', ')}`);
+      for (const c of res.counts) console.log(formatCounts(c));
+      return 0;
+    }
     const format = values.format;
     if (format !== undefined && format !== 'csv' && format !== 'jsonl') throw new UsageError(`--format is csv or jsonl, got "${format}"`);
     const { loadStudy } = await import('@legible/studies');
@@ -40,8 +58,8 @@ export const exportCommand: Command = {
     }
     const db = values.db ?? process.env.LEGIBLE_DB ?? 'legible.db';
     const res = await exportStudy(values.out, { db, study, practice: !values['no-practice'], format, exclusions, includeIncomplete: values['include-incomplete'] });
-    const ex = res.exclusions ? `; ${res.exclusions.excluded} of ${res.exclusions.participants} flagged for exclusion` : '';
-    console.log(`${res.rows} trials, ${res.participants} sessions${ex} → ${res.files.join(', ')}`);
+    console.log(`${res.rows} trials, ${res.participants} sessions → ${res.files.join(', ')}`);
+    for (const c of res.counts) console.log(formatCounts(c));
     return 0;
   },
 };
@@ -57,7 +75,7 @@ export const analyzeCommand: Command = {
   name: 'analyze',
   summary: 'Exclusions, accuracy with bootstrap CIs, the GLMM (checked against lme4), non-parametric tests, power, and an HTML report',
   usage:
-    '<study | trials.csv | trials.jsonl> --out DIR [--db FILE] [--mapping FILE] [--study FILE] [--formula "…"] [--compare "…"] [--by col,col] [--mode live|pilot|all] [--boot N] [--permutations N] [--power-coef NAME] [--power-effect X] [--power-n 20,40,80] [--power-sims N] [--no-power] [--include-incomplete] [--no-report] [--seed N]',
+    '<study | trials.csv | trials.jsonl> --out DIR [--db FILE] [--mapping FILE] [--study FILE] [--formula "…"] [--compare "…"] [--by col,col] [--mode live|pilot|all] [--boot N] [--permutations N] [--power-coef NAME] [--power-effect X] [--power-n 20,40,80] [--power-sims N] [--power-post-hoc] [--no-power] [--include-incomplete] [--no-report] [--seed N]',
   help: [
     'A study id (or study file) reads its data from the database (--db, default ./legible.db or LEGIBLE_DB) and exports it to DIR/data first.',
     'A legible trials.csv/.jsonl is read with participants.* beside it; another tool\'s file needs --mapping (a YAML file naming its columns).',
@@ -67,7 +85,9 @@ export const analyzeCommand: Command = {
     '  --by        condition columns for the accuracy table and figures (default: basis, layer, reference_kind as present)',
     '  --mode      which data (default: live when there is live data, else all)',
     '  --boot      bootstrap resamples (default 2000); --permutations (default 10000)',
-    '  --power-*   power simulation: coefficient (default the basis term), effect (default its estimate), participant counts, simulations per count (default 100)',
+    '  --power-*   power simulation: coefficient (default the basis term), effect in log-odds (default the study file\'s analysis.power.effect;',
+    '              without one, no power is computed), participant counts, simulations per count (default 100)',
+    '  --power-post-hoc  simulate with the data\'s own estimate when no effect is stated (labelled post hoc: not a planning figure)',
     '',
     'Writes report.html, figures/*.svg|png, accuracy.csv, features.csv, exclusions.csv, glmm.csv, model.R + glmm-data.csv, results.json.',
   ].join('\n'),
@@ -91,6 +111,7 @@ export const analyzeCommand: Command = {
         'power-effect': { type: 'string' },
         'power-n': { type: 'string' },
         'power-sims': { type: 'string' },
+        'power-post-hoc': { type: 'boolean' },
         'no-power': { type: 'boolean' },
         'include-incomplete': { type: 'boolean' },
         'no-report': { type: 'boolean' },
@@ -102,8 +123,9 @@ export const analyzeCommand: Command = {
     if (mode !== undefined && !['live', 'pilot', 'all'].includes(mode)) throw new UsageError(`--mode is live, pilot or all, got "${mode}"`);
     const effect = values['power-effect'] === undefined ? undefined : Number(values['power-effect']);
     if (effect !== undefined && !Number.isFinite(effect)) throw new UsageError(`--power-effect expects a number (log-odds), got "${values['power-effect']}"`);
-    const powerGiven = values['power-coef'] !== undefined || effect !== undefined || values['power-n'] !== undefined || values['power-sims'] !== undefined;
+    const powerGiven = values['power-coef'] !== undefined || effect !== undefined || values['power-n'] !== undefined || values['power-sims'] !== undefined || values['power-post-hoc'] === true;
     const { analyze } = await import('./analyze.ts');
+    const { formatCounts } = await import('./exclusions.ts');
     const result = await analyze({
       input: positionals[0],
       out: values.out,
@@ -121,7 +143,7 @@ export const analyzeCommand: Command = {
       power: values['no-power']
         ? false
         : powerGiven
-          ? { coefficient: values['power-coef'], effect, ns: list(values['power-n'], 'power-n'), sims: values['power-sims'] ? intOption(values['power-sims'], 'power-sims', 100) : undefined }
+          ? { coefficient: values['power-coef'], effect, ns: list(values['power-n'], 'power-n'), sims: values['power-sims'] ? intOption(values['power-sims'], 'power-sims', 100) : undefined, postHoc: values['power-post-hoc'] }
           : undefined,
       includeIncomplete: values['include-incomplete'],
       report: !values['no-report'],
@@ -131,7 +153,8 @@ export const analyzeCommand: Command = {
     const g = result.glmm?.fit;
     console.log(
       [
-        `${result.counts.keptParticipants} participants (${result.exclusions.excluded} of ${result.exclusions.participants} sessions excluded), ${result.counts.mainTrials} main trials, ${result.counts.features} features`,
+        formatCounts(result.sessionCounts),
+        `${result.counts.keptParticipants} participants, ${result.counts.mainTrials} main trials, ${result.counts.features} features`,
         ...result.cells.map((c) => `  ${(c.levels.join(' · ') || 'all').padEnd(28)} ${(c.accuracy * 100).toFixed(1)}% [${(c.ciParticipants[0] * 100).toFixed(1)}, ${(c.ciParticipants[1] * 100).toFixed(1)}]`),
         g ? `GLMM ${result.glmm!.formula}: logLik ${g.logLik.toFixed(2)}, ${g.xNames.map((n, j) => `${n} ${g.beta[j].toFixed(3)} (p ${g.p[j].toPrecision(2)})`).join(', ')}` : '',
         `→ ${result.files.find((f) => f.endsWith('report.html')) ?? values.out}`,

@@ -29,7 +29,9 @@ const LEGIBLE_KEEP = new Set([
   'mode',
   'session',
   'participant',
-  'condition',
+  'condition_layer',
+  'condition_basis',
+  'condition_reference_kind',
   'seq',
   'kind',
   'feature',
@@ -57,7 +59,8 @@ export function loadLegibleExport(file: string, extraColumns: string[] = []): Da
     }
   }
   if (!trials.has('session')) trials.setColumn('session', trials.column('participant')!);
-  const factors = LEGIBLE_FACTORS.filter((f) => trials.has(f));
+  // A factor column that is empty throughout (an export of imported data without it) is no factor.
+  const factors = LEGIBLE_FACTORS.filter((f) => trials.has(f) && trials.column(f)!.some((v) => v !== ''));
   const ext = file.toLowerCase().endsWith('.jsonl') ? 'jsonl' : 'csv';
   const pfile = join(dirname(file), `participants.${ext}`);
   let participants: ParticipantFacts[];
@@ -81,9 +84,11 @@ export function loadLegibleExport(file: string, extraColumns: string[] = []): Da
     const practice = get('practice_passed');
     const prior = get('prior_participation');
     const checkFailed = get('excl_browser_check');
+    const modeOf = get('mode');
     participants = session.map((s, i) => ({
       session: s,
       participant: participant[i],
+      mode: modeOf[i] || null,
       complete: bool(complete[i]),
       trials_answered: opt(answered[i]),
       trials_expected: opt(expected[i]),
@@ -111,6 +116,7 @@ export function factsFromTrials(
   const kind = trials.column('kind')!;
   const correct = trials.numbers('correct');
   const button = trials.has('button') ? trials.column('button')! : null;
+  const modeCol = trials.has('mode') ? trials.column('mode')! : null;
   const bySession = new Map<number, ParticipantFacts & { buttons: Set<string>; order: number }>();
   for (let i = 0; i < trials.n; i++) {
     const s = session.codes[i];
@@ -119,6 +125,7 @@ export function factsFromTrials(
       f = {
         session: session.levels[s],
         participant: participant.levels[participant.codes[i]],
+        mode: modeCol ? modeCol[i] || null : null,
         complete: null,
         trials_answered: 0,
         trials_expected: null,

@@ -9,6 +9,8 @@ export type ExclusionConfig = Study['exclusions'];
 export interface ParticipantFacts {
   session: string;
   participant: string;
+  /** Study mode of the session (`pilot`, `live`; `imported` for other tools' data), when known. */
+  mode?: string | null;
   /** The session ran to its end (finished, or every assigned trial answered). */
   complete: boolean | null;
   trials_answered: number | null;
@@ -208,4 +210,53 @@ export class ExclusionTally {
 /** The rules of a study file, with nothing configured when there is none. */
 export function defaultExclusions(): ExclusionConfig {
   return { repeat_participation: true, practice_pass_required: false };
+}
+
+/**
+ * The session counts that `legible export`, `legible analyze` and the dashboard report, each
+ * defined once here (the data dictionary prints these definitions), per study mode.
+ */
+export interface SessionCounts {
+  mode: string;
+  sessions: number;
+  incomplete: number;
+  excluded_by_rules: number;
+  excluded: number;
+  analysed: number;
+  /** Sessions each study-file rule excludes (incomplete not included). */
+  by_rule: Partial<Record<RuleId, number>>;
+}
+
+export const COUNT_DEFINITIONS: { key: keyof Omit<SessionCounts, 'mode' | 'by_rule'>; label: string; definition: string }[] = [
+  { key: 'sessions', label: 'sessions', definition: 'every session of the study in this mode that the database holds (created after consent), whether or not it answered a trial' },
+  { key: 'incomplete', label: 'did not finish', definition: 'sessions the `incomplete` rule flags: not finished and not every assigned trial answered (0 with --include-incomplete; unknown, so 0, for imported data)' },
+  {
+    key: 'excluded_by_rules',
+    label: 'excluded by the study\'s rules',
+    definition: 'sessions that break at least one rule of the study file\'s `exclusions` (catch accuracy, total time, instruction time, distinct responses, repeat participation, practice, browser check), finished or not',
+  },
+  { key: 'excluded', label: 'excluded', definition: 'sessions excluded for any reason: `incomplete` or a study rule (each session counted once)' },
+  { key: 'analysed', label: 'analysed', definition: 'sessions not excluded that answered at least one main trial: the ones `legible analyze` analyses' },
+];
+
+/** Counts over one mode's sessions, from their exclusion decisions and main-trial counts. */
+export function countSessions(mode: string, sessions: { decision: ExclusionDecision; mainTrials: number }[]): SessionCounts {
+  const c: SessionCounts = { mode, sessions: 0, incomplete: 0, excluded_by_rules: 0, excluded: 0, analysed: 0, by_rule: {} };
+  for (const { decision: d, mainTrials } of sessions) {
+    c.sessions++;
+    if (d.rules.incomplete.excluded) c.incomplete++;
+    const broken = RULES.filter((r) => r.id !== 'incomplete' && d.rules[r.id].excluded).map((r) => r.id);
+    if (broken.length) c.excluded_by_rules++;
+    for (const r of broken) c.by_rule[r] = (c.by_rule[r] ?? 0) + 1;
+    if (d.excluded) c.excluded++;
+    else if (mainTrials > 0) c.analysed++;
+  }
+  return c;
+}
+
+/** "live: 6 sessions — 2 did not finish, 1 excluded by the study's rules, 5 excluded, 1 analysed": the same words in every part. */
+export function formatCounts(c: SessionCounts): string {
+  return `${c.mode}: ${c.sessions} session${c.sessions === 1 ? '' : 's'} — ${COUNT_DEFINITIONS.slice(1)
+    .map((d) => `${c[d.key]} ${d.label}`)
+    .join(', ')}`;
 }

@@ -11,7 +11,7 @@ import Database from 'better-sqlite3';
 import { LegibleError } from '@legible/studies';
 import { TRIAL_COLUMNS, type Column } from './columns.ts';
 import { csvCell } from './csv.ts';
-import { ExclusionTally, RULES, type ExclusionConfig, type ExclusionSummary } from './exclusions.ts';
+import { COUNT_DEFINITIONS, countSessions, ExclusionTally, RULES, type ExclusionConfig, type ExclusionDecision, type ExclusionSummary, type SessionCounts } from './exclusions.ts';
 import { PARTICIPANT_COLUMNS, participantRows } from './participants.ts';
 
 export type ExportFormat = 'csv' | 'jsonl';
@@ -122,21 +122,28 @@ export async function writeTrialsJsonl(out: Writable, opts: ExportOptions): Prom
 }
 
 /** Stream the participant table; returns its row count and the exclusion summary (when rules are given). */
-export async function writeParticipants(out: Writable, opts: ExportOptions): Promise<{ rows: number; exclusions: ExclusionSummary | null }> {
+export async function writeParticipants(out: Writable, opts: ExportOptions): Promise<{ rows: number; exclusions: ExclusionSummary | null; counts: SessionCounts[] }> {
   const db = openStudyDb(opts);
   const format = opts.format ?? 'csv';
   const tally = opts.exclusions ? new ExclusionTally(opts.exclusions) : null;
+  const byMode = new Map<string, { decision: ExclusionDecision; mainTrials: number }[]>();
   try {
     function* lines(): Generator<string> {
       if (format === 'csv') yield `${PARTICIPANT_COLUMNS.map((c) => c.name).join(',')}\n`;
       for (const { row, decision } of participantRows(db, opts.study, opts.exclusions ?? null, { includeIncomplete: opts.includeIncomplete })) {
-        if (decision) tally!.add(decision);
+        if (decision) {
+          tally!.add(decision);
+          const list = byMode.get(row.mode) ?? [];
+          list.push({ decision, mainTrials: row.main_trials });
+          byMode.set(row.mode, list);
+        }
         if (format === 'csv') yield `${PARTICIPANT_COLUMNS.map((c) => csvCell(c.value(row, decision), c.type)).join(',')}\n`;
         else yield `${JSON.stringify(Object.fromEntries(PARTICIPANT_COLUMNS.map((c) => [c.name, jsonValue(c.type, c.value(row, decision))])))}\n`;
       }
     }
     const n = await writeAll(out, lines());
-    return { rows: format === 'csv' ? n - 1 : n, exclusions: tally ? tally.summary() : null };
+    const counts = [...byMode].sort(([a], [b]) => (a === 'live' ? -1 : b === 'live' ? 1 : a.localeCompare(b))).map(([mode, list]) => countSessions(mode, list));
+    return { rows: format === 'csv' ? n - 1 : n, exclusions: tally ? tally.summary() : null, counts };
   } finally {
     db.close();
   }
@@ -148,13 +155,55 @@ const table = (cols: { name: string; type: string; unit?: string; description: s
   ...cols.map((c) => `| \`${c.name}\` | ${c.type} | ${c.unit ?? ''} | ${c.description.replace(/\|/g, '\\|')} |`),
 ];
 
+type Described = { name: string; type: Column['type']; unit?: string; description: string };
+
+/**
+ * A Frictionless Table Schema (https://specs.frictionlessdata.io/table-schema/) of one CSV table:
+ * the type of every column, "" as the only missing value (so the text "NA" stays text), booleans
+ * as 1/0. R and pandas readers take their column types from it (see analysis/README.md).
+ */
+export function tableSchema(cols: Described[]): Record<string, unknown> {
+  const type = { text: 'string', integer: 'integer', number: 'number', boolean: 'boolean', timestamp: 'datetime' } as const;
+  return {
+    fields: cols.map((c) => ({
+      name: c.name,
+      type: type[c.type],
+      ...(c.type === 'timestamp' ? { format: 'any' } : {}),
+      ...(c.type === 'boolean' ? { trueValues: ['1'], falseValues: ['0'] } : {}),
+      description: c.unit ? `${c.description} Unit: ${c.unit}.` : c.description,
+    })),
+    missingValues: [''],
+  };
+}
+
+/** datapackage.json: both CSV tables with their Table Schemas (a Frictionless Tabular Data Package). */
+export function dataPackage(names: { trials: string; participants: string }, extraTrialColumns: Described[] = []): Record<string, unknown> {
+  const resource = (name: string, path: string, cols: Described[]) => ({
+    name,
+    path,
+    profile: 'tabular-data-resource',
+    format: 'csv',
+    mediatype: 'text/csv',
+    encoding: 'utf-8',
+    dialect: { delimiter: ',', doubleQuote: true, header: true, lineTerminator: '\n' },
+    schema: tableSchema(cols),
+  });
+  return {
+    profile: 'tabular-data-package',
+    name: 'legible-export',
+    description: 'Written by `legible export`: one row per answered trial, one row per session. Empty cells are missing values; text cells that would start with =, +, - or @ are prefixed with \' (see data-dictionary.md).',
+    resources: [resource('trials', names.trials, [...TRIAL_COLUMNS, ...extraTrialColumns]), resource('participants', names.participants, PARTICIPANT_COLUMNS)],
+  };
+}
+
 /** The data dictionary of both tables (Markdown). */
 export function dataDictionary(format: ExportFormat = 'csv', names = { trials: `trials.${format}`, participants: `participants.${format}` }): string {
   const cells =
     format === 'csv'
       ? [
-          'Booleans are 1/0; empty cells are missing values. Text cells that would start with `=`, `+`, `-` or `@`',
-          'are prefixed with `\'` so spreadsheets do not run them as formulas.',
+          'Booleans are 1/0; empty cells are missing values (and only they: the text `NA` is text). Text cells that would start',
+          'with `=`, `+`, `-` or `@` are prefixed with `\'` so spreadsheets do not run them as formulas. `datapackage.json` gives',
+          'every column\'s type as a Frictionless Table Schema, for typed reading in R and pandas.',
         ]
       : ['One JSON object per line. Booleans are true/false; missing values are null.'];
   return [
@@ -182,6 +231,12 @@ export function dataDictionary(format: ExportFormat = 'csv', names = { trials: `
     'event whose detail says `passed: false` (legible\'s client turns failing devices away before a session exists, so this',
     'mostly concerns imported data).',
     '',
+    '## Session counts',
+    '',
+    '`legible export`, `legible analyze` and the dashboard report the same counts, per study mode, defined once:',
+    '',
+    ...COUNT_DEFINITIONS.map((d) => `- **${d.label}** (\`${d.key}\`): ${d.definition}.`),
+    '',
   ].join('\n');
 }
 
@@ -190,6 +245,8 @@ export interface ExportResult {
   participants: number;
   files: string[];
   exclusions: ExclusionSummary | null;
+  /** Session counts per mode (live first), when the study file's rules were given. */
+  counts: SessionCounts[];
 }
 
 async function streamTo(file: string, write: (out: Writable) => Promise<void>): Promise<void> {
@@ -222,6 +279,7 @@ export async function exportStudy(out: string, opts: ExportOptions): Promise<Exp
   let participantsFile = join(dir, `participants.${format}`);
   if (participantsFile === trialsFile) participantsFile = join(dir, `participants-summary.${format}`);
   const dictFile = join(dir, 'data-dictionary.md');
+  const packageFile = join(dir, 'datapackage.json');
   openStudyDb(opts).close(); // fail on a wrong database or study before writing anything
   mkdirSync(dir, { recursive: true });
   const o = { ...opts, format };
@@ -229,10 +287,15 @@ export async function exportStudy(out: string, opts: ExportOptions): Promise<Exp
   await streamTo(trialsFile, async (s) => {
     rows = format === 'csv' ? await writeTrialsCsv(s, o) : await writeTrialsJsonl(s, o);
   });
-  let participants = { rows: 0, exclusions: null as ExclusionSummary | null };
+  let participants = { rows: 0, exclusions: null as ExclusionSummary | null, counts: [] as SessionCounts[] };
   await streamTo(participantsFile, async (s) => {
     participants = await writeParticipants(s, o);
   });
   writeFileSync(dictFile, dataDictionary(format, { trials: basename(trialsFile), participants: basename(participantsFile) }));
-  return { rows, participants: participants.rows, files: [trialsFile, participantsFile, dictFile], exclusions: participants.exclusions };
+  const files = [trialsFile, participantsFile, dictFile];
+  if (format === 'csv') {
+    writeFileSync(packageFile, `${JSON.stringify(dataPackage({ trials: basename(trialsFile), participants: basename(participantsFile) }), null, 2)}\n`);
+    files.push(packageFile);
+  }
+  return { rows, participants: participants.rows, files, exclusions: participants.exclusions, counts: participants.counts };
 }

@@ -3,6 +3,8 @@ export { exportStudy, writeTrialsCsv, writeTrialsJsonl, writeParticipants, dataD
 export { csvCell, parseCsv, parseCsvRecords } from './csv.ts';
 export { TRIAL_COLUMNS, type Column } from './columns.ts';
 export { PARTICIPANT_COLUMNS, participantRows, type ParticipantRow } from './participants.ts';
+export { COUNT_DEFINITIONS, countSessions, formatCounts, type SessionCounts } from './exclusions.ts';
+export { studySessionCounts } from './participants.ts';
 export { decide, ExclusionTally, RULES, type ExclusionConfig, type ExclusionDecision, type ExclusionSummary, type ParticipantFacts } from './exclusions.ts';
 export { loadLegibleExport, type Dataset } from './dataset.ts';
 export { loadMapped, loadMapping, parseMapping, Mapping } from './mapping.ts';

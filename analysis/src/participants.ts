@@ -3,11 +3,13 @@
 // trials). Like the trial table, every column is defined once here, with its type, unit and
 // description, and the data dictionary is written from these definitions.
 import type Database from 'better-sqlite3';
-import { decide, RULES, type ExclusionConfig, type ExclusionDecision, type ExclusionOptions, type ParticipantFacts } from './exclusions.ts';
+import { FACTORS } from '@legible/studies';
+import { countSessions, decide, RULES, type ExclusionConfig, type ExclusionDecision, type ExclusionOptions, type ParticipantFacts, type RuleId, type SessionCounts } from './exclusions.ts';
 
 export interface ParticipantRow extends ParticipantFacts {
   study: string;
   mode: string;
+  /** The session's between-participant levels as the server stores them (JSON, e.g. {"basis":"nmf"}). */
   condition: string;
   seed: number | null;
   status: string;
@@ -54,7 +56,14 @@ export const PARTICIPANT_COLUMNS: ParticipantColumn[] = [
   { name: 'mode', type: 'text', description: '`pilot` or `live` (the study mode when the session started).', value: (r) => r.mode },
   { name: 'session', type: 'text', description: 'Session id (the `session` column of trials.csv).', value: (r) => r.session },
   { name: 'participant', type: 'text', description: 'Pseudonymous participant id (as in trials.csv).', value: (r) => r.participant },
-  { name: 'condition', type: 'text', description: 'Between-participant levels as `factor=level;…` (empty when none).', value: (r) => r.condition },
+  ...FACTORS.map(
+    (f): ParticipantColumn => ({
+      name: `condition_${f}`,
+      type: 'text',
+      description: `Level of the between-participant factor \`${f}\` assigned to this session (empty when ${f} varies within participants).`,
+      value: (r) => levelOf(r.condition, f),
+    }),
+  ),
   { name: 'seed', type: 'integer', description: 'Seed of the participant\'s randomisation.', value: (r) => r.seed },
   { name: 'status', type: 'text', description: 'Session status at export: `active`, `finished` or `released`.', value: (r) => r.status },
   { name: 'outcome', type: 'text', description: 'Outcome decided by the server at finish: `completed` or `failed_checks` (empty while unfinished).', value: (r) => r.outcome },
@@ -273,7 +282,7 @@ export function* participantRows(
       mode: s.mode,
       session: s.id,
       participant: s.participant,
-      condition: formatLevels(s.condition),
+      condition: s.condition ?? '',
       seed: s.seed,
       status: s.status,
       outcome: s.outcome ?? '',
@@ -318,15 +327,30 @@ export function* participantRows(
   }
 }
 
-function formatLevels(value: string): string {
-  if (!value) return '';
+/** The level of one factor in a session's condition (JSON such as {"basis":"nmf"}), or null. */
+function levelOf(condition: string, factor: string): string | null {
+  if (!condition) return null;
   try {
-    const levels = JSON.parse(value) as Record<string, string>;
-    return Object.keys(levels)
-      .sort()
-      .map((k) => `${k}=${levels[k]}`)
-      .join(';');
+    const levels = JSON.parse(condition) as Record<string, unknown>;
+    return typeof levels[factor] === 'string' ? (levels[factor] as string) : null;
   } catch {
-    return value;
+    return null;
   }
+}
+
+/**
+ * The session counts of a study straight from the database, per mode (COUNT_DEFINITIONS), and
+ * the study-file rules each session breaks: what the dashboard shows, computed by the same rows
+ * and rules as participants.csv.
+ */
+export function studySessionCounts(db: Database.Database, study: string, rules: ExclusionConfig, opts: ExclusionOptions = {}): { counts: Map<string, SessionCounts>; broken: Map<string, RuleId[]> } {
+  const byMode = new Map<string, { decision: ExclusionDecision; mainTrials: number }[]>();
+  const broken = new Map<string, RuleId[]>();
+  for (const { row, decision } of participantRows(db, study, rules, opts)) {
+    const list = byMode.get(row.mode) ?? [];
+    list.push({ decision: decision!, mainTrials: row.main_trials });
+    byMode.set(row.mode, list);
+    broken.set(row.session, RULES.filter((r) => r.id !== 'incomplete' && decision!.rules[r.id].excluded).map((r) => r.id));
+  }
+  return { counts: new Map([...byMode].map(([mode, list]) => [mode, countSessions(mode, list)])), broken };
 }

@@ -92,6 +92,7 @@ export class Table implements Frame {
       for (let k = 0; k < rows.length; k++) codes[k] = col.codes[rows[k]];
       t.cols.set(name, { codes, levels: col.levels, at: col.at });
     }
+    t.orders = new Map(this.orders);
     return t;
   }
 

@@ -168,7 +168,7 @@ test('legible export writes trials, participants (with exclusion flags) and a di
 
 test('legible analyze applies the rules, reports each rule, and finds the simulated basis effect', async () => {
   const out = join(tmp, 'analysis');
-  result = await analyze({ input: join(tmp, 'export', 'trials.csv'), out, boot: 500, permutations: 2000, power: { sims: 8, ns: [6, 12] } });
+  result = await analyze({ input: join(tmp, 'export', 'trials.csv'), out, boot: 500, permutations: 2000, power: { sims: 8, ns: [6, 12], postHoc: true } });
   const byRule = new Map(result.exclusions.rules.map((r) => [r.id, r]));
   for (const id of ['incomplete', 'catch_accuracy', 'total_time', 'distinct_responses'] as const) {
     const want = sent.filter((s) => expectedExclusions(s).includes(id)).length;
@@ -201,7 +201,7 @@ test('legible analyze applies the rules, reports each rule, and finds the simula
   assert.deepEqual(fit.xNames, ['(Intercept)', 'basisnmf', 'layerblock3', 'basisnmf:layerblock3']);
   assert.ok(fit.converged);
   assert.equal(result.glmm!.lrt.length, 1, 'the interaction is tested');
-  assert.ok(result.kruskal && result.kruskal.pairwise.length === 6);
+  assert.ok(result.rankTest && result.rankTest.test === 'kruskal-wallis' && result.rankTest.pairwise.length === 6, 'features are nested in basis × layer: independent samples');
   assert.ok(result.permutation.some((p) => p.factor === 'basis' && p.within === 'layer = block2'));
   assert.equal(result.power!.rows.length, 2);
 
@@ -227,7 +227,7 @@ test('legible analyze <study> reads the database itself (the CLI path)', () => {
   mkdirSync(out);
   const run = spawnSync(process.execPath, [join(root, 'bin/legible.mjs'), 'analyze', 'demo', '--db', dbFile, '--out', out, '--no-power', '--boot', '200', '--permutations', '500'], { encoding: 'utf8' });
   assert.equal(run.status, 0, run.stderr);
-  assert.match(run.stdout, /participants \(\d+ of 18 sessions excluded\)/);
+  assert.match(run.stdout, /^pilot: 18 sessions — \d+ did not finish, \d+ excluded by the study's rules, \d+ excluded, \d+ analysed\n/);
   assert.ok(existsSync(join(out, 'data', 'participants.csv')), 'the export is kept beside the analysis');
   assert.ok(existsSync(join(out, 'report.html')));
   const again = JSON.parse(readFileSync(join(out, 'results.json'), 'utf8'));

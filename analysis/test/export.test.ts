@@ -52,7 +52,10 @@ test('memory does not grow with the trials: 200k trials under a 64 MB heap, RSS 
 test('a folder gets trials, participants and the dictionary; the CSV reads back to the database\'s values', async () => {
   const out = join(tmp, 'folder');
   const res = await exportStudy(out, { db: small.file, study: 'bench', exclusions: { repeat_participation: true, practice_pass_required: false, catch_accuracy_min: 0.9 } });
-  assert.deepEqual(res.files.map((f) => f.slice(out.length + 1)), ['trials.csv', 'participants.csv', 'data-dictionary.md']);
+  assert.deepEqual(res.files.map((f) => f.slice(out.length + 1)), ['trials.csv', 'participants.csv', 'data-dictionary.md', 'datapackage.json']);
+  const pkg = JSON.parse(readFileSync(join(out, 'datapackage.json'), 'utf8'));
+  assert.deepEqual(pkg.resources[0].schema.fields.map((f: { name: string }) => f.name), TRIAL_COLUMNS.map((c) => c.name));
+  assert.deepEqual(pkg.resources[1].schema.fields.map((f: { name: string }) => f.name), PARTICIPANT_COLUMNS.map((c) => c.name));
   const t = readTable(join(out, 'trials.csv'));
   assert.deepEqual(t.names(), TRIAL_COLUMNS.map((c) => c.name));
   const db = new Database(small.file, { readonly: true });

@@ -204,7 +204,7 @@ test('the command line reads the same file through --mapping', () => {
   });
   assert.equal(r.status, 0, r.stderr);
   const excluded = [...truth].filter(([session, t]) => expectedRules(t, session).length > 0).length;
-  assert.match(r.stdout, new RegExp(`^${people.length - excluded} participants \\(${excluded} of ${people.length} sessions excluded\\)`));
+  assert.match(r.stdout, new RegExp(`^imported: ${people.length} sessions — 0 did not finish, ${excluded} excluded by the study's rules, ${excluded} excluded, ${people.length - excluded} analysed\n${people.length - excluded} participants,`));
 });
 
 test('mapping mistakes are reported with the field and the fix', () => {

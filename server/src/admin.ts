@@ -2,7 +2,7 @@
 // and unit, completion and exclusion counts, median completion time and the implied hourly pay,
 // the participant list, and the audit log of admin actions. HTTP-free: app.ts maps it onto routes.
 import type Database from 'better-sqlite3';
-import type { Study } from '@legible/studies';
+import { countSessions, studySessionCounts, type SessionCounts } from '@legible/analysis';
 import { unitKey } from './assign.ts';
 import type { AdminTokenRow, AuditRow, LegibleDb, Mode } from './db.ts';
 import { practiceLayout } from './practice.ts';
@@ -56,7 +56,7 @@ export interface ParticipantRow {
   distinct_buttons: number;
   practice: { passed: boolean | null; rounds: number | null };
   events: number;
-  /** Exclusion rules of the study file this session breaks (finished sessions only). */
+  /** Exclusion rules of the study file this session breaks (as participants.csv: every rule, finished or not). */
   excluded_by: string[];
   /** Only with ?identities=1: the recruitment ids, for payment. */
   identity?: { prolific_pid: string | null; prolific_study_id: string | null; prolific_session_id: string | null; external_id: string | null };
@@ -95,7 +95,8 @@ export interface StudyProgress {
   responses_per_feature: number;
   conditions: ConditionProgress[];
   sessions: { total: number; active: number; leased: number; finished: number; completed: number; failed_checks: number };
-  exclusions: { excluded: number; by_rule: Record<string, number>; not_evaluated: string[] };
+  /** excluded = counts.excluded_by_rules; counts: the session counts as `legible export` and `legible analyze` define them. */
+  exclusions: { excluded: number; by_rule: Record<string, number>; not_evaluated: string[]; counts: SessionCounts };
   median_completion_minutes: number | null;
   reward: { amount: number; currency: string } | null;
   /** reward / median completion time, per hour. */
@@ -129,21 +130,6 @@ function median(xs: number[]): number | null {
 
 const durationS = (s: { created_at: string; finished_at: string | null }) =>
   s.finished_at === null ? null : (Date.parse(s.finished_at) - Date.parse(s.created_at)) / 1000;
-
-/** The study file's exclusion rules a finished session breaks (the analysis applies the same rules to the CSV). */
-export function exclusionsOf(study: Study, s: SessionStats): string[] {
-  if (s.status !== 'finished') return [];
-  const x = study.exclusions;
-  const out: string[] = [];
-  if (x.catch_accuracy_min !== undefined && s.catch_n > 0 && s.catch_correct / s.catch_n < x.catch_accuracy_min) out.push('catch_accuracy');
-  const d = durationS(s);
-  if (d !== null && x.total_time_s && ((x.total_time_s.min !== undefined && d < x.total_time_s.min) || (x.total_time_s.max !== undefined && d > x.total_time_s.max))) {
-    out.push('total_time');
-  }
-  if (x.min_distinct_responses !== undefined && s.buttons < x.min_distinct_responses) out.push('distinct_responses');
-  if (x.practice_pass_required && s.practice_passed === 0) out.push('practice');
-  return out;
-}
 
 export interface AdminActor {
   token: AdminTokenRow;
@@ -257,15 +243,9 @@ export class AdminService {
     });
 
     const finished = sessions.filter((s) => s.status === 'finished');
-    const by_rule: Record<string, number> = {};
-    let excluded = 0;
-    for (const s of finished) {
-      const rules = exclusionsOf(study, s);
-      if (rules.length) excluded++;
-      for (const r of rules) by_rule[r] = (by_rule[r] ?? 0) + 1;
-    }
+    // The same rows and rules as participants.csv and `legible analyze` (analysis/src/participants.ts).
+    const counts = studySessionCounts(this.db.sqlite, id, study.exclusions).counts.get(counted) ?? countSessions(counted, []);
     const not_evaluated: string[] = [];
-    if (study.exclusions.instruction_time_s_min !== undefined) not_evaluated.push('instruction_time_s_min (the server does not see instruction time)');
     const medianS = median(finished.map((s) => durationS(s)!).filter((d) => d >= 0));
     const reward = study.recruitment.reward ?? null;
     return {
@@ -284,7 +264,7 @@ export class AdminService {
         completed: finished.filter((s) => s.outcome === 'completed').length,
         failed_checks: finished.filter((s) => s.outcome === 'failed_checks').length,
       },
-      exclusions: { excluded, by_rule, not_evaluated },
+      exclusions: { excluded: counts.excluded_by_rules, by_rule: counts.by_rule, not_evaluated, counts },
       median_completion_minutes: medianS === null ? null : Math.round((medianS / 60) * 100) / 100,
       reward,
       hourly_pay: reward && medianS !== null && medianS > 0 ? Math.round(((reward.amount * 3600) / medianS) * 100) / 100 : null,
@@ -308,6 +288,7 @@ export class AdminService {
     const entry: StudyEntry | undefined = this.registry.get(id);
     const nowIso = this.now().toISOString();
     const identities = withIdentities ? new Map(this.identitiesQuery.all(id).map((r) => [r.participant, r])) : undefined;
+    const broken = entry ? studySessionCounts(this.db.sqlite, id, entry.study.exclusions).broken : undefined;
     return this.statsQuery.all(id).map((s) => {
       let required = s.n_trials;
       if (s.practice_rounds !== null) {
@@ -332,7 +313,7 @@ export class AdminService {
         distinct_buttons: s.buttons,
         practice: { passed: s.practice_passed === null ? null : s.practice_passed === 1, rounds: s.practice_rounds },
         events: s.events,
-        excluded_by: entry ? exclusionsOf(entry.study, s) : [],
+        excluded_by: broken?.get(s.id) ?? [],
       };
       if (identities) {
         const i = identities.get(s.participant);

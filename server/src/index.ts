@@ -6,6 +6,6 @@ export { loadRegistry, Registry, studyEntry, readManifest, type StudyEntry, type
 export { assignTasks, makePlan, tallyLoad, conditionKey, unitKey, practiceRoundsOf, type Task, type Load, type Plan, type Condition } from './assign.ts';
 export { practiceState, practiceLayout, roundSummaryFor, type PracticeState, type RoundSummary } from './practice.ts';
 export { LoadTracker } from './balance.ts';
-export { AdminService, exclusionsOf, type StudyProgress, type ParticipantRow } from './admin.ts';
+export { AdminService, type StudyProgress, type ParticipantRow } from './admin.ts';
 export { backupDatabase, type BackupResult } from './backup.ts';
 export { SessionService, HttpError } from './sessions.ts';

@@ -293,6 +293,19 @@ export const Study = z
     contribution: Contribution.optional().describe('Decision contribution: the drop in the correct class\'s logit and in accuracy when a feature is removed (default: 500 images).'),
     design: Design,
     exclusions: Exclusions.prefault({}),
+    analysis: z
+      .strictObject({
+        power: z
+          .strictObject({
+            effect: z.number().describe('The effect the study is meant to detect, in log-odds (e.g. 0.5 ≈ odds ratio 1.65): from a pilot, earlier work or the smallest effect of interest.'),
+            coefficient: z.string().optional().describe('The model coefficient it applies to (default: the basis term, e.g. basisnmf).'),
+            source: z.string().optional().describe('Where the effect comes from (e.g. "pilot, 12 participants, 2026-05"): printed beside the power curve.'),
+          })
+          .optional()
+          .describe('Prospective power for `legible analyze`.'),
+      })
+      .optional()
+      .describe('Settings of `legible analyze`.'),
     recruitment: Recruitment.prefault({}),
     text: Text,
   })

@@ -14,6 +14,8 @@ export interface Figure {
 }
 
 const pct = (v: number) => `${Math.round(v * 100)}%`;
+/** Narrow figures (one or two conditions) get this width, so that every figure is drawn at the same scale. */
+const MIN_WIDTH = 560;
 
 /** How the condition factors map onto a plot: colour (series), x position, facets. */
 interface Layout {
@@ -73,26 +75,24 @@ export function accuracyFigure(cells: CellAccuracy[], factors: string[], levels:
   const lay = layout(factors, levels);
   const panelW = Math.max(lay.facet ? 300 : 460, 110 * lay.xLevels.length + 100);
   const left = 78;
-  const top = lay.facet ? 84 : 70;
   const plotH = 320;
   const width = Math.max(560, left + panelW * lay.facetLevels.length + 20);
-  const height = top + plotH + 96;
   const title = `Accuracy by ${lay.x ?? 'condition'}${lay.series ? ` and ${lay.series}` : ''}`;
   const fixed = constants(factors, levels);
-  const svg = new Svg(width, height, title);
-  const lo = Math.min(0.5, ...cells.flatMap((c) => [c.ciParticipants[0], c.ciUnits[0]]).filter(Number.isFinite));
-  const hi = Math.max(...cells.flatMap((c) => [c.ciParticipants[1], c.ciUnits[1]]).filter(Number.isFinite), 0.6);
-  const y0 = Math.max(0, Math.floor(lo * 10 - 0.5) / 10);
-  const y1 = Math.min(1, Math.ceil(hi * 10 + 0.2) / 10);
-  const y = linear(y0, y1, top + plotH, top);
+  const svg = new Svg(width, 0, title);
   svg.text(left, 22, title, { size: 16, weight: 'bold' });
   if (fixed) svg.text(width - 20, 22, fixed, { size: 11, anchor: 'end', fill: '#555' });
-  legend(
-    svg,
-    left,
-    46,
-    lay.series ? lay.seriesLevels.map((l, i) => ({ label: `${lay.series} = ${l}`, color: PALETTE[i % PALETTE.length] })) : [{ label: 'all trials', color: PALETTE[0] }],
-  );
+  const legendH = legend(svg, left, 46, [
+    ...(lay.series ? lay.seriesLevels.map((l, i) => ({ label: `${lay.series} = ${l}`, color: PALETTE[i % PALETTE.length] })) : []),
+    { label: 'one participant', color: '#999', hollow: true },
+  ]);
+  const top = 46 + legendH + (lay.facet ? 24 : 10);
+  const height = top + plotH + (lay.x ? 96 : 66);
+  svg.height = height;
+  const values = cells.flatMap((c) => [...c.participantAccuracies, c.participantMean - c.participantHalfWidth]).filter(Number.isFinite);
+  const y0 = Math.max(0, Math.min(0.4, Math.floor(Math.min(...values, 0.5) * 10 - 0.2) / 10));
+  const y1 = 1;
+  const y = linear(y0, y1, top + plotH, top);
   lay.facetLevels.forEach((facet, fi) => {
     const x0 = left + fi * panelW;
     const x1 = x0 + panelW - 30;
@@ -102,9 +102,10 @@ export function accuracyFigure(cells: CellAccuracy[], factors: string[], levels:
     svg.text(x1, y(0.5) - 5, 'chance', { anchor: 'end', size: 10, fill: '#777' });
     if (lay.facet) svg.text((x0 + x1) / 2, top - 10, `${lay.facet} = ${facet}`, { anchor: 'middle', size: 12, weight: 'bold' });
     const xs = linear(-0.5, lay.xLevels.length - 0.5, x0, x1);
-    lay.xLevels.forEach((xl, xi) => svg.text(xs(xi), top + plotH + 20, xl || 'all', { anchor: 'middle', size: 12 }));
+    // A design with one condition has no x axis to label.
+    if (lay.x) lay.xLevels.forEach((xl, xi) => svg.text(xs(xi), top + plotH + 20, xl, { anchor: 'middle', size: 12 }));
     if (fi === 0 && lay.x) svg.text((left + x1) / 2, top + plotH + 42, lay.x, { anchor: 'middle', size: 12 });
-    const dodge = Math.min(16, (panelW / Math.max(1, lay.xLevels.length)) / (lay.seriesLevels.length + 1));
+    const dodge = Math.min(40, panelW / Math.max(1, lay.xLevels.length) / (lay.seriesLevels.length + 1));
     lay.seriesLevels.forEach((sl, si) => {
       const color = PALETTE[si % PALETTE.length];
       const off = (si - (lay.seriesLevels.length - 1) / 2) * dodge;
@@ -113,24 +114,28 @@ export function accuracyFigure(cells: CellAccuracy[], factors: string[], levels:
         const c = cells.find((cc) => at(factors, cc.levels, lay.facet) === facet && at(factors, cc.levels, lay.x) === xl && at(factors, cc.levels, lay.series) === sl);
         if (!c) return;
         const px = xs(xi) + off;
-        // Thick translucent bar: participants' bootstrap CI; thin capped line: units'.
-        svg.line(px - 3, y(c.ciParticipants[0]), px - 3, y(c.ciParticipants[1]), color, 5, ' stroke-opacity="0.35"');
-        svg.line(px + 3, y(c.ciUnits[0]), px + 3, y(c.ciUnits[1]), color, 1.5);
-        svg.line(px, y(c.ciUnits[0]), px + 6, y(c.ciUnits[0]), color, 1.5);
-        svg.line(px, y(c.ciUnits[1]), px + 6, y(c.ciUnits[1]), color, 1.5);
-        points.push([px, y(c.accuracy)]);
+        // One hollow dot per participant, jittered sideways; the mean with its participant-level interval.
+        c.participantAccuracies.forEach((a, k) => svg.circle(px + jitter(k * 7 + xi * 131 + si * 17) * dodge * 0.3, y(a), 2.6, 'none', ` stroke="${color}" stroke-opacity="0.55" stroke-width="1.2" class="participant"`));
+        const lo = Math.max(0, c.participantMean - c.participantHalfWidth);
+        const hi = Math.min(1, c.participantMean + c.participantHalfWidth);
+        if (Number.isFinite(c.participantHalfWidth)) {
+          svg.line(px, y(lo), px, y(hi), color, 2);
+          svg.line(px - 6, y(lo), px + 6, y(lo), color, 2);
+          svg.line(px - 6, y(hi), px + 6, y(hi), color, 2);
+        }
+        points.push([px, y(c.participantMean)]);
       });
       if (points.length > 1) svg.polyline(points, color, 2);
-      for (const [px, py] of points) svg.circle(px, py, 5, color, ' stroke="#fff" stroke-width="1.5"');
+      for (const [px, py] of points) svg.circle(px, py, 5.5, color, ' stroke="#fff" stroke-width="1.5" class="mean"');
     });
   });
-  svg.text(left, height - 26, 'Points: proportion correct on main trials. 95% bootstrap intervals:', { size: 11, fill: '#555' });
-  svg.text(left, height - 10, 'thick translucent bar resamples participants, thin capped bar resamples features.', { size: 11, fill: '#555' });
+  svg.text(left, height - 26, 'Filled points: mean of the participants\' accuracies, with its 95% interval (± 1.96·SD/√N);', { size: 11, fill: '#555' });
+  svg.text(left, height - 10, 'hollow dots: one participant each (jittered sideways). Dashed line: chance.', { size: 11, fill: '#555' });
   return {
     name: 'accuracy-by-layer',
     title,
     caption:
-      'Proportion of correct answers on main trials per condition, with 95% percentile bootstrap intervals resampling participants (thick, translucent) and, separately, features (thin, capped). The dashed line is chance (50%).',
+      'Proportion of correct main trials per condition: each hollow dot is one participant (jittered sideways), the filled point is the mean over participants with its participant-level 95% interval (mean ± 1.96·SD/√N). The dashed line is chance (50%). Bootstrap intervals (participants, features) are in the table below.',
     svg: svg.toString(),
   };
 }
@@ -142,15 +147,16 @@ export function unitFigure(units: UnitAccuracy[], cells: CellAccuracy[], factors
   const top = 64;
   const plotH = 280;
   const slot = slotWidth(ordered, factors, levels);
-  const width = left + slot * ordered.length + 30;
+  const width = Math.max(MIN_WIDTH, left + slot * ordered.length + 30);
   const height = top + plotH + 74;
-  const title = "Accuracy of each feature";
+  const title = 'Accuracy of each feature';
   const svg = new Svg(width, height, title);
   svg.text(left, 22, title, { size: 16, weight: 'bold' });
   if (lay.series) legend(svg, left, 40, lay.seriesLevels.map((l, i) => ({ label: `${lay.series} = ${l}`, color: PALETTE[i % PALETTE.length] })));
   const y = linear(0, 1, top + plotH, top);
-  yAxis(svg, y, ticks(0, 1, 5), left, width - 20, pct, 'Proportion correct (per feature)', 18);
-  svg.line(left, y(0.5), width - 20, y(0.5), '#888', 1, ' stroke-dasharray="5 4"');
+  const right = left + slot * ordered.length + 10;
+  yAxis(svg, y, ticks(0, 1, 5), left, right, pct, 'Proportion correct (per feature)', 18);
+  svg.line(left, y(0.5), right, y(0.5), '#888', 1, ' stroke-dasharray="5 4"');
   ordered.forEach((c, k) => {
     const cx = left + slot * (k + 0.5);
     const color = PALETTE[Math.max(0, lay.seriesLevels.indexOf(at(factors, c.levels, lay.series))) % PALETTE.length];
@@ -167,9 +173,8 @@ export function unitFigure(units: UnitAccuracy[], cells: CellAccuracy[], factors
     }
     vals.forEach((v, i) => svg.circle(cx + jitter(i + k * 101) * slot * 0.22, y(v), 3, color, ' fill-opacity="0.75"'));
     const vl = varyingLevels(c.levels, factors, levels);
-    const lines = vl.length ? vl : ['all'];
-    lines.slice(0, 3).forEach((l, li) => svg.text(cx, top + plotH + 18 + li * 14, l, { anchor: 'middle', size: 11 }));
-    svg.text(cx, top + plotH + 18 + Math.min(3, lines.length) * 14, `n=${vals.length}`, { anchor: 'middle', size: 10, fill: '#777' });
+    vl.slice(0, 3).forEach((l, li) => svg.text(cx, top + plotH + 18 + li * 14, l, { anchor: 'middle', size: 11 }));
+    svg.text(cx, top + plotH + 18 + Math.min(3, vl.length) * 14, `n=${vals.length}`, { anchor: 'middle', size: 10, fill: '#777' });
   });
   return {
     name: 'feature-accuracy',
@@ -226,22 +231,24 @@ export function confidenceFigure(resp: CellResponses[], factors: string[], level
   const lay = layout(factors, levels);
   const ordered = orderCells(resp, factors, lay);
   const left = 70;
-  const top = 64;
   const plotH = 240;
   const slot = slotWidth(ordered, factors, levels);
-  const width = left + slot * ordered.length + 30;
-  const height = top + plotH + 74;
+  const width = Math.max(MIN_WIDTH, left + slot * ordered.length + 30);
   const title = 'Confidence by condition';
-  const svg = new Svg(width, height, title);
+  const svg = new Svg(width, 0, title);
   svg.text(left, 22, title, { size: 16, weight: 'bold' });
   const shades = ['#c6dbef', '#6baed6', '#08519c'];
-  legend(svg, left, 40, [
+  const legendH = legend(svg, left, 40, [
     { label: '1 guessing', color: shades[0] },
     { label: '2 fairly sure', color: shades[1] },
     { label: '3 very sure', color: shades[2] },
   ]);
+  // The "mean …" labels sit above the bars' tops (up to 100%): room for them below the legend.
+  const top = 40 + legendH + 18;
+  const height = top + plotH + 74;
+  svg.height = height;
   const y = linear(0, 1, top + plotH, top);
-  yAxis(svg, y, ticks(0, 1, 5), left, width - 20, pct, 'Share of answers', 18);
+  yAxis(svg, y, ticks(0, 1, 5), left, left + slot * ordered.length + 10, pct, 'Share of answers', 18);
   ordered.forEach((r, k) => {
     const cx = left + slot * (k + 0.5);
     let acc = 0;
@@ -295,14 +302,14 @@ export function exclusionFigure(ex: ExclusionSummary): Figure {
   };
 }
 
-export function powerFigure(p: PowerResult): Figure {
+export function powerFigure(p: PowerResult, postHoc = false): Figure {
   const left = 70;
   const top = 50;
   const plotW = 520;
   const plotH = 260;
   const width = left + plotW + 40;
   const height = top + plotH + 60;
-  const title = `Power for ${p.coefficient} = ${p.effect.toFixed(2)} (logit), α = ${p.alpha}`;
+  const title = `${postHoc ? 'Post hoc power (observed effect)' : 'Power'} for ${p.coefficient} = ${p.effect.toFixed(2)} (logit), α = ${p.alpha}`;
   const svg = new Svg(width, height, title);
   svg.text(left, 22, title, { size: 16, weight: 'bold' });
   const ns = p.rows.map((r) => r.n);
@@ -323,7 +330,9 @@ export function powerFigure(p: PowerResult): Figure {
   return {
     name: 'power',
     title,
-    caption: `Share of ${p.sims} simulated studies per sample size in which the Wald test of ${p.coefficient} was significant, with ±1.96 Monte-Carlo standard errors.`,
+    caption: `Share of ${p.sims} simulated studies per sample size in which the Wald test of ${p.coefficient} was significant, with ±1.96 Monte-Carlo standard errors.${
+      postHoc ? ' Post hoc: simulated with this data\'s own estimate, so it restates the p-value; not a basis for planning.' : ''
+    }`,
     svg: svg.toString(),
   };
 }

@@ -2,11 +2,11 @@
 // embedded as data: URIs — it makes no request of its own), plus every figure as SVG and PNG
 // (sharp renders the SVG through librsvg) under figures/.
 import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
-import { join } from 'node:path';
+import { basename, join } from 'node:path';
 import sharp from 'sharp';
 import type { LoadedStudy } from '@legible/studies';
 import type { AnalysisResult } from '../analyze.ts';
-import { RULES } from '../exclusions.ts';
+import { formatCounts, RULES } from '../exclusions.ts';
 import { accuracyFigure, confidenceFigure, exclusionFigure, powerFigure, rtFigure, unitFigure, type Figure } from './figures.ts';
 import { esc } from './svg.ts';
 
@@ -30,7 +30,7 @@ interface GalleryItem {
 }
 
 /** Best and worst features with their reference grids, read from the study's build folder. */
-async function gallery(r: AnalysisResult, loaded: LoadedStudy | null, k = 5): Promise<{ best: GalleryItem[]; worst: GalleryItem[]; note: string }> {
+async function gallery(r: AnalysisResult, loaded: LoadedStudy | null, k = 5): Promise<{ best: GalleryItem[]; worst: GalleryItem[]; note: string; images: boolean; tieBest: string; tieWorst: string }> {
   // Pool each feature over the cells it appears in; features with few trials are left out.
   const byFeature = new Map<string, { k: number; n: number; levels: string }>();
   for (const u of r.units) {
@@ -57,7 +57,9 @@ async function gallery(r: AnalysisResult, loaded: LoadedStudy | null, k = 5): Pr
     }
   } else {
     assets = new Map();
-    note = loaded ? `No stimuli manifest at ${manifestFile}: build the stimuli (legible stimuli) to see the references here.` : 'No study file, so no reference images.';
+    note = loaded
+      ? `Features with at least ${minTrials} main trials (half the median). No stimuli manifest (build/manifest.json of study ${loaded.study.id}): build the stimuli (legible stimuli) to see the references here.`
+      : `Features with at least ${minTrials} main trials (half the median). No study file, so no reference images.`;
   }
   const image = async (path: string | undefined): Promise<string | null> => {
     if (!path || !loaded) return null;
@@ -72,8 +74,19 @@ async function gallery(r: AnalysisResult, loaded: LoadedStudy | null, k = 5): Pr
   };
   const n = Math.min(k, Math.floor(ranked.length / 2));
   const best = await Promise.all(ranked.slice(0, n).map(item));
-  const worst = await Promise.all(ranked.slice(-n).reverse().map(item));
-  return { best, worst, note };
+  const worstRanked = ranked.slice().sort((a, b) => a.accuracy - b.accuracy || a.feature.localeCompare(b.feature));
+  const worst = await Promise.all(worstRanked.slice(0, n).map(item));
+  // Features tied with the last one shown: which of them are shown is by id, not by ease.
+  const tie = (list: typeof ranked, shown: number, what: string) => {
+    if (shown === 0) return '';
+    const edge = list[shown - 1].accuracy;
+    const tied = list.filter((f) => f.accuracy === edge).length;
+    const shownTied = list.slice(0, shown).filter((f) => f.accuracy === edge).length;
+    if (tied <= shownTied) return '';
+    return `${tied} features tie at ${(edge * 100).toFixed(1)}% correct: none of them is ${what} than the others; ${shownTied} of them ${shownTied === 1 ? 'is' : 'are'} shown, in id order.`;
+  };
+  const images = [...best, ...worst].some((it) => it.min || it.max);
+  return { best, worst, note, images, tieBest: tie(ranked, n, 'easier'), tieWorst: tie(worstRanked, n, 'harder') };
 }
 
 const CSS = `
@@ -82,7 +95,7 @@ h1{font-size:1.6em;margin-bottom:.2em}h2{margin-top:2em;border-bottom:2px solid 
 .meta{color:#555;font-size:.92em}.summary{background:#f3f7fb;border-left:4px solid #0072B2;padding:.8em 1.2em;margin:1.2em 0}
 table{border-collapse:collapse;margin:.8em 0;font-size:.9em}th,td{border-bottom:1px solid #ddd;padding:.3em .7em;text-align:right}
 th{background:#f4f4f4}td:first-child,th:first-child{text-align:left}
-figure{margin:1.2em 0}figcaption{color:#444;font-size:.9em;max-width:900px}figure svg{width:min(100%,860px);height:auto}
+figure{margin:1.2em 0}figcaption{color:#444;font-size:.9em;max-width:900px}figure svg{max-width:100%;height:auto}
 .gallery{display:grid;grid-template-columns:repeat(auto-fill,minmax(320px,1fr));gap:1em}
 .card{border:1px solid #ddd;border-radius:6px;padding:.6em}.card img{width:48%;image-rendering:pixelated;border:1px solid #eee}
 .card .refs{display:flex;justify-content:space-between}.card .cap{font-size:.85em;color:#444}
@@ -100,7 +113,7 @@ export async function writeReport(out: string, r: AnalysisResult, loaded: Loaded
     confidenceFigure(r.responses, r.factors, levels),
     exclusionFigure(r.exclusions),
   ];
-  if (r.power) figures.push(powerFigure(r.power));
+  if (r.power) figures.push(powerFigure(r.power, r.powerEffect?.kind === 'post-hoc'));
   const files: string[] = [];
   for (const f of figures) {
     const svgFile = join(figDir, `${f.name}.svg`);
@@ -127,7 +140,7 @@ export async function writeReport(out: string, r: AnalysisResult, loaded: Loaded
   const lrtLines = glmm?.lrt.map((t) => `dropping <code>${esc(t.dropped)}</code>: χ²(${t.df}) = ${fx(t.chisq, 2)}, p = ${pval(t.p)}`) ?? [];
 
   const cellsTable = table(
-    [...r.factors, 'trials', 'participants', 'features', 'accuracy', '95% CI (participants)', '95% CI (features)', 'mean ± 1.96·SD/√N (participants)', 'mean over features'],
+    [...r.factors, 'trials', 'participants', 'features', 'accuracy', '95% CI (participants)', '95% CI (features)', 'mean ± SD (participants)', 'mean ± 1.96·SD/√N (participants)', 'mean over features'],
     r.cells.map((c) => [
       ...c.levels.map(esc),
       c.trials,
@@ -136,6 +149,7 @@ export async function writeReport(out: string, r: AnalysisResult, loaded: Loaded
       pct(c.accuracy),
       `${pct(c.ciParticipants[0])} – ${pct(c.ciParticipants[1])}`,
       `${pct(c.ciUnits[0])} – ${pct(c.ciUnits[1])}`,
+      `${pct(c.participantMean)} ± ${pct(c.participantSd)}`,
       `${pct(c.participantMean)} ± ${pct(c.participantHalfWidth)}`,
       pct(c.unitMean),
     ]),
@@ -167,23 +181,40 @@ export async function writeReport(out: string, r: AnalysisResult, loaded: Loaded
       }`
     : `<p class="note">${esc(r.glmmError ?? 'No model fitted.')}</p>`;
 
-  const kw = r.kruskal;
-  const kwHtml = kw
-    ? `<p>Kruskal–Wallis over per-feature accuracies by ${esc(kw.by)}: H = ${fx(kw.H, 3)}, df = ${kw.df}, p = ${pval(kw.p)} (${kw.n} feature × condition accuracies; ties corrected).
-       Pairwise comparisons: Conover–Iman tests on the mean ranks (t with N − k df), Holm-adjusted.</p>
+  const rt = r.rankTest;
+  const testName = { 'wilcoxon-signed-rank': 'Wilcoxon signed-rank test', friedman: 'Friedman test', 'kruskal-wallis': 'Kruskal–Wallis test', none: 'No rank test' } as const;
+  const rankHtml = !rt
+    ? '<p>One condition only: nothing to compare.</p>'
+    : rt.test === 'none'
+      ? `<p><b>${testName.none} over all conditions</b>: ${esc(rt.reason)}.</p>`
+      : `<p><b>${testName[rt.test]}</b> over per-feature accuracies by ${esc(rt.by)}: ${rt.statisticName} = ${fx(rt.statistic, 3)}${rt.df !== null ? `, df = ${rt.df}` : ''}, p = ${pval(rt.p)} (${
+          rt.test === 'kruskal-wallis' ? `${rt.n} feature × condition accuracies` : `${rt.n} features`
+        }). <i>Why this test:</i> ${esc(rt.reason)}. ${rt.method ? `${esc(rt.method[0].toUpperCase() + rt.method.slice(1))}.` : ''}</p>
        ${table(
-         ['condition', 'features', 'median accuracy', 'mean rank'],
-         kw.groups.map((gr) => [esc(gr.label), gr.n, pct(gr.median), fx(gr.meanRank, 1)]),
+         ['condition', 'features', 'median accuracy', ...(rt.test === 'wilcoxon-signed-rank' ? [] : ['mean rank'])],
+         rt.groups.map((gr) => [esc(gr.label), gr.n, pct(gr.median), ...(rt.test === 'wilcoxon-signed-rank' ? [] : [fx(gr.meanRank, rt.test === 'friedman' ? 2 : 1)])]),
        )}
-       ${table(
-         ['comparison', 't', 'df', 'p', 'p (Holm)'],
-         kw.pairwise.map((pw) => [`${esc(pw.a)} vs ${esc(pw.b)}`, fx(pw.t, 3), pw.df, pval(pw.p), pval(pw.pHolm)]),
-       )}`
-    : '<p>One condition only: nothing to compare.</p>';
+       ${
+         rt.pairwise.length
+           ? table(
+               ['comparison', 't', 'df', 'p', 'p (Holm)'],
+               rt.pairwise.map((pw) => [`${esc(pw.a)} vs ${esc(pw.b)}`, fx(pw.t, 3), pw.df, pval(pw.p), pval(pw.pHolm)]),
+             )
+           : ''
+       }`;
   const permHtml = r.permutation.length
-    ? `<p>Permutation tests of the difference in mean per-feature accuracy (${r.permutation[0].permutations} permutations; labels shuffled within the levels of the other factors; Holm-adjusted within each factor).</p>${table(
-        ['factor', 'comparison', 'within', 'difference', 'features', 'p', 'p (Holm)'],
-        r.permutation.map((p) => [esc(p.factor), `${esc(p.a)} − ${esc(p.b)}`, esc(p.within || 'all (stratified)'), pct(p.difference), `${p.na} / ${p.nb}`, pval(p.p), pval(p.pHolm)]),
+    ? `<p>Permutation tests of the difference in mean per-feature accuracy (${r.permutation[0].permutations} permutations; Holm-adjusted within each factor). <i>Paired</i> where the same features were tested at both levels: each feature's two accuracies swap labels (a sign-flip test on its difference), so feature-to-feature variation cancels; <i>unpaired</i> where the levels have different features: labels are shuffled between features within the levels of the other factors.</p>${table(
+        ['factor', 'comparison', 'within', 'design', 'difference', 'features', 'p', 'p (Holm)'],
+        r.permutation.map((p) => [
+          esc(p.factor),
+          `${esc(p.a)} − ${esc(p.b)}`,
+          esc(p.within || 'all (stratified)'),
+          `${p.design}${p.unmatched ? ` (${p.unmatched} unmatched left out)` : ''}`,
+          pct(p.difference),
+          p.design === 'paired' ? `${p.na} pairs` : `${p.na} / ${p.nb}`,
+          pval(p.p),
+          pval(p.pHolm),
+        ]),
       )}`
     : '';
 
@@ -206,16 +237,19 @@ export async function writeReport(out: string, r: AnalysisResult, loaded: Loaded
   )}${overlapHtml}`;
 
   const card = (it: GalleryItem) =>
-    `<div class="card"><div class="refs">${it.min ? `<img src="${it.min}" alt="least activating references of ${esc(it.feature)}">` : '<span class="small">(no image)</span>'}${
-      it.max ? `<img src="${it.max}" alt="most activating references of ${esc(it.feature)}">` : ''
-    }</div><div class="cap"><b>${esc(it.feature)}</b> — ${pct(it.accuracy)} correct of ${it.trials} trials (${esc(it.levels)}). Left: least activating references; right: most activating.</div></div>`;
-  const galleryHtml = `<p class="small">${esc(g.note)}</p><h3>Easiest features</h3><div class="gallery">${g.best.map(card).join('')}</div><h3>Hardest features</h3><div class="gallery">${g.worst.map(card).join('')}</div>`;
+    g.images
+      ? `<div class="card"><div class="refs">${it.min ? `<img src="${it.min}" alt="least activating references of ${esc(it.feature)}">` : '<span class="small">(no image)</span>'}${
+          it.max ? `<img src="${it.max}" alt="most activating references of ${esc(it.feature)}">` : ''
+        }</div><div class="cap"><b>${esc(it.feature)}</b> — ${pct(it.accuracy)} correct of ${it.trials} trials (${esc(it.levels)}). Left: least activating references; right: most activating.</div></div>`
+      : `<div class="card"><div class="cap"><b>${esc(it.feature)}</b> — ${pct(it.accuracy)} correct of ${it.trials} trials${it.levels ? ` (${esc(it.levels)})` : ''}.</div></div>`;
+  const tieNote = (t: string) => (t ? `<p class="small">${esc(t)}</p>` : '');
+  const galleryHtml = `<p class="small">${esc(g.note)}</p><h3>Easiest features</h3>${tieNote(g.tieBest)}<div class="gallery">${g.best.map(card).join('')}</div><h3>Hardest features</h3>${tieNote(g.tieWorst)}<div class="gallery">${g.worst.map(card).join('')}</div>`;
 
   const powerHtml = r.power
     ? `${fig('power')}${table(
         ['participants', 'power', 'Monte-Carlo SE', 'fits', 'failed fits'],
         r.power.rows.map((row) => [row.n, pct(row.power), pct(row.se), row.fits, row.failures]),
-      )}<p>${esc(r.powerNote)} Method: ${esc(r.power.method)}.</p><p class="small">When power levels off as participants are added, the number of features, not of participants, limits the precision of this effect (a feature belongs to one basis and layer, so the feature-to-feature variance does not average out with more participants).</p>`
+      )}<p${r.powerEffect?.kind === 'post-hoc' ? ' class="note"' : ''}>${esc(r.powerNote)} Method: ${esc(r.power.method)}.</p><p class="small">When power levels off as participants are added, the number of features, not of participants, limits the precision of this effect (a feature belongs to one basis and layer, so the feature-to-feature variance does not average out with more participants).</p>`
     : `<p>${esc(r.powerNote)}</p>`;
 
   const html = `<!doctype html>
@@ -223,9 +257,9 @@ export async function writeReport(out: string, r: AnalysisResult, loaded: Loaded
 <title>${esc(title)} — legible report</title><style>${CSS}</style></head>
 <body>
 <h1>${esc(title)}</h1>
-<p class="meta">Study <code>${esc(r.study ?? '–')}</code> · data ${esc(r.source)} · ${esc(r.mode === 'all' ? 'all modes' : `${r.mode} data`)} · generated ${esc(r.generatedAt)} by <code>legible analyze</code></p>
+<p class="meta">Study <code>${esc(r.study ?? '–')}</code> · data ${esc(basename(r.source))} · ${esc(r.mode === 'all' && r.sessionCounts.mode === 'all' ? 'all modes' : `${r.sessionCounts.mode} data`)} · generated ${esc(r.generatedAt)} by <code>legible analyze</code></p>
 <div class="summary">
-<p><b>${r.counts.keptParticipants}</b> participants analysed (${ex.excluded} of ${ex.participants} sessions excluded), <b>${r.counts.mainTrials}</b> main trials on <b>${r.counts.features}</b> features.</p>
+<p><b>${r.counts.keptParticipants}</b> participants analysed, <b>${r.counts.mainTrials}</b> main trials on <b>${r.counts.features}</b> features. Sessions (as the data dictionary defines the counts) — ${esc(formatCounts(r.sessionCounts))}.</p>
 ${headline.map((h) => `<p>${h}</p>`).join('')}
 ${lrtLines.length ? `<p>Likelihood-ratio tests: ${lrtLines.join('; ')}.</p>` : ''}
 ${r.notes.map((n) => `<p class="note">${esc(n)}</p>`).join('')}
@@ -233,13 +267,13 @@ ${r.notes.map((n) => `<p class="note">${esc(n)}</p>`).join('')}
 <h2>Accuracy by condition</h2>
 ${fig('accuracy-by-layer')}
 ${cellsTable}
-<p class="small">Bootstrap: ${r.boot} resamples of the condition's participants, and separately of its features, with replacement (percentile intervals). The participant-level interval is the mean of the participants' accuracies ± 1.96·SD/√N, as this literature reports it.</p>
+<p class="small">Bootstrap: ${r.boot} resamples of the condition's participants, and separately of its features, with replacement (percentile intervals). The participant-level columns give the mean of the participants' accuracies ± their standard deviation (SD, n − 1 denominator), and ± 1.96·SD/√N (the 95% interval of the mean), as this literature reports them.</p>
 <h2>Mixed-effects model</h2>
 ${glmmHtml}
 <h2>Features</h2>
 ${fig('feature-accuracy')}
-<h3>Kruskal–Wallis and pairwise tests</h3>
-${kwHtml}
+<h3>Rank tests</h3>
+${rankHtml}
 <h3>Permutation tests</h3>
 ${permHtml}
 <h2>Response time and confidence</h2>

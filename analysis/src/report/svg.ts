@@ -14,7 +14,8 @@ export class Svg {
   private readonly parts: string[] = [];
   constructor(
     readonly width: number,
-    readonly height: number,
+    /** May be set after drawing, once the layout (e.g. a wrapped legend) is known. */
+    public height: number,
     readonly title: string,
   ) {}
 

@@ -28,9 +28,12 @@ export interface CellAccuracy {
   ciParticipants: [number, number];
   /** 95% percentile bootstrap interval resampling the cell's units. */
   ciUnits: [number, number];
-  /** Mean of the participants' accuracies in the cell, and ± 1.96·SD/√N. */
+  /** Mean of the participants' accuracies in the cell, their SD (n − 1), and ± 1.96·SD/√N. */
   participantMean: number;
+  participantSd: number;
   participantHalfWidth: number;
+  /** Each participant's accuracy in the cell (the figure's dots). */
+  participantAccuracies: number[];
   /** Mean of the units' accuracies in the cell (the unit-level summary IMI reports). */
   unitMean: number;
 }
@@ -132,6 +135,8 @@ export function cellAccuracies(data: CellTrials, opts: { boot?: number; seed?: n
         rng,
       ),
       participantMean: mean,
+      participantSd: sd,
+      participantAccuracies: pAcc,
       participantHalfWidth: (1.96 * sd) / Math.sqrt(pAcc.length),
       unitMean: uc.reduce((a, [k, n]) => a + k / n, 0) / uc.length,
     };

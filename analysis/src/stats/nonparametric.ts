@@ -3,7 +3,7 @@
 // ranks with N − k df, the test IMI used), Holm's adjustment, and permutation tests of a
 // difference in means (optionally within strata).
 import { Rng } from '@legible/studies';
-import { pchisqUpper, pTwoSidedT } from './distributions.ts';
+import { pchisqUpper, pnorm, pTwoSidedT } from './distributions.ts';
 
 /** Mid-ranks (ties get the mean of their ranks), 1-based. */
 export function ranks(values: ArrayLike<number>): Float64Array {
@@ -141,4 +141,137 @@ export function permutationTest(values: number[], label: number[], strata: numbe
     if (Math.abs(diff(perm)) >= Math.abs(observed) - tol) extreme++;
   }
   return { difference: observed, p: (1 + extreme) / (1 + B), permutations: B, na, nb };
+}
+
+export interface WilcoxonResult {
+  /** Sum of the ranks of the positive differences (R's V). */
+  V: number;
+  /** Pairs with a non-zero difference (the ones ranked). */
+  n: number;
+  /** Pairs with a zero difference (dropped, as R does). */
+  zeros: number;
+  /** Whether some |differences| tie (then, as in R, the normal approximation is used). */
+  ties: boolean;
+  /** 'exact' (n < 50, no ties, no zeros) or 'normal' (with continuity and tie corrections), as R's wilcox.test. */
+  method: 'exact' | 'normal';
+  p: number;
+  /** Median of the differences x − y (zeros included). */
+  medianDifference: number;
+}
+
+/** Differences rounded to 12 significant digits: 0.7 − 0.6 and 0.8 − 0.7 are the same tie. */
+const clean = (d: number) => (d === 0 ? 0 : Number(d.toPrecision(12)));
+
+/** Upper tail P(V ≥ v) of the signed-rank statistic for n pairs, by counting (as R's psignrank). */
+function signrankUpper(v: number, n: number): number {
+  const max = (n * (n + 1)) / 2;
+  const counts = new Float64Array(max + 1);
+  counts[0] = 1;
+  for (let k = 1; k <= n; k++) for (let s = (k * (k + 1)) / 2; s >= k; s--) counts[s] += counts[s - k];
+  let upper = 0;
+  for (let s = Math.max(0, Math.ceil(v)); s <= max; s++) upper += counts[s];
+  return upper / 2 ** n;
+}
+
+/**
+ * Wilcoxon signed-rank test of paired values x, y (two-sided), as R's
+ * wilcox.test(x, y, paired = TRUE): zero differences dropped; exact when n < 50 with no ties
+ * and no zeros, else the normal approximation with continuity correction and tie correction.
+ */
+export function wilcoxonSignedRank(x: ArrayLike<number>, y: ArrayLike<number>): WilcoxonResult {
+  const all = Array.from(x, (v, i) => clean(v - y[i]));
+  const d = all.filter((v) => v !== 0);
+  const n = d.length;
+  const zeros = all.length - n;
+  const sortedAll = all.slice().sort((a, b) => a - b);
+  const medianDifference = sortedAll.length ? (sortedAll[(sortedAll.length - 1) >> 1] + sortedAll[sortedAll.length >> 1]) / 2 : NaN;
+  if (n === 0) return { V: 0, n: 0, zeros, ties: false, method: 'normal', p: 1, medianDifference };
+  const r = ranks(d.map(Math.abs));
+  let V = 0;
+  d.forEach((v, i) => v > 0 && (V += r[i]));
+  const tieCounts = new Map<number, number>();
+  for (const v of r) tieCounts.set(v, (tieCounts.get(v) ?? 0) + 1);
+  const ties = [...tieCounts.values()].some((c) => c > 1);
+  if (n < 50 && !ties && zeros === 0) {
+    const mid = (n * (n + 1)) / 4;
+    // R: p = 2 · (V > mid ? P(V' ≥ V) : P(V' ≤ V)), capped at 1; the distribution is symmetric.
+    const p = V > mid ? signrankUpper(V, n) : signrankUpper((n * (n + 1)) / 2 - V, n);
+    return { V, n, zeros, ties, method: 'exact', p: Math.min(1, 2 * p), medianDifference };
+  }
+  let tieTerm = 0;
+  for (const c of tieCounts.values()) tieTerm += c ** 3 - c;
+  const sigma = Math.sqrt((n * (n + 1) * (2 * n + 1)) / 24 - tieTerm / 48);
+  const z0 = V - (n * (n + 1)) / 4;
+  const z = sigma > 0 ? (z0 - Math.sign(z0) * 0.5) / sigma : 0;
+  return { V, n, zeros, ties, method: 'normal', p: sigma > 0 ? Math.min(1, 2 * pnorm(-Math.abs(z))) : 1, medianDifference };
+}
+
+export interface FriedmanResult {
+  /** Friedman's chi-squared statistic, ties corrected (as R's friedman.test). */
+  Q: number;
+  df: number;
+  p: number;
+  /** Blocks (features) and treatments (conditions). */
+  blocks: number;
+  k: number;
+  groups: { label: string; n: number; meanRank: number; median: number }[];
+  /** Conover's all-pairs test after Friedman (t on the rank sums, (b − 1)(k − 1) df), Holm-adjusted. */
+  pairwise: { a: string; b: string; t: number; df: number; p: number; pHolm: number }[];
+}
+
+/**
+ * Friedman's test on a complete block design: `y[b][j]` is block b's value under treatment j
+ * (every block has every treatment). Ranks within blocks (mid-ranks for ties). The statistic is
+ * R's friedman.test; the pairwise tests are Conover's (Practical Nonparametric Statistics,
+ * 3rd ed., §5.8): t = (R_i − R_j) / √(2(b·A − ΣR²) / ((b − 1)(k − 1))), with A the sum of squared
+ * ranks, on (b − 1)(k − 1) degrees of freedom; then Holm.
+ */
+export function friedman(y: number[][], labels: string[]): FriedmanResult {
+  const b = y.length;
+  const k = labels.length;
+  const R = new Float64Array(k);
+  let A = 0;
+  let tieTerm = 0;
+  for (const row of y) {
+    if (row.length !== k) throw new Error(`friedman: a block has ${row.length} values, expected ${k}`);
+    const r = ranks(row.map(clean));
+    const counts = new Map<number, number>();
+    r.forEach((v, j) => {
+      R[j] += v;
+      A += v * v;
+      counts.set(v, (counts.get(v) ?? 0) + 1);
+    });
+    for (const c of counts.values()) tieTerm += c ** 3 - c;
+  }
+  let ss = 0;
+  for (let j = 0; j < k; j++) ss += (R[j] - (b * (k + 1)) / 2) ** 2;
+  const denom = b * k * (k + 1) - tieTerm / (k - 1);
+  const Q = denom > 0 ? (12 * ss) / denom : 0;
+  const df = k - 1;
+  const p = denom > 0 ? pchisqUpper(Q, df) : 1;
+  let sumR2 = 0;
+  for (let j = 0; j < k; j++) sumR2 += R[j] * R[j];
+  const dfT = (b - 1) * (k - 1);
+  const se = Math.sqrt((2 * (b * A - sumR2)) / dfT);
+  const pairwise: FriedmanResult['pairwise'] = [];
+  for (let i = 0; i < k; i++) {
+    for (let j = i + 1; j < k; j++) {
+      const t = se > 0 ? (R[i] - R[j]) / se : 0;
+      pairwise.push({ a: labels[i], b: labels[j], t, df: dfT, p: se > 0 ? pTwoSidedT(t, dfT) : 1, pHolm: NaN });
+    }
+  }
+  const adj = holm(pairwise.map((x) => x.p));
+  pairwise.forEach((x, i) => (x.pHolm = adj[i]));
+  return {
+    Q,
+    df,
+    p,
+    blocks: b,
+    k,
+    groups: labels.map((label, j) => {
+      const v = y.map((row) => row[j]).sort((s, t) => s - t);
+      return { label, n: b, meanRank: R[j] / b, median: v.length ? (v[(v.length - 1) >> 1] + v[v.length >> 1]) / 2 : NaN };
+    }),
+    pairwise,
+  };
 }
