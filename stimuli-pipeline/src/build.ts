@@ -27,7 +27,7 @@ import type { Device } from './runtime.ts';
 import { ActivationStore, storeKey, type ShardSlice } from './store.ts';
 
 /** Bump when the pipeline's output for the same inputs changes, so cached builds are redone. */
-export const PIPELINE_VERSION = 3;
+export const PIPELINE_VERSION = 4;
 
 export interface BuildOptions {
   device?: Device;
@@ -175,10 +175,23 @@ async function finishBuild(loaded: LoadedStudy, opts: BuildOptions, x: Extracted
   }
   const practiceCount = Math.min(study.design.practice_trials, fs.spare.length);
   const easy: Study = { ...study, queries: { difficulty: 'extreme' } };
-  for (const col of rng(seedFrom('practice', study.seed)).sample(fs.spare, practiceCount)) {
+  const practiceCols = rng(seedFrom('practice', study.seed)).sample(fs.spare, practiceCount);
+  for (const col of practiceCols) {
     const ex = exemplarsOf(col, easy, fs.ids, fs.refRows, fs.queryRows);
     features.push(describe(col, ex));
     specs.push(practiceTrialOf(featureId(col), ex, study.seed));
+  }
+  // The instructions' annotated example: like a practice trial, on one more feature outside the
+  // study, with the most extreme queries that no other trial uses, so that none of its images is in
+  // a participant's trials (the server sends it, kind "example").
+  const exampleCol = fs.spare.find((c) => !practiceCols.includes(c));
+  if (exampleCol) {
+    const ex = exemplarsOf(exampleCol, easy, fs.ids, fs.refRows, fs.queryRows);
+    const taken = new Set(specs.flatMap((t) => t.queries));
+    const fresh = (ids: string[]) => [ids.find((id) => !taken.has(id)) ?? ids[0]];
+    features.push(describe(exampleCol, ex));
+    const spec = practiceTrialOf(featureId(exampleCol), { ...ex, queries: { max: fresh(ex.queries.max), min: fresh(ex.queries.min) } }, study.seed);
+    specs.push({ ...spec, id: `${featureId(exampleCol)}/example/natural`, kind: 'example' });
   }
   if (practiceCount < study.design.practice_trials) {
     log(`note: design.practice_trials = ${study.design.practice_trials}, but only ${practiceCount} features are left outside the study for practice`);

@@ -30,7 +30,7 @@ export interface FeatureSet {
   layers: StoreLayer[];
   bases: { layer: string; basis: string; features: number; info: Record<string, unknown> }[];
   selected: FeatureColumn[];
-  /** Live features outside the study, from which practice trials are drawn. */
+  /** Live features outside the study, from which practice trials and the example are drawn. */
   spare: FeatureColumn[];
   /** Per "layer/basis" (nmf, sae): the fitted dictionary, open until `release`. */
   dictionaries: Map<string, Dictionary>;
@@ -211,7 +211,8 @@ export async function computeFeatures(
       const columns: FeatureColumn[] = Array.from({ length: l.channels }, (_, index) => ({ layer: l.name, basis: 'channels', index, values: new Float32Array(0) }));
       const chosen = selectFeatures(study, l.name, 'channels', columns, refRows, new Set(live)).map((c) => c.index);
       const rest = live.filter((c) => !chosen.includes(c));
-      const spare = rng(seedFrom('spare', study.seed, l.name)).sample(rest, Math.min(rest.length, study.design.practice_trials));
+      // One more than practice needs: the instructions' annotated example (build.ts).
+      const spare = rng(seedFrom('spare', study.seed, l.name)).sample(rest, Math.min(rest.length, study.design.practice_trials + 1));
       return { selected: chosen, spare };
     });
     for (const l of layers) if (channelsBasis) bases.push({ layer: l.name, basis: 'channels', features: l.channels, info: { aggregate: channelsBasis.aggregate } });
