@@ -25,7 +25,7 @@ export const TRIAL_COLUMNS: Column[] = [
     description: 'Pseudonymous participant id: an HMAC of the recruitment id under a server secret. Raw Prolific ids are never exported here.',
   },
   { name: 'condition', sql: 's.condition', type: 'text', format: formatCondition, description: 'Levels of the between-participant factors assigned to this session, as `factor=level;…` (empty when none).' },
-  { name: 'seed', sql: 's.seed', type: 'integer', description: 'Seed of this participant\'s randomisation: the condition among equally filled ones, which trials, their order, and each trial\'s query order (which image is query 0 — drawn upper — drawn anew per practice round).' },
+  { name: 'seed', sql: 's.seed', type: 'integer', description: 'Seed of this participant\'s randomisation, drawn by the server and stored with the session: the condition among equally filled ones, the trials among equally loaded ones, the trial order (within blocks under design.order: latin_square, and where catch trials go), and each trial\'s query order — which image is query 0, drawn upper by legible\'s client on every reload and device (drawn anew for each practice round).' },
   { name: 'seq', sql: 't.seq', type: 'integer', description: 'Position of the trial in the participant\'s task list, from 0 (practice trials first).' },
   { name: 'trial_id', sql: 't.trial_id', type: 'text', description: 'Trial id in the study\'s manifest: `layer/basis/index/kind/reference_kind`.' },
   { name: 'kind', sql: 't.kind', type: 'text', description: '`main`, `catch` (the queries are reference images themselves) or `practice`.' },
