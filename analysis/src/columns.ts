@@ -34,7 +34,7 @@ export const TRIAL_COLUMNS: Column[] = [
       description: `Level of the between-participant factor \`${f}\` assigned to this session (empty when ${f} varies within participants).`,
     }),
   ),
-  { name: 'seed', sql: 's.seed', type: 'integer', description: 'Seed of this participant\'s randomisation (trial order, query order).' },
+  { name: 'seed', sql: 's.seed', type: 'integer', description: 'Seed of this participant\'s randomisation, drawn by the server and stored with the session: the condition among equally filled ones, the trials among equally loaded ones, the trial order (within blocks under design.order: latin_square, and where catch trials go), and each trial\'s query order — which image is query 0, drawn upper by legible\'s client on every reload and device (drawn anew for each practice round).' },
   { name: 'seq', sql: 't.seq', type: 'integer', description: 'Position of the trial in the participant\'s task list, from 0 (practice trials first).' },
   { name: 'trial_id', sql: 't.trial_id', type: 'text', description: 'Trial id in the study\'s manifest: `layer/basis/index/kind/reference_kind`.' },
   { name: 'kind', sql: 't.kind', type: 'text', description: '`main`, `catch` (the queries are reference images themselves) or `practice`.' },
@@ -70,7 +70,17 @@ export const TRIAL_COLUMNS: Column[] = [
     name: 'upper_query',
     sql: "json_extract(t.query_order, '$[0]')",
     type: 'integer',
-    description: 'Task-list index of the query drawn in the upper position (empty if the client did not report it).',
+    description: 'Task-list index of the query drawn in the upper position (empty if the client did not report it). legible\'s client draws query 0 upper, so screen positions follow the seeded task-list order.',
+  },
+  {
+    name: 'seen_twice',
+    sql:
+      "COALESCE(MIN(t.client_time) OVER (PARTITION BY t.session_id ORDER BY t.seq ROWS BETWEEN 1 FOLLOWING AND UNBOUNDED FOLLOWING) < t.client_time, 0) " +
+      "OR EXISTS (SELECT 1 FROM events e WHERE e.session_id = t.session_id AND e.type = 'session_conflict' AND e.seq = t.seq)",
+    type: 'boolean',
+    requires: ['events', 'seq'],
+    description:
+      '1 if the participant had this trial on screen more than once: its recorded answer was given after the answer to a later trial (client clock; the trial came again after a page closed before its first answer reached the server), or a `session_conflict` event names it (it was also on screen in another tab, window or device; the answer recorded first is the one kept); else 0.',
   },
   { name: 'input', sql: 't.input', type: 'text', description: '`key` or `pointer`: how the response was given.' },
   { name: 'onset_ms', sql: 't.onset_ms', type: 'number', unit: 'ms', description: 'Client clock (performance.now) at the first painted frame of the trial.' },

@@ -28,9 +28,10 @@ export class EventLog {
   /** Every event logged on this page, for tests and debugging (window.__legibleEvents). */
   readonly seen: ClientEvent[] = [];
 
-  log(type: EventType, detail?: Record<string, unknown>): void {
+  /** Logs an event at `seq` (default: the trial on screen). */
+  log(type: EventType, detail?: Record<string, unknown>, seq: number | null = this.seq): void {
     const event: ClientEvent = { type, at: Date.now() };
-    if (this.seq !== null) event.seq = this.seq;
+    if (seq !== null) event.seq = seq;
     if (detail) event.detail = cleanDetail(detail);
     this.seen.push(event);
     if (this.outbox) this.outbox.event(event);

@@ -10,8 +10,9 @@
 // acknowledged, and only then does the participant get the redirect. If that does not happen
 // within syncWaitMs, the participant still gets a code (the study's unsynced code), the session is
 // flagged with an unsynced_end event, and the page keeps trying. A reload, or the same link in a
-// new tab, gets the same session back and continues at the first trial that is neither recorded
-// on the server nor waiting in this browser's outbox.
+// new tab, gets the same session back and shows only trials that are neither recorded on the
+// server nor waiting in this browser's outbox. A tab whose session another tab took over (or whose
+// answer the server refused because another was recorded first) says so and stops.
 import { initJsPsych } from 'jspsych';
 import HtmlButtonResponsePlugin from '@jspsych/plugin-html-button-response';
 import { Api, HttpError, retrying, type CreateSessionResponse, type FinishResponse, type StudyInfo } from './api.ts';
@@ -65,6 +66,7 @@ export type ExperimentResult =
   | { outcome: 'declined' }
   | { outcome: 'incompatible'; reason: string }
   | { outcome: 'unsynced'; code: string | null }
+  | { outcome: 'stale'; reason: 'other_tab' | 'answer_conflict' }
   | { outcome: 'error'; message: string };
 
 interface State {
@@ -74,8 +76,10 @@ interface State {
   outbox: Outbox | null;
   /** Nothing answered yet: the instructions come first. */
   fresh: boolean;
-  /** Seq the task part starts at, and how many main trials there are. */
+  /** Seq the task part starts at. */
   start: number;
+  /** Seqs recorded on the server or waiting in the outbox when the page started: never shown. */
+  done: Set<number>;
   finish: FinishResponse | null;
   /** Drain + finish, running until it succeeds (it outlives the wait when answers are stuck). */
   sync: Promise<FinishResponse> | null;
@@ -154,6 +158,7 @@ export async function runExperiment(opts: ExperimentOptions): Promise<Experiment
     outbox: null,
     fresh: true,
     start: 0,
+    done: new Set(),
     finish: null,
     sync: null,
     unsynced: null,
@@ -171,6 +176,38 @@ export async function runExperiment(opts: ExperimentOptions): Promise<Experiment
   const stop = (page: HTMLElement, result: ExperimentResult) => {
     state.stop = { page, result };
     jsPsych.abortExperiment();
+  };
+  // Another tab, window or device answering the same session: this page stops (the newest tab
+  // wins; across devices, the page whose answer the server refused). Told plainly, logged once per
+  // cause and seq; a button takes the session back here (a reload claims it).
+  let staleSince: string | null = null;
+  const stale = (reason: 'other_tab' | 'answer_conflict', seq: number | null = events.seq) => {
+    if (state.finish || state.unsynced !== null || (state.stop && !staleSince)) return;
+    events.log('session_conflict', { reason }, seq);
+    if (staleSince) return;
+    staleSince = reason;
+    const lines =
+      reason === 'other_tab'
+        ? ['You opened this study again in another tab or window, and it goes on there. So that no answer counts twice, this tab has stopped: please close it and continue in the other one.']
+        : ['This study is being answered in another tab, window or on another device: the answer you just gave here had already been given there, and only the first one counts. So that no answer counts twice, this page has stopped.'];
+    stop(
+      messagePage({
+        kind: 'stale',
+        title: 'This study continues in another tab',
+        lines: [...lines, 'Your earlier answers are saved. If you have closed the other one, you can continue here instead.'],
+        buttons: [{ label: 'Continue here instead', name: 'continue-here', onClick: () => location.reload() }],
+      }),
+      { outcome: 'stale', reason },
+    );
+  };
+  const pageId = Math.random().toString(36).slice(2);
+  const channel = typeof BroadcastChannel === 'undefined' ? null : new BroadcastChannel(`legible:${who.study}:${who.who}`);
+  const claimSession = (session: string) => {
+    if (!channel) return;
+    channel.onmessage = (e: MessageEvent) => {
+      if (e.data?.session === session && e.data.page !== pageId) stale('other_tab');
+    };
+    channel.postMessage({ session, page: pageId });
   };
   const page = (kind: string, html: string) => `<div class="page" data-page="${kind}">${html}</div>`;
   const buttons = (names: string[]) => (choice: string, i: number) => `<button type="button" class="jspsych-btn" data-choice-name="${names[i]}">${choice}</button>`;
@@ -268,6 +305,7 @@ export async function runExperiment(opts: ExperimentOptions): Promise<Experiment
       }
       state.session = session;
       state.token = session.token;
+      claimSession(session.session);
       const store = await openOutboxStore(session.session, local);
       document.documentElement.dataset.outbox = store.kind;
       const outbox = await Outbox.open({
@@ -278,6 +316,7 @@ export async function runExperiment(opts: ExperimentOptions): Promise<Experiment
           net.outboxFailing = s.failing;
           updateBanner();
         },
+        onConflict: (seq) => stale('answer_conflict', seq),
         reauthenticate: async () => {
           state.token = (await api.createSession(who.request)).token;
         },
@@ -310,25 +349,33 @@ export async function runExperiment(opts: ExperimentOptions): Promise<Experiment
       // Practice answers an earlier page could not send decide whether another round is needed:
       // send them first, then ask the server where to go on.
       let resumeAt = session.resume_at;
+      let recorded = session.recorded ?? [];
       const bySeq = new Map(session.trials.map((t) => [t.seq, t]));
       if (outbox.pendingSeqs().some((s) => bySeq.get(s)?.practice)) {
         say('Sending your earlier answers…');
         await outbox.drain();
-        resumeAt = (await retrying(() => api.createSession(who.request), { onRetry })).resume_at;
+        const again = await retrying(() => api.createSession(who.request), { onRetry });
         retried();
+        resumeAt = again.resume_at;
+        recorded = again.recorded ?? recorded;
       }
-      const pending = new Set(outbox.pendingSeqs());
+      // Never shown again: what the server holds (answers flushed on a closed page can arrive out
+      // of order, so not only those before resume_at) and what waits in this browser's outbox.
+      const done = new Set([...recorded, ...outbox.pendingSeqs()]);
       let start = resumeAt;
-      while (pending.has(start)) start++;
+      while (done.has(start)) start++;
       state.start = start;
-      state.fresh = start === 0;
-      practice.over = !session.trials.some((t) => t.practice && t.seq >= start);
+      state.done = done;
+      state.fresh = start === 0 && done.size === 0;
+      practice.over = !session.trials.some((t) => t.practice && t.seq >= start && !done.has(t.seq));
       const blockSize = opts.blockSize ?? BLOCK_SIZE;
       imageCache.prefetch(firstUrls(session.trials, start, blockSize));
       tasksNode.timeline = taskTimeline(
         session.trials,
         start,
         {
+          done,
+          example: session.example,
           jsPsych,
           config: session.config,
           outbox,
@@ -358,7 +405,7 @@ export async function runExperiment(opts: ExperimentOptions): Promise<Experiment
           return `<h1>Before you start</h1><p>${fs ? 'The study runs in full screen, so that the pictures have room and nothing else distracts you. ' : ''}Please close other programs and tabs that might send notifications, and keep this window open until the end.</p>${fs ? '<p class="muted">If you leave full screen (Esc), a button at the top brings you back.</p>' : ''}`;
         }
         const main = state.session?.trials.filter((t) => !t.practice) ?? [];
-        const done = main.filter((t) => t.seq < state.start).length;
+        const done = main.filter((t) => t.seq < state.start || state.done.has(t.seq)).length;
         return `<h1>Welcome back</h1><p>Your earlier answers are saved. You will continue where you left off${done ? ` (${done} of ${main.length} done)` : ''}.</p>`;
       },
       () => (fullscreenSupported() ? 'Continue in full screen' : 'Continue'),

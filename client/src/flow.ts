@@ -1,6 +1,7 @@
 // The task part of the timeline, built once the session (task list + resume point) is known:
 //
-//   fresh start:  instructions → annotated example (not recorded) → practice intro
+//   fresh start:  instructions → annotated example (not recorded; a trial the server picked from
+//                 outside the task list) → practice intro
 //   practice:     round r: preload → trials with feedback → the server's verdict on the round →
 //                 "practice complete" (go on) or "let's practise once more" (round r+1)
 //   main:         per block of `blockSize` trials: a break page (not before the first block of
@@ -8,7 +9,10 @@
 //
 // The server decides whether a round passed (the client never holds answer keys): the
 // acknowledgement of a round's last answer carries feedback.round. Rounds after the one that
-// ended practice are skipped — never shown, never sent.
+// ended practice are skipped — never shown, never sent. The verdict waits for the server only
+// where it decides something: without a criterion practice ends after its one round at once; after
+// the last round it ends anyway (the score is shown if it comes within VERDICT_WAIT_MS); otherwise
+// the page says it is reconnecting after VERDICT_WAIT_MS and goes on when the verdict arrives.
 import HtmlButtonResponsePlugin from '@jspsych/plugin-html-button-response';
 import type { JsPsych } from 'jspsych';
 import type { CreateSessionResponse, TaskTrial, TrialAck } from './api.ts';
@@ -17,6 +21,11 @@ import type { Outbox } from './outbox.ts';
 import AwaitPlugin from './plugin-await.ts';
 import FeatureTwoAfcPlugin, { type Answer } from './plugin-feature-2afc.ts';
 import PreloadPlugin, { imageCache, type PreloadData } from './preload.ts';
+
+/** How long a practice round's verdict waits for the server before the page says it is reconnecting. */
+export const VERDICT_WAIT_MS = 4000;
+export const RECONNECTING_VERDICT =
+  'Reconnecting… We cannot reach the server to check your practice answers. Your answers are kept, and the study goes on by itself as soon as the connection is back.';
 
 export type RoundSummary = NonNullable<NonNullable<TrialAck['feedback']>['round']>;
 
@@ -33,6 +42,12 @@ export interface FlowContext {
   fresh: boolean;
   /** The study's instructions (HTML from the server). */
   instructionsHtml: string;
+  /** Seqs recorded on the server or waiting in the outbox when the page started: never shown. */
+  done?: ReadonlySet<number>;
+  /** The annotated example (images that appear nowhere in the task list); none: no example screen. */
+  example?: CreateSessionResponse['example'];
+  /** Longest wait for a practice round's verdict before saying so (default VERDICT_WAIT_MS). */
+  verdictWaitMs?: number;
   /** The server's resume point now (asks again), for a round verdict that did not arrive. */
   resumeAt: () => Promise<number>;
 }
@@ -77,8 +92,10 @@ export function taskTimeline(trials: TaskTrial[], start: number, ctx: FlowContex
   const maxSide = ctx.config.max_side;
   const rule = `Pick the picture in the middle that fits the group on the <strong>${maxSide}</strong>.`;
 
+  const done = ctx.done ?? new Set<number>();
+  const ahead = (t: TaskTrial) => t.seq >= start && !done.has(t.seq);
   const mainTotal = main.length;
-  let mainDone = main.filter((t) => t.seq < start).length;
+  let mainDone = main.filter((t) => !ahead(t)).length;
   const setProgress = () => {
     if (ctx.jsPsych.progressBar && mainTotal > 0) ctx.jsPsych.progressBar.progress = Math.min(1, mainDone / mainTotal);
   };
@@ -113,6 +130,9 @@ export function taskTimeline(trials: TaskTrial[], start: number, ctx: FlowContex
     min_url: t.min_url,
     max_url: t.max_url,
     query_urls: [...t.query_urls],
+    // Upper is task-list query 0: the server put the two queries in an order drawn from the
+    // participant's stored seed (assign.ts), so every reload and device draws the same screen.
+    query_order: [0, 1],
     max_side: ctx.config.max_side,
     columns: ctx.config.columns,
     per_side: ctx.config.per_side,
@@ -144,7 +164,8 @@ export function taskTimeline(trials: TaskTrial[], start: number, ctx: FlowContex
   });
 
   // ── the first visit: instructions, the annotated example, what practice is ──
-  const example = roundList[0]?.at(-1);
+  // Never one of the session's own trials: its first scored answer would come on a screen already seen.
+  const example: TaskTrial | null = ctx.example ? { ...ctx.example, seq: -1, practice: false, practice_round: null } : null;
   if (ctx.fresh) {
     nodes.push(buttonPage('instructions', ctx.instructionsHtml, 'Continue', 'next'));
     if (example) {
@@ -156,7 +177,7 @@ export function taskTimeline(trials: TaskTrial[], start: number, ctx: FlowContex
           'example',
         ),
       );
-      nodes.push(preload('example', urlsOf([example]), urlsOf(roundList[0])));
+      nodes.push(preload('example', urlsOf([example]), urlsOf(roundList[0] ?? main.slice(0, ctx.blockSize))));
       nodes.push(trialNode(example, { example: true }));
     }
     if (R > 0) {
@@ -175,10 +196,10 @@ export function taskTimeline(trials: TaskTrial[], start: number, ctx: FlowContex
   }
 
   // ── practice rounds ──
-  const nextUrls = (r: number) => urlsOf(roundList[r + 1] ?? main.filter((t) => t.seq >= start).slice(0, ctx.blockSize));
+  const nextUrls = (r: number) => urlsOf(roundList[r + 1] ?? main.filter(ahead).slice(0, ctx.blockSize));
   let firstShownRound = true;
   roundList.forEach((round, r) => {
-    const remaining = round.filter((t) => t.seq >= start);
+    const remaining = round.filter(ahead);
     if (!remaining.length) return;
     const last = round[round.length - 1];
     const isLastRound = r === R - 1;
@@ -194,8 +215,28 @@ export function taskTimeline(trials: TaskTrial[], start: number, ctx: FlowContex
       message: 'Checking your practice answers…',
       delay_ms: 400,
       data: { step: 'practice-verdict', round: r },
-      run: async () => {
-        const ack = await ctx.outbox.ack(last.seq).catch(() => null);
+      run: async (say: (text: string) => void) => {
+        // Without a criterion practice is over after its one round: nothing to ask the server.
+        if (criterion === null) {
+          practice.last = null;
+          practice.over = true;
+          return;
+        }
+        // A last answer the server held before this page started is never sent from here, so no
+        // acknowledgement comes: ask where the server goes on (below).
+        const acked = ctx.outbox.has(last.seq) ? ctx.outbox.ack(last.seq).catch(() => null) : Promise.resolve(null);
+        let ack = await Promise.race([acked, new Promise<'late'>((r) => setTimeout(() => r('late'), ctx.verdictWaitMs ?? VERDICT_WAIT_MS))]);
+        if (ack === 'late') {
+          // After the last round practice ends whatever the verdict: go on without the score.
+          if (isLastRound) {
+            practice.last = null;
+            practice.over = true;
+            return;
+          }
+          // Whether another round is needed is the server's call: wait for it, and say so.
+          say(RECONNECTING_VERDICT);
+          ack = await acked;
+        }
         const summary = ack?.feedback?.round ?? null;
         practice.last = summary;
         if (summary) practice.over = summary.practice_over;
@@ -239,7 +280,7 @@ export function taskTimeline(trials: TaskTrial[], start: number, ctx: FlowContex
   const blockSize = Math.max(1, ctx.blockSize);
   const blocks = new Map<number, TaskTrial[]>();
   main.forEach((t, i) => {
-    if (t.seq < start) return;
+    if (!ahead(t)) return;
     const b = Math.floor(i / blockSize);
     blocks.set(b, [...(blocks.get(b) ?? []), t]);
   });

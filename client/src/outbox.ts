@@ -28,6 +28,11 @@ export interface OutboxOptions extends BackoffOptions {
   onState?: (state: OutboxState) => void;
   /** A seq the server refused for good (after logging it): the session cannot be completed as is. */
   onFatal?: (seq: number, err: unknown) => void;
+  /**
+   * A seq the server already holds with a different answer (409 that is not "practice over"):
+   * something else — another tab, window or device — answered it first. The server's answer stays.
+   */
+  onConflict?: (seq: number, err: HttpError) => void;
   /** Called on 401/403; resolves when a new token is in place (or rejects). */
   reauthenticate?: () => Promise<void>;
   sleep?: (ms: number, wake: Promise<void>) => Promise<void>;
@@ -105,6 +110,11 @@ export class Outbox {
   /** Seqs stored but not yet acknowledged (from this page or an earlier one), ascending. */
   pendingSeqs(): number[] {
     return [...this.trials.keys()].sort((a, b) => a - b);
+  }
+
+  /** Whether this outbox holds, has sent or was refused an answer for `seq` (so ack(seq) settles). */
+  has(seq: number): boolean {
+    return this.trials.has(seq) || this.acks.has(seq) || this.failed.has(seq);
   }
 
   /** Answers and events not yet acknowledged. */
@@ -235,6 +245,7 @@ export class Outbox {
               // The server already holds an answer for this seq, or no longer needs it (practice over).
               this.log.warn(`outbox: seq ${seq} conflicts with what the server holds; keeping the server's`, err);
               this.settle(seq, { seq, recorded_at: '' });
+              if ((err as HttpError).body?.detail?.practice_over !== true) this.opts.onConflict?.(seq, err as HttpError);
             } else {
               this.log.error(`outbox: seq ${seq} refused`, err);
               this.settle(seq, null, err);

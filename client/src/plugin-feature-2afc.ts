@@ -9,7 +9,8 @@
 // DOM hooks (stable, for automated tests): the trial root `.f2afc[data-state]` (waiting | ready |
 // responded | feedback; it enters the DOM only once all four images are decoded), the grids `img[data-side="min"|"max"]`, the query images
 // `img[data-query="0"|"1"]` (task-list index) with `data-position="upper"|"lower"`, each button
-// `button[data-query][data-confidence][data-key]`, the feedback line `[data-feedback]`.
+// `button[data-query][data-confidence][data-key]`, the feedback line `[data-feedback]`;
+// `data-pointer="moved"` on the root once the pointer has moved during the trial (hover shows only then).
 import { ParameterType, type JsPsych, type JsPsychPlugin, type TrialType } from 'jspsych';
 import { buttonMeaning, PLUGIN_VERSION, type Answer, type Confidence, type Feedback, type Position, type Query } from './answer.ts';
 
@@ -142,6 +143,30 @@ async function loadImage(url: string, attempts = 3): Promise<HTMLImageElement> {
     }
   }
   throw new Error(`could not load ${url}: ${String(lastError)}`);
+}
+
+/** Where the pointer was last seen on this page (any pointermove), to tell a move from a rest. */
+let lastPointer: { x: number; y: number } | null = null;
+if (typeof document !== 'undefined') {
+  document.addEventListener('pointermove', (e) => (lastPointer = { x: e.clientX, y: e.clientY }), { passive: true });
+}
+
+/**
+ * Sets `data-pointer="moved"` on `root` at the first pointer move to a new place (styles show
+ * hover only then); a browser's synthetic move for a pointer at rest over new content does not
+ * count. Returns a function that stops watching.
+ */
+function watchPointer(root: HTMLElement): () => void {
+  let rest = lastPointer;
+  const onMove = (e: PointerEvent) => {
+    if (rest && (e.clientX !== rest.x || e.clientY !== rest.y)) {
+      root.dataset.pointer = 'moved';
+      stop();
+    } else rest = { x: e.clientX, y: e.clientY };
+  };
+  const stop = () => document.removeEventListener('pointermove', onMove, true);
+  document.addEventListener('pointermove', onMove, { capture: true, passive: true });
+  return stop;
 }
 
 /**
@@ -299,6 +324,9 @@ class FeatureTwoAfcPlugin implements JsPsychPlugin<Info> {
       else window.removeEventListener('resize', fit); // the trial was aborted
     };
     display_element.replaceChildren(root);
+    // Hover highlights only once the pointer moves: a pointer resting where the last trial's answer
+    // was clicked must not make a button of this one look chosen.
+    const stopWatchingPointer = watchPointer(root);
     scale = this.fit(root, stage, centre, minImg, maxImg, queryImgs, trial);
     root.dataset.state = 'waiting';
     on_load?.();
@@ -347,6 +375,7 @@ class FeatureTwoAfcPlugin implements JsPsychPlugin<Info> {
     });
     const clientTime = Date.now();
     window.removeEventListener('resize', fit);
+    stopWatchingPointer();
     for (const b of buttons) b.disabled = true;
     const chosenButton = buttons[response.button];
     chosenButton.classList.add('is-chosen');

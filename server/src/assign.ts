@@ -81,6 +81,8 @@ export interface Plan {
   conditions: { condition: Condition; key: string; main: ManifestTrial[] }[];
   catch: ManifestTrial[];
   practice: ManifestTrial[];
+  /** Dedicated example trials (kind `example`), by id. */
+  example: ManifestTrial[];
 }
 
 export const unitKey = (feature: string, referenceKind: string): string => `${feature}#${referenceKind}`;
@@ -134,7 +136,7 @@ export function makePlan(design: DesignPart, manifest: Pick<Manifest, 'features'
   need(design.catch_trials, catchTrials.length, 'catch trials', 'lower design.catch_trials or rebuild the stimuli');
   need(design.practice_trials, practice.length, 'practice trials', 'lower design.practice_trials or rebuild the stimuli');
   if (problems.length) throw new LegibleError(problems.join('; '));
-  return { design, features, conditions, catch: catchTrials, practice };
+  return { design, features, conditions, catch: catchTrials, practice, example: byKind('example') };
 }
 
 // ─── Assignment ────────────────────────────────────────────────────────────────────────────
@@ -230,6 +232,18 @@ export function assignTasks(plan: Plan, seed: number, load: Load): Assignment {
     return task;
   });
   return { condition: chosen.condition, conditionKey: chosen.key, tasks };
+}
+
+/**
+ * The annotated example for a task list: the first dedicated example trial (by id), else the first
+ * practice trial of the pool, whose images (grids and queries) appear nowhere in the task list; null
+ * when there is none. Depends only on the task list, so a resume gets the same.
+ */
+export function exampleFor(plan: Pick<Plan, 'example' | 'practice'>, tasks: Pick<Task, 'trial'>[], trials: Map<string, ManifestTrial>): ManifestTrial | null {
+  const images = (t: ManifestTrial) => [t.assets.min, t.assets.max, ...t.assets.queries];
+  const used = new Set(tasks.flatMap((t) => (trials.has(t.trial) ? images(trials.get(t.trial)!) : [])));
+  const fits = (t: ManifestTrial) => !images(t).some((a) => used.has(a));
+  return plan.example.find(fits) ?? plan.practice.find(fits) ?? null;
 }
 
 // ─── Load: the reference definition (the database computes the same with SQL) ──────────────

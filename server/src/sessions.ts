@@ -13,7 +13,7 @@ import {
   type TaskTrial,
   type TrialAck,
 } from '@legible/studies';
-import { assignTasks, emptyLoad, type Task } from './assign.ts';
+import { assignTasks, emptyLoad, exampleFor, type Task } from './assign.ts';
 import { LoadTracker } from './balance.ts';
 import { TooManyEvents, type EventRow, type IdentityRow, type LegibleDb, type Mode, type SessionMeta, type SessionRow, type TrialRow } from './db.ts';
 import { hasPractice, practiceState, roundSummaryFor, type PracticeAnswer, type PracticeState } from './practice.ts';
@@ -204,6 +204,18 @@ function taskTrials(entry: StudyEntry, tasks: Task[]): TaskTrial[] {
       query_urls: [stimulusUrl(entry.id, t.assets.queries[task.order[0]]), stimulusUrl(entry.id, t.assets.queries[task.order[1]])],
     };
   });
+}
+
+/** The annotated example the client shows before practice (see exampleFor). */
+function exampleOf(entry: StudyEntry, tasks: Task[]): CreateSessionResponse['example'] {
+  const t = exampleFor(entry.plan, tasks, entry.trials);
+  if (!t) return null;
+  return {
+    reference_kind: t.reference_kind,
+    min_url: stimulusUrl(entry.id, t.assets.min),
+    max_url: stimulusUrl(entry.id, t.assets.max),
+    query_urls: [stimulusUrl(entry.id, t.assets.queries[0]), stimulusUrl(entry.id, t.assets.queries[1])],
+  };
 }
 
 // ─── Preview sessions: in memory, never in the database ────────────────────────────────────
@@ -426,6 +438,8 @@ export class SessionService {
       token: this.token(sessionId),
       trials: taskTrials(entry, tasks),
       resume_at: resumeAt,
+      recorded: [...done].sort((a, b) => a - b),
+      example: exampleOf(entry, tasks),
       config: clientConfig(entry.study),
       unsynced_code: unsyncedCode(entry.study),
     };

@@ -179,10 +179,23 @@ async function finishBuild(loaded: LoadedStudy, opts: BuildOptions, x: Extracted
     specs.push(...trialsOf(featureId(col), ex, study.references.kinds, study.seed, vis));
   }
   const practiceCount = Math.min(study.design.practice_trials, fs.spare.length);
-  for (const col of rng(seedFrom('practice', study.seed)).sample(fs.spare, practiceCount)) {
+  const practiceCols = rng(seedFrom('practice', study.seed)).sample(fs.spare, practiceCount);
+  for (const col of practiceCols) {
     const ex = fs.exemplars.get(featureId(col))!;
     features.push(describe(col, ex));
     specs.push(practiceTrialOf(featureId(col), ex, study.seed));
+  }
+  // The instructions' annotated example: like a practice trial, on one more feature outside the
+  // study, with the most extreme queries that no other trial uses, so that none of its images is in
+  // a participant's trials (the server sends it, kind "example").
+  const exampleCol = fs.spare.find((c) => !practiceCols.includes(c));
+  if (exampleCol) {
+    const ex = fs.exemplars.get(featureId(exampleCol))!;
+    const taken = new Set(specs.flatMap((t) => t.queries));
+    const fresh = (ids: string[]) => [ids.find((id) => !taken.has(id)) ?? ids[0]];
+    features.push(describe(exampleCol, ex));
+    const spec = practiceTrialOf(featureId(exampleCol), { ...ex, queries: { max: fresh(ex.queries.max), min: fresh(ex.queries.min) } }, study.seed);
+    specs.push({ ...spec, id: `${featureId(exampleCol)}/example/natural`, kind: 'example' });
   }
   if (practiceCount < study.design.practice_trials) {
     log(`note: design.practice_trials = ${study.design.practice_trials}, but only ${practiceCount} features are left outside the study for practice`);

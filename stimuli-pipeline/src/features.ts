@@ -32,7 +32,7 @@ export interface FeatureSet {
   layers: StoreLayer[];
   bases: { layer: string; basis: string; features: number; info: Record<string, unknown> }[];
   selected: FeatureColumn[];
-  /** Valid features outside the study (with extreme queries), from which practice trials are drawn. */
+  /** Valid features outside the study (with extreme queries), from which practice trials and the example are drawn. */
   spare: FeatureColumn[];
   /** References and queries of every selected and spare feature, by feature id. */
   exemplars: Map<string, Exemplars>;
@@ -285,7 +285,7 @@ export async function computeFeatures(
             features: l.channels,
             constant: (c) => (stats[li].max[c] > stats[li].min[c] ? null : stats[li].min[c]),
             load: (wanted) => loadChannels(li, wanted),
-            spareCount: study.design.practice_trials,
+            spareCount: study.design.practice_trials + 1, // and the instructions' annotated example (build.ts)
           });
         } else {
           const k = basis.kind === 'nmf' ? basis.components : basis.dictionary;
@@ -315,7 +315,7 @@ export async function computeFeatures(
             features: k,
             constant: (j) => (hi[j] > lo[j] ? null : lo[j]),
             load: (wanted) => wanted.map(column),
-            spareCount: study.design.practice_trials,
+            spareCount: study.design.practice_trials + 1, // and the instructions' annotated example (build.ts)
           });
         }
         for (const p of [...pick.selected, ...pick.spare]) exemplars.set(featureId(p.column), p.exemplars);

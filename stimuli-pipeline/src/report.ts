@@ -21,7 +21,7 @@ export interface ReportRun {
 export function buildReport(manifest: Manifest, study: Study, run: ReportRun): string {
   const trialsOf = new Map<string, ManifestTrial[]>();
   for (const t of manifest.trials) trialsOf.set(t.feature, [...(trialsOf.get(t.feature) ?? []), t]);
-  const practiceIds = new Set(manifest.trials.filter((t) => t.kind === 'practice').map((t) => t.feature));
+  const practiceIds = new Set(manifest.trials.filter((t) => t.kind === 'practice' || t.kind === 'example').map((t) => t.feature));
   const studyFeatures = manifest.features.filter((f) => !practiceIds.has(f.id));
   const sections = manifest.bases.map((b) => {
     const features = studyFeatures.filter((f) => f.layer === b.layer && f.basis === b.basis);
@@ -59,7 +59,7 @@ ${baselineTable(manifest, studyFeatures, study, run.visual)}
 ${skipped.length ? `<div class="warn"><b>${skipped.length} files were skipped.</b><ul>${skipped.slice(0, 50).map((s) => `<li>${esc(s.path)}: ${esc(s.reason)}</li>`).join('')}${skipped.length > 50 ? `<li>… and ${skipped.length - 50} more (manifest.json lists them all)</li>` : ''}</ul></div>` : ''}
 <p class="info">A feature is used only where it separates what its trials show: its ${study.references.per_side} maximal references all lie above its ${study.references.per_side} minimal ones, and its two queries apart, by more than 0 and by at least <b>${study.features.min_separation}</b> × its range over the reference split (<code>features.min_separation</code>). Images with equal activations are ordered by a seeded random draw, never by file name. ${(manifest.rejected ?? []).filter((r) => r.for === 'study').length} features were rejected; each layer's section lists them with the numbers.</p>
 ${sections.join('\n')}
-${practice.length ? `<section><h2>Practice</h2><p class="info">Features outside the study, with the most extreme queries; participants get feedback on these.</p>${practice.map((f) => card(f, trialsOf.get(f.id) ?? [])).join('')}</section>` : ''}
+${practice.length ? `<section><h2>Practice</h2><p class="info">Features outside the study, with the most extreme queries; participants get feedback on these (the <code>example</code> trial is the instructions' annotated example).</p>${practice.map((f) => card(f, trialsOf.get(f.id) ?? [])).join('')}</section>` : ''}
 </body></html>
 `;
 }

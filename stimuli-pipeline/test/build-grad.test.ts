@@ -287,7 +287,7 @@ describe('stimuli pipeline with the gradient engine, on a tiny ResNet', () => {
         contribution: '{ images: 0 }',
       }),
     );
-    const studyFeatures = manifest.features.filter((f) => !manifest.trials.some((t) => t.feature === f.id && t.kind === 'practice'));
+    const studyFeatures = manifest.features.filter((f) => !manifest.trials.some((t) => t.feature === f.id && (t.kind === 'practice' || t.kind === 'example')));
     assert.equal(studyFeatures.length, 8);
     // One SAE per layer, as the pipeline trained it, for the directions.
     const split = study.study.dataset.split;

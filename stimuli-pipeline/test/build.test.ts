@@ -121,11 +121,15 @@ describe('stimuli pipeline on a tiny CNN', () => {
   it('builds a manifest with the study\'s features, trials and images', async () => {
     const study = loadStudy(join(dir, 'study.yaml'));
     const manifest = Manifest.parse(await buildStimuli(study, { quiet: true, log: () => {} }));
-    // 2 layers × 2 bases × 2 features, plus 1 practice feature.
-    assert.equal(manifest.features.length, 9);
+    // 2 layers × 2 bases × 2 features, plus 1 practice feature and 1 for the annotated example.
+    assert.equal(manifest.features.length, 10);
     assert.equal(manifest.trials.filter((t) => t.kind === 'main').length, 8);
     assert.equal(manifest.trials.filter((t) => t.kind === 'catch').length, 8);
     assert.equal(manifest.trials.filter((t) => t.kind === 'practice').length, 1);
+    const example = manifest.trials.filter((t) => t.kind === 'example');
+    assert.equal(example.length, 1);
+    const elsewhere = new Set(manifest.trials.filter((t) => t.kind !== 'example').flatMap((t) => [t.feature, t.assets.min, t.assets.max, ...t.assets.queries]));
+    for (const x of [example[0].feature, example[0].assets.min, example[0].assets.max, ...example[0].assets.queries]) assert.ok(!elsewhere.has(x), `the example's ${x} is in no other trial`);
     assert.deepEqual(
       manifest.layers.map((l) => [l.name, l.shape]),
       [
@@ -193,6 +197,11 @@ describe('stimuli pipeline on a tiny CNN', () => {
       if (t.kind === 'catch') {
         assert.ok(f.references.max.includes(t.query_images[t.answer]));
         assert.ok(f.references.min.includes(t.query_images[1 - t.answer]));
+      } else if (t.kind === 'example') {
+        // The most extreme held-out queries that no other trial shows.
+        assert.ok(f.queries.max.includes(t.query_images[t.answer]));
+        assert.ok(f.queries.min.includes(t.query_images[1 - t.answer]));
+        for (const id of t.query_images) assert.equal(splitOf(id, study.study.dataset.split), 'query');
       } else {
         assert.equal(t.query_images[t.answer], f.queries.max[0]);
         assert.equal(t.query_images[1 - t.answer], f.queries.min[0]);

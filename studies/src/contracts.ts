@@ -56,7 +56,8 @@ export const ManifestRejection = z.object({
   numbers: z.record(z.string(), z.number()),
 });
 
-export const TrialKind = z.enum(['main', 'catch', 'practice']);
+/** `example`: the annotated example of the instructions, on a feature outside the study; never recorded. */
+export const TrialKind = z.enum(['main', 'catch', 'practice', 'example']);
 export const ReferenceKind = z.enum(['natural', 'visualization']);
 
 export const ManifestTrial = z.object({
@@ -154,7 +155,14 @@ export const CreateSessionResponse = z.object({
   trials: z.array(TaskTrial),
   /** seq of the first unanswered trial that is still required (trials.length when all are answered). */
   resume_at: z.number().int(),
+  /** Seqs already recorded, ascending (not always a prefix: answers sent as a page closes can arrive out of order). */
+  recorded: z.array(z.number().int()).optional(),
   config: ClientConfig,
+  /**
+   * The annotated example of the instructions: a trial whose images appear nowhere in this task
+   * list (not recorded; null when the manifest has none to spare).
+   */
+  example: TaskTrial.pick({ reference_kind: true, min_url: true, max_url: true, query_urls: true }).nullable().optional(),
   /** Code to show if the browser cannot save every answer by the end (recruitment.unsynced, else completed). */
   unsynced_code: z.string().nullable(),
 });
@@ -220,7 +228,7 @@ export type StudyInfo = z.infer<typeof StudyInfo>;
 
 /** Things the client notices outside the trials: failed images, leaving fullscreen, giving up on saving. */
 export const ClientEvent = z.strictObject({
-  type: z.enum(['preload_failed', 'fullscreen_exit', 'fullscreen_enter', 'blur', 'focus', 'offline', 'online', 'unsynced_end', 'browser_check']),
+  type: z.enum(['preload_failed', 'fullscreen_exit', 'fullscreen_enter', 'blur', 'focus', 'offline', 'online', 'unsynced_end', 'browser_check', 'session_conflict']),
   /** Client wall clock, ms since epoch. */
   at: z.number().finite(),
   /** seq of the trial it happened at, if any. */
