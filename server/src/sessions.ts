@@ -185,8 +185,11 @@ const stimulusUrl = (study: string, asset: string): string => {
 /** The study's practice criterion, or null (every practice round passes). */
 export const criterionOf = (study: Study): number | null => study.design.practice_criterion ?? null;
 
-/** The unsynced code: recruitment.unsynced, else the completed code, else null. */
-export const unsyncedCode = (study: Study): string | null => study.recruitment.unsynced?.code ?? study.recruitment.completed?.code ?? null;
+/**
+ * The unsynced code: recruitment.unsynced, else null — never the completed code, as every participant
+ * gets it before the first trial (the study schema keeps it distinct from every other code).
+ */
+export const unsyncedCode = (study: Study): string | null => study.recruitment.unsynced?.code ?? null;
 
 function taskTrials(entry: StudyEntry, tasks: Task[]): TaskTrial[] {
   return tasks.map((task) => {

@@ -520,7 +520,7 @@ describe('modes', () => {
   });
 
   test('live and pilot sessions are stored with their mode; generic platform without redirect → null', async () => {
-    const fx = makeFixture({ mode: 'live', recruitment: ['  platform: generic', '  completed:', '    code: LIVE-OK'] });
+    const fx = makeFixture({ mode: 'live', recruitment: ['  platform: generic', '  completed:', '    code: LIVE-OK', '  unsynced:', '    code: LIVE-LATE'] });
     const srv = await serveFixture(fx);
     try {
       const s = (await createSession(srv.url, 'fixture', { participant: 'live-1' })).body;

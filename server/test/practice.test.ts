@@ -247,7 +247,7 @@ describe('practice rounds over HTTP', () => {
     try {
       const s = (await createSession(srv.url, 'fixture', { participant: 'plain' })).body;
       assert.deepEqual(s.trials.map((t) => t.practice_round), [0, 0, null, null, null, null, null, null]);
-      assert.equal(s.unsynced_code, 'FIX-DONE', 'no unsynced code: the completed code');
+      assert.equal(s.unsynced_code, 'FIX-UNSYNCED', 'the unsynced code, never the completed one');
       const tasks = serverTasks(srv, s.session);
       const a1 = await put(srv, s, 1, right(tasks[1]));
       assert.deepEqual(a1.body.feedback, { correct: true });

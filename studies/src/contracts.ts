@@ -132,7 +132,7 @@ export const CreateSessionResponse = z.object({
   /** seq of the first unanswered trial that is still required (trials.length when all are answered). */
   resume_at: z.number().int(),
   config: ClientConfig,
-  /** Code to show if the browser cannot save every answer by the end (recruitment.unsynced, else completed). */
+  /** Code to show if the browser cannot save every answer by the end (recruitment.unsynced, else null; never the completed code). */
   unsynced_code: z.string().nullable(),
 });
 export type CreateSessionResponse = z.infer<typeof CreateSessionResponse>;
