@@ -476,6 +476,10 @@ export class LegibleDb {
   insertIdentity(row: IdentityRow): void {
     this.q.insertIdentity.run(row);
   }
+  /** The recruitment ids stored for a pseudonym (for resume: Prolific's SESSION_ID of the attempt). */
+  identity(participant: string): IdentityRow | undefined {
+    return this.q.identityOf.get(participant);
+  }
   /** Returns false when the session was already finished. */
   finishSession(id: string, outcome: string, code: string | null, finishedAt: string): boolean {
     return this.q.finishSession.run({ id, outcome, code, finished_at: finishedAt }).changes === 1;

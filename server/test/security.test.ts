@@ -3,13 +3,14 @@
 // events, and the small leaks and gaps. A real server on 127.0.0.1 and a real SQLite file.
 import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
-import type { CreateSessionResponse } from '@legible/studies';
 import type { Task } from '../src/assign.ts';
 import { fixtureMaker } from './fixture.ts';
 import { answer, bearer, call, createSession, serveFixture, type TestServer } from './http.ts';
 
 const fixture = fixtureMaker();
 const tasksOf = (srv: TestServer, session: string): Task[] => JSON.parse(srv.db.sessionById(session)!.tasks) as Task[];
+/** A create request whose answer may be a refusal (any body). */
+const claim = (srv: TestServer, study: string, who: Record<string, string>) => call(srv.url, 'POST', '/api/sessions', { study, ...who });
 
 describe('1. the completed code only for a finished session', () => {
   test('a session gets the unsynced code, never the completed code, before any trial; without an unsynced code in the study, none', async () => {
@@ -64,6 +65,91 @@ describe('1. the completed code only for a finished session', () => {
       const rb = rows.find((r) => r.session === b.session)!;
       assert.deepEqual([ra.unsynced_end, ra.answered, ra.required], [true, 5, tasks.length]);
       assert.equal(rb.unsynced_end, false);
+    } finally {
+      await srv.close();
+    }
+  });
+});
+
+describe('2. resume bound to what only the participant holds', () => {
+  for (const mode of ['pilot', 'preview'] as const) {
+    test(`${mode}: a Prolific id with another SESSION_ID, or none, is refused without the token; the same attempt or the resume secret resumes`, async () => {
+      const srv = await serveFixture(fixture({ mode }));
+      try {
+        const victim = await createSession(srv.url, 'fixture', { PROLIFIC_PID: 'victim-pid', STUDY_ID: 'study-1', SESSION_ID: 'attempt-1' });
+        assert.equal(victim.status, 201);
+        const v = victim.body;
+        assert.match(v.resume_secret, /^[A-Za-z0-9_-]{40,}$/);
+        if (mode === 'pilot') assert.equal((await call(srv.url, 'PUT', `/api/sessions/${v.session}/trials/0`, answer(tasksOf(srv, v.session)[0].answer), bearer(v.token))).status, 200);
+
+        for (const who of <Record<string, string>[]>[
+          { PROLIFIC_PID: 'victim-pid', STUDY_ID: 'study-1', SESSION_ID: 'attacker-attempt' },
+          { PROLIFIC_PID: 'victim-pid', STUDY_ID: 'study-1' },
+          { PROLIFIC_PID: 'victim-pid' },
+          { PROLIFIC_PID: 'victim-pid', SESSION_ID: 'attempt-2', resume: 'not-the-secret' },
+        ]) {
+          const r = await claim(srv, 'fixture', who);
+          assert.equal(r.status, 403, `${JSON.stringify(who)}: ${r.text}`);
+          assert.equal(r.body.detail.resume_refused, true);
+          assert.match(r.body.error, /another browser/);
+          assert.ok(!r.text.includes(v.token) && !r.text.includes(v.session) && !r.text.includes(v.resume_secret), 'no token, session or secret in the refusal');
+        }
+        // The victim's session is untouched: their token still works and nothing was added.
+        if (mode === 'pilot') {
+          assert.equal((srv.db.sqlite.prepare('SELECT count(*) AS n FROM sessions').get() as { n: number }).n, 1);
+          const t1 = tasksOf(srv, v.session)[1];
+          assert.equal((await call(srv.url, 'PUT', `/api/sessions/${v.session}/trials/1`, answer(t1.answer), bearer(v.token))).status, 200);
+        }
+
+        // The same attempt (Prolific's SESSION_ID, e.g. the link opened on a second device) resumes…
+        const sameAttempt = await createSession(srv.url, 'fixture', { PROLIFIC_PID: 'victim-pid', STUDY_ID: 'study-1', SESSION_ID: 'attempt-1' });
+        assert.equal(sameAttempt.status, 200, sameAttempt.text);
+        assert.deepEqual([sameAttempt.body.session, sameAttempt.body.token, sameAttempt.body.resume_secret], [v.session, v.token, v.resume_secret]);
+        // …and so does the browser's resume secret, whatever the link says.
+        const bySecret = await createSession(srv.url, 'fixture', { PROLIFIC_PID: 'victim-pid', resume: v.resume_secret });
+        assert.equal(bySecret.status, 200, bySecret.text);
+        assert.equal(bySecret.body.session, v.session);
+      } finally {
+        await srv.close();
+      }
+    });
+  }
+
+  test('generic participant ids: only the resume secret resumes; a finished session gives its code only to the same proof', async () => {
+    const srv = await serveFixture(fixture({ platform: 'generic' }));
+    try {
+      const a = (await createSession(srv.url, 'fixture', { participant: 'p-17' })).body;
+      const stolen = await createSession(srv.url, 'fixture', { participant: 'p-17' });
+      assert.equal(stolen.status, 403);
+      assert.ok(!stolen.text.includes(a.token));
+      assert.equal((await createSession(srv.url, 'fixture', { participant: 'p-17', resume: a.resume_secret })).body.session, a.session);
+      // Another participant's secret does not open this one.
+      const b = (await createSession(srv.url, 'fixture', { participant: 'p-18' })).body;
+      assert.equal((await createSession(srv.url, 'fixture', { participant: 'p-17', resume: b.resume_secret })).status, 403);
+
+      for (const t of tasksOf(srv, a.session)) await call(srv.url, 'PUT', `/api/sessions/${a.session}/trials/${t.seq}`, answer(t.answer), bearer(a.token));
+      assert.equal((await call(srv.url, 'POST', `/api/sessions/${a.session}/finish`, undefined, bearer(a.token))).body.code, 'FIX-DONE');
+      const other = await claim(srv, 'fixture', { participant: 'p-17' });
+      assert.equal(other.status, 403, 'someone who only knows the id of a finished participant gets no code');
+      assert.doesNotMatch(other.text, /FIX-DONE/);
+      const back = await claim(srv, 'fixture', { participant: 'p-17', resume: a.resume_secret });
+      assert.equal(back.status, 409);
+      assert.equal(back.body.code, 'FIX-DONE');
+    } finally {
+      await srv.close();
+    }
+  });
+
+  test('concurrent creates for one participant: one session; the requests that lost the race get no token', async () => {
+    const srv = await serveFixture(fixture());
+    try {
+      const replies = await Promise.all(Array.from({ length: 6 }, () => createSession(srv.url, 'fixture', { participant: 'racer' })));
+      assert.deepEqual(replies.map((r) => r.status).sort(), [201, 403, 403, 403, 403, 403]);
+      assert.equal((srv.db.sqlite.prepare('SELECT count(*) AS n FROM sessions').get() as { n: number }).n, 1);
+      // With the same Prolific attempt, every request gets the one session.
+      const same = await Promise.all(Array.from({ length: 6 }, () => createSession(srv.url, 'fixture', { PROLIFIC_PID: 'racer-2', SESSION_ID: 'one-attempt' })));
+      assert.deepEqual(same.map((r) => r.status).sort(), [200, 200, 200, 200, 200, 201]);
+      assert.equal(new Set(same.map((r) => r.body.session)).size, 1);
     } finally {
       await srv.close();
     }

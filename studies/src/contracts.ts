@@ -89,10 +89,12 @@ export type ReferenceKind = z.infer<typeof ReferenceKind>;
 
 // ─── HTTP API (server/API.md) ──────────────────────────────────────────────────────────────
 const id = z.string().trim().min(1).max(128);
+/** The resume secret a browser got with its session (CreateSessionResponse.resume_secret). */
+const resume = z.string().min(1).max(128).optional();
 
 export const CreateSessionRequest = z.union([
-  z.strictObject({ study: id, PROLIFIC_PID: id, STUDY_ID: id.optional(), SESSION_ID: id.optional() }),
-  z.strictObject({ study: id, participant: id }),
+  z.strictObject({ study: id, PROLIFIC_PID: id, STUDY_ID: id.optional(), SESSION_ID: id.optional(), resume }),
+  z.strictObject({ study: id, participant: id, resume }),
 ]);
 export type CreateSessionRequest = z.infer<typeof CreateSessionRequest>;
 
@@ -134,6 +136,11 @@ export const CreateSessionResponse = z.object({
   config: ClientConfig,
   /** Code to show if the browser cannot save every answer by the end (recruitment.unsynced, else null; never the completed code). */
   unsynced_code: z.string().nullable(),
+  /**
+   * Proof of holding this session: the browser keeps it and sends it as `resume` when it comes back
+   * (a reload, the tab reopened). Without it, only Prolific's SESSION_ID of the same attempt resumes.
+   */
+  resume_secret: z.string(),
 });
 export type CreateSessionResponse = z.infer<typeof CreateSessionResponse>;
 
@@ -210,6 +217,8 @@ export const EventsRequest = z.strictObject({ events: z.array(ClientEvent).min(1
 export const ApiError = z.object({ error: z.string(), detail: z.unknown().optional() });
 /** 409 from finish while trials are missing. */
 export const FinishRefused = ApiError.extend({ missing: z.array(z.number().int()) });
+/** 403 from create-session: the participant id has a session that this request cannot prove to hold. */
+export const ResumeRefused = ApiError.extend({ detail: z.object({ resume_refused: z.literal(true) }) });
 /** 409 from create-session for a participant who already finished. */
 export const AlreadyCompleted = ApiError.extend({ code: z.string().nullable(), redirect: z.string().nullable() });
 /** 400: each bad field of the request. */
