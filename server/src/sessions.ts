@@ -15,7 +15,7 @@ import {
 } from '@legible/studies';
 import { assignTasks, emptyLoad, type Task } from './assign.ts';
 import { LoadTracker } from './balance.ts';
-import { TooManyEvents, type EventRow, type IdentityRow, type LegibleDb, type Mode, type SessionMeta, type SessionRow, type TrialRow } from './db.ts';
+import { MAX_EVENT_DETAIL_BYTES, MAX_EVENT_DETAIL_BYTES_PER_SESSION, TooManyEventBytes, TooManyEvents, type EventRow, type IdentityRow, type LegibleDb, type Mode, type SessionMeta, type SessionRow, type TrialRow } from './db.ts';
 import { hasPractice, practiceState, roundSummaryFor, type PracticeAnswer, type PracticeState } from './practice.ts';
 import type { Registry, StudyEntry } from './registry.ts';
 
@@ -622,15 +622,24 @@ export class SessionService {
    */
   async events(auth: Authenticated, body: unknown): Promise<void> {
     const req = parseEvents(body);
+    const details = req.events.map((e) => (e.detail === undefined ? null : JSON.stringify(e.detail)));
+    details.forEach((d, i) => {
+      const bytes = d === null ? 0 : Buffer.byteLength(d, 'utf8');
+      if (bytes > MAX_EVENT_DETAIL_BYTES) {
+        throw new HttpError(413, `events[${i}].detail is ${bytes} bytes of JSON, the most is ${MAX_EVENT_DETAIL_BYTES} per event; nothing of this request was stored`, {
+          detail: { event: i, bytes, limit: MAX_EVENT_DETAIL_BYTES },
+        });
+      }
+    });
     if (auth.preview) return;
     const serverTime = this.now().toISOString();
-    const rows: EventRow[] = req.events.map((e) => ({
+    const rows: EventRow[] = req.events.map((e, i) => ({
       session_id: auth.row.id,
       study: auth.row.study,
       seq: e.seq ?? null,
       type: e.type,
       at: e.at,
-      detail: e.detail === undefined ? null : JSON.stringify(e.detail),
+      detail: details[i],
       server_time: serverTime,
       mode: auth.row.mode,
       hash: sha256(canonicalJson(e)),
@@ -639,6 +648,9 @@ export class SessionService {
       await this.db.recordEvents(rows);
     } catch (e) {
       if (e instanceof TooManyEvents) throw new HttpError(409, `${e.message}; further events are not stored`, { detail: { stored: e.stored } });
+      if (e instanceof TooManyEventBytes) {
+        throw new HttpError(413, `${e.message}; nothing of this request was stored`, { detail: { stored: e.stored, bytes: e.bytes, limit: MAX_EVENT_DETAIL_BYTES_PER_SESSION } });
+      }
       if ((e as { code?: string }).code === 'SQLITE_CONSTRAINT_FOREIGNKEY') throw unauthorized();
       throw e;
     }

@@ -155,3 +155,62 @@ describe('2. resume bound to what only the participant holds', () => {
     }
   });
 });
+
+describe('3. byte limits on client events', () => {
+  const bytes = (srv: TestServer, session: string) =>
+    srv.db.sqlite.prepare('SELECT count(*) AS n, coalesce(sum(length(CAST(detail AS BLOB))), 0) AS b FROM events WHERE session_id = ?').get(session) as { n: number; b: number };
+
+  test('an event over 4 kB of detail: 413, nothing of its request stored, nothing else lost', async () => {
+    const srv = await serveFixture(fixture());
+    try {
+      const s = (await createSession(srv.url, 'fixture', { participant: 'flooder' })).body;
+      const t0 = tasksOf(srv, s.session)[0];
+      assert.equal((await call(srv.url, 'PUT', `/api/sessions/${s.session}/trials/0`, answer(t0.answer), bearer(s.token))).status, 200);
+      assert.equal((await call(srv.url, 'POST', `/api/sessions/${s.session}/events`, { events: [{ type: 'blur', at: 1, detail: { k: 'ok' } }] }, bearer(s.token))).status, 204);
+      const flood = Object.fromEntries(Array.from({ length: 120 }, (_, i) => [`k${i}`, 'x'.repeat(500)]));
+      const r = await call(srv.url, 'POST', `/api/sessions/${s.session}/events`, { events: [{ type: 'focus', at: 2 }, { type: 'blur', at: 3, detail: flood }] }, bearer(s.token));
+      assert.equal(r.status, 413, r.text);
+      assert.match(r.body.error, /events\[1\]\.detail.*4096/);
+      assert.deepEqual(r.body.detail, { event: 1, bytes: JSON.stringify(flood).length, limit: 4096 });
+      // Just under the limit is fine, in bytes of UTF-8 (a 3-byte character counts 3).
+      const wide = { s: '€'.repeat(500), t: '€'.repeat(500) }; // 3,000 bytes + keys
+      assert.equal((await call(srv.url, 'POST', `/api/sessions/${s.session}/events`, { events: [{ type: 'blur', at: 4, detail: wide }] }, bearer(s.token))).status, 204);
+      assert.deepEqual(bytes(srv, s.session).n, 2, 'the first event and the wide one; nothing of the refused request');
+      const t1 = tasksOf(srv, s.session)[1];
+      assert.equal((await call(srv.url, 'PUT', `/api/sessions/${s.session}/trials/1`, answer(t1.answer), bearer(s.token))).status, 200, 'answers go on');
+      assert.deepEqual(srv.db.answeredSeqs(s.session), [0, 1]);
+    } finally {
+      await srv.close();
+    }
+  });
+
+  test('a session stores at most 256 kB of event details: the request that would pass it gets 413; answers and finish go on', async () => {
+    const srv = await serveFixture(fixture());
+    try {
+      const s = (await createSession(srv.url, 'fixture', { participant: 'slow-flooder' })).body;
+      const big = (i: number) => ({ type: 'blur', at: i, detail: { pad: 'y'.repeat(490), a: 'z'.repeat(490), b: 'w'.repeat(490), c: 'v'.repeat(490), d: 'u'.repeat(490), e: 'x'.repeat(490), f: 't'.repeat(490), g: 's'.repeat(490) } });
+      const per = JSON.stringify(big(0).detail).length;
+      assert.ok(per < 4096 && per > 3900);
+      let refused = 0;
+      let at = 0;
+      for (let batch = 0; batch < 12; batch++) {
+        const r = await call(srv.url, 'POST', `/api/sessions/${s.session}/events`, { events: Array.from({ length: 10 }, () => big(at++)) }, bearer(s.token));
+        if (r.status === 413) {
+          refused++;
+          assert.match(r.body.error, /262144 bytes/);
+          assert.ok(r.body.detail.stored <= 262_144);
+        } else assert.equal(r.status, 204, r.text);
+      }
+      const { n, b } = bytes(srv, s.session);
+      assert.ok(refused >= 5, `${refused} requests refused`);
+      assert.equal(n % 10, 0, 'whole requests stored or refused');
+      assert.ok(b <= 262_144 && b > 262_144 - 10 * per, `${b} bytes stored`);
+      // Small events that still fit, answers and finish are not affected.
+      assert.equal((await call(srv.url, 'POST', `/api/sessions/${s.session}/events`, { events: [{ type: 'unsynced_end', at: 1e12 }] }, bearer(s.token))).status, 204);
+      for (const t of tasksOf(srv, s.session)) assert.equal((await call(srv.url, 'PUT', `/api/sessions/${s.session}/trials/${t.seq}`, answer(t.answer), bearer(s.token))).status, 200);
+      assert.equal((await call(srv.url, 'POST', `/api/sessions/${s.session}/finish`, undefined, bearer(s.token))).status, 200);
+    } finally {
+      await srv.close();
+    }
+  });
+});
