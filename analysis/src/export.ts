@@ -153,8 +153,9 @@ export function dataDictionary(format: ExportFormat = 'csv', names = { trials: `
   const cells =
     format === 'csv'
       ? [
-          'Booleans are 1/0; empty cells are missing values. Text cells that would start with `=`, `+`, `-` or `@`',
-          'are prefixed with `\'` so spreadsheets do not run them as formulas.',
+          'Booleans are 1/0; empty cells are missing values. Text cells that start with `=`, `+`, `-` or `@` (also after',
+          'leading spaces or line breaks), or with a tab or line break, are prefixed with `\'` so spreadsheets do not run',
+          'them as formulas.',
         ]
       : ['One JSON object per line. Booleans are true/false; missing values are null.'];
   return [

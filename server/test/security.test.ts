@@ -2,7 +2,11 @@
 // session taken over by someone who knows the participant's id, no storage flood through client
 // events, and the small leaks and gaps. A real server on 127.0.0.1 and a real SQLite file.
 import assert from 'node:assert/strict';
+import { request as httpRequest } from 'node:http';
+import { Writable } from 'node:stream';
 import { describe, test } from 'node:test';
+import { pino } from 'pino';
+import { parseCsv } from '@legible/analysis';
 import type { Task } from '../src/assign.ts';
 import { fixtureMaker } from './fixture.ts';
 import { answer, bearer, call, createSession, serveFixture, type TestServer } from './http.ts';
@@ -209,6 +213,125 @@ describe('3. byte limits on client events', () => {
       assert.equal((await call(srv.url, 'POST', `/api/sessions/${s.session}/events`, { events: [{ type: 'unsynced_end', at: 1e12 }] }, bearer(s.token))).status, 204);
       for (const t of tasksOf(srv, s.session)) assert.equal((await call(srv.url, 'PUT', `/api/sessions/${s.session}/trials/${t.seq}`, answer(t.answer), bearer(s.token))).status, 200);
       assert.equal((await call(srv.url, 'POST', `/api/sessions/${s.session}/finish`, undefined, bearer(s.token))).status, 200);
+    } finally {
+      await srv.close();
+    }
+  });
+});
+
+/** A request with a body in the given bytes and Content-Type (fetch would re-encode a string as UTF-8). */
+function rawSend(base: string, method: string, path: string, body: Buffer, headers: Record<string, string>): Promise<{ status: number; text: string }> {
+  const url = new URL(base);
+  return new Promise((resolve, reject) => {
+    const req = httpRequest({ host: url.hostname, port: url.port, path, method, headers: { 'content-length': String(body.length), ...headers } }, (res) => {
+      let text = '';
+      res.setEncoding('utf8');
+      res.on('data', (c) => (text += c));
+      res.on('end', () => resolve({ status: res.statusCode ?? 0, text }));
+    });
+    req.on('error', reject);
+    req.end(body);
+  });
+}
+
+describe('4. small leaks and gaps', () => {
+  test('rate-limited answers, events and finish are logged without the session id', async () => {
+    const lines: string[] = [];
+    const sink = new Writable({
+      write(chunk, _enc, done) {
+        lines.push(chunk.toString());
+        done();
+      },
+    });
+    const srv = await serveFixture(fixture(), { limits: { sessionPerMinute: 2 }, log: pino({ level: 'info' }, sink) });
+    try {
+      const s = (await createSession(srv.url, 'fixture', { participant: 'chatty' })).body;
+      const statuses: number[] = [];
+      for (let i = 0; i < 3; i++) statuses.push((await call(srv.url, 'POST', `/api/sessions/${s.session}/events`, { events: [{ type: 'blur', at: i }] }, bearer(s.token))).status);
+      statuses.push((await call(srv.url, 'POST', `/api/sessions/${s.session}/finish`, undefined, bearer(s.token))).status);
+      statuses.push((await call(srv.url, 'PUT', `/api/sessions/${s.session}/trials/0`, answer(0), bearer(s.token))).status);
+      assert.deepEqual(statuses, [204, 204, 429, 429, 429]);
+      const limited = lines.map((l) => JSON.parse(l) as Record<string, unknown>).filter((e) => e.msg === 'rate limited');
+      assert.equal(limited.length, 3);
+      assert.deepEqual(limited.map((e) => e.route).sort(), ['/api/sessions/:id/events', '/api/sessions/:id/finish', '/api/sessions/:id/trials/:seq']);
+      for (const line of lines) assert.ok(!line.includes(s.session) && !line.includes(s.token), `no session id or token in ${line}`);
+    } finally {
+      await srv.close();
+    }
+  });
+
+  test('query_order must be [0, 1] or [1, 0]', async () => {
+    const srv = await serveFixture(fixture());
+    try {
+      const s = (await createSession(srv.url, 'fixture', { participant: 'orderly' })).body;
+      for (const order of [[0, 0], [1, 1]]) {
+        const r = await call(srv.url, 'PUT', `/api/sessions/${s.session}/trials/0`, answer(0, { query_order: order }), bearer(s.token));
+        assert.equal(r.status, 400, `${JSON.stringify(order)}: ${r.text}`);
+        assert.deepEqual(r.body.detail.fields.map((f: { field: string }) => f.field), ['query_order']);
+        assert.match(r.body.error, /\[0, 1\] or \[1, 0\]/);
+      }
+      assert.deepEqual(srv.db.answeredSeqs(s.session), []);
+      assert.equal((await call(srv.url, 'PUT', `/api/sessions/${s.session}/trials/0`, answer(0, { query_order: [1, 0] }), bearer(s.token))).status, 200);
+    } finally {
+      await srv.close();
+    }
+  });
+
+  test('trials.csv defuses formulas after leading spaces and line breaks', async () => {
+    const srv = await serveFixture(fixture());
+    try {
+      const { token } = srv.db.createAdminToken('t');
+      const versions = [' =1+1', '\n=1+1', '\t=1+1', '  @SUM(A1)', '=1+1', '1.0.0', ' plain', '-'];
+      const s = (await createSession(srv.url, 'fixture', { participant: 'spreadsheet' })).body;
+      for (const [seq, v] of versions.entries()) {
+        const r = await call(srv.url, 'PUT', `/api/sessions/${s.session}/trials/${seq}`, answer(0, { plugin_version: v }), bearer(s.token));
+        assert.equal(r.status, 200, r.text);
+      }
+      const csv = await call(srv.url, 'GET', '/api/admin/studies/fixture/trials.csv', undefined, bearer(token));
+      const [header, ...rows] = parseCsv(csv.text);
+      const col = header.indexOf('plugin_version');
+      assert.deepEqual(
+        rows.map((r) => r[col]),
+        ["' =1+1", "'\n=1+1", "'\t=1+1", "'  @SUM(A1)", "'=1+1", '1.0.0', ' plain', "'-"],
+      );
+    } finally {
+      await srv.close();
+    }
+  });
+
+  test('a body in a charset other than UTF-8 gets 415 on every JSON route', async () => {
+    const srv = await serveFixture(fixture());
+    try {
+      const s = (await createSession(srv.url, 'fixture', { participant: 'utf16' })).body;
+      const utf16 = (v: unknown) => Buffer.from(JSON.stringify(v), 'utf16le');
+      const type = { 'content-type': 'application/json; charset=utf-16le' };
+      const create = await rawSend(srv.url, 'POST', '/api/sessions', utf16({ study: 'fixture', participant: 'utf16-b' }), type);
+      assert.equal(create.status, 415, create.text);
+      assert.match(create.text, /UTF-8/);
+      const put = await rawSend(srv.url, 'PUT', `/api/sessions/${s.session}/trials/0`, utf16(answer(0)), { ...type, authorization: `Bearer ${s.token}` });
+      assert.equal(put.status, 415, put.text);
+      const ev = await rawSend(srv.url, 'POST', `/api/sessions/${s.session}/events`, utf16({ events: [{ type: 'blur', at: 1 }] }), { ...type, authorization: `Bearer ${s.token}` });
+      assert.equal(ev.status, 415, ev.text);
+      assert.deepEqual(srv.db.answeredSeqs(s.session), []);
+      assert.equal((srv.db.sqlite.prepare('SELECT count(*) AS n FROM sessions').get() as { n: number }).n, 1);
+      // UTF-8, said or unsaid, is fine.
+      const ok = await rawSend(srv.url, 'PUT', `/api/sessions/${s.session}/trials/0`, Buffer.from(JSON.stringify(answer(0))), { 'content-type': 'application/json; charset="UTF-8"', authorization: `Bearer ${s.token}` });
+      assert.equal(ok.status, 200, ok.text);
+    } finally {
+      await srv.close();
+    }
+  });
+
+  test('audit?before= takes only a whole number above 0', async () => {
+    const srv = await serveFixture(fixture());
+    try {
+      const { token } = srv.db.createAdminToken('t');
+      for (const bad of ['1);DROP%20TABLE%20audit;--', '1abc', '0', '-1', '1.5', '%201', '']) {
+        const r = await call(srv.url, 'GET', `/api/admin/audit?before=${bad}`, undefined, bearer(token));
+        assert.equal(r.status, 400, `before=${bad}: ${r.text}`);
+        assert.match(r.body.error, /before: expected an audit entry id/);
+      }
+      assert.equal((await call(srv.url, 'GET', '/api/admin/audit?before=5', undefined, bearer(token))).status, 200);
     } finally {
       await srv.close();
     }

@@ -151,7 +151,10 @@ export const TrialAnswer = z.strictObject({
   confidence: z.union([z.literal(1), z.literal(2), z.literal(3)]),
   rt_ms: z.number().finite().min(0).max(86_400_000),
   /** Which query the client drew in the upper/left position (0 or 1). */
-  query_order: z.tuple([z.union([z.literal(0), z.literal(1)]), z.union([z.literal(0), z.literal(1)])]).optional(),
+  query_order: z
+    .tuple([z.union([z.literal(0), z.literal(1)]), z.union([z.literal(0), z.literal(1)])])
+    .refine(([upper, lower]) => upper !== lower, { error: 'expected [0, 1] or [1, 0]' })
+    .optional(),
   /** Response given with the keyboard or a pointer. */
   input: z.enum(['key', 'pointer']).optional(),
   /** performance.now() at the first painted frame of the trial, and at the response. */
