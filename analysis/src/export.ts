@@ -12,7 +12,7 @@ import { LegibleError } from '@legible/studies';
 import { TRIAL_COLUMNS, type Column } from './columns.ts';
 import { csvCell } from './csv.ts';
 import { ExclusionTally, RULES, type ExclusionConfig, type ExclusionSummary } from './exclusions.ts';
-import { PARTICIPANT_COLUMNS, participantRows } from './participants.ts';
+import { PARTICIPANT_COLUMNS, participantRows, type ParticipantDetails } from './participants.ts';
 
 export type ExportFormat = 'csv' | 'jsonl';
 
@@ -26,6 +26,8 @@ export interface ExportOptions {
   exclusions?: ExclusionConfig | null;
   /** Keep unfinished sessions out of the `incomplete` rule (default: they are flagged). */
   includeIncomplete?: boolean;
+  /** The study file's data.participant_details (default coarse: no quasi-identifiers in participants.csv). */
+  participantDetails?: ParticipantDetails;
 }
 
 function openStudyDb(opts: ExportOptions): Database.Database {
@@ -129,7 +131,7 @@ export async function writeParticipants(out: Writable, opts: ExportOptions): Pro
   try {
     function* lines(): Generator<string> {
       if (format === 'csv') yield `${PARTICIPANT_COLUMNS.map((c) => c.name).join(',')}\n`;
-      for (const { row, decision } of participantRows(db, opts.study, opts.exclusions ?? null, { includeIncomplete: opts.includeIncomplete })) {
+      for (const { row, decision } of participantRows(db, opts.study, opts.exclusions ?? null, { includeIncomplete: opts.includeIncomplete, details: opts.participantDetails })) {
         if (decision) tally!.add(decision);
         if (format === 'csv') yield `${PARTICIPANT_COLUMNS.map((c) => csvCell(c.value(row, decision), c.type)).join(',')}\n`;
         else yield `${JSON.stringify(Object.fromEntries(PARTICIPANT_COLUMNS.map((c) => [c.name, jsonValue(c.type, c.value(row, decision))])))}\n`;
@@ -170,6 +172,11 @@ export function dataDictionary(format: ExportFormat = 'csv', names = { trials: `
     '',
     'One row per session (a participant\'s run through the study), in participant order. Exclusion flags come from the',
     '`exclusions` section of the study file as it was at export; `legible analyze` applies the rules again from the study file.',
+    '',
+    'Device and time details are coarse by default, as they can single a person out together with other data: browser family',
+    'and major version, OS family, a screen width class, and times rounded down to the hour. The User-Agent header, screen',
+    'size, devicePixelRatio and exact times are written only when the study file asks for them with',
+    '`data.participant_details: full` (and were then read from the study file at export; without a study file: coarse).',
     '',
     ...table(PARTICIPANT_COLUMNS),
     '',

@@ -278,6 +278,15 @@ export const Recruitment = z
     }
   });
 
+export const Data = z.strictObject({
+  participant_details: z
+    .enum(['coarse', 'full'])
+    .default('coarse')
+    .describe(
+      'What participants.csv says about each participant\'s device and times. coarse: browser family and major version, OS family, a screen class, times rounded down to the hour. full: also the User-Agent header, screen size, devicePixelRatio and exact times (quasi-identifiers: ask for them only if the analysis needs them).',
+    ),
+});
+
 export const Text = z.strictObject({
   consent: markdown,
   instructions: markdown,
@@ -305,6 +314,7 @@ export const Study = z
     design: Design,
     exclusions: Exclusions.prefault({}),
     recruitment: Recruitment.prefault({}),
+    data: Data.prefault({}).describe('What the export writes about participants (see analysis/README.md).'),
     text: Text,
   })
   .superRefine((s, ctx) => {
