@@ -146,7 +146,7 @@ export async function analyze(opts: AnalyzeOptions): Promise<AnalysisResult> {
     const db = opts.db ?? process.env.LEGIBLE_DB ?? 'legible.db';
     const dataDir = join(out, 'data');
     log(`exporting study ${loaded.study.id} from ${db}`);
-    const exported = await exportStudy(dataDir, { db, study: loaded.study.id, exclusions: loaded.study.exclusions, includeIncomplete: opts.includeIncomplete });
+    const exported = await exportStudy(dataDir, { db, study: loaded.study.id, exclusions: loaded.study.exclusions, includeIncomplete: opts.includeIncomplete, participantDetails: loaded.study.data.participant_details });
     files.push(...exported.files);
     data = loadLegibleExport(exported.files[0], extra);
   }

@@ -48,16 +48,18 @@ export const exportCommand: Command = {
     // The study file gives the exclusion rules; a bare id with no study file still exports.
     let study = positionals[0];
     let exclusions = null;
+    let participantDetails: 'coarse' | 'full' = 'coarse';
     try {
       const loaded = loadStudy(study, { studiesDir: values.studies ?? defaultStudiesDir(), checkFiles: false });
       study = loaded.study.id;
       exclusions = loaded.study.exclusions;
+      participantDetails = loaded.study.data.participant_details;
     } catch (e) {
       if (/[/\\]|\.ya?ml$/.test(study)) throw e;
       console.error(`legible export: no study file for "${study}" (${(e as Error).message.split('\n')[0]}); participants.csv gets no exclusion flags.`);
     }
     const db = values.db ?? process.env.LEGIBLE_DB ?? 'legible.db';
-    const res = await exportStudy(values.out, { db, study, practice: !values['no-practice'], format, exclusions, includeIncomplete: values['include-incomplete'] });
+    const res = await exportStudy(values.out, { db, study, practice: !values['no-practice'], format, exclusions, includeIncomplete: values['include-incomplete'], participantDetails });
     console.log(`${res.rows} trials, ${res.participants} sessions → ${res.files.join(', ')}`);
     for (const c of res.counts) console.log(formatCounts(c));
     return 0;

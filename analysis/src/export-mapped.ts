@@ -95,6 +95,7 @@ export function exportMapped(outDir: string, input: string, mapping: Mapping, op
       window_h: null,
       screen_w: null,
       screen_h: null,
+      screen_class: '',
       dpr: null,
       input: '',
       browser: '',

@@ -12,7 +12,7 @@ import { LegibleError } from '@legible/studies';
 import { TRIAL_COLUMNS, type Column } from './columns.ts';
 import { csvCell } from './csv.ts';
 import { COUNT_DEFINITIONS, countSessions, ExclusionTally, RULES, type ExclusionConfig, type ExclusionDecision, type ExclusionSummary, type SessionCounts } from './exclusions.ts';
-import { PARTICIPANT_COLUMNS, participantRows } from './participants.ts';
+import { PARTICIPANT_COLUMNS, participantRows, type ParticipantDetails } from './participants.ts';
 
 export type ExportFormat = 'csv' | 'jsonl';
 
@@ -26,6 +26,8 @@ export interface ExportOptions {
   exclusions?: ExclusionConfig | null;
   /** Keep unfinished sessions out of the `incomplete` rule (default: they are flagged). */
   includeIncomplete?: boolean;
+  /** The study file's data.participant_details (default coarse: no quasi-identifiers in participants.csv). */
+  participantDetails?: ParticipantDetails;
 }
 
 function openStudyDb(opts: ExportOptions): Database.Database {
@@ -130,7 +132,7 @@ export async function writeParticipants(out: Writable, opts: ExportOptions): Pro
   try {
     function* lines(): Generator<string> {
       if (format === 'csv') yield `${PARTICIPANT_COLUMNS.map((c) => c.name).join(',')}\n`;
-      for (const { row, decision } of participantRows(db, opts.study, opts.exclusions ?? null, { includeIncomplete: opts.includeIncomplete })) {
+      for (const { row, decision } of participantRows(db, opts.study, opts.exclusions ?? null, { includeIncomplete: opts.includeIncomplete, details: opts.participantDetails })) {
         if (decision) {
           tally!.add(decision);
           const list = byMode.get(row.mode) ?? [];
@@ -201,9 +203,10 @@ export function dataDictionary(format: ExportFormat = 'csv', names = { trials: `
   const cells =
     format === 'csv'
       ? [
-          'Booleans are 1/0; empty cells are missing values (and only they: the text `NA` is text). Text cells that would start',
-          'with `=`, `+`, `-` or `@` are prefixed with `\'` so spreadsheets do not run them as formulas. `datapackage.json` gives',
-          'every column\'s type as a Frictionless Table Schema, for typed reading in R and pandas.',
+          'Booleans are 1/0; empty cells are missing values (and only they: the text `NA` is text). Text cells that start',
+          'with `=`, `+`, `-` or `@` (also after leading spaces or line breaks), or with a tab or line break, are prefixed',
+          'with `\'` so spreadsheets do not run them as formulas. `datapackage.json` gives every column\'s type as a',
+          'Frictionless Table Schema, for typed reading in R and pandas.',
         ]
       : ['One JSON object per line. Booleans are true/false; missing values are null.'];
   return [
@@ -218,6 +221,11 @@ export function dataDictionary(format: ExportFormat = 'csv', names = { trials: `
     '',
     'One row per session (a participant\'s run through the study), in participant order. Exclusion flags come from the',
     '`exclusions` section of the study file as it was at export; `legible analyze` applies the rules again from the study file.',
+    '',
+    'Device and time details are coarse by default, as they can single a person out together with other data: browser family',
+    'and major version, OS family, a screen width class, and times rounded down to the hour. The User-Agent header, screen',
+    'size, devicePixelRatio and exact times are written only when the study file asks for them with',
+    '`data.participant_details: full` (and were then read from the study file at export; without a study file: coarse).',
     '',
     ...table(PARTICIPANT_COLUMNS),
     '',

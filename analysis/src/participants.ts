@@ -29,6 +29,7 @@ export interface ParticipantRow extends ParticipantFacts {
   screen_w: number | null;
   screen_h: number | null;
   dpr: number | null;
+  screen_class: string;
   input: string;
   browser: string;
   os: string;
@@ -47,6 +48,54 @@ export interface ParticipantColumn {
   description: string;
   value: (r: ParticipantRow, d: ExclusionDecision | null) => unknown;
 }
+
+/** How much participants.csv says about devices and times (the study file's data.participant_details). */
+export type ParticipantDetails = 'coarse' | 'full';
+
+const FULL_ONLY = 'Only with `data.participant_details: full` in the study file (a quasi-identifier); empty by default.';
+const HOUR = 'Rounded down to the hour unless the study file has `data.participant_details: full` (durations are computed from the exact times).';
+
+/** Browser family and major version ("chrome 130"), and OS family, from a User-Agent header. */
+export function coarseUserAgent(ua: string): { browser: string; os: string } {
+  const rules: [RegExp, string][] = [
+    [/Edg(?:e|A|iOS)?\/(\d+)/, 'edge'],
+    [/OPR\/(\d+)/, 'opera'],
+    [/(?:Firefox|FxiOS)\/(\d+)/, 'firefox'],
+    [/HeadlessChrome\/(\d+)/, 'chrome-headless'],
+    [/(?:Chrome|CriOS)\/(\d+)/, 'chrome'],
+    [/Version\/(\d+).*Safari\//, 'safari'],
+  ];
+  const hit = rules.map(([re, name]) => [re.exec(ua), name] as const).find(([m]) => m);
+  const browser = hit ? `${hit[1]} ${hit[0]![1]}` : 'other';
+  const os = /Windows/.test(ua)
+    ? 'windows'
+    : /iPhone|iPad|iPod/.test(ua)
+      ? 'ios'
+      : /Mac OS X/.test(ua)
+        ? 'macos'
+        : /Android/.test(ua)
+          ? 'android'
+          : /CrOS/.test(ua)
+            ? 'chromeos'
+            : /Linux/.test(ua)
+              ? 'linux'
+              : 'other';
+  return { browser, os };
+}
+
+/** The start of a client-reported name that is coarse by construction (family, major version), or null. */
+function coarseName(value: unknown, pattern: RegExp): string | null {
+  return typeof value === 'string' ? (pattern.exec(value)?.[0] ?? null) : null;
+}
+
+/** The screen width class of participants.csv. */
+export function screenClass(width: number | null): string {
+  if (width === null || !(width > 0)) return '';
+  return width < 1280 ? 'under 1280' : width < 1920 ? '1280-1919' : width < 2560 ? '1920-2559' : '2560 or more';
+}
+
+/** An ISO time rounded down to the hour (null stays null). */
+const toHour = (iso: string | null): string | null => (iso === null ? null : `${iso.slice(0, 13)}:00:00.000Z`);
 
 const ratio = (a: number | null, b: number | null) => (a === null || !b ? null : a / b);
 const round = (x: number | null, digits: number) => (x === null ? null : Number(x.toFixed(digits)));
@@ -68,14 +117,14 @@ export const PARTICIPANT_COLUMNS: ParticipantColumn[] = [
   { name: 'status', type: 'text', description: 'Session status at export: `active`, `finished` or `released`.', value: (r) => r.status },
   { name: 'outcome', type: 'text', description: 'Outcome decided by the server at finish: `completed` or `failed_checks` (empty while unfinished).', value: (r) => r.outcome },
   { name: 'complete', type: 'boolean', description: '1 when the session was finished or every assigned trial was answered.', value: (r) => r.complete },
-  { name: 'started_at', type: 'timestamp', unit: 'ISO 8601 UTC', description: 'Server time the session was created (after consent, before the instructions).', value: (r) => r.started_at },
-  { name: 'finished_at', type: 'timestamp', unit: 'ISO 8601 UTC', description: 'Server time of finishing (empty while unfinished).', value: (r) => r.finished_at },
-  { name: 'last_answer_at', type: 'timestamp', unit: 'ISO 8601 UTC', description: 'Server time the last answer was recorded.', value: (r) => r.last_answer_at },
+  { name: 'started_at', type: 'timestamp', unit: 'ISO 8601 UTC', description: `Server time the session was created (after consent, before the instructions). ${HOUR}`, value: (r) => r.started_at },
+  { name: 'finished_at', type: 'timestamp', unit: 'ISO 8601 UTC', description: `Server time of finishing (empty while unfinished). ${HOUR}`, value: (r) => r.finished_at },
+  { name: 'last_answer_at', type: 'timestamp', unit: 'ISO 8601 UTC', description: `Server time the last answer was recorded. ${HOUR}`, value: (r) => r.last_answer_at },
   {
     name: 'total_time_s',
     type: 'number',
     unit: 's',
-    description: 'From session start to finish (to the last answer for unfinished sessions). Consent time is not included: the session starts after consent.',
+    description: 'From session start to finish (to the last answer for unfinished sessions), from the exact times. Consent time is not included: the session starts after consent.',
     value: (r) => round(r.total_time_s, 1),
   },
   {
@@ -108,14 +157,26 @@ export const PARTICIPANT_COLUMNS: ParticipantColumn[] = [
   { name: 'mean_confidence', type: 'number', unit: '1–3', description: 'Mean confidence on main trials.', value: (r) => round(r.mean_confidence, 3) },
   { name: 'window_w', type: 'integer', unit: 'CSS px', description: 'Smallest browser window width over the session\'s trials.', value: (r) => r.window_w },
   { name: 'window_h', type: 'integer', unit: 'CSS px', description: 'Smallest browser window height over the session\'s trials.', value: (r) => r.window_h },
-  { name: 'screen_w', type: 'integer', unit: 'CSS px', description: 'Screen width.', value: (r) => r.screen_w },
-  { name: 'screen_h', type: 'integer', unit: 'CSS px', description: 'Screen height.', value: (r) => r.screen_h },
-  { name: 'dpr', type: 'number', description: 'devicePixelRatio (largest seen).', value: (r) => r.dpr },
+  { name: 'screen_w', type: 'integer', unit: 'CSS px', description: `Screen width. ${FULL_ONLY}`, value: (r) => r.screen_w },
+  { name: 'screen_h', type: 'integer', unit: 'CSS px', description: `Screen height. ${FULL_ONLY}`, value: (r) => r.screen_h },
+  { name: 'dpr', type: 'number', description: `devicePixelRatio (largest seen). ${FULL_ONLY}`, value: (r) => r.dpr },
+  {
+    name: 'screen_class',
+    type: 'text',
+    unit: 'CSS px',
+    description: 'Screen width class (the widest seen): `under 1280`, `1280-1919`, `1920-2559` or `2560 or more` (empty if not reported). Always written.',
+    value: (r) => r.screen_class,
+  },
   { name: 'input', type: 'text', description: '`key`, `pointer`, or `mixed`: how the participant answered.', value: (r) => r.input },
-  { name: 'browser', type: 'text', description: 'Browser family from the client\'s browser check (empty if not reported).', value: (r) => r.browser },
-  { name: 'os', type: 'text', description: 'Operating system from the browser check.', value: (r) => r.os },
+  {
+    name: 'browser',
+    type: 'text',
+    description: 'Browser family and major version, e.g. `chrome 130`, from the client\'s browser check, else from the User-Agent header (`other` if unknown, empty if neither).',
+    value: (r) => r.browser,
+  },
+  { name: 'os', type: 'text', description: 'Operating system family (`windows`, `macos`, `linux`, `chromeos`, `android`, `ios`, `other`), as `browser`.', value: (r) => r.os },
   { name: 'vsync_hz', type: 'number', unit: 'Hz', description: 'Display refresh rate measured by the browser check.', value: (r) => round(r.vsync_hz, 1) },
-  { name: 'user_agent', type: 'text', description: 'The browser\'s User-Agent header at session start (first 512 characters).', value: (r) => r.user_agent },
+  { name: 'user_agent', type: 'text', description: `The browser's User-Agent header at session start (first 512 characters). ${FULL_ONLY}`, value: (r) => r.user_agent },
   { name: 'blur_events', type: 'integer', description: 'Times the page lost focus (client events; empty when the database has none).', value: (r) => r.blur_events },
   { name: 'fullscreen_exits', type: 'integer', description: 'Times the participant left fullscreen.', value: (r) => r.fullscreen_exits },
   { name: 'preload_failures', type: 'integer', description: 'Stimulus images that failed to load.', value: (r) => r.preload_failures },
@@ -223,8 +284,9 @@ export function* participantRows(
   db: Database.Database,
   study: string,
   rules: ExclusionConfig | null,
-  opts: ExclusionOptions & { practice?: boolean } = {},
+  opts: ExclusionOptions & { practice?: boolean; details?: ParticipantDetails } = {},
 ): Generator<{ row: ParticipantRow; decision: ExclusionDecision | null }> {
+  const full = opts.details === 'full';
   const practiceCols = hasColumn(db, 'sessions', 'practice_passed');
   const events = hasTable(db, 'events');
   const prior = priorParticipation(db, study);
@@ -276,6 +338,7 @@ export function* participantRows(
     } catch {
       check = {};
     }
+    const ua = s.user_agent ? coarseUserAgent(s.user_agent) : null;
     const failed = check.passed === false || check.ok === false ? true : ev?.check_detail ? false : null;
     const row: ParticipantRow = {
       study: s.study,
@@ -287,9 +350,9 @@ export function* participantRows(
       status: s.status,
       outcome: s.outcome ?? '',
       complete,
-      started_at: s.created_at,
-      finished_at: s.finished_at,
-      last_answer_at: s.last_answer_at,
+      started_at: full ? s.created_at : toHour(s.created_at),
+      finished_at: full ? s.finished_at : toHour(s.finished_at),
+      last_answer_at: full ? s.last_answer_at : toHour(s.last_answer_at),
       total_time_s: end ? seconds(end) - seconds(s.created_at) : null,
       instruction_time_s: first ? seconds(first.server_time) - first.rt_ms / 1000 - seconds(s.created_at) : null,
       trials_expected: s.n_trials,
@@ -307,14 +370,15 @@ export function* participantRows(
       mean_confidence: s.mean_confidence,
       window_w: s.window_w,
       window_h: s.window_h,
-      screen_w: s.screen_w,
-      screen_h: s.screen_h,
-      dpr: s.dpr,
+      screen_w: full ? s.screen_w : null,
+      screen_h: full ? s.screen_h : null,
+      dpr: full ? s.dpr : null,
+      screen_class: screenClass(s.screen_w ?? (typeof check.screen_width === 'number' ? check.screen_width : null)),
       input: s.inputs > 1 ? 'mixed' : (s.input ?? ''),
-      browser: typeof check.browser === 'string' ? check.browser : '',
-      os: typeof check.os === 'string' ? check.os : '',
+      browser: coarseName(check.browser, /^[A-Za-z][A-Za-z-]{0,20}(?: \d{1,4})?/) ?? ua?.browser ?? '',
+      os: coarseName(check.os, /^[A-Za-z]{2,12}/) ?? ua?.os ?? '',
       vsync_hz: typeof check.vsync_rate === 'number' ? check.vsync_rate : null,
-      user_agent: s.user_agent ?? '',
+      user_agent: full ? (s.user_agent ?? '') : '',
       blur_events: ev ? ev.blur : null,
       fullscreen_exits: ev ? ev.fs_exit : null,
       preload_failures: ev ? ev.preload : null,

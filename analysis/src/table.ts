@@ -3,6 +3,7 @@
 // columns take a few megabytes, and numbers are parsed once per distinct value.
 import { closeSync, openSync, readSync } from 'node:fs';
 import { LegibleError } from '@legible/studies';
+import { undefuse } from './csv.ts';
 import type { Frame } from './stats/formula.ts';
 
 export class Table implements Frame {
@@ -257,7 +258,5 @@ export function readTable(file: string, keep: (name: string) => boolean = () => 
   return table.seal();
 }
 
-/** Undo the export's formula-injection guard (a leading ' before =, +, -, @). */
-function unprefix(s: string): string {
-  return s.length > 1 && s[0] === "'" && /[=+\-@\t\r]/.test(s[1]) ? s.slice(1) : s;
-}
+/** Undo the export's formula-injection guard (csv.ts, defuse). */
+const unprefix = undefuse;

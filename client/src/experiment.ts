@@ -19,7 +19,7 @@ import { Api, HttpError, retrying, type CreateSessionResponse, type FinishRespon
 import { EventLog, watchWindow } from './events.ts';
 import { buttonPage, firstUrls, taskTimeline, type PracticeState } from './flow.ts';
 import { enterFullscreen, FullscreenKeeper, fullscreenSupported } from './fullscreen.ts';
-import { identify } from './identity.ts';
+import { identify, recallResume, rememberResume } from './identity.ts';
 import { Outbox } from './outbox.ts';
 import AwaitPlugin from './plugin-await.ts';
 import BrowserCheckPlugin, { type BrowserCheckData } from './plugin-browser-check.ts';
@@ -274,12 +274,31 @@ export async function runExperiment(opts: ExperimentOptions): Promise<Experiment
     data: { step: 'session' },
     run: async (say: (text: string) => void) => {
       let session: CreateSessionResponse;
+      const refused = (err: unknown) => err instanceof HttpError && err.status === 403 && err.body?.detail?.resume_refused === true;
       try {
-        session = await retrying(() => api.createSession(who.request), { onRetry });
+        try {
+          session = await retrying(() => api.createSession(who.request), { onRetry });
+        } catch (err) {
+          // Another tab of this browser may have just started the session and kept its secret.
+          if (!refused(err) || !recallResume(who, storage)) throw err;
+          session = await retrying(() => api.createSession(who.request), { onRetry });
+        }
         retried();
       } catch (err) {
         retried();
-        if (err instanceof HttpError && err.status === 409) {
+        if (refused(err)) {
+          stop(
+            messagePage({
+              kind: 'resume-refused',
+              title: 'This study was started in another browser',
+              lines: [
+                'Someone with your participant id has already started this study in another browser or on another device, so it cannot continue here.',
+                'Please go on in the browser where you started, from the same link. If that is not possible, contact the researcher.',
+              ],
+            }),
+            { outcome: 'error', message: errorText(err) },
+          );
+        } else if (err instanceof HttpError && err.status === 409) {
           const code = typeof err.body?.code === 'string' ? err.body.code : null;
           const redirect = typeof err.body?.redirect === 'string' ? err.body.redirect : null;
           stop(
@@ -306,6 +325,7 @@ export async function runExperiment(opts: ExperimentOptions): Promise<Experiment
       state.session = session;
       state.token = session.token;
       claimSession(session.session);
+      rememberResume(who, storage, session.resume_secret);
       const store = await openOutboxStore(session.session, local);
       document.documentElement.dataset.outbox = store.kind;
       const outbox = await Outbox.open({

@@ -27,11 +27,51 @@ function randomId(): string {
   return Array.from(bytes, (b) => b.toString(16).padStart(2, '0')).join('');
 }
 
+/** Where this browser keeps the resume secret of a participant's session (see rememberResume). */
+export const resumeKey = (who: Pick<Identity, 'study' | 'who'>) => `legible:resume:${who.study}:${who.who}`;
+
+/**
+ * The resume secret stored for this participant, put into the request (true when there is one and
+ * it differs from what the request carried: worth another try after a refusal).
+ */
+export function recallResume(who: Identity, storage: KeyValueStore): boolean {
+  let secret: string | null = null;
+  try {
+    secret = storage.getItem(resumeKey(who));
+  } catch {
+    // Unreadable storage: no secret.
+  }
+  if (!secret || secret === who.request.resume) return false;
+  who.request.resume = secret;
+  return true;
+}
+
+/**
+ * Keep the session's resume secret (CreateSessionResponse.resume_secret): the server resumes a
+ * participant's session only for a request that carries it — or, on Prolific, the same SESSION_ID.
+ * A reload, the tab closed and reopened, or another tab of this browser sends it.
+ */
+export function rememberResume(who: Identity, storage: KeyValueStore, secret: string): void {
+  who.request.resume = secret;
+  try {
+    storage.setItem(resumeKey(who), secret);
+  } catch {
+    // Not stored: this page still has it; a reload will be refused unless the link carries Prolific's SESSION_ID.
+  }
+}
+
 /**
  * The participant from the page's query string: PROLIFIC_PID (+ STUDY_ID, SESSION_ID), or
- * `participant`, or else a random id kept in storage so that a reload resumes.
+ * `participant`, or else a random id kept in storage so that a reload resumes; with the resume
+ * secret this browser kept for that participant, if any.
  */
 export function identify(search: string, storage: KeyValueStore): Identity | { error: string } {
+  const who = identifyFromLink(search, storage);
+  if (!('error' in who)) recallResume(who, storage);
+  return who;
+}
+
+function identifyFromLink(search: string, storage: KeyValueStore): Identity | { error: string } {
   const params = new URLSearchParams(search);
   const study = param(params, 'study');
   if (!study) return { error: 'The link to this study is missing its "study" part. Please use the exact link you were given.' };

@@ -7,7 +7,7 @@
 // coming back after finishing, declining consent, and ?simulate=data-only.
 import assert from 'node:assert/strict';
 import { after, before, test } from 'node:test';
-import type { Browser, Page } from 'playwright-core';
+import type { Browser, BrowserContext, Page } from 'playwright-core';
 import { CreateSessionResponse } from '@legible/studies/contracts';
 import type { RunningServer } from '@legible/server';
 import { idbOutboxKeys, startRig, WITHOUT_INDEXEDDB, type Rig } from './helpers.ts';
@@ -47,9 +47,14 @@ before(async () => {
 
 after(() => rig?.close());
 
-/** The session as the server sees it (a create with the same participant is a resume). */
-async function sessionOf(participant: string): Promise<CreateSessionResponse> {
-  const res = await fetch(`${srv.url}/api/sessions`, { method: 'POST', headers: { 'Content-Type': 'application/json' }, body: JSON.stringify({ study: 'e2e', participant }) });
+/**
+ * The session as the server sees it: a create with the same participant and the resume secret the
+ * page's browser keeps is a resume.
+ */
+async function sessionOf(page: Page, participant: string): Promise<CreateSessionResponse> {
+  const resume = await page.evaluate((key) => localStorage.getItem(key), `legible:resume:e2e:participant:${participant}`);
+  assert.ok(resume, 'the browser keeps the resume secret');
+  const res = await fetch(`${srv.url}/api/sessions`, { method: 'POST', headers: { 'Content-Type': 'application/json' }, body: JSON.stringify({ study: 'e2e', participant, resume }) });
   assert.ok(res.status === 200 || res.status === 201, `create session: ${res.status}`);
   return CreateSessionResponse.parse(await res.json());
 }
@@ -92,6 +97,8 @@ async function begin(page: Page): Promise<void> {
 
 const participant = `e2e-${Date.now()}`;
 let firstSession = '';
+/** The first test's browser storage (its resume secret), for coming back in the same browser. */
+let firstStorage: Awaited<ReturnType<BrowserContext['storageState']>> | undefined;
 
 test('a whole session in Chromium: every trial recorded exactly once, through a reload and failed requests', async () => {
   const context = await browser.newContext({ viewport: { width: 1280, height: 720 } });
@@ -113,7 +120,7 @@ test('a whole session in Chromium: every trial recorded exactly once, through a 
     await begin(page);
     assert.equal(await page.evaluate(() => document.fullscreenElement !== null), true, 'in full screen after its page');
     assert.equal(await page.evaluate(() => document.documentElement.dataset.outbox), 'indexeddb');
-    const { trials } = await sessionOf(participant);
+    const { trials } = await sessionOf(page, participant);
     assert.equal(trials.length, 8);
     assert.deepEqual(
       trials.map((t) => t.practice),
@@ -152,7 +159,7 @@ test('a whole session in Chromium: every trial recorded exactly once, through a 
     assert.match((await page.textContent('#banner'))!, /Reconnecting/);
     const stored = (await idbOutboxKeys(page)).filter((k) => k.includes('|t:'));
     assert.deepEqual(stored.map((k) => k.split('|t:')[1]), ['000003'], 'the unsent answer is in IndexedDB');
-    assert.equal((await sessionOf(participant)).resume_at, 3, 'the server has 0–2');
+    assert.equal((await sessionOf(page, participant)).resume_at, 3, 'the server has 0–2');
 
     // Reload while seq 3 is unsent: no consent, no instructions; "welcome back", then seq 4.
     await page.waitForSelector('.f2afc[data-state="ready"]');
@@ -180,6 +187,7 @@ test('a whole session in Chromium: every trial recorded exactly once, through a 
     assert.deepEqual(cspBeforeRedirect, [], 'no CSP violations');
     await page.waitForURL(`${REDIRECT}**`, { timeout: 10_000 });
     assert.equal(redirectedTo, `${REDIRECT}?cc=${codeText}`);
+    firstStorage = await context.storageState();
   } finally {
     await context.close();
   }
@@ -222,16 +230,34 @@ test('a whole session in Chromium: every trial recorded exactly once, through a 
   assert.ok(events.some((e) => e.type === 'fullscreen_enter' && e.seq === 2), 'and came back');
 });
 
-test('coming back after finishing shows the completion code again; nothing new is stored', async () => {
-  const page = await browser.newPage({ viewport: { width: 1280, height: 720 } });
+test('coming back after finishing shows the completion code again in the same browser, none in another; nothing new is stored', async () => {
+  assert.ok(firstStorage, 'the first test kept its browser storage');
+  // The same browser (its storage: the resume secret; consent is asked again once the page's
+  // consent flag is gone, as no session is looked up before consent), then the server says this
+  // participant has finished.
+  const same = await browser.newContext({ viewport: { width: 1280, height: 720 }, storageState: firstStorage });
   try {
-    // A new browser: consent is asked again (no session is looked up before consent), then the
-    // server says this participant has finished.
+    const page = await same.newPage();
     await page.goto(`${srv.url}/?study=e2e&participant=${participant}`);
+    await page.evaluate(() => Object.keys(localStorage).filter((k) => k.startsWith('legible:consent:')).forEach((k) => localStorage.removeItem(k)));
+    await page.reload();
     await page.click('[data-choice-name="agree"]');
     await page.waitForSelector('text=You have already completed this study');
     assert.match((await page.textContent('[data-completion-code]'))!, /^E2E-(DONE|CHECK)$/);
     assert.match((await page.getAttribute('a[data-redirect]', 'href'))!, /^https:\/\/completion\.example\/done\?cc=E2E-/);
+  } finally {
+    await same.close();
+  }
+  // Another browser with only the participant id: told plainly, no code.
+  const page = await browser.newPage({ viewport: { width: 1280, height: 720 } });
+  try {
+    await page.goto(`${srv.url}/?study=e2e&participant=${participant}`);
+    await page.click('[data-choice-name="agree"]');
+    await page.waitForSelector('[data-page="resume-refused"]');
+    const text = (await page.textContent('[data-page="resume-refused"]'))!;
+    assert.match(text, /started in another browser/);
+    assert.doesNotMatch(text, /E2E-(DONE|CHECK)/);
+    assert.equal(await page.locator('[data-completion-code]').count(), 0);
   } finally {
     await page.close();
   }

@@ -163,7 +163,7 @@ function studyCard(s) {
 async function showParticipants(id, box) {
   const { participants } = await api(`/api/admin/studies/${encodeURIComponent(id)}/participants`);
   const table = el('table');
-  const heads = ['participant', 'mode', 'status', 'outcome', 'condition', 'started', 'minutes', 'answered', 'catch', 'buttons', 'practice', 'events', 'excluded by'];
+  const heads = ['participant', 'mode', 'status', 'outcome', 'condition', 'started', 'minutes', 'answered', 'catch', 'buttons', 'practice', 'events', 'ended unsynced', 'excluded by'];
   table.append(el('thead', {}, el('tr', {}, ...heads.map((h) => el('th', { text: h })))));
   const body = el('tbody');
   for (const p of participants) {
@@ -183,6 +183,7 @@ async function showParticipants(id, box) {
         el('td', { class: 'num', text: fmt(p.distinct_buttons) }),
         el('td', { text: p.practice.rounds === null ? '' : `${p.practice.passed === null ? 'done' : p.practice.passed ? 'passed' : 'not passed'} (${p.practice.rounds} round${p.practice.rounds === 1 ? '' : 's'})` }),
         el('td', { class: 'num', text: fmt(p.events) }),
+        el('td', { text: p.unsynced_end ? `yes: ${p.answered} of ${p.required} stored, review` : '' }),
         el('td', { text: p.excluded_by.join(', ') }),
       ),
     );

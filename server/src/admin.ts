@@ -32,6 +32,8 @@ interface SessionStats {
   catch_correct: number;
   buttons: number;
   events: number;
+  /** unsynced_end events: the browser ended the study before every answer was saved. */
+  unsynced: number;
 }
 
 export interface ParticipantRow {
@@ -56,6 +58,12 @@ export interface ParticipantRow {
   distinct_buttons: number;
   practice: { passed: boolean | null; rounds: number | null };
   events: number;
+  /**
+   * The browser ended the study before every answer was saved (an unsynced_end event): the
+   * participant was shown the unsynced code. `answered` is what the server holds; approve or
+   * reject by hand.
+   */
+  unsynced_end: boolean;
   /** Exclusion rules of the study file this session breaks (as participants.csv: every rule, finished or not). */
   excluded_by: string[];
   /** Only with ?identities=1: the recruitment ids, for payment. */
@@ -156,7 +164,8 @@ export class AdminService {
               count(DISTINCT CASE WHEN t.kind != 'practice' THEN
                 (CASE WHEN t.query_order IS NULL THEN t.choice WHEN json_extract(t.query_order, '$[0]') = t.choice THEN 0 ELSE 1 END) * 10 + t.confidence
               END) AS buttons,
-              (SELECT count(*) FROM events e WHERE e.session_id = s.id) AS events
+              (SELECT count(*) FROM events e WHERE e.session_id = s.id) AS events,
+              (SELECT count(*) FROM events e WHERE e.session_id = s.id AND e.type = 'unsynced_end') AS unsynced
        FROM sessions s LEFT JOIN trials t ON t.session_id = s.id
        WHERE s.study = ?
        GROUP BY s.id
@@ -313,6 +322,7 @@ export class AdminService {
         distinct_buttons: s.buttons,
         practice: { passed: s.practice_passed === null ? null : s.practice_passed === 1, rounds: s.practice_rounds },
         events: s.events,
+        unsynced_end: s.unsynced > 0,
         excluded_by: broken?.get(s.id) ?? [],
       };
       if (identities) {

@@ -137,7 +137,7 @@ function build(opts: AppOptions): { app: Express; fast: (req: IncomingMessage, r
       handler: (req, res) => {
         const reset = (req as Request & { rateLimit?: { resetTime?: Date } }).rateLimit?.resetTime;
         const seconds = Math.max(1, Math.ceil(((reset?.getTime() ?? Date.now() + windowMs) - Date.now()) / 1000));
-        log.warn({ limit: name, route: (req.url ?? '').split('?')[0].split('/').slice(0, 3).join('/') }, 'rate limited');
+        log.warn({ limit: name, route: routePattern((req as Request).originalUrl ?? req.url ?? '') }, 'rate limited');
         res.setHeader('Retry-After', String(seconds));
         sendJson(res, 429, { error: `too many requests (${name}): try again in ${seconds} s` }, securityHeaders);
       },
@@ -154,8 +154,14 @@ function build(opts: AppOptions): { app: Express; fast: (req: IncomingMessage, r
     skip: (_req, res) => res.locals.admin !== undefined,
   });
 
-  const json = express.json({ limit: BODY_LIMIT, strict: true, type: ['application/json', 'application/*+json'] });
-  const jsonEvents = express.json({ limit: EVENTS_BODY_LIMIT, strict: true, type: ['application/json', 'application/*+json'] });
+  // body-parser decodes utf-16 and utf-32 too; the API takes UTF-8 only (415 otherwise, as the fast path).
+  const utf8Only: RequestHandler = (req, _res, next) => {
+    const charset = /;\s*charset\s*=\s*"?([^";\s]*)/i.exec(req.get('content-type') ?? '')?.[1];
+    if (charset !== undefined && charset.toLowerCase() !== 'utf-8') throw new HttpError(415, 'unsupported body encoding: send UTF-8 JSON');
+    next();
+  };
+  const json = [utf8Only, express.json({ limit: BODY_LIMIT, strict: true, type: ['application/json', 'application/*+json'] })];
+  const jsonEvents = [utf8Only, express.json({ limit: EVENTS_BODY_LIMIT, strict: true, type: ['application/json', 'application/*+json'] })];
   /** The session token: the session goes to res.locals.auth, or 401. */
   const sessionAuth: RequestHandler = (req, res, next) => {
     res.locals.auth = sessions.authenticate(String(req.params.id), req.get('authorization'));
@@ -197,13 +203,13 @@ function build(opts: AppOptions): { app: Express; fast: (req: IncomingMessage, r
     res.json(info);
   });
 
-  api.post('/sessions', perIpCreate, json, async (req, res) => {
+  api.post('/sessions', perIpCreate, ...json, async (req, res) => {
     const result = await sessions.create(req.body, req.get('user-agent'));
     res.status(result.status).json(result.body);
   });
 
   // The route the fast path (fastpath.ts) takes over for its common shape; both must answer alike.
-  api.put(TRIAL_ROUTE, json, sessionAuth, perSession, async (req, res) => {
+  api.put(TRIAL_ROUTE, ...json, sessionAuth, perSession, async (req, res) => {
     res.json(await sessions.answerAs(res.locals.auth as Authenticated, req.params.seq as string, req.body));
   });
 
@@ -211,7 +217,7 @@ function build(opts: AppOptions): { app: Express; fast: (req: IncomingMessage, r
     res.json(sessions.finishAs(res.locals.auth as Authenticated));
   });
 
-  api.post('/sessions/:id/events', jsonEvents, sessionAuth, perSession, async (req, res) => {
+  api.post('/sessions/:id/events', ...jsonEvents, sessionAuth, perSession, async (req, res) => {
     await sessions.events(res.locals.auth as Authenticated, req.body);
     res.status(204).end();
   });
@@ -287,8 +293,11 @@ function build(opts: AppOptions): { app: Express; fast: (req: IncomingMessage, r
 
   adminApi.get('/audit', (req, res) => {
     const limit = Math.min(1000, Math.max(1, Number.parseInt(String(req.query.limit ?? '100'), 10) || 100));
-    const before = req.query.before === undefined ? undefined : Number.parseInt(String(req.query.before), 10);
-    if (before !== undefined && !(before > 0)) throw new HttpError(400, 'before: expected an audit entry id (a whole number above 0)');
+    const beforeText = req.query.before;
+    if (beforeText !== undefined && (typeof beforeText !== 'string' || !/^[1-9]\d{0,15}$/.test(beforeText))) {
+      throw new HttpError(400, 'before: expected an audit entry id (a whole number above 0)');
+    }
+    const before = beforeText === undefined ? undefined : Number(beforeText);
     admin.record(actor(res), 'audit.read');
     res.json({ entries: admin.auditLog(limit, before).map((e) => ({ ...e, detail: e.detail === null ? null : JSON.parse(e.detail) })) });
   });
@@ -373,6 +382,21 @@ function build(opts: AppOptions): { app: Express; fast: (req: IncomingMessage, r
     errorBody: (err, route, method) => errorBody(err, route, method),
   });
   return { app, fast };
+}
+
+/**
+ * The route pattern of a request path, for logs: ids and seqs replaced by :id and :seq (session
+ * ids are never logged; see server/API.md, Conventions).
+ */
+export function routePattern(url: string): string {
+  const path = url.split('?')[0];
+  let m: RegExpExecArray | null;
+  if ((m = /^\/api\/sessions\/[^/]+\/(trials)\/[^/]*$/.exec(path))) return '/api/sessions/:id/trials/:seq';
+  if ((m = /^\/api\/sessions\/[^/]+\/(finish|events)$/.exec(path))) return `/api/sessions/:id/${m[1]}`;
+  if (/^\/api\/sessions\/?$/.test(path)) return '/api/sessions';
+  if (/^\/api\/studies\/[^/]+$/.test(path)) return '/api/studies/:id';
+  if (/^\/api\/admin(\/|$)/.test(path)) return '/api/admin';
+  return path.startsWith('/api/') ? '/api (other)' : '(other)';
 }
 
 /** The admin's client closed the connection during an export. */

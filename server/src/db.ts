@@ -140,6 +140,10 @@ export interface AuditRow {
 
 /** Most events one session may store (a flood guard; a real session sends a few dozen). */
 export const MAX_EVENTS_PER_SESSION = 5000;
+/** Most bytes (UTF-8 JSON) of one event's detail; the client's own events stay well below. */
+export const MAX_EVENT_DETAIL_BYTES = 4096;
+/** Most bytes of event details one session may store, all events together. */
+export const MAX_EVENT_DETAIL_BYTES_PER_SESSION = 256 * 1024;
 
 /** Ordered schema steps; step i brings user_version from i to i + 1. Append, never edit. */
 const MIGRATIONS: string[] = [
@@ -321,6 +325,7 @@ function prepareAll(db: Database.Database) {
        ON CONFLICT (session_id, hash) DO NOTHING`,
     ),
     eventCount: db.prepare<[string], number>('SELECT count(*) FROM events WHERE session_id = ?').pluck(),
+    eventDetailBytes: db.prepare<[string], number>('SELECT coalesce(sum(length(CAST(detail AS BLOB))), 0) FROM events WHERE session_id = ?').pluck(),
     savepoint: db.prepare('SAVEPOINT job'),
     release: db.prepare('RELEASE job'),
     rollbackTo: db.prepare('ROLLBACK TO job'),
@@ -476,6 +481,10 @@ export class LegibleDb {
   insertIdentity(row: IdentityRow): void {
     this.q.insertIdentity.run(row);
   }
+  /** The recruitment ids stored for a pseudonym (for resume: Prolific's SESSION_ID of the attempt). */
+  identity(participant: string): IdentityRow | undefined {
+    return this.q.identityOf.get(participant);
+  }
   /** Returns false when the session was already finished. */
   finishSession(id: string, outcome: string, code: string | null, finishedAt: string): boolean {
     return this.q.finishSession.run({ id, outcome, code, finished_at: finishedAt }).changes === 1;
@@ -597,9 +606,14 @@ export class LegibleDb {
    * has reached MAX_EVENTS_PER_SESSION.
    */
   recordEvents(rows: EventRow[]): Promise<number> {
+    const bytes = rows.reduce((sum, r) => sum + (r.detail === null ? 0 : Buffer.byteLength(r.detail, 'utf8')), 0);
     return this.enqueue(() => {
       const have = this.q.eventCount.get(rows[0].session_id)!;
       if (have + rows.length > MAX_EVENTS_PER_SESSION) throw new TooManyEvents(have);
+      if (bytes > 0) {
+        const stored = this.q.eventDetailBytes.get(rows[0].session_id)!;
+        if (stored + bytes > MAX_EVENT_DETAIL_BYTES_PER_SESSION) throw new TooManyEventBytes(stored, bytes);
+      }
       let added = 0;
       for (const row of rows) added += this.q.insertEvent.run(row).changes;
       return added;
@@ -728,6 +742,16 @@ export class LegibleDb {
 export class TooManyEvents extends Error {
   constructor(readonly stored: number) {
     super(`this session has stored ${stored} events, the most allowed is ${MAX_EVENTS_PER_SESSION}`);
+  }
+}
+
+/** recordEvents: the batch would take the session's stored event details past MAX_EVENT_DETAIL_BYTES_PER_SESSION. */
+export class TooManyEventBytes extends Error {
+  constructor(
+    readonly stored: number,
+    readonly bytes: number,
+  ) {
+    super(`this session has stored ${stored} bytes of event details and this request adds ${bytes}; the most allowed is ${MAX_EVENT_DETAIL_BYTES_PER_SESSION} bytes`);
   }
 }
 

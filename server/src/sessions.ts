@@ -15,7 +15,7 @@ import {
 } from '@legible/studies';
 import { assignTasks, emptyLoad, exampleFor, type Task } from './assign.ts';
 import { LoadTracker } from './balance.ts';
-import { TooManyEvents, type EventRow, type IdentityRow, type LegibleDb, type Mode, type SessionMeta, type SessionRow, type TrialRow } from './db.ts';
+import { MAX_EVENT_DETAIL_BYTES, MAX_EVENT_DETAIL_BYTES_PER_SESSION, TooManyEventBytes, TooManyEvents, type EventRow, type IdentityRow, type LegibleDb, type Mode, type SessionMeta, type SessionRow, type TrialRow } from './db.ts';
 import { hasPractice, practiceState, roundSummaryFor, type PracticeAnswer, type PracticeState } from './practice.ts';
 import type { Registry, StudyEntry } from './registry.ts';
 
@@ -32,6 +32,17 @@ export class HttpError extends Error {
     return { error: this.message, ...this.extra };
   }
 }
+
+/**
+ * 403 for a claim of a participant id whose session the request cannot prove to hold (neither the
+ * browser's resume secret nor Prolific's SESSION_ID of the attempt): no token, no code.
+ */
+export const resumeRefused = () =>
+  new HttpError(
+    403,
+    'this participant id already has a session, started in another browser: continue in the browser (and from the link) you started in; if that is not possible, contact the researcher',
+    { detail: { resume_refused: true } },
+  );
 
 export const unauthorized = () => new HttpError(401, 'invalid or missing session token: send the token from POST /api/sessions as "Authorization: Bearer <token>"');
 
@@ -65,6 +76,7 @@ const HINTS: Record<string, string> = {
   PROLIFIC_PID: "expected Prolific's PROLIFIC_PID URL parameter (1–128 characters)",
   STUDY_ID: "expected Prolific's STUDY_ID URL parameter (1–128 characters)",
   SESSION_ID: "expected Prolific's SESSION_ID URL parameter (1–128 characters)",
+  resume: 'expected the resume_secret this browser got with its session (1–128 characters)',
 };
 
 function valueAt(body: unknown, path: (string | number)[]): unknown {
@@ -107,8 +119,8 @@ export function parseCreateRequest(body: unknown): CreateSessionRequest {
         detail: { fields: [{ field: 'participant', message: 'required (or PROLIFIC_PID)' }] },
       });
     }
-    if (prolific) return validate(ProlificRequest, body, 'invalid session request', ['study', 'PROLIFIC_PID', 'STUDY_ID', 'SESSION_ID']);
-    return validate(GenericRequest, body, 'invalid session request', ['study', 'participant']);
+    if (prolific) return validate(ProlificRequest, body, 'invalid session request', ['study', 'PROLIFIC_PID', 'STUDY_ID', 'SESSION_ID', 'resume']);
+    return validate(GenericRequest, body, 'invalid session request', ['study', 'participant', 'resume']);
   }
   return validate(CreateSessionRequest, body, 'invalid session request', []);
 }
@@ -185,8 +197,11 @@ const stimulusUrl = (study: string, asset: string): string => {
 /** The study's practice criterion, or null (every practice round passes). */
 export const criterionOf = (study: Study): number | null => study.design.practice_criterion ?? null;
 
-/** The unsynced code: recruitment.unsynced, else the completed code, else null. */
-export const unsyncedCode = (study: Study): string | null => study.recruitment.unsynced?.code ?? study.recruitment.completed?.code ?? null;
+/**
+ * The unsynced code: recruitment.unsynced, else null — never the completed code, as every participant
+ * gets it before the first trial (the study schema keeps it distinct from every other code).
+ */
+export const unsyncedCode = (study: Study): string | null => study.recruitment.unsynced?.code ?? null;
 
 function taskTrials(entry: StudyEntry, tasks: Task[]): TaskTrial[] {
   return tasks.map((task) => {
@@ -221,6 +236,8 @@ function exampleOf(entry: StudyEntry, tasks: Task[]): CreateSessionResponse['exa
 // ─── Preview sessions: in memory, never in the database ────────────────────────────────────
 interface PreviewSession {
   row: SessionRow;
+  /** Prolific's SESSION_ID at creation (binds resume, as identities.prolific_session_id does). */
+  prolificSession: string | null;
   tasks: Task[];
   /** In the order they were recorded. */
   answers: Map<number, { hash: string; ack: TrialAck; correct: boolean }>;
@@ -321,6 +338,25 @@ export class SessionService {
     return createHmac('sha256', this.db.secret).update(`session token\0${sessionId}`).digest('base64url');
   }
 
+  /** A session's resume secret (derived like the token, nothing stored): what the browser keeps to come back. */
+  private resumeSecret(sessionId: string): string {
+    return createHmac('sha256', this.db.secret).update(`resume secret\0${sessionId}`).digest('base64url');
+  }
+
+  /**
+   * Whether a create request may resume `sessionId`: it carries the session's resume secret, or —
+   * Prolific — the SESSION_ID the session was created with (Prolific's id of that attempt). Knowing
+   * the participant id alone is not enough (ids are seen by others: screen shares, shared links).
+   */
+  private mayResume(req: CreateSessionRequest, sessionId: string, prolificSession: string | null | undefined): boolean {
+    if (req.resume !== undefined) {
+      const given = createHash('sha256').update(req.resume).digest();
+      const expected = createHash('sha256').update(this.resumeSecret(sessionId)).digest();
+      if (timingSafeEqual(given, expected)) return true;
+    }
+    return 'PROLIFIC_PID' in req && req.SESSION_ID !== undefined && !!prolificSession && req.SESSION_ID === prolificSession;
+  }
+
   study(id: string): StudyEntry {
     const entry = this.registry.get(id);
     if (!entry) throw new HttpError(404, `no study "${id}" on this server: check the study id in the link`);
@@ -374,18 +410,22 @@ export class SessionService {
         this.preview.delete(s.row.id);
         s = undefined;
       }
+      if (s && !this.mayResume(req, s.row.id, s.prolificSession)) throw resumeRefused();
       const created = !s;
       if (!s) {
         const { row, tasks } = newRow();
-        s = { row, tasks, answers: new Map(), expires: now.getTime() + study.design.time_limit_minutes * 60_000 };
+        const prolificSession = 'PROLIFIC_PID' in req ? (req.SESSION_ID ?? null) : null;
+        s = { row, tasks, prolificSession, answers: new Map(), expires: now.getTime() + study.design.time_limit_minutes * 60_000 };
         this.preview.add(s);
       }
       const skipped = hasPractice(s.tasks) ? previewPractice(s, criterionOf(study)).skipped : undefined;
       return { status: created ? 201 : 200, body: this.response(entry, s.row.id, s.tasks, [...s.answers.keys()], skipped) };
     }
 
-    // Pilot and live. A participant who is back resumes their session (or is told they finished).
+    // Pilot and live. A participant who is back resumes their session (or is told they finished),
+    // if the request proves to hold it; any other claim of the id is refused without token or code.
     const resume = (existing: SessionRow): CreateResult => {
+      if (!this.mayResume(req, existing.id, this.db.identity(participant)?.prolific_session_id)) throw resumeRefused();
       if (existing.status === 'finished') {
         const redirect = redirectFor(study, existing.outcome as Outcome, existing.code);
         throw new HttpError(409, 'already completed', { code: existing.code, redirect });
@@ -442,6 +482,7 @@ export class SessionService {
       example: exampleOf(entry, tasks),
       config: clientConfig(entry.study),
       unsynced_code: unsyncedCode(entry.study),
+      resume_secret: this.resumeSecret(sessionId),
     };
   }
 
@@ -595,15 +636,24 @@ export class SessionService {
    */
   async events(auth: Authenticated, body: unknown): Promise<void> {
     const req = parseEvents(body);
+    const details = req.events.map((e) => (e.detail === undefined ? null : JSON.stringify(e.detail)));
+    details.forEach((d, i) => {
+      const bytes = d === null ? 0 : Buffer.byteLength(d, 'utf8');
+      if (bytes > MAX_EVENT_DETAIL_BYTES) {
+        throw new HttpError(413, `events[${i}].detail is ${bytes} bytes of JSON, the most is ${MAX_EVENT_DETAIL_BYTES} per event; nothing of this request was stored`, {
+          detail: { event: i, bytes, limit: MAX_EVENT_DETAIL_BYTES },
+        });
+      }
+    });
     if (auth.preview) return;
     const serverTime = this.now().toISOString();
-    const rows: EventRow[] = req.events.map((e) => ({
+    const rows: EventRow[] = req.events.map((e, i) => ({
       session_id: auth.row.id,
       study: auth.row.study,
       seq: e.seq ?? null,
       type: e.type,
       at: e.at,
-      detail: e.detail === undefined ? null : JSON.stringify(e.detail),
+      detail: details[i],
       server_time: serverTime,
       mode: auth.row.mode,
       hash: sha256(canonicalJson(e)),
@@ -612,6 +662,9 @@ export class SessionService {
       await this.db.recordEvents(rows);
     } catch (e) {
       if (e instanceof TooManyEvents) throw new HttpError(409, `${e.message}; further events are not stored`, { detail: { stored: e.stored } });
+      if (e instanceof TooManyEventBytes) {
+        throw new HttpError(413, `${e.message}; nothing of this request was stored`, { detail: { stored: e.stored, bytes: e.bytes, limit: MAX_EVENT_DETAIL_BYTES_PER_SESSION } });
+      }
       if ((e as { code?: string }).code === 'SQLITE_CONSTRAINT_FOREIGNKEY') throw unauthorized();
       throw e;
     }

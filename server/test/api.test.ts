@@ -91,7 +91,10 @@ describe('the study server over HTTP', () => {
     // Two answers, then come back.
     await p(srv.url, 'PUT', `/api/sessions/${s.session}/trials/0`, answer(0), bearer(s.token));
     await p(srv.url, 'PUT', `/api/sessions/${s.session}/trials/1`, answer(1), bearer(s.token));
-    const again = await p<CreateSessionResponse>(srv.url, 'POST', '/api/sessions', { study: 'fixture', PROLIFIC_PID: 'pid-resume', STUDY_ID: 's1', SESSION_ID: 'x2' });
+    // Another Prolific attempt (SESSION_ID) with the same id is refused (server/API.md, Resuming).
+    const other = await p(srv.url, 'POST', '/api/sessions', { study: 'fixture', PROLIFIC_PID: 'pid-resume', STUDY_ID: 's1', SESSION_ID: 'x2' });
+    assert.equal(other.status, 403);
+    const again = await p<CreateSessionResponse>(srv.url, 'POST', '/api/sessions', { study: 'fixture', PROLIFIC_PID: 'pid-resume', STUDY_ID: 's1', SESSION_ID: 'x1' });
     assert.equal(again.status, 200);
     assert.equal(again.body.session, s.session);
     assert.equal(again.body.token, s.token);
@@ -99,14 +102,14 @@ describe('the study server over HTTP', () => {
     assert.equal(again.body.resume_at, 2);
     // Answers out of order: resume_at is the first unanswered seq.
     await p(srv.url, 'PUT', `/api/sessions/${s.session}/trials/5`, answer(1), bearer(s.token));
-    assert.equal((await p<CreateSessionResponse>(srv.url, 'POST', '/api/sessions', { study: 'fixture', PROLIFIC_PID: 'pid-resume' })).body.resume_at, 2);
+    assert.equal((await p<CreateSessionResponse>(srv.url, 'POST', '/api/sessions', { study: 'fixture', PROLIFIC_PID: 'pid-resume', resume: s.resume_secret })).body.resume_at, 2);
     const rows = srv.db.sqlite.prepare("SELECT count(*) AS n FROM sessions WHERE study = 'fixture'").get() as { n: number };
     assert.ok(rows.n >= 1);
     assert.equal((srv.db.sqlite.prepare('SELECT count(*) AS n FROM identities WHERE prolific_pid = ?').get('pid-resume') as { n: number }).n, 1);
   });
 
   test('concurrent creates for one participant give one session', async () => {
-    const replies = await Promise.all(Array.from({ length: 8 }, () => create({ participant: 'racer' })));
+    const replies = await Promise.all(Array.from({ length: 8 }, () => create({ PROLIFIC_PID: 'racer', SESSION_ID: 'racer-attempt' })));
     assert.deepEqual(replies.map((r) => r.status).sort(), [200, 200, 200, 200, 200, 200, 200, 201]);
     assert.equal(new Set(replies.map((r) => r.body.session)).size, 1);
   });
@@ -287,7 +290,7 @@ describe('the study server over HTTP', () => {
     assert.equal(row.outcome, 'completed');
     assert.equal(row.code, 'FIX-DONE');
     // Coming back after finishing: told so, with the code; an answer replay still gets its ack.
-    const back = await p(srv.url, 'POST', '/api/sessions', { study: 'fixture', PROLIFIC_PID: 'finisher' });
+    const back = await p(srv.url, 'POST', '/api/sessions', { study: 'fixture', PROLIFIC_PID: 'finisher', resume: s.resume_secret });
     assert.equal(back.status, 409);
     assert.deepEqual(back.body, { error: 'already completed', code: 'FIX-DONE', redirect: 'https://app.prolific.com/submissions/complete?cc=FIX-DONE' });
     const t0 = serverTasks(srv, s.session)[0];
@@ -440,7 +443,7 @@ describe('balance, leases and durability through the server', () => {
       srv.clock.ms += 29 * 60_000 + 1000; // 30 min 1 s after A started: A's lease is over, B's is not
       const c = (await createSession(srv.url, 'fixture', { participant: 'third' })).body;
       assert.deepEqual(mains(c.session), mains(a.session), "C gets A's released features");
-      const resumed = await createSession(srv.url, 'fixture', { participant: 'abandoner' });
+      const resumed = await createSession(srv.url, 'fixture', { participant: 'abandoner', resume: a.resume_secret });
       assert.equal(resumed.status, 200);
       assert.equal(resumed.body.session, a.session);
       assert.equal(srv.db.sessionById(a.session)!.status, 'active');
@@ -464,7 +467,7 @@ describe('balance, leases and durability through the server', () => {
 
     srv = await serveFixture(fx, { dbFile: srv.dbFile, clock: srv.clock });
     try {
-      const back = await createSession(srv.url, 'fixture', { PROLIFIC_PID: 'durable' });
+      const back = await createSession(srv.url, 'fixture', { PROLIFIC_PID: 'durable', resume: s.resume_secret });
       assert.equal(back.status, 200);
       assert.equal(back.body.session, s.session);
       assert.equal(back.body.token, s.token, 'the same token after a restart (same secret)');
@@ -490,7 +493,7 @@ describe('modes', () => {
       const r = await createSession(srv.url, 'fixture', { participant: 'experimenter' });
       assert.equal(r.status, 201);
       const s = r.body;
-      const again = await createSession(srv.url, 'fixture', { participant: 'experimenter' });
+      const again = await createSession(srv.url, 'fixture', { participant: 'experimenter', resume: s.resume_secret });
       assert.equal(again.status, 200);
       assert.equal(again.body.session, s.session);
       let feedback = 0;
@@ -520,7 +523,7 @@ describe('modes', () => {
   });
 
   test('live and pilot sessions are stored with their mode; generic platform without redirect → null', async () => {
-    const fx = makeFixture({ mode: 'live', recruitment: ['  platform: generic', '  completed:', '    code: LIVE-OK'] });
+    const fx = makeFixture({ mode: 'live', recruitment: ['  platform: generic', '  completed:', '    code: LIVE-OK', '  unsynced:', '    code: LIVE-LATE'] });
     const srv = await serveFixture(fx);
     try {
       const s = (await createSession(srv.url, 'fixture', { participant: 'live-1' })).body;

@@ -24,6 +24,7 @@ test('the dashboard: token prompt, sessionStorage, progress, participants, audit
       }
       srv.clock.ms += 12 * 60_000;
       if (i < 2) await call(srv.url, 'POST', `/api/sessions/${s.session}/finish`, undefined, bearer(s.token));
+      else await call(srv.url, 'POST', `/api/sessions/${s.session}/events`, { events: [{ type: 'unsynced_end', at: 1 }] }, bearer(s.token));
     }
     const { token } = srv.db.createAdminToken('browser');
     const page = await browser.newPage();
@@ -57,6 +58,7 @@ test('the dashboard: token prompt, sessionStorage, progress, participants, audit
     await page.waitForSelector('text=Participants (3)');
     assert.equal(await page.locator('.study table').last().locator('tbody tr').count(), 3);
     assert.match((await page.locator('.study table').last().textContent())!, /finished/);
+    assert.match((await page.locator('.study table').last().textContent())!, /ended unsynced.*yes: 8 of 8 stored, review/, 'who ended unsynced, with the trials the server holds');
     assert.ok((await page.locator('#audit tbody tr').count()) >= 1);
     // A reload keeps the token (same tab); "Forget token" drops it.
     await page.reload();

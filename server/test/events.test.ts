@@ -98,7 +98,7 @@ describe('client events', () => {
 describe('modes end to end', () => {
   for (const mode of ['preview', 'pilot', 'live'] as const) {
     test(`${mode}: session, answers, events, finish, export`, async () => {
-      const fx = makeFixture({ mode, recruitment: ['  platform: generic', '  completed:', '    code: DONE-9'] });
+      const fx = makeFixture({ mode, recruitment: ['  platform: generic', '  completed:', '    code: DONE-9', '  unsynced:', '    code: LATE-9'] });
       const srv = await serveFixture(fx);
       try {
         const token = (await runCommand('admin-token', ['create', '--db', srv.dbFile])).stdout.trim().split('\n').at(-1)!;
@@ -109,7 +109,7 @@ describe('modes end to end', () => {
 
         const created = await createSession(srv.url, 'fixture', { participant: `${mode}-1` });
         const s = CreateSessionResponse.parse(created.body);
-        assert.equal(s.unsynced_code, 'DONE-9', 'no unsynced code in the study: the completed code');
+        assert.equal(s.unsynced_code, 'LATE-9', 'the unsynced code, never the completed one');
         for (const t of s.trials) assert.equal((await call(srv.url, 'PUT', `/api/sessions/${s.session}/trials/${t.seq}`, answer(1), bearer(s.token))).status, 200);
         assert.equal((await call(srv.url, 'POST', `/api/sessions/${s.session}/events`, { events: [{ type: 'unsynced_end', at: 1 }] }, bearer(s.token))).status, 204);
         const fin = await call(srv.url, 'POST', `/api/sessions/${s.session}/finish`, undefined, bearer(s.token));

@@ -119,6 +119,8 @@ export function makeFixture(opts: FixtureOptions = {}): Fixture {
     '    code: FIX-CHECK',
     '  no_consent:',
     '    code: FIX-NOCONSENT',
+    '  unsynced:',
+    '    code: FIX-UNSYNCED',
   ];
   const yaml = [
     `id: ${id}`,

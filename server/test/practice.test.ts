@@ -152,7 +152,7 @@ describe('practice rounds over HTTP', () => {
       assert.equal(late.status, 409);
       assert.match(late.body.error, /practice trial 4 is not needed: practice ended after round 1; go on with trial 6/);
       assert.equal(late.body.detail.practice_over, true);
-      const resumed = await createSession(srv.url, 'fixture', { participant: 'p-pilot' });
+      const resumed = await createSession(srv.url, 'fixture', { participant: 'p-pilot', resume: s.resume_secret });
       assert.equal(resumed.status, 200);
       assert.equal(resumed.body.resume_at, 6);
       early = await call(srv.url, 'POST', `/api/sessions/${s.session}/finish`, undefined, bearer(s.token));
@@ -197,7 +197,7 @@ describe('practice rounds over HTTP', () => {
           { round: 2, correct: 0, total: 2, passed: false, practice_over: true },
         ],
       );
-      assert.equal((await createSession(srv.url, 'fixture', { participant: 'prev' })).body.resume_at, 6);
+      assert.equal((await createSession(srv.url, 'fixture', { participant: 'prev', resume: s.resume_secret })).body.resume_at, 6);
       // A second preview participant passes round 0: round 1 is refused.
       const t = CreateSessionResponse.parse((await createSession(srv.url, 'fixture', { participant: 'prev2' })).body);
       const keyT = (seq: number): 0 | 1 => {
@@ -209,7 +209,7 @@ describe('practice rounds over HTTP', () => {
       const r0 = await put(srv, t, 1, keyT(1));
       assert.deepEqual(r0.body.feedback!.round, { round: 0, correct: 2, total: 2, passed: true, practice_over: true });
       assert.equal((await put(srv, t, 2, 0)).status, 409);
-      assert.equal((await createSession(srv.url, 'fixture', { participant: 'prev2' })).body.resume_at, 6);
+      assert.equal((await createSession(srv.url, 'fixture', { participant: 'prev2', resume: t.resume_secret })).body.resume_at, 6);
       for (const table of ['sessions', 'trials', 'identities', 'events']) {
         assert.equal((srv.db.sqlite.prepare(`SELECT count(*) AS n FROM ${table}`).get() as { n: number }).n, 0, `preview stores nothing in ${table}`);
       }
@@ -247,7 +247,7 @@ describe('practice rounds over HTTP', () => {
     try {
       const s = (await createSession(srv.url, 'fixture', { participant: 'plain' })).body;
       assert.deepEqual(s.trials.map((t) => t.practice_round), [0, 0, null, null, null, null, null, null]);
-      assert.equal(s.unsynced_code, 'FIX-DONE', 'no unsynced code: the completed code');
+      assert.equal(s.unsynced_code, 'FIX-UNSYNCED', 'the unsynced code, never the completed one');
       const tasks = serverTasks(srv, s.session);
       const a1 = await put(srv, s, 1, right(tasks[1]));
       assert.deepEqual(a1.body.feedback, { correct: true });

@@ -113,10 +113,12 @@ export type ReferenceKind = z.infer<typeof ReferenceKind>;
 
 // ─── HTTP API (server/API.md) ──────────────────────────────────────────────────────────────
 const id = z.string().trim().min(1).max(128);
+/** The resume secret a browser got with its session (CreateSessionResponse.resume_secret). */
+const resume = z.string().min(1).max(128).optional();
 
 export const CreateSessionRequest = z.union([
-  z.strictObject({ study: id, PROLIFIC_PID: id, STUDY_ID: id.optional(), SESSION_ID: id.optional() }),
-  z.strictObject({ study: id, participant: id }),
+  z.strictObject({ study: id, PROLIFIC_PID: id, STUDY_ID: id.optional(), SESSION_ID: id.optional(), resume }),
+  z.strictObject({ study: id, participant: id, resume }),
 ]);
 export type CreateSessionRequest = z.infer<typeof CreateSessionRequest>;
 
@@ -163,8 +165,13 @@ export const CreateSessionResponse = z.object({
    * list (not recorded; null when the manifest has none to spare).
    */
   example: TaskTrial.pick({ reference_kind: true, min_url: true, max_url: true, query_urls: true }).nullable().optional(),
-  /** Code to show if the browser cannot save every answer by the end (recruitment.unsynced, else completed). */
+  /** Code to show if the browser cannot save every answer by the end (recruitment.unsynced, else null; never the completed code). */
   unsynced_code: z.string().nullable(),
+  /**
+   * Proof of holding this session: the browser keeps it and sends it as `resume` when it comes back
+   * (a reload, the tab reopened). Without it, only Prolific's SESSION_ID of the same attempt resumes.
+   */
+  resume_secret: z.string(),
 });
 export type CreateSessionResponse = z.infer<typeof CreateSessionResponse>;
 
@@ -175,7 +182,10 @@ export const TrialAnswer = z.strictObject({
   confidence: z.union([z.literal(1), z.literal(2), z.literal(3)]),
   rt_ms: z.number().finite().min(0).max(86_400_000),
   /** Which query the client drew in the upper/left position (0 or 1). */
-  query_order: z.tuple([z.union([z.literal(0), z.literal(1)]), z.union([z.literal(0), z.literal(1)])]).optional(),
+  query_order: z
+    .tuple([z.union([z.literal(0), z.literal(1)]), z.union([z.literal(0), z.literal(1)])])
+    .refine(([upper, lower]) => upper !== lower, { error: 'expected [0, 1] or [1, 0]' })
+    .optional(),
   /** Response given with the keyboard or a pointer. */
   input: z.enum(['key', 'pointer']).optional(),
   /** performance.now() at the first painted frame of the trial, and at the response. */
@@ -241,6 +251,8 @@ export const EventsRequest = z.strictObject({ events: z.array(ClientEvent).min(1
 export const ApiError = z.object({ error: z.string(), detail: z.unknown().optional() });
 /** 409 from finish while trials are missing. */
 export const FinishRefused = ApiError.extend({ missing: z.array(z.number().int()) });
+/** 403 from create-session: the participant id has a session that this request cannot prove to hold. */
+export const ResumeRefused = ApiError.extend({ detail: z.object({ resume_refused: z.literal(true) }) });
 /** 409 from create-session for a participant who already finished. */
 export const AlreadyCompleted = ApiError.extend({ code: z.string().nullable(), redirect: z.string().nullable() });
 /** 400: each bad field of the request. */

@@ -257,7 +257,9 @@ export const Recruitment = z
     incompatible_device: completion.optional(),
     unsynced: completion
       .optional()
-      .describe('Code shown when the browser could not save every answer before the end (default: the completed code); review these sessions before paying.'),
+      .describe(
+        'Code shown when the browser could not save every answer before the end (default: no code); must differ from every other code, and live studies with a `completed` code need one. Review these sessions before paying.',
+      ),
     reward: z
       .strictObject({ amount: z.number().positive(), currency: z.string().regex(/^[A-Z]{3}$/) })
       .optional()
@@ -265,7 +267,33 @@ export const Recruitment = z
   })
   .superRefine((r, ctx) => {
     if (r.platform === 'prolific' && !r.completed) ctx.addIssue({ code: 'custom', path: ['completed'], message: 'platform: prolific needs a `completed` code' });
+    // Codes given before the work is done (no_consent and incompatible_device to anyone, unsynced to
+    // every participant up front, as the network may be gone at the end) must never be a code that
+    // pays out as a finished study; the unsynced code differs from every other code.
+    const finishedCodes = ['completed', 'failed_checks'] as const;
+    for (const early of ['no_consent', 'incompatible_device', 'unsynced'] as const) {
+      const code = r[early]?.code;
+      if (code === undefined) continue;
+      const others = early === 'unsynced' ? (['completed', 'failed_checks', 'no_consent', 'incompatible_device'] as const) : finishedCodes;
+      for (const other of others) {
+        if (r[other]?.code !== code) continue;
+        ctx.addIssue({
+          code: 'custom',
+          path: [early, 'code'],
+          message: `is the same as the ${other} code: a participant gets the ${early} code without finishing the study, so it must differ from ${early === 'unsynced' ? 'every other code (sessions that ended unsynced are reviewed before paying)' : 'the completed and failed_checks codes'}`,
+        });
+      }
+    }
   });
+
+export const Data = z.strictObject({
+  participant_details: z
+    .enum(['coarse', 'full'])
+    .default('coarse')
+    .describe(
+      'What participants.csv says about each participant\'s device and times. coarse: browser family and major version, OS family, a screen class, times rounded down to the hour. full: also the User-Agent header, screen size, devicePixelRatio and exact times (quasi-identifiers: ask for them only if the analysis needs them).',
+    ),
+});
 
 export const Text = z.strictObject({
   consent: markdown,
@@ -307,6 +335,7 @@ export const Study = z
       .optional()
       .describe('Settings of `legible analyze`.'),
     recruitment: Recruitment.prefault({}),
+    data: Data.prefault({}).describe('What the export writes about participants (see analysis/README.md).'),
     text: Text,
   })
   .superRefine((s, ctx) => {
@@ -324,6 +353,13 @@ export const Study = z
     }
     if (s.references.visualization && !s.references.kinds.includes('visualization')) {
       ctx.addIssue({ code: 'custom', path: ['references', 'visualization'], message: 'has no effect: references.kinds does not include "visualization". Add it to kinds, or remove these settings.' });
+    }
+    if (s.mode === 'live' && s.recruitment.completed && !s.recruitment.unsynced) {
+      ctx.addIssue({
+        code: 'custom',
+        path: ['recruitment', 'unsynced'],
+        message: 'a live study with a `completed` code needs an `unsynced` code (shown when the network is gone at the end; never the completed code): add recruitment.unsynced.code, e.g. "UNSYNCED-1", and review those sessions before paying',
+      });
     }
     if (s.design.catch_trials > s.design.trials_per_participant) {
       ctx.addIssue({ code: 'custom', path: ['design', 'catch_trials'], message: 'more catch trials than main trials: catch trials should be a small share' });
