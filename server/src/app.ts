@@ -115,7 +115,8 @@ function build(opts: AppOptions): { app: Express; fast: (req: IncomingMessage, r
     res.on('finish', () => {
       const ms = Number(process.hrtime.bigint() - start) / 1e6;
       const route = (req.route?.path as string | undefined) ?? (req.path.startsWith('/stimuli/') ? '/stimuli' : req.path.startsWith('/assets/') ? '/assets' : 'unmatched');
-      const level = res.statusCode >= 500 ? 'error' : route === '/stimuli' || route === '/assets' ? 'debug' : 'info';
+      // Every request at debug (LOG_LEVEL=debug or --log-file shows them); server faults at error.
+      const level = res.statusCode >= 500 ? 'error' : 'debug';
       const entry: Record<string, unknown> = { method: req.method, route, status: res.statusCode, ms: Math.round(ms * 10) / 10 };
       if (opts.logIp) entry.ip = req.ip;
       log[level](entry, 'request');
