@@ -11,11 +11,14 @@ import { rateLimit, type Options as RateLimitOptions } from 'express-rate-limit'
 import helmet from 'helmet';
 import { pino, type Logger } from 'pino';
 import { LegibleError, type StudyInfo } from '@legible/studies';
-import { dataDictionary, TRIAL_COLUMNS, writeTrialsCsv } from '@legible/analysis';
+// @legible/analysis (exports, and the statistics its index also loads) is imported when an export
+// is asked for, not at start-up: it is half of the server's start-up time otherwise.
+const analysis = () => import('@legible/analysis');
 import { AdminService, adminUnauthorized, type AdminActor } from './admin.ts';
 import { openDatabase, type LegibleDb } from './db.ts';
 import { sendJson, TRIAL_ROUTE, trialFastPath } from './fastpath.ts';
 import { loadRegistry, type Builder, type Registry } from './registry.ts';
+import { dbCheckStore } from './studycheck.ts';
 import { completion, HttpError, SessionService, type Authenticated } from './sessions.ts';
 
 /** The repository's client/dist (built by `npm run build -w client`). */
@@ -247,6 +250,7 @@ function build(opts: AppOptions): { app: Express; fast: (req: IncomingMessage, r
     admin.record(actor(res), 'trials.csv', id);
     res.status(200).type('text/csv; charset=utf-8').set('Content-Disposition', `attachment; filename="${id}-trials.csv"`);
     const hasSessions = db.sqlite.prepare('SELECT 1 FROM sessions WHERE study = ? LIMIT 1').get(id) !== undefined;
+    const { TRIAL_COLUMNS, writeTrialsCsv } = await analysis();
     if (!hasSessions) {
       res.end(`${TRIAL_COLUMNS.map((c) => c.name).join(',')}\n`);
       return;
@@ -280,9 +284,10 @@ function build(opts: AppOptions): { app: Express; fast: (req: IncomingMessage, r
     }
   });
 
-  adminApi.get('/studies/:id/data-dictionary.md', (req, res) => {
+  adminApi.get('/studies/:id/data-dictionary.md', async (req, res) => {
     admin.checkStudy(req.params.id);
     admin.record(actor(res), 'data_dictionary', req.params.id);
+    const { dataDictionary } = await analysis();
     res.type('text/markdown; charset=utf-8').send(dataDictionary());
   });
 
@@ -414,6 +419,8 @@ export interface ServerOptions {
   /** Progress lines while loading studies (e.g. building stimuli). */
   progress?: (line: string) => void;
   build?: Builder;
+  /** Re-check builds that may be stale with `build` (default: only when `build` is the pipeline's; see loadRegistry). */
+  recheck?: boolean;
   now?: () => Date;
   /** Shut down on SIGINT and SIGTERM (default true). */
   signals?: boolean;
@@ -440,10 +447,12 @@ export interface RunningServer {
 export async function startServer(opts: ServerOptions): Promise<RunningServer> {
   const log = opts.log ?? pino({ level: 'silent' });
   const host = opts.host ?? '127.0.0.1';
-  const { registry } = await loadRegistry({ studiesDir: opts.studiesDir, studies: opts.studies, log: opts.progress, build: opts.build });
   const db = openDatabase(opts.db);
   let server: Server;
+  let registry: Registry;
   try {
+    // Studies checked by an earlier start and unchanged since are not re-checked (studycheck.ts).
+    ({ registry } = await loadRegistry({ studiesDir: opts.studiesDir, studies: opts.studies, log: opts.progress, build: opts.build, recheck: opts.recheck, checks: dbCheckStore(db) }));
     const handler = createHandler({
       db,
       registry,

@@ -17,6 +17,7 @@ import {
 } from '@legible/studies';
 import { makePlan, type Plan } from './assign.ts';
 import { renderMarkdown } from './markdown.ts';
+import { studyFingerprint, type CheckStore } from './studycheck.ts';
 
 export interface StudyEntry {
   id: string;
@@ -76,34 +77,89 @@ export interface LoadRegistryOptions {
   build?: Builder;
   /** Check that the model and image files exist (default false: the server needs only the build). */
   checkFiles?: boolean;
+  /**
+   * Where the study's inputs are here (its model file), run `build` on a study that has a manifest
+   * too, so that a stale build is redone (a no-op when it is up to date). Default: only when
+   * `build` is the stimuli pipeline's.
+   */
+  recheck?: boolean;
+  /** Fingerprints of the studies checked before (see studycheck.ts): an unchanged study is not re-checked. */
+  checks?: CheckStore;
 }
 
 export interface LoadedRegistry {
   registry: Registry;
   /** Studies found in studiesDir that could not be served, and why (only when `studies` is not given). */
   skipped: { ref: string; reason: string }[];
+  /** Ids of the studies whose build was checked (or built) by `build` in this load. */
+  rechecked: string[];
+  /** Ids of the studies not re-checked: unchanged since the check recorded in `checks`. */
+  unchanged: string[];
+}
+
+/** One study, loaded and checked: its entry, and its fingerprint once loaded. */
+export interface LoadedOne {
+  entry: StudyEntry;
+  fingerprint: string;
+  /** `build` ran (a missing manifest, or a build that may be stale). */
+  rechecked: boolean;
+  /** Not re-checked: `checks` holds this fingerprint. */
+  unchanged: boolean;
+}
+
+/**
+ * Load one study (an id, folder or file): read and validate its study file, build its stimuli
+ * when it has no manifest, re-check a build that may be stale (unless `checks` says the study is
+ * unchanged since it was last checked), and check the manifest against the study and build/.
+ * Throws what is wrong; records the study's fingerprint in `checks` only once it is servable.
+ */
+export async function loadOne(ref: string, opts: LoadRegistryOptions = {}): Promise<LoadedOne> {
+  const studiesDir = opts.studiesDir ?? defaultStudiesDir();
+  const log = opts.log ?? (() => {});
+  const build = opts.build ?? pipelineBuilder;
+  const recheck = opts.recheck ?? opts.build === undefined;
+  const loaded = loadStudy(ref, { studiesDir, checkFiles: opts.checkFiles ?? false });
+  const id = loaded.study.id;
+  const before = studyFingerprint(loaded.file, loaded.paths);
+  let rechecked = false;
+  let unchanged = false;
+  if (!existsSync(manifestPath(loaded))) {
+    log(`study "${id}": no manifest yet, building the stimuli…`);
+    await build(loaded, { log });
+    rechecked = true;
+  } else if (recheck && existsSync(loaded.paths.model)) {
+    // Where the study's inputs are here, rebuild a stale build (a no-op when it is up to date) —
+    // unless nothing it depends on changed since the last check. A server given only a build
+    // folder serves it as it is.
+    if (opts.checks?.get(id) === before) {
+      log(`study "${id}": unchanged since it was last checked, not re-checked`);
+      unchanged = true;
+    } else {
+      await build(loaded, { log });
+      rechecked = true;
+    }
+  }
+  const entry = studyEntry(loaded);
+  const fingerprint = rechecked ? studyFingerprint(loaded.file, loaded.paths) : before;
+  opts.checks?.set(id, fingerprint);
+  return { entry, fingerprint, rechecked, unchanged };
 }
 
 export async function loadRegistry(opts: LoadRegistryOptions = {}): Promise<LoadedRegistry> {
   const studiesDir = opts.studiesDir ?? defaultStudiesDir();
   const log = opts.log ?? (() => {});
-  const build = opts.build ?? pipelineBuilder;
   const explicit = opts.studies && opts.studies.length > 0;
   const refs = explicit ? opts.studies! : findStudies(studiesDir);
   const entries: StudyEntry[] = [];
   const skipped: LoadedRegistry['skipped'] = [];
+  const rechecked: string[] = [];
+  const unchanged: string[] = [];
   for (const ref of refs) {
     try {
-      const loaded = loadStudy(ref, { studiesDir, checkFiles: opts.checkFiles ?? false });
-      if (!existsSync(manifestPath(loaded))) {
-        log(`study "${loaded.study.id}": no manifest yet, building the stimuli…`);
-        await build(loaded, { log });
-      } else if (existsSync(loaded.paths.model) && opts.build === undefined) {
-        // Where the study's inputs are here, rebuild a stale build (a no-op when it is up to date).
-        // A server given only a build folder serves it as it is.
-        await build(loaded, { log });
-      }
-      entries.push(studyEntry(loaded));
+      const one = await loadOne(ref, { ...opts, studiesDir, log });
+      entries.push(one.entry);
+      if (one.rechecked) rechecked.push(one.entry.id);
+      if (one.unchanged) unchanged.push(one.entry.id);
     } catch (e) {
       // Asked for by name: its problem is the answer. Found by scanning: serve the others.
       if (explicit) throw e;
@@ -119,7 +175,7 @@ export async function loadRegistry(opts: LoadRegistryOptions = {}): Promise<Load
         : `no servable studies in ${studiesDir}${skipped.length ? `:\n${skipped.map((s) => `  ${s.ref}: ${s.reason}`).join('\n')}` : ' (expected <id>/study.yaml folders)'}`,
     );
   }
-  return { registry: new Registry(entries), skipped };
+  return { registry: new Registry(entries), skipped, rechecked, unchanged };
 }
 
 /** Sub-folders of dir that hold a study.yaml. */
