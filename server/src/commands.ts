@@ -13,7 +13,7 @@ const DB_HELP = '  --db FILE       the database file (env LEGIBLE_DB; default ./
 export const serve: Command = {
   name: 'serve',
   summary: 'Run the study server: participant pages, sessions, exactly-once trial records',
-  usage: '[--port P] [--host H] [--db FILE] [--studies DIR] [--study ID ...] [--client DIR] [--trust-proxy V] [--log-ip] [--log-file FILE] [--limit-ip N] [--limit-session N]',
+  usage: '[--port P] [--host H] [--db FILE] [--studies DIR] [--study ID ...] [--client DIR] [--trust-proxy V] [--log-ip] [--log-file FILE] [--watch MS] [--limit-ip N] [--limit-session N]',
   help: [
     'Options:',
     '  --port P        port to listen on (env PORT; default 3000; 0 picks a free one)',
@@ -26,6 +26,7 @@ export const serve: Command = {
     '                  env TRUST_PROXY), so that rate limits see the participants\' addresses',
     '  --log-ip        write client addresses into the request log (default: no IPs in the logs)',
     '  --log-file FILE append every log line, one per request included, to FILE as JSON (env LOG_FILE)',
+    '  --watch MS      look for new and changed study folders every MS milliseconds (default 2000; 0: never)',
     `  --limit-ip N    API requests per minute per client address (default ${DEFAULT_RATE_LIMITS.ipPerMinute}; 0: no limit)`,
     `  --limit-session N  requests per minute per session (default ${DEFAULT_RATE_LIMITS.sessionPerMinute}; 0: no limit)`,
     `  --limit-create N   session creations per minute per client address (default ${DEFAULT_RATE_LIMITS.createPerMinute}; 0: no limit)`,
@@ -54,6 +55,7 @@ export const serve: Command = {
         'trust-proxy': { type: 'string' },
         'log-ip': { type: 'boolean' },
         'log-file': { type: 'string' },
+        watch: { type: 'string' },
         'limit-ip': { type: 'string' },
         'limit-session': { type: 'string' },
         'limit-create': { type: 'string' },
@@ -81,6 +83,11 @@ export const serve: Command = {
       progress: (line) => console.log(line),
       trustProxy: trust === undefined ? false : /^\d+$/.test(trust) ? Number(trust) : trust === 'true' ? true : trust === 'false' ? false : trust,
       logIp: values['log-ip'] ?? false,
+      watchMs: (() => {
+        const ms = intOption(values.watch, 'watch', 2000);
+        if (ms < 0) throw new UsageError(`--watch expects milliseconds ≥ 0 (0: do not look for new or changed studies), got ${ms}`);
+        return ms;
+      })(),
       limits: {
         ipPerMinute: limit('limit-ip', values['limit-ip'], DEFAULT_RATE_LIMITS.ipPerMinute),
         sessionPerMinute: limit('limit-session', values['limit-session'], DEFAULT_RATE_LIMITS.sessionPerMinute),

@@ -37,6 +37,11 @@ export interface StudyEntry {
 
 export class Registry {
   private readonly byId = new Map<string, StudyEntry>();
+  /**
+   * Earlier versions of a study (by manifest sha256) replaced while this server runs: the sessions
+   * that started with one keep its trials, answer keys and stimuli (see forSession).
+   */
+  private readonly earlier = new Map<string, Map<string, StudyEntry>>();
 
   constructor(entries: Iterable<StudyEntry>) {
     for (const e of entries) {
@@ -44,14 +49,52 @@ export class Registry {
       this.byId.set(e.id, e);
     }
   }
+  /** The current version of a study: the one new sessions get. */
   get(id: string): StudyEntry | undefined {
     return this.byId.get(id);
   }
   ids(): string[] {
-    return [...this.byId.keys()];
+    return [...this.byId.keys()].sort();
   }
   entries(): StudyEntry[] {
     return [...this.byId.values()];
+  }
+  /**
+   * Add a study, or replace its current version (the study watcher, once the new version is
+   * checked). A replaced version whose manifest differs is kept for the sessions that use it.
+   */
+  set(entry: StudyEntry): void {
+    const prev = this.byId.get(entry.id);
+    if (prev && prev.loaded.file !== entry.loaded.file) {
+      throw new LegibleError(`two studies with id "${entry.id}": ${prev.loaded.file} and ${entry.loaded.file}`);
+    }
+    if (prev && prev.manifestSha256 !== entry.manifestSha256) {
+      let versions = this.earlier.get(entry.id);
+      if (!versions) this.earlier.set(entry.id, (versions = new Map()));
+      versions.set(prev.manifestSha256, prev);
+    }
+    this.earlier.get(entry.id)?.delete(entry.manifestSha256);
+    this.byId.set(entry.id, entry);
+  }
+  /**
+   * The version of a study a session started with (by the manifest sha256 stored with it): its
+   * trials, answer keys and stimuli, with the current study file's texts, codes and rules. The
+   * current version when the manifest is unchanged or the session's version was replaced before
+   * this server started.
+   */
+  forSession(id: string, manifestSha256: string | null): StudyEntry | undefined {
+    const current = this.byId.get(id);
+    if (!current || manifestSha256 === null || current.manifestSha256 === manifestSha256) return current;
+    const old = this.earlier.get(id)?.get(manifestSha256);
+    if (!old) return current;
+    return { ...old, study: current.study, loaded: { ...old.loaded, study: current.study }, html: current.html };
+  }
+  /** The version of study `id` that shows the stimulus file `rel` (the current one first). */
+  withAsset(id: string, rel: string): StudyEntry | undefined {
+    const current = this.byId.get(id);
+    if (current?.assets.has(rel)) return current;
+    for (const v of this.earlier.get(id)?.values() ?? []) if (v.assets.has(rel)) return v;
+    return undefined;
   }
 }
 
