@@ -128,7 +128,7 @@ export class StudyWatcher {
         this.seen.set(file, { fingerprint: one.fingerprint, id: entry.id });
         if (!previous) log.info({ study: entry.id, mode: entry.study.mode, title: entry.study.title }, `study added: /?study=${encodeURIComponent(entry.id)}`);
         else if (previous.manifestSha256 !== entry.manifestSha256) log.info({ study: entry.id }, 'study reloaded with new stimuli: new sessions get them, running sessions keep theirs');
-        else if (previous !== entry) log.info({ study: entry.id }, 'study file reloaded');
+        else log.info({ study: entry.id }, 'study reloaded (study file or inputs changed; stimuli as built: `legible stimuli` rebuilds stale ones)');
       } catch (e) {
         const problem = e instanceof LegibleError ? e.message : `${(e as Error).name}: ${(e as Error).message}`;
         this.seen.set(file, { fingerprint, id: before?.id, problem });
