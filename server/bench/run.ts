@@ -6,7 +6,7 @@
 // answer every trial with think time, finish); then the same N against a bare Express endpoint
 // in its own process (bench/bare.ts), same think time, same number of requests. Participants
 // start spread over --ramp ms (default 5 ms per participant: 200 arrivals a second). The server
-// runs as deployed: request logs at info level, rate limiters on (with limits set out of reach:
+// runs as deployed: the default log level (info; the per-request lines are at debug), rate limiters on (with limits set out of reach:
 // the simulated participants answer 20–40× faster than people). Prints trial writes/s, latency
 // and server CPU per request for both, and the ratio of their throughputs. Clients retry as the
 // real client does (network errors, 5xx, 429), so overload shows as latency, not failures.
@@ -54,7 +54,7 @@ export async function benchOnce(opts: { participants: number; thinkMs: number; t
     study: 'fixture',
     // The rate limiters run (as in production) but with limits no simulated participant meets.
     args: ['--limit-ip', '100000000', '--limit-create', '100000000', '--limit-session', '100000000', ...(opts.serveArgs ?? [])],
-    // Request logs on, as `legible serve` runs by default.
+    // `legible serve`'s default log level (per-request lines are at debug, so not written).
     env: { LOG_LEVEL: opts.logLevel ?? 'info' },
   });
   let legible: LoadResult;

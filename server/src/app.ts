@@ -10,12 +10,16 @@ import express, { type ErrorRequestHandler, type Express, type Request, type Req
 import { rateLimit, type Options as RateLimitOptions } from 'express-rate-limit';
 import helmet from 'helmet';
 import { pino, type Logger } from 'pino';
-import { LegibleError, type StudyInfo } from '@legible/studies';
-import { dataDictionary, TRIAL_COLUMNS, writeTrialsCsv } from '@legible/analysis';
+import { defaultStudiesDir, LegibleError, type StudyInfo } from '@legible/studies';
+// @legible/analysis (exports, and the statistics its index also loads) is imported when an export
+// is asked for, not at start-up: it is half of the server's start-up time otherwise.
+const analysis = () => import('@legible/analysis');
 import { AdminService, adminUnauthorized, type AdminActor } from './admin.ts';
 import { openDatabase, type LegibleDb } from './db.ts';
 import { sendJson, TRIAL_ROUTE, trialFastPath } from './fastpath.ts';
 import { loadRegistry, type Builder, type Registry } from './registry.ts';
+import { dbCheckStore } from './studycheck.ts';
+import { StudyWatcher } from './watch.ts';
 import { completion, HttpError, SessionService, type Authenticated } from './sessions.ts';
 
 /** The repository's client/dist (built by `npm run build -w client`). */
@@ -57,6 +61,8 @@ export interface AppOptions {
   logIp?: boolean;
   /** Answer PUT …/trials/:seq without Express where it can (default true; see fastpath.ts). */
   fastPath?: boolean;
+  /** The study watcher: asked to look for a study id the registry does not have yet. */
+  watcher?: StudyWatcher;
 }
 
 /** The Express app (every route). startServer serves createHandler's handler, which adds the fast path. */
@@ -115,7 +121,8 @@ function build(opts: AppOptions): { app: Express; fast: (req: IncomingMessage, r
     res.on('finish', () => {
       const ms = Number(process.hrtime.bigint() - start) / 1e6;
       const route = (req.route?.path as string | undefined) ?? (req.path.startsWith('/stimuli/') ? '/stimuli' : req.path.startsWith('/assets/') ? '/assets' : 'unmatched');
-      const level = res.statusCode >= 500 ? 'error' : route === '/stimuli' || route === '/assets' ? 'debug' : 'info';
+      // Every request at debug (LOG_LEVEL=debug or --log-file shows them); server faults at error.
+      const level = res.statusCode >= 500 ? 'error' : 'debug';
       const entry: Record<string, unknown> = { method: req.method, route, status: res.statusCode, ms: Math.round(ms * 10) / 10 };
       if (opts.logIp) entry.ip = req.ip;
       log[level](entry, 'request');
@@ -187,7 +194,9 @@ function build(opts: AppOptions): { app: Express; fast: (req: IncomingMessage, r
   });
   api.use(perIp);
 
-  api.get('/studies/:id', (req, res) => {
+  api.get('/studies/:id', async (req, res) => {
+    // A study folder added a moment ago is looked for before the answer is 404.
+    await opts.watcher?.lookFor(req.params.id);
     const entry = sessions.study(req.params.id);
     const { study } = entry;
     const info: StudyInfo = {
@@ -252,6 +261,7 @@ function build(opts: AppOptions): { app: Express; fast: (req: IncomingMessage, r
     admin.record(actor(res), 'trials.csv', id);
     res.status(200).type('text/csv; charset=utf-8').set('Content-Disposition', `attachment; filename="${id}-trials.csv"`);
     const hasSessions = db.sqlite.prepare('SELECT 1 FROM sessions WHERE study = ? LIMIT 1').get(id) !== undefined;
+    const { TRIAL_COLUMNS, writeTrialsCsv } = await analysis();
     if (!hasSessions) {
       res.end(`${TRIAL_COLUMNS.map((c) => c.name).join(',')}\n`);
       return;
@@ -285,9 +295,10 @@ function build(opts: AppOptions): { app: Express; fast: (req: IncomingMessage, r
     }
   });
 
-  adminApi.get('/studies/:id/data-dictionary.md', (req, res) => {
+  adminApi.get('/studies/:id/data-dictionary.md', async (req, res) => {
     admin.checkStudy(req.params.id);
     admin.record(actor(res), 'data_dictionary', req.params.id);
+    const { dataDictionary } = await analysis();
     res.type('text/markdown; charset=utf-8').send(dataDictionary());
   });
 
@@ -316,9 +327,10 @@ function build(opts: AppOptions): { app: Express; fast: (req: IncomingMessage, r
   // Stimuli: only the files a trial of a served study shows (never manifest.json, which holds the
   // answer keys), so there is nothing to list and no path to traverse.
   app.get('/stimuli/:study/*path', (req, res, next) => {
-    const entry = registry.get(req.params.study);
     const rel = ([] as string[]).concat(req.params.path as string | string[]).join('/');
-    if (!entry || !entry.assets.has(rel)) return next(new HttpError(404, 'no such stimulus'));
+    // The current version's files, or those of an earlier version that running sessions still show.
+    const entry = registry.withAsset(req.params.study, rel);
+    if (!entry) return next(new HttpError(404, 'no such stimulus'));
     const immutable = rel.startsWith('img/');
     res.sendFile(rel, { root: entry.buildDir, dotfiles: 'deny', immutable, maxAge: immutable ? '365d' : 0, lastModified: !immutable }, (err) => {
       if (err && !res.headersSent) next(new HttpError(404, 'no such stimulus'));
@@ -437,6 +449,8 @@ export interface ServerOptions {
   /** Progress lines while loading studies (e.g. building stimuli). */
   progress?: (line: string) => void;
   build?: Builder;
+  /** Re-check builds that may be stale with `build` (default: only when `build` is the pipeline's; see loadRegistry). */
+  recheck?: boolean;
   now?: () => Date;
   /** Shut down on SIGINT and SIGTERM (default true). */
   signals?: boolean;
@@ -444,12 +458,19 @@ export interface ServerOptions {
   trustProxy?: boolean | number | string;
   logIp?: boolean;
   fastPath?: boolean;
+  /**
+   * Milliseconds between scans for new and changed study folders (default 2000; 0: no watching,
+   * the studies are the ones loaded at start). See watch.ts.
+   */
+  watchMs?: number;
 }
 
 export interface RunningServer {
   server: Server;
   db: LegibleDb;
   registry: Registry;
+  /** The study watcher (undefined with watchMs 0). */
+  watcher?: StudyWatcher;
   port: number;
   host: string;
   /** http://host:port */
@@ -463,10 +484,17 @@ export interface RunningServer {
 export async function startServer(opts: ServerOptions): Promise<RunningServer> {
   const log = opts.log ?? pino({ level: 'silent' });
   const host = opts.host ?? '127.0.0.1';
-  const { registry } = await loadRegistry({ studiesDir: opts.studiesDir, studies: opts.studies, log: opts.progress, build: opts.build });
   const db = openDatabase(opts.db);
   let server: Server;
+  let registry: Registry;
+  let watcher: StudyWatcher | undefined;
   try {
+    // Studies checked by an earlier start and unchanged since are not re-checked (studycheck.ts).
+    ({ registry } = await loadRegistry({ studiesDir: opts.studiesDir, studies: opts.studies, log: opts.progress, build: opts.build, recheck: opts.recheck, checks: dbCheckStore(db) }));
+    if ((opts.watchMs ?? 2000) > 0) {
+      const explicit = opts.studies && opts.studies.length > 0 ? opts.studies : undefined;
+      watcher = new StudyWatcher({ registry, studiesDir: opts.studiesDir ?? defaultStudiesDir(), studies: explicit, log, intervalMs: opts.watchMs ?? 2000 });
+    }
     const handler = createHandler({
       db,
       registry,
@@ -477,6 +505,7 @@ export async function startServer(opts: ServerOptions): Promise<RunningServer> {
       trustProxy: opts.trustProxy,
       logIp: opts.logIp,
       fastPath: opts.fastPath,
+      watcher,
     });
     server = await new Promise<Server>((resolveListen, reject) => {
       const s = createServer(handler);
@@ -504,6 +533,7 @@ export async function startServer(opts: ServerOptions): Promise<RunningServer> {
   };
   const close = () => {
     closing ??= (async () => {
+      watcher?.stop();
       if (opts.signals !== false) {
         process.off('SIGINT', onSignal);
         process.off('SIGTERM', onSignal);
@@ -529,6 +559,7 @@ export async function startServer(opts: ServerOptions): Promise<RunningServer> {
     process.on('SIGINT', onSignal);
     process.on('SIGTERM', onSignal);
   }
+  watcher?.start();
   const shownHost = host === '0.0.0.0' || host === '::' ? 'localhost' : host.includes(':') ? `[${host}]` : host;
-  return { server, db, registry, port, host, url: `http://${shownHost}:${port}`, close, closed };
+  return { server, db, registry, watcher, port, host, url: `http://${shownHost}:${port}`, close, closed };
 }

@@ -169,12 +169,31 @@ export function assignTasks(plan: Plan, seed: number, load: Load): Assignment {
   const cellUse = new Map<string, number>();
   const main: ManifestTrial[] = [];
   for (let i = 0; i < design.trials_per_participant; i++) {
+    // The unit with the least (feature use, load, cell use, tie), compared in that order. Written
+    // out rather than as rank arrays: this loop runs units × trials times for every new session.
     let best: Unit | undefined;
-    let bestRank: number[] = [];
+    let bf = 0;
+    let bl = 0;
+    let bc = 0;
     for (const u of unitList) {
       if (u.taken >= u.trials.length) continue;
-      const rank = [featureUse.get(u.feature) ?? 0, u.load, cellUse.get(u.cell) ?? 0, u.tie];
-      if (!best || lexLess(rank, bestRank)) [best, bestRank] = [u, rank];
+      const f = featureUse.get(u.feature) ?? 0;
+      if (best) {
+        if (f !== bf) {
+          if (f > bf) continue;
+        } else if (u.load !== bl) {
+          if (u.load > bl) continue;
+        } else {
+          const c = cellUse.get(u.cell) ?? 0;
+          if (c !== bc) {
+            if (c > bc) continue;
+          } else if (!(u.tie < best.tie)) continue;
+        }
+      }
+      best = u;
+      bf = f;
+      bl = u.load;
+      bc = cellUse.get(u.cell) ?? 0;
     }
     if (!best) throw new LegibleError('not enough main trials for this participant (the study plan should have caught this)');
     main.push(best.trials[best.taken++]);

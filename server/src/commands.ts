@@ -1,10 +1,10 @@
 // The server's commands: `legible serve`, `legible admin-token`, `legible backup`, `legible withdraw`.
 import { existsSync } from 'node:fs';
 import { defaultStudiesDir, intOption, LegibleError, parseCommandArgs, UsageError, type Command } from '@legible/studies';
-import { pino } from 'pino';
 import { DEFAULT_RATE_LIMITS, startServer } from './app.ts';
 import { backupDatabase } from './backup.ts';
 import { openDatabase } from './db.ts';
+import { createServerLog } from './logging.ts';
 
 const dbOption = { db: { type: 'string' } } as const;
 const dbFile = (value: string | undefined) => value ?? process.env.LEGIBLE_DB ?? './legible.db';
@@ -13,7 +13,7 @@ const DB_HELP = '  --db FILE       the database file (env LEGIBLE_DB; default ./
 export const serve: Command = {
   name: 'serve',
   summary: 'Run the study server: participant pages, sessions, exactly-once trial records',
-  usage: '[--port P] [--host H] [--db FILE] [--studies DIR] [--study ID ...] [--client DIR] [--trust-proxy V] [--log-ip] [--limit-ip N] [--limit-session N]',
+  usage: '[--port P] [--host H] [--db FILE] [--studies DIR] [--study ID ...] [--client DIR] [--trust-proxy V] [--log-ip] [--log-file FILE] [--watch MS] [--limit-ip N] [--limit-session N]',
   help: [
     'Options:',
     '  --port P        port to listen on (env PORT; default 3000; 0 picks a free one)',
@@ -25,14 +25,22 @@ export const serve: Command = {
     '  --trust-proxy V behind a reverse proxy: Express\'s "trust proxy" (e.g. loopback, or 1 for one hop;',
     '                  env TRUST_PROXY), so that rate limits see the participants\' addresses',
     '  --log-ip        write client addresses into the request log (default: no IPs in the logs)',
+    '  --log-file FILE append every log line, one per request included, to FILE as JSON (env LOG_FILE)',
+    '  --watch MS      look for new and changed study folders every MS milliseconds (default 2000; 0: never)',
     `  --limit-ip N    API requests per minute per client address (default ${DEFAULT_RATE_LIMITS.ipPerMinute}; 0: no limit)`,
     `  --limit-session N  requests per minute per session (default ${DEFAULT_RATE_LIMITS.sessionPerMinute}; 0: no limit)`,
     `  --limit-create N   session creations per minute per client address (default ${DEFAULT_RATE_LIMITS.createPerMinute}; 0: no limit)`,
     '',
-    'A study without build/manifest.json has its stimuli built first. The server secret for',
+    'A study without build/manifest.json has its stimuli built first; one whose model is here is',
+    're-checked (stale stimuli rebuilt) only when its files changed since the last check, which is',
+    'kept in the database, so a restart on the same database skips unchanged studies. The server secret for',
     'pseudonyms and tokens is generated in the database, or taken from env LEGIBLE_SECRET.',
     'The admin dashboard is at /admin; create a token for it with `legible admin-token create`.',
     'Stop with Ctrl-C (SIGINT) or SIGTERM: requests in flight finish, then the database closes.',
+    '',
+    'Logs: env LOG_LEVEL (fatal, error, warn, info, debug, trace, silent; default info). Each request',
+    'is logged at debug level, so the default shows start-up lines, warnings and errors. On a terminal',
+    'the lines are human-readable, otherwise JSON, one object per line (LOG_FORMAT=json|pretty forces one).',
   ].join('\n'),
   async run(argv) {
     const { values } = parseCommandArgs(
@@ -46,6 +54,8 @@ export const serve: Command = {
         client: { type: 'string' },
         'trust-proxy': { type: 'string' },
         'log-ip': { type: 'boolean' },
+        'log-file': { type: 'string' },
+        watch: { type: 'string' },
         'limit-ip': { type: 'string' },
         'limit-session': { type: 'string' },
         'limit-create': { type: 'string' },
@@ -60,7 +70,8 @@ export const serve: Command = {
       return n;
     };
     const trust = values['trust-proxy'] ?? process.env.TRUST_PROXY;
-    const log = pino({ base: undefined, level: process.env.LOG_LEVEL ?? 'info' });
+    const logging = createServerLog({ file: values['log-file'] });
+    const { log } = logging;
     const running = await startServer({
       port,
       host: values.host ?? process.env.HOST ?? '127.0.0.1',
@@ -72,6 +83,11 @@ export const serve: Command = {
       progress: (line) => console.log(line),
       trustProxy: trust === undefined ? false : /^\d+$/.test(trust) ? Number(trust) : trust === 'true' ? true : trust === 'false' ? false : trust,
       logIp: values['log-ip'] ?? false,
+      watchMs: (() => {
+        const ms = intOption(values.watch, 'watch', 2000);
+        if (ms < 0) throw new UsageError(`--watch expects milliseconds ≥ 0 (0: do not look for new or changed studies), got ${ms}`);
+        return ms;
+      })(),
       limits: {
         ipPerMinute: limit('limit-ip', values['limit-ip'], DEFAULT_RATE_LIMITS.ipPerMinute),
         sessionPerMinute: limit('limit-session', values['limit-session'], DEFAULT_RATE_LIMITS.sessionPerMinute),
@@ -85,7 +101,9 @@ export const serve: Command = {
       const { study } = running.registry.get(id)!;
       console.log(`  ${study.mode.padEnd(7)} ${shown}/?study=${encodeURIComponent(id)}   ${study.title}`);
     }
+    if (logging.file) console.log(`  every request is logged to ${logging.file}`);
     await running.closed;
+    logging.flush();
     return 0;
   },
 };

@@ -138,6 +138,9 @@ export interface AuditRow {
   detail: string | null;
 }
 
+/** How long a session creation waits for others to share its commit (see LegibleDb.createSession). */
+export const CREATE_COMMIT_WINDOW_MS = 20;
+
 /** Most events one session may store (a flood guard; a real session sends a few dozen). */
 export const MAX_EVENTS_PER_SESSION = 5000;
 /** Most bytes (UTF-8 JSON) of one event's detail; the client's own events stay well below. */
@@ -503,20 +506,36 @@ export class LegibleDb {
    * own savepoint, so a job of several statements that fails leaves nothing behind; a job of one
    * statement is atomic by itself. One failing job does not fail the others.
    */
-  enqueue<T>(fn: () => T, atomic = false): Promise<T> {
+  enqueue<T>(fn: () => T, atomic = false, windowMs = 0): Promise<T> {
     return new Promise<T>((resolve, reject) => {
       this.pending.push({ fn, atomic, resolve: resolve as (v: unknown) => void, reject });
-      if (this.pending.length === 1) setImmediate(this.flushPending);
+      if (windowMs <= 0) {
+        // Commit at the next turn of the event loop, taking along any job waiting for its window.
+        if (this.flushTimer) clearTimeout(this.flushTimer);
+        this.flushTimer = undefined;
+        if (!this.flushImmediate) this.flushImmediate = setImmediate(this.flushPending);
+      } else if (!this.flushImmediate && !this.flushTimer) {
+        this.flushTimer = setTimeout(this.flushPending, windowMs);
+      }
     });
   }
 
   private pending: { fn: () => unknown; atomic: boolean; resolve: (v: unknown) => void; reject: (e: unknown) => void }[] = [];
+  private flushImmediate: NodeJS.Immediate | undefined;
+  private flushTimer: NodeJS.Timeout | undefined;
   private readonly flushPending = () => this.flush();
+  /** Group commits made (transactions of enqueued jobs), for tests and benchmarks. */
+  commits = 0;
 
   private flush(): void {
+    if (this.flushImmediate) clearImmediate(this.flushImmediate);
+    if (this.flushTimer) clearTimeout(this.flushTimer);
+    this.flushImmediate = undefined;
+    this.flushTimer = undefined;
     const batch = this.pending;
     if (batch.length === 0) return;
     this.pending = [];
+    this.commits++;
     const results: unknown[] = new Array(batch.length);
     const failed: boolean[] = new Array(batch.length).fill(false);
     try {
@@ -589,15 +608,23 @@ export class LegibleDb {
 
   /**
    * Write a new session and its identity (group commit), unless the participant already has a
-   * session in the study (then nothing is written and it resolves false).
+   * session in the study (then nothing is written and it resolves false). A creation waits up to
+   * CREATE_COMMIT_WINDOW_MS for others to share its commit (or for the next answer's commit):
+   * participants arriving a few milliseconds apart then pay one transaction and one fsync between
+   * them instead of one each, which is what makes a burst of arrivals queue up otherwise (the
+   * event loop waits for every fsync). Each still resolves only once its commit is durable.
    */
   createSession(row: SessionRow, identity: IdentityRow): Promise<boolean> {
-    return this.enqueue(() => {
-      if (this.q.sessionByParticipant.get(row.study, row.participant)) return false;
-      this.q.insertSession.run(row);
-      this.q.insertIdentity.run(identity);
-      return true;
-    }, true);
+    return this.enqueue(
+      () => {
+        if (this.q.sessionByParticipant.get(row.study, row.participant)) return false;
+        this.q.insertSession.run(row);
+        this.q.insertIdentity.run(identity);
+        return true;
+      },
+      true,
+      CREATE_COMMIT_WINDOW_MS,
+    );
   }
 
   /**

@@ -89,7 +89,7 @@ export function trialFastPath(deps: FastPathDeps): (req: IncomingMessage, res: S
       const ms = Number(process.hrtime.bigint() - start) / 1e6;
       const entry: Record<string, unknown> = { method: 'PUT', route: TRIAL_ROUTE, status: res.statusCode, ms: Math.round(ms * 10) / 10 };
       if (deps.logIp) entry.ip = deps.ipOf(req);
-      log[res.statusCode >= 500 ? 'error' : 'info'](entry, 'request');
+      log[res.statusCode >= 500 ? 'error' : 'debug'](entry, 'request');
     });
     const fail = (err: unknown) => {
       if (res.headersSent) {

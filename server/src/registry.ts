@@ -17,6 +17,7 @@ import {
 } from '@legible/studies';
 import { makePlan, type Plan } from './assign.ts';
 import { renderMarkdown } from './markdown.ts';
+import { studyFingerprint, type CheckStore } from './studycheck.ts';
 
 export interface StudyEntry {
   id: string;
@@ -36,6 +37,11 @@ export interface StudyEntry {
 
 export class Registry {
   private readonly byId = new Map<string, StudyEntry>();
+  /**
+   * Earlier versions of a study (by manifest sha256) replaced while this server runs: the sessions
+   * that started with one keep its trials, answer keys and stimuli (see forSession).
+   */
+  private readonly earlier = new Map<string, Map<string, StudyEntry>>();
 
   constructor(entries: Iterable<StudyEntry>) {
     for (const e of entries) {
@@ -43,14 +49,52 @@ export class Registry {
       this.byId.set(e.id, e);
     }
   }
+  /** The current version of a study: the one new sessions get. */
   get(id: string): StudyEntry | undefined {
     return this.byId.get(id);
   }
   ids(): string[] {
-    return [...this.byId.keys()];
+    return [...this.byId.keys()].sort();
   }
   entries(): StudyEntry[] {
     return [...this.byId.values()];
+  }
+  /**
+   * Add a study, or replace its current version (the study watcher, once the new version is
+   * checked). A replaced version whose manifest differs is kept for the sessions that use it.
+   */
+  set(entry: StudyEntry): void {
+    const prev = this.byId.get(entry.id);
+    if (prev && prev.loaded.file !== entry.loaded.file) {
+      throw new LegibleError(`two studies with id "${entry.id}": ${prev.loaded.file} and ${entry.loaded.file}`);
+    }
+    if (prev && prev.manifestSha256 !== entry.manifestSha256) {
+      let versions = this.earlier.get(entry.id);
+      if (!versions) this.earlier.set(entry.id, (versions = new Map()));
+      versions.set(prev.manifestSha256, prev);
+    }
+    this.earlier.get(entry.id)?.delete(entry.manifestSha256);
+    this.byId.set(entry.id, entry);
+  }
+  /**
+   * The version of a study a session started with (by the manifest sha256 stored with it): its
+   * trials, answer keys and stimuli, with the current study file's texts, codes and rules. The
+   * current version when the manifest is unchanged or the session's version was replaced before
+   * this server started.
+   */
+  forSession(id: string, manifestSha256: string | null): StudyEntry | undefined {
+    const current = this.byId.get(id);
+    if (!current || manifestSha256 === null || current.manifestSha256 === manifestSha256) return current;
+    const old = this.earlier.get(id)?.get(manifestSha256);
+    if (!old) return current;
+    return { ...old, study: current.study, loaded: { ...old.loaded, study: current.study }, html: current.html };
+  }
+  /** The version of study `id` that shows the stimulus file `rel` (the current one first). */
+  withAsset(id: string, rel: string): StudyEntry | undefined {
+    const current = this.byId.get(id);
+    if (current?.assets.has(rel)) return current;
+    for (const v of this.earlier.get(id)?.values() ?? []) if (v.assets.has(rel)) return v;
+    return undefined;
   }
 }
 
@@ -76,34 +120,89 @@ export interface LoadRegistryOptions {
   build?: Builder;
   /** Check that the model and image files exist (default false: the server needs only the build). */
   checkFiles?: boolean;
+  /**
+   * Where the study's inputs are here (its model file), run `build` on a study that has a manifest
+   * too, so that a stale build is redone (a no-op when it is up to date). Default: only when
+   * `build` is the stimuli pipeline's.
+   */
+  recheck?: boolean;
+  /** Fingerprints of the studies checked before (see studycheck.ts): an unchanged study is not re-checked. */
+  checks?: CheckStore;
 }
 
 export interface LoadedRegistry {
   registry: Registry;
   /** Studies found in studiesDir that could not be served, and why (only when `studies` is not given). */
   skipped: { ref: string; reason: string }[];
+  /** Ids of the studies whose build was checked (or built) by `build` in this load. */
+  rechecked: string[];
+  /** Ids of the studies not re-checked: unchanged since the check recorded in `checks`. */
+  unchanged: string[];
+}
+
+/** One study, loaded and checked: its entry, and its fingerprint once loaded. */
+export interface LoadedOne {
+  entry: StudyEntry;
+  fingerprint: string;
+  /** `build` ran (a missing manifest, or a build that may be stale). */
+  rechecked: boolean;
+  /** Not re-checked: `checks` holds this fingerprint. */
+  unchanged: boolean;
+}
+
+/**
+ * Load one study (an id, folder or file): read and validate its study file, build its stimuli
+ * when it has no manifest, re-check a build that may be stale (unless `checks` says the study is
+ * unchanged since it was last checked), and check the manifest against the study and build/.
+ * Throws what is wrong; records the study's fingerprint in `checks` only once it is servable.
+ */
+export async function loadOne(ref: string, opts: LoadRegistryOptions = {}): Promise<LoadedOne> {
+  const studiesDir = opts.studiesDir ?? defaultStudiesDir();
+  const log = opts.log ?? (() => {});
+  const build = opts.build ?? pipelineBuilder;
+  const recheck = opts.recheck ?? opts.build === undefined;
+  const loaded = loadStudy(ref, { studiesDir, checkFiles: opts.checkFiles ?? false });
+  const id = loaded.study.id;
+  const before = studyFingerprint(loaded.file, loaded.paths);
+  let rechecked = false;
+  let unchanged = false;
+  if (!existsSync(manifestPath(loaded))) {
+    log(`study "${id}": no manifest yet, building the stimuli…`);
+    await build(loaded, { log });
+    rechecked = true;
+  } else if (recheck && existsSync(loaded.paths.model)) {
+    // Where the study's inputs are here, rebuild a stale build (a no-op when it is up to date) —
+    // unless nothing it depends on changed since the last check. A server given only a build
+    // folder serves it as it is.
+    if (opts.checks?.get(id) === before) {
+      log(`study "${id}": unchanged since it was last checked, not re-checked`);
+      unchanged = true;
+    } else {
+      await build(loaded, { log });
+      rechecked = true;
+    }
+  }
+  const entry = studyEntry(loaded);
+  const fingerprint = rechecked ? studyFingerprint(loaded.file, loaded.paths) : before;
+  opts.checks?.set(id, fingerprint);
+  return { entry, fingerprint, rechecked, unchanged };
 }
 
 export async function loadRegistry(opts: LoadRegistryOptions = {}): Promise<LoadedRegistry> {
   const studiesDir = opts.studiesDir ?? defaultStudiesDir();
   const log = opts.log ?? (() => {});
-  const build = opts.build ?? pipelineBuilder;
   const explicit = opts.studies && opts.studies.length > 0;
   const refs = explicit ? opts.studies! : findStudies(studiesDir);
   const entries: StudyEntry[] = [];
   const skipped: LoadedRegistry['skipped'] = [];
+  const rechecked: string[] = [];
+  const unchanged: string[] = [];
   for (const ref of refs) {
     try {
-      const loaded = loadStudy(ref, { studiesDir, checkFiles: opts.checkFiles ?? false });
-      if (!existsSync(manifestPath(loaded))) {
-        log(`study "${loaded.study.id}": no manifest yet, building the stimuli…`);
-        await build(loaded, { log });
-      } else if (existsSync(loaded.paths.model) && opts.build === undefined) {
-        // Where the study's inputs are here, rebuild a stale build (a no-op when it is up to date).
-        // A server given only a build folder serves it as it is.
-        await build(loaded, { log });
-      }
-      entries.push(studyEntry(loaded));
+      const one = await loadOne(ref, { ...opts, studiesDir, log });
+      entries.push(one.entry);
+      if (one.rechecked) rechecked.push(one.entry.id);
+      if (one.unchanged) unchanged.push(one.entry.id);
     } catch (e) {
       // Asked for by name: its problem is the answer. Found by scanning: serve the others.
       if (explicit) throw e;
@@ -119,7 +218,7 @@ export async function loadRegistry(opts: LoadRegistryOptions = {}): Promise<Load
         : `no servable studies in ${studiesDir}${skipped.length ? `:\n${skipped.map((s) => `  ${s.ref}: ${s.reason}`).join('\n')}` : ' (expected <id>/study.yaml folders)'}`,
     );
   }
-  return { registry: new Registry(entries), skipped };
+  return { registry: new Registry(entries), skipped, rechecked, unchanged };
 }
 
 /** Sub-folders of dir that hold a study.yaml. */

@@ -363,6 +363,11 @@ export class SessionService {
     return entry;
   }
 
+  /** The version of its study a session started with (Registry.forSession: a rebuilt study's new stimuli go to new sessions only). */
+  private entryOf(row: Pick<SessionMeta, 'study' | 'manifest_sha256'>): StudyEntry {
+    return this.registry.forSession(row.study, row.manifest_sha256) ?? this.study(row.study);
+  }
+
   async create(body: unknown, userAgent?: string): Promise<CreateResult> {
     const req = parseCreateRequest(body);
     const entry = this.study(req.study);
@@ -419,7 +424,7 @@ export class SessionService {
         this.preview.add(s);
       }
       const skipped = hasPractice(s.tasks) ? previewPractice(s, criterionOf(study)).skipped : undefined;
-      return { status: created ? 201 : 200, body: this.response(entry, s.row.id, s.tasks, [...s.answers.keys()], skipped) };
+      return { status: created ? 201 : 200, body: this.response(this.entryOf(s.row), s.row.id, s.tasks, [...s.answers.keys()], skipped) };
     }
 
     // Pilot and live. A participant who is back resumes their session (or is told they finished),
@@ -432,7 +437,7 @@ export class SessionService {
       }
       const tasks = this.db.tasks(existing.id)!;
       const skipped = hasPractice(tasks) ? this.db.practiceOf(existing.id, tasks, criterionOf(study)).skipped : undefined;
-      return { status: 200, body: this.response(entry, existing.id, tasks, this.db.answeredSeqs(existing.id), skipped) };
+      return { status: 200, body: this.response(this.entryOf(existing), existing.id, tasks, this.db.answeredSeqs(existing.id), skipped) };
     };
     const existing = this.db.sessionByParticipant(study.id, participant);
     if (existing) return resume(existing);
@@ -535,7 +540,7 @@ export class SessionService {
     const correct = answer.query === task.answer;
     const recordedAt = this.now().toISOString();
     const isPractice = task.kind === 'practice';
-    const criterion = isPractice ? criterionOf(this.study(row.study).study) : null;
+    const criterion = isPractice ? criterionOf(this.entryOf(row).study) : null;
     const ack = (at: string, isCorrect: boolean, practice?: PracticeState): TrialAck => {
       if (!isPractice) return { seq: task.seq, recorded_at: at };
       const round = practice && criterion !== null ? roundSummaryFor(practice, task.seq) : undefined;
@@ -623,7 +628,7 @@ export class SessionService {
     const answered = new Set(preview ? preview.answers.keys() : this.db.answeredSeqs(row.id));
     let practice: PracticeState | undefined;
     if (hasPractice(tasks)) {
-      const criterion = criterionOf(this.study(row.study).study);
+      const criterion = criterionOf(this.entryOf(row).study);
       practice = preview ? previewPractice(preview, criterion) : this.db.practiceOf(row.id, tasks, criterion);
     }
     const missing = tasks.filter((t) => !answered.has(t.seq) && !practice?.skipped.has(t.seq)).map((t) => t.seq);
@@ -676,7 +681,7 @@ export class SessionService {
 
   finishAs(auth: Authenticated): FinishResponse {
     const { row, tasks, preview } = auth;
-    const entry = this.study(row.study);
+    const entry = this.entryOf(row);
     const { study } = entry;
     const stored = (r: SessionMeta): FinishResponse => {
       const outcome = r.outcome as FinishResponse['outcome'];

@@ -38,6 +38,8 @@ export interface FixtureOptions {
   noModel?: boolean;
   /** The study's title (default "Server test study"). */
   title?: string;
+  /** Features per layer × basis cell (default FEATURES_PER_CELL). */
+  featuresPerCell?: number;
 }
 
 export interface Fixture {
@@ -185,7 +187,7 @@ export function makeFixture(opts: FixtureOptions = {}): Fixture {
   const features: ManifestFeature[] = [];
   for (const layer of layers) {
     for (const basis of BASES) {
-      for (let index = 0; index < FEATURES_PER_CELL; index++) {
+      for (let index = 0; index < (opts.featuresPerCell ?? FEATURES_PER_CELL); index++) {
         features.push({
           id: `${layer}/${basis}/${index}`,
           layer,

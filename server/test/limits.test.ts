@@ -120,7 +120,7 @@ describe('size limits and logs', () => {
         studies: [fx.studyFile],
         clientDir: `${fx.root}/none`,
         signals: false,
-        log: pino({ level: 'info' }, sink),
+        log: pino({ level: 'debug' }, sink),
         logIp,
         build: async () => {
           throw new Error('no builds in tests');
