@@ -63,11 +63,15 @@ export function rememberResume(who: Identity, storage: KeyValueStore, secret: st
 /**
  * The participant from the page's query string: PROLIFIC_PID (+ STUDY_ID, SESSION_ID), or
  * `participant`, or else a random id kept in storage so that a reload resumes; with the resume
- * secret this browser kept for that participant, if any.
+ * secret this browser kept for that participant, or a new one it keeps from now on.
  */
 export function identify(search: string, storage: KeyValueStore): Identity | { error: string } {
   const who = identifyFromLink(search, storage);
-  if (!('error' in who)) recallResume(who, storage);
+  if (!('error' in who) && !recallResume(who, storage)) {
+    // None kept yet: choose one now and keep it before the first request, so that a retry whose
+    // first response was lost (network, server restart) proves the same browser.
+    rememberResume(who, storage, randomId());
+  }
   return who;
 }
 

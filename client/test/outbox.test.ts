@@ -367,17 +367,25 @@ describe('identify', () => {
     const store = new MemoryStore();
     const p = identify('?study=demo&PROLIFIC_PID=abc&STUDY_ID=s1&SESSION_ID=x9', store);
     assert.ok(!('error' in p));
-    assert.deepEqual(p.request, { study: 'demo', PROLIFIC_PID: 'abc', STUDY_ID: 's1', SESSION_ID: 'x9' });
+    const { resume: pSecret, ...pRequest } = p.request;
+    assert.deepEqual(pRequest, { study: 'demo', PROLIFIC_PID: 'abc', STUDY_ID: 's1', SESSION_ID: 'x9' });
+    // A resume secret chosen before the first request and kept: a retry whose response was lost proves the same browser.
+    assert.match(pSecret ?? '', /^[0-9a-f]{32}$/);
+    const again = identify('?study=demo&PROLIFIC_PID=abc&STUDY_ID=s1&SESSION_ID=x9', store);
+    assert.ok(!('error' in again));
+    assert.equal(again.request.resume, pSecret, 'the same secret after a reload');
 
     const g = identify('?study=demo&participant=p7', store);
     assert.ok(!('error' in g));
-    assert.deepEqual(g.request, { study: 'demo', participant: 'p7' });
+    const { resume: gSecret, ...gRequest } = g.request;
+    assert.deepEqual(gRequest, { study: 'demo', participant: 'p7' });
+    assert.ok(gSecret && gSecret !== pSecret, 'one secret per participant');
 
     const a = identify('?study=demo', store);
     const b = identify('?study=demo', store);
     assert.ok(!('error' in a) && !('error' in b));
     assert.match((a.request as { participant: string }).participant, /^anon-[0-9a-f]{32}$/);
-    assert.deepEqual(a.request, b.request, 'the same browser gets the same id');
+    assert.deepEqual(a.request, b.request, 'the same browser gets the same id (and secret)');
 
     const placeholder = identify('?study=demo&PROLIFIC_PID={{%PROLIFIC_PID%}}', store);
     assert.ok(!('error' in placeholder) && 'participant' in placeholder.request, 'an unfilled placeholder is not an id');

@@ -267,7 +267,10 @@ export async function runLoad(opts: LoadOptions): Promise<LoadResult> {
       createLatencies.push(performance.now() - t0);
     } else {
       const t0 = performance.now();
-      const r = await until(client, 'POST', '/api/sessions', { study: opts.study, participant: id }, {});
+      // Like legible's client: a resume secret chosen before the first request, sent with every
+      // retry (a creation whose response was lost to a crash is then resumed, not refused).
+      const resume = `${id}-resume-${Math.floor(random() * 2 ** 48).toString(36)}`;
+      const r = await until(client, 'POST', '/api/sessions', { study: opts.study, participant: id, resume }, {});
       createLatencies.push(performance.now() - t0);
       if (r.status !== 201 && r.status !== 200) throw new Error(`create ${id}: ${r.status} ${JSON.stringify(r.body)}`);
       ({ session, token, trials } = r.body);

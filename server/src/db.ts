@@ -51,6 +51,8 @@ export interface IdentityRow {
   /** A generic (non-Prolific) participant id, as given. */
   external_id: string | null;
   created_at: string;
+  /** SHA-256 (hex) of the resume secret the browser sent with its first request, if it sent one. */
+  resume_hash: string | null;
 }
 
 export interface TrialRow {
@@ -264,6 +266,11 @@ const MIGRATIONS: string[] = [
     detail   TEXT
   ) STRICT;
   `,
+  // 3: the resume secret a browser chose before its first request (its SHA-256): a retried
+  // creation whose first response was lost still resumes.
+  `
+  ALTER TABLE identities ADD COLUMN resume_hash TEXT;
+  `,
 ];
 
 export const SCHEMA_VERSION = MIGRATIONS.length;
@@ -299,8 +306,8 @@ function prepareAll(db: Database.Database) {
                @created_at, @lease_expires_at, @finished_at, @user_agent, @manifest_sha256)`,
     ),
     insertIdentity: db.prepare<[IdentityRow]>(
-      `INSERT INTO identities (participant, study, prolific_pid, prolific_study_id, prolific_session_id, external_id, created_at)
-       VALUES (@participant, @study, @prolific_pid, @prolific_study_id, @prolific_session_id, @external_id, @created_at)
+      `INSERT INTO identities (participant, study, prolific_pid, prolific_study_id, prolific_session_id, external_id, created_at, resume_hash)
+       VALUES (@participant, @study, @prolific_pid, @prolific_study_id, @prolific_session_id, @external_id, @created_at, @resume_hash)
        ON CONFLICT (participant) DO NOTHING`,
     ),
     finishSession: db.prepare<[{ id: string; outcome: string; code: string | null; finished_at: string }]>(

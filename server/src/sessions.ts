@@ -238,6 +238,8 @@ interface PreviewSession {
   row: SessionRow;
   /** Prolific's SESSION_ID at creation (binds resume, as identities.prolific_session_id does). */
   prolificSession: string | null;
+  /** SHA-256 of the resume secret the browser sent at creation (as identities.resume_hash). */
+  resumeHash: string | null;
   tasks: Task[];
   /** In the order they were recorded. */
   answers: Map<number, { hash: string; ack: TrialAck; correct: boolean }>;
@@ -344,16 +346,20 @@ export class SessionService {
   }
 
   /**
-   * Whether a create request may resume `sessionId`: it carries the session's resume secret, or —
-   * Prolific — the SESSION_ID the session was created with (Prolific's id of that attempt). Knowing
-   * the participant id alone is not enough (ids are seen by others: screen shares, shared links).
+   * Whether a create request may resume `sessionId`: it carries the session's resume secret — the
+   * one the server handed out, or the one the browser chose and sent with its first request (so a
+   * retried creation whose response was lost still resumes) — or, Prolific, the SESSION_ID the
+   * session was created with (Prolific's id of that attempt). Knowing the participant id alone is
+   * not enough (ids are seen by others: screen shares, shared links).
    */
-  private mayResume(req: CreateSessionRequest, sessionId: string, prolificSession: string | null | undefined): boolean {
+  private mayResume(req: CreateSessionRequest, sessionId: string, bound: { prolificSession: string | null; resumeHash: string | null } | undefined): boolean {
     if (req.resume !== undefined) {
       const given = createHash('sha256').update(req.resume).digest();
       const expected = createHash('sha256').update(this.resumeSecret(sessionId)).digest();
       if (timingSafeEqual(given, expected)) return true;
+      if (bound?.resumeHash && timingSafeEqual(given, Buffer.from(bound.resumeHash, 'hex'))) return true;
     }
+    const prolificSession = bound?.prolificSession;
     return 'PROLIFIC_PID' in req && req.SESSION_ID !== undefined && !!prolificSession && req.SESSION_ID === prolificSession;
   }
 
@@ -377,6 +383,7 @@ export class SessionService {
     const now = this.now();
     const nowIso = now.toISOString();
     const mode = study.mode as Mode;
+    const resumeHash = req.resume !== undefined ? createHash('sha256').update(req.resume).digest('hex') : null;
 
     const newRow = (): { row: SessionRow; tasks: Task[] } => {
       const seed = randomInt(0, 2 ** 31);
@@ -415,12 +422,12 @@ export class SessionService {
         this.preview.delete(s.row.id);
         s = undefined;
       }
-      if (s && !this.mayResume(req, s.row.id, s.prolificSession)) throw resumeRefused();
+      if (s && !this.mayResume(req, s.row.id, s)) throw resumeRefused();
       const created = !s;
       if (!s) {
         const { row, tasks } = newRow();
         const prolificSession = 'PROLIFIC_PID' in req ? (req.SESSION_ID ?? null) : null;
-        s = { row, tasks, prolificSession, answers: new Map(), expires: now.getTime() + study.design.time_limit_minutes * 60_000 };
+        s = { row, tasks, prolificSession, resumeHash, answers: new Map(), expires: now.getTime() + study.design.time_limit_minutes * 60_000 };
         this.preview.add(s);
       }
       const skipped = hasPractice(s.tasks) ? previewPractice(s, criterionOf(study)).skipped : undefined;
@@ -430,7 +437,8 @@ export class SessionService {
     // Pilot and live. A participant who is back resumes their session (or is told they finished),
     // if the request proves to hold it; any other claim of the id is refused without token or code.
     const resume = (existing: SessionRow): CreateResult => {
-      if (!this.mayResume(req, existing.id, this.db.identity(participant)?.prolific_session_id)) throw resumeRefused();
+      const bound = this.db.identity(participant);
+      if (!this.mayResume(req, existing.id, bound && { prolificSession: bound.prolific_session_id, resumeHash: bound.resume_hash })) throw resumeRefused();
       if (existing.status === 'finished') {
         const redirect = redirectFor(study, existing.outcome as Outcome, existing.code);
         throw new HttpError(409, 'already completed', { code: existing.code, redirect });
@@ -454,6 +462,7 @@ export class SessionService {
       prolific_session_id: 'PROLIFIC_PID' in req ? (req.SESSION_ID ?? null) : null,
       external_id: 'participant' in req ? req.participant : null,
       created_at: nowIso,
+      resume_hash: resumeHash,
     };
     let inserted: boolean;
     try {

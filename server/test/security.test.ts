@@ -77,6 +77,31 @@ describe('1. the completed code only for a finished session', () => {
 
 describe('2. resume bound to what only the participant holds', () => {
   for (const mode of ['pilot', 'preview'] as const) {
+    test(`${mode}: a browser's own resume secret, sent with its first request, resumes a creation whose response was lost; others are refused`, async () => {
+      const srv = await serveFixture(fixture({ mode }));
+      try {
+        const mine = 'chosen-by-the-browser-0123456789abcdef';
+        const first = await createSession(srv.url, 'fixture', { participant: 'lost-response', resume: mine });
+        assert.equal(first.status, 201);
+        // The response never arrived: the browser retries with the secret it kept.
+        const retry = await claim(srv, 'fixture', { participant: 'lost-response', resume: mine });
+        assert.equal(retry.status, 200, retry.text);
+        assert.equal(retry.body.session, first.body.session);
+        assert.equal(retry.body.token, first.body.token);
+        // The server's own secret works too; the id alone, or another secret, does not.
+        assert.equal((await claim(srv, 'fixture', { participant: 'lost-response', resume: first.body.resume_secret })).status, 200);
+        for (const who of <Record<string, string>[]>[{ participant: 'lost-response' }, { participant: 'lost-response', resume: 'chosen-by-another-browser-0123456789' }]) {
+          const r = await claim(srv, 'fixture', who);
+          assert.equal(r.status, 403, `${JSON.stringify(who)}: ${r.text}`);
+          assert.ok(!r.text.includes(first.body.token), 'no token in the refusal');
+        }
+      } finally {
+        await srv.close();
+      }
+    });
+  }
+
+  for (const mode of ['pilot', 'preview'] as const) {
     test(`${mode}: a Prolific id with another SESSION_ID, or none, is refused without the token; the same attempt or the resume secret resumes`, async () => {
       const srv = await serveFixture(fixture({ mode }));
       try {

@@ -163,7 +163,7 @@ test('a rebuilt study: new sessions get the new stimuli, a running session keeps
     for (const task of srv.db.tasks(fresh.session)!) assert.ok(current.trials.has(task.trial));
 
     // The running session resumes with its own trials (the same URLs), shows its images, and finishes.
-    const resumed = await call<CreateSessionResponse>(srv.url, 'POST', '/api/sessions', { study: 'fixture', participant: 'running' });
+    const resumed = await call<CreateSessionResponse>(srv.url, 'POST', '/api/sessions', { study: 'fixture', participant: 'running', resume: running.resume_secret });
     assert.equal(resumed.status, 200, resumed.text);
     assert.deepEqual(resumed.body.trials, running.trials);
     assert.equal(resumed.body.resume_at, half);
