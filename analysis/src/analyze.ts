@@ -120,7 +120,7 @@ export async function analyze(opts: AnalyzeOptions): Promise<AnalysisResult> {
   for (const text of [opts.formula, ...(opts.compare ?? [])]) {
     if (!text) continue;
     const f = parseFormula(text);
-    extra.push(f.response, ...f.variables.map((v) => v.name), ...f.random.flatMap((r) => r.columns));
+    extra.push(f.response, ...f.variables.map((v) => v.name), ...f.random.flatMap((r) => [...r.columns, ...r.variables.map((v) => v.name)]));
   }
   const isFile = /\.(csv|jsonl)$/i.test(opts.input) && existsSync(opts.input);
   if (opts.mapping) {

@@ -19,7 +19,7 @@ const num = (x: number) => (Number.isFinite(x) ? x.toPrecision(12) : 'NA');
 /** Columns the model reads: response, fixed-effect variables, grouping columns. */
 export function modelColumns(model: FittedModel): string[] {
   const f = model.formula;
-  return [...new Set([f.response, ...f.variables.map((v) => v.name), ...f.random.flatMap((r) => r.columns)])];
+  return [...new Set([f.response, ...f.variables.map((v) => v.name), ...f.random.flatMap((r) => [...r.columns, ...r.variables.map((v) => v.name)])])];
 }
 
 export function writeModelData(file: string, model: FittedModel, frame: Frame): void {

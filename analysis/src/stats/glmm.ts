@@ -469,6 +469,8 @@ export function fitGlmm(input: GlmmInput, opts: GlmmOptions = {}): GlmmFit {
       vcovMethod = 'hessian';
     } else if (!isSingularTheta(patterns, x)) warnings.push('the Hessian of the deviance is not positive definite at the optimum: standard errors come from RX instead');
   }
+  // PIRLS warnings count only at the optimum (a trial point of a line search may be far off).
+  obj.warnings.clear();
   const f = obj.evaluate(x);
   let unidentified = false;
   if (!vcov) vcov = obj.rxVcov(data.groups);
