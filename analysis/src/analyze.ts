@@ -13,7 +13,20 @@ import { loadMapped, loadMapping } from './mapping.ts';
 import { writeModelScript } from './rscript.ts';
 import { cellAccuracies, cellResponses, unitAccuracies, type CellAccuracy, type CellResponses, type CellTrials, type UnitAccuracy } from './stats/descriptive.ts';
 import { naturalCompare, parseFormula } from './stats/formula.ts';
-import { dropTermTests, fitModel, likelihoodRatio, powerSimulation, type FittedModel, type LikelihoodRatio, type PowerResult } from './stats/models.ts';
+import {
+  dropTermTests,
+  fitModel,
+  fitWithReduction,
+  likelihoodRatio,
+  maximalRandomTerms,
+  modelWarnings,
+  powerSimulation,
+  separationTests,
+  type FittedModel,
+  type LikelihoodRatio,
+  type PowerResult,
+  type ReductionStep,
+} from './stats/models.ts';
 import { friedman, holm, kruskalWallis, permutationTest, wilcoxonSignedRank, type PermutationResult } from './stats/nonparametric.ts';
 import type { Table } from './table.ts';
 import { writeReport } from './report/html.ts';
@@ -99,9 +112,16 @@ export interface AnalysisResult {
   units: UnitAccuracy[];
   responses: CellResponses[];
   glmm: null | {
+    /** The formula of the reported model (after any reduction of a singular maximal model). */
     formula: string;
     fit: FittedModel['fit'];
     lrt: LikelihoodRatio[];
+    /** Default formula only: the maximal model and each simplification of it, with the reason (one step when it was not singular). */
+    reduction: ReductionStep[];
+    /** Likelihood-ratio tests of the coefficients whose Wald tests separation voids (fit.separation). */
+    separationLrt: LikelihoodRatio[];
+    /** Every model warning (singular, separation, convergence), as the CLI prints them. */
+    warnings: string[];
   };
   glmmError?: string;
   rankTest: RankTest | null;
@@ -132,7 +152,7 @@ export async function analyze(opts: AnalyzeOptions): Promise<AnalysisResult> {
   for (const text of [opts.formula, ...(opts.compare ?? [])]) {
     if (!text) continue;
     const f = parseFormula(text);
-    extra.push(f.response, ...f.variables.map((v) => v.name), ...f.random.flatMap((r) => r.columns));
+    extra.push(f.response, ...f.variables.map((v) => v.name), ...f.random.flatMap((r) => [...r.columns, ...r.variables.map((v) => v.name)]));
   }
   const isFile = /\.(csv|jsonl)$/i.test(opts.input) && existsSync(opts.input);
   if (opts.mapping) {
@@ -225,16 +245,26 @@ export async function analyze(opts: AnalyzeOptions): Promise<AnalysisResult> {
   // ── GLMM ─────────────────────────────────────────────────────────────────────────────────
   const varying = factors.filter((f) => levels.get(f)!.length >= 2);
   const random = ['participant', 'feature'].filter((g) => new Set(main.column(g)!).size >= 2);
-  const formula = opts.formula ?? `correct ~ ${varying.length ? varying.join(' * ') : '1'}${random.map((g) => ` + (1|${g})`).join('')}`;
+  // The maximal random-effects structure the design justifies: slopes for the factors that vary
+  // within participants (and within features), reduced step by step while singular.
+  const formula = opts.formula ?? `correct ~ ${varying.length ? varying.join(' * ') : '1'}${maximalRandomTerms(main, varying, random).map((t) => ` + ${t.term}`).join('')}`;
   let glmm: AnalysisResult['glmm'] = null;
   let model: FittedModel | null = null;
   let glmmError: string | undefined;
   try {
     log(`fitting ${formula}`);
-    model = fitModel(formula, main);
+    let reduction: ReductionStep[] = [];
+    if (opts.formula) model = fitModel(formula, main);
+    else {
+      const reduced = fitWithReduction(formula, main, { onStep: (step) => log(`${step.reason}: fitting ${step.formula}`) });
+      model = reduced.model;
+      reduction = reduced.steps;
+    }
     const lrt = dropTermTests(model, main).tests;
     for (const text of opts.compare ?? []) lrt.push(likelihoodRatio(fitModel(text, main, { hessian: false }), model, text));
-    glmm = { formula, fit: model.fit, lrt };
+    const separationLrt = separationTests(model);
+    const warnings = modelWarnings(model, reduction, separationLrt);
+    glmm = { formula: model.formula.text, fit: model.fit, lrt, reduction, separationLrt, warnings };
     files.push(...writeModelScript(out, model, main, `legible analyze (${new Date().toISOString().slice(0, 10)})`));
   } catch (e) {
     if (!(e instanceof LegibleError)) throw e;
@@ -596,7 +626,11 @@ function writeTables(out: string, r: AnalysisResult): void {
         ['term', 'estimate', 'se', 'z', 'p'],
         [
           ...f.xNames.map((name, j) => [name, f.beta[j], f.se[j], f.z[j], f.p[j]]),
-          ...f.groups.map((g) => [`sd(${g.name})`, g.sd, '', '', '']),
+          // lme4's VarCorr: sd(group) for a random intercept alone, else sd(column | group) and cor(a, b | group).
+          ...f.groups.flatMap((g) => [
+            ...g.columns.map((c, a) => [g.columns.length === 1 && c === '(Intercept)' ? `sd(${g.name})` : `sd(${c} | ${g.name})`, g.sds[a], '', '', '']),
+            ...g.columns.flatMap((c, a) => g.columns.slice(0, a).flatMap((c2, b) => (g.cor[a][b] === null ? [] : [[`cor(${c2}, ${c} | ${g.name})`, g.cor[a][b], '', '', '']]))),
+          ]),
           ['logLik', f.logLik, '', '', ''],
           ['AIC', f.AIC, '', '', ''],
         ],
@@ -605,8 +639,8 @@ function writeTables(out: string, r: AnalysisResult): void {
     writeFileSync(
       join(out, 'ranef.csv'),
       csv(
-        ['group', 'level', 'mode'],
-        f.ranef.flatMap((g) => g.levels.map((level, j) => [g.name, level, g.values[j]])),
+        ['group', 'level', 'mode', 'effect'],
+        f.ranef.flatMap((g) => g.levels.flatMap((level, j) => g.columns.map((c, a) => [g.name, level, g.values[j * g.columns.length + a], c]))),
       ),
     );
   }

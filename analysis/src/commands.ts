@@ -152,13 +152,15 @@ export const analyzeCommand: Command = {
       log: (line) => console.error(`legible analyze: ${line}`),
     });
     if (result.glmmError) console.error(`legible analyze: ${result.glmmError}`);
+    // Every model warning (singular fit and its reduction, separation, convergence) on stderr.
+    for (const w of result.glmm?.warnings ?? []) console.error(`legible analyze: warning: ${w}`);
     const g = result.glmm?.fit;
     console.log(
       [
         formatCounts(result.sessionCounts),
         `${result.counts.keptParticipants} participants, ${result.counts.mainTrials} main trials, ${result.counts.features} features`,
         ...result.cells.map((c) => `  ${(c.levels.join(' · ') || 'all').padEnd(28)} ${(c.accuracy * 100).toFixed(1)}% [${(c.ciParticipants[0] * 100).toFixed(1)}, ${(c.ciParticipants[1] * 100).toFixed(1)}]`),
-        g ? `GLMM ${result.glmm!.formula}: logLik ${g.logLik.toFixed(2)}, ${g.xNames.map((n, j) => `${n} ${g.beta[j].toFixed(3)} (p ${g.p[j].toPrecision(2)})`).join(', ')}` : '',
+        g ? `GLMM ${result.glmm!.formula}: logLik ${g.logLik.toFixed(2)}, ${g.xNames.map((n, j) => `${n} ${g.beta[j].toFixed(3)} (${g.separation.includes(n) ? `separation: LRT p ${result.glmm!.separationLrt.find((t) => t.dropped === n)?.p.toPrecision(2)}` : `p ${g.p[j].toPrecision(2)}`})`).join(', ')}` : '',
         `→ ${result.files.find((f) => f.endsWith('report.html')) ?? values.out}`,
       ]
         .filter(Boolean)

@@ -134,7 +134,11 @@ export async function writeReport(out: string, r: AnalysisResult, loaded: Loaded
   if (glmm && basisTerm) {
     const j = glmm.fit.xNames.indexOf(basisTerm);
     headline.push(
-      `GLMM: <code>${esc(basisTerm)}</code> ${fx(glmm.fit.beta[j], 2)} log-odds (odds ratio ${fx(Math.exp(glmm.fit.beta[j]), 2)}), z = ${fx(glmm.fit.z[j], 2)}, p = ${pval(glmm.fit.p[j])}${glmm.fit.xNames.some((n) => n.includes(':')) ? ' (at the reference level of the other factors)' : ''}.`,
+      `GLMM: <code>${esc(basisTerm)}</code> ${fx(glmm.fit.beta[j], 2)} log-odds (odds ratio ${fx(Math.exp(glmm.fit.beta[j]), 2)}), ${
+        glmm.fit.separation.includes(basisTerm)
+          ? `separation (estimate unbounded): likelihood-ratio p = ${pval(glmm.separationLrt.find((t) => t.dropped === basisTerm)?.p ?? NaN)}`
+          : `z = ${fx(glmm.fit.z[j], 2)}, p = ${pval(glmm.fit.p[j])}`
+      }${glmm.fit.xNames.some((n) => n.includes(':')) ? ' (at the reference level of the other factors)' : ''}.`,
     );
   }
   const lrtLines = glmm?.lrt.map((t) => `dropping <code>${esc(t.dropped)}</code>: χ²(${t.df}) = ${fx(t.chisq, 2)}, p = ${pval(t.p)}`) ?? [];
@@ -158,14 +162,32 @@ export async function writeReport(out: string, r: AnalysisResult, loaded: Loaded
   const glmmHtml = glmm
     ? `<p>Formula: <code>${esc(glmm.formula)}</code> — binomial, logit link, Laplace approximation (as lme4's <code>glmer</code> with nAGQ = 1); ${glmm.fit.n} trials; ${
         glmm.fit.converged ? `converged in ${glmm.fit.iterations} iterations (${glmm.fit.evaluations} deviance evaluations, ${glmm.fit.seconds.toFixed(1)} s)` : '<span class="note">did not converge</span>'
-      }. Standard errors from the ${glmm.fit.vcovMethod === 'hessian' ? 'Hessian of the deviance, as lme4' : 'RX factor'}. <code>model.R</code> refits it with lme4 on <code>glmm-data.csv</code>.</p>
+      }. Standard errors from the ${glmm.fit.vcovMethod === 'hessian' ? 'Hessian of the deviance, as lme4' : 'RX factor'}. <code>model.R</code> refits it with lme4 on <code>glmm-data.csv</code>, with <code>glmerControl(optimizer = "bobyqa", tolPwrss = 1e-13)</code>: lme4's default settings (and BOBYQA with <code>tolPwrss = 1e-10</code>) can stop short of the optimum on models with random slopes — a lower log-likelihood and estimates off by ~1e-3 — so lme4 needs these tighter settings to reproduce this fit; the script says so when it stops short.</p>
+      ${modelWarningsHtml(glmm)}
       ${table(
         ['term', 'estimate (log-odds)', 'SE', 'z', 'p', 'odds ratio'],
-        glmm.fit.xNames.map((n, j) => [`<code>${esc(n)}</code>`, fx(glmm.fit.beta[j], 4), fx(glmm.fit.se[j], 4), fx(glmm.fit.z[j], 2), pval(glmm.fit.p[j]), fx(Math.exp(glmm.fit.beta[j]), 3)]),
+        glmm.fit.xNames.map((n, j) =>
+          glmm.fit.separation.includes(n)
+            ? [`<code>${esc(n)}</code>`, `${fx(glmm.fit.beta[j], 4)} (unbounded)`, '—', '—', `separation: likelihood-ratio p = ${pval(glmm.separationLrt.find((t) => t.dropped === n)?.p ?? NaN)}`, '—']
+            : [`<code>${esc(n)}</code>`, fx(glmm.fit.beta[j], 4), fx(glmm.fit.se[j], 4), fx(glmm.fit.z[j], 2), pval(glmm.fit.p[j]), fx(Math.exp(glmm.fit.beta[j]), 3)],
+        ),
       )}
       ${table(
-        ['random intercept', 'levels', 'SD', 'variance'],
-        glmm.fit.groups.map((gr) => [esc(gr.name), gr.levels, fx(gr.sd, 4), fx(gr.sd * gr.sd, 4)]),
+        ['grouping factor', 'random effect', 'levels', 'SD', 'variance', 'correlations'],
+        glmm.fit.groups.flatMap((gr) =>
+          gr.columns.map((c, a) => [
+            a === 0 ? esc(gr.name) : '',
+            `<code>${esc(c)}</code>`,
+            a === 0 ? gr.levels : '',
+            fx(gr.sds[a], 4),
+            fx(gr.sds[a] ** 2, 4),
+            gr.columns
+              .slice(0, a)
+              .map((c2, b) => (gr.cor[a][b] === null ? '' : `${esc(c2)}: ${fx(gr.cor[a][b] as number, 3)}`))
+              .filter(Boolean)
+              .join(', ') + (a === gr.columns.length - 1 && gr.singular ? ' <span class="note">singular</span>' : ''),
+          ]),
+        ),
       )}
       <p>log-likelihood ${fx(glmm.fit.logLik, 2)}, AIC ${fx(glmm.fit.AIC, 2)}, BIC ${fx(glmm.fit.BIC, 2)}, ${glmm.fit.df} parameters.${
         glmm.fit.warnings.length ? ` <span class="note">${glmm.fit.warnings.map(esc).join('; ')}</span>` : ''
@@ -294,4 +316,20 @@ ${powerHtml}
   writeFileSync(file, html);
   files.push(file);
   return files;
+}
+
+/** The model's warnings and, for the default formula, how the maximal model was reduced and why. */
+function modelWarningsHtml(glmm: NonNullable<AnalysisResult['glmm']>): string {
+  const parts: string[] = [];
+  const steps = glmm.reduction ?? [];
+  if (steps.length > 1) {
+    parts.push(
+      `<p class="note">The maximal model the design justifies, <code>${esc(steps[0].formula)}</code>, is a singular fit. It was simplified step by step (correlations first, then the random slope with the smallest variance):</p><ol>${steps
+        .slice(1)
+        .map((s) => `<li><code>${esc(s.formula)}</code> — ${esc(s.reason)}${s.singular ? ' (still singular)' : ''}; log-likelihood ${fx(s.logLik, 2)}</li>`)
+        .join('')}</ol><p>The model reported below is the last of these.</p>`,
+    );
+  } else if (steps.length === 1) parts.push(`<p>This is the maximal model the design justifies (random slopes for the factors that vary within participants or features); it is not singular.</p>`);
+  if (glmm.warnings?.length) parts.push(`<p class="note">Model warnings:</p><ul>${glmm.warnings.map((w) => `<li class="note">${esc(w)}</li>`).join('')}</ul>`);
+  return parts.join('\n');
 }

@@ -1,8 +1,12 @@
 // Model formulas in R's notation and the model matrices they imply, as R's model.matrix builds
 // them: `correct ~ basis * layer + x + (1|participant) + (1|feature)`. Fixed part: +, -, *, :,
 // ( )^k, 0/1/-1 for the intercept, factor(x); factors get treatment contrasts (first level is the
-// reference) by R's rule for margins; numeric columns enter as they are. Random part: intercepts
-// only, (1|g), (1|g:h) and (1|g/h).
+// reference) by R's rule for margins; numeric columns enter as they are. Random part as lme4
+// writes it: (1|g), (1|g:h), (1|g/h), random slopes (1 + x|g), (x * z|g), (0 + x|g), and
+// uncorrelated terms (1 + x || g). A term's left-hand side is a model formula of its own: its
+// model-matrix columns get a joint (correlated) covariance by grouping level. `||` makes every
+// model-matrix column its own uncorrelated term (afex's expand_re: for a factor, one term per
+// contrast column, not lme4's literal `(0 + f | g)`, which keeps the factor's columns correlated).
 import { LegibleError } from '@legible/studies';
 
 export interface ParsedFormula {
@@ -13,8 +17,58 @@ export interface ParsedFormula {
   variables: { name: string; forceFactor: boolean }[];
   /** Fixed-effect terms (sets of variable names, in variable order), sorted by order as R does. */
   terms: string[][];
-  /** Random intercepts: each a grouping given by one or more columns (their interaction). */
-  random: { columns: string[]; label: string }[];
+  /** Random terms: each a grouping given by one or more columns (their interaction), with its own left-hand side. */
+  random: RandomTerm[];
+}
+
+/** A random term `(lhs | group)` or `(lhs || group)`. */
+export interface RandomTerm {
+  /** Columns whose interaction is the grouping factor. */
+  columns: string[];
+  /** The grouping factor's label ("participant", "g:h"). */
+  label: string;
+  /** Left-hand side: its own intercept, variables and terms (a model formula without response). */
+  intercept: boolean;
+  variables: { name: string; forceFactor: boolean }[];
+  terms: string[][];
+  /** false for `||`: no correlations between the term's model-matrix columns. */
+  correlated: boolean;
+  /** The term as written in a formula, e.g. "(1 + basis | participant)". */
+  text: string;
+}
+
+/** The left-hand side of a random term as text ("1", "1 + basis", "0 + x", "basis * layer" is written out term by term). */
+export function randomLhsText(r: Pick<RandomTerm, 'intercept' | 'variables' | 'terms'>): string {
+  const label = (name: string) => (r.variables.find((v) => v.name === name)?.forceFactor ? `factor(${name})` : name);
+  const parts = r.terms.map((t) => t.map(label).join(':'));
+  return [r.intercept ? '1' : '0', ...parts].join(' + ');
+}
+
+export function randomTermText(r: Pick<RandomTerm, 'intercept' | 'variables' | 'terms' | 'correlated' | 'label'>): string {
+  return `(${randomLhsText(r)} ${r.correlated ? '|' : '||'} ${r.label})`;
+}
+
+/** Whether model-matrix column `c` ("(Intercept)", "basisnmf", "basisnmf:layerblock3") comes from random term r. */
+export function columnOfTerm(r: Pick<RandomTerm, 'intercept' | 'terms'>, c: string): boolean {
+  if (c === '(Intercept)') return r.intercept;
+  return termOfColumn(r, c) >= 0;
+}
+
+/** Index of the term of r (r.terms) that model-matrix column `c` comes from, or -1. */
+export function termOfColumn(r: Pick<RandomTerm, 'terms'>, c: string): number {
+  const parts = c.split(':');
+  return r.terms.findIndex((t) => t.length === parts.length && t.every((v, i) => parts[i].startsWith(v) || parts[i].startsWith(`factor(${v})`)));
+}
+
+/** Terms with their variables in first-appearance order, sorted by order as R does (stable). */
+function orderTerms(terms: string[][], variables: { name: string }[]): string[][] {
+  const order = new Map(variables.map((v, i) => [v.name, i]));
+  return terms
+    .filter((t) => t.length > 0)
+    .map((t) => [...t].sort((a, b) => order.get(a)! - order.get(b)!))
+    .map((t, i) => ({ t, i }))
+    .sort((a, b) => a.t.length - b.t.length || a.i - b.i)
+    .map((x) => x.t);
 }
 
 type Tok = { kind: 'name' | 'num' | 'op'; value: string; pos: number };
@@ -80,12 +134,14 @@ export function parseFormula(text: string): ParsedFormula {
     k++;
   };
   const variables: { name: string; forceFactor: boolean }[] = [];
+  // Variables go to the fixed part's list, or to a random term's while its left-hand side is parsed.
+  let target = variables;
   const addVar = (name: string, forceFactor: boolean) => {
-    const v = variables.find((x) => x.name === name);
-    if (!v) variables.push({ name, forceFactor });
+    const v = target.find((x) => x.name === name);
+    if (!v) target.push({ name, forceFactor });
     else if (forceFactor) v.forceFactor = true;
   };
-  const random: { columns: string[]; label: string }[] = [];
+  const random: RandomTerm[] = [];
 
   if (!peek() || peek().kind !== 'name') throw formulaError(text, 0, 'expected the response column (e.g. "correct ~ …")');
   const response = toks[k++].value;
@@ -199,15 +255,27 @@ export function parseFormula(text: string): ParsedFormula {
         }
       }
       if (bar >= 0) {
-        const lhs = toks.slice(k, bar);
-        if (!(lhs.length === 1 && lhs[0].value === '1')) {
-          throw formulaError(
-            text,
-            t.pos,
-            'only random intercepts "(1 | group)" are supported here; random slopes such as "(x | group)" need lme4: run `legible analyze` with intercepts only, then add the slope to the formula in the model.R it writes',
-          );
+        // "||" is two "|" tokens in a row.
+        const double = toks[bar + 1]?.value === '|' && toks[bar + 1].pos === toks[bar].pos + 1;
+        if (bar === k) throw formulaError(text, toks[bar].pos, 'expected the random term\'s left-hand side before "|", e.g. "(1 | participant)" or "(1 + basis | participant)"');
+        const saved = target;
+        const lhsVars: { name: string; forceFactor: boolean }[] = [];
+        target = lhsVars;
+        const lhsEnd = bar;
+        // Parse the left-hand side as a sum, on a token list that ends at the bar.
+        const rest = toks.splice(lhsEnd);
+        let lhs: Rhs;
+        try {
+          lhs = parseSum();
+          if (k < toks.length) throw formulaError(text, toks[k].pos, `unexpected "${toks[k].value}" in a random term`);
+        } finally {
+          toks.push(...rest);
+          target = saved;
         }
-        k = bar + 1;
+        const lhsIntercept = lhs.intercept ?? true;
+        const lhsTerms = orderTerms(lhs.terms, lhsVars);
+        if (!lhsIntercept && lhsTerms.length === 0) throw formulaError(text, t.pos, 'the random term has nothing to vary: write "(1 | group)" for a random intercept');
+        k = bar + (double ? 2 : 1);
         const groups: string[][] = [[]];
         for (;;) {
           const g = peek();
@@ -229,7 +297,9 @@ export function parseFormula(text: string): ParsedFormula {
         expect(')');
         for (const cols of groups) {
           const label = cols.join(':');
-          if (!random.some((r) => r.label === label)) random.push({ columns: cols, label });
+          const term = { columns: cols, label, intercept: lhsIntercept, variables: lhsVars, terms: lhsTerms, correlated: !double };
+          const written = randomTermText(term);
+          if (!random.some((r) => r.text === written)) random.push({ ...term, text: written });
         }
         return { terms: [], intercept: null };
       }
@@ -244,13 +314,7 @@ export function parseFormula(text: string): ParsedFormula {
   if (k < toks.length) throw formulaError(text, toks[k].pos, `unexpected "${toks[k].value}"`);
   if (variables.some((v) => v.name === response)) throw formulaError(text, 0, `the response "${response}" also appears on the right-hand side`);
   // Order the variables of each term by first appearance, and the terms by order (stable).
-  const order = new Map(variables.map((v, i) => [v.name, i]));
-  const terms = rhs.terms
-    .filter((t) => t.length > 0)
-    .map((t) => [...t].sort((a, b) => order.get(a)! - order.get(b)!))
-    .map((t, i) => ({ t, i }))
-    .sort((a, b) => a.t.length - b.t.length || a.i - b.i)
-    .map((x) => x.t);
+  const terms = orderTerms(rhs.terms, variables);
   return { text, response, intercept: rhs.intercept ?? true, variables, terms, random };
 }
 
@@ -319,7 +383,7 @@ function requireColumn(frame: Frame, name: string): ArrayLike<string | number> {
 }
 
 /** The fixed-effects model matrix of a formula, with R's treatment contrasts and column names. */
-export function modelMatrix(formula: ParsedFormula, frame: Frame): ModelMatrix {
+export function modelMatrix(formula: Pick<ParsedFormula, 'intercept' | 'variables' | 'terms'>, frame: Frame): ModelMatrix {
   const n = frame.n;
   const vars = new Map<string, { factor: { levels: string[]; index: Int32Array } | null; numeric: Float64Array | null; label: string }>();
   for (const v of formula.variables) {

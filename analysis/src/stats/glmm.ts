@@ -1,20 +1,22 @@
-// Binomial GLMM (logit link) with crossed random intercepts, fitted as lme4's glmer does by
-// default (nAGQ = 1, the Laplace approximation):
+// Binomial GLMM (logit link) with crossed random effects — intercepts and slopes, correlated
+// or not — fitted as lme4's glmer does by default (nAGQ = 1, the Laplace approximation):
 //
-//   deviance(θ, β) = −2 log p(y | û) + |û|² + log det(ΛZᵀWZΛ + I),
+//   deviance(θ, β) = −2 log p(y | û) + |û|² + log det(ΛᵀZᵀWZΛ + I),
 //
-// where û, the conditional mode of the spherical random effects u (b = Λu, Λ = diag(θ)), comes
-// from penalised IRLS at the given θ and β, and W = diag(μ(1−μ)) at û. The deviance is minimised
-// over θ ≥ 0 and β together. Unlike lme4 (derivative-free BOBYQA, then Nelder–Mead) we minimise
-// with an analytic gradient (implicit differentiation through û, see `gradient`) by projected
-// BFGS, and take standard errors from the Hessian of the deviance at the optimum — by central
-// differences of that gradient — as lme4 does from its finite-difference Hessian:
-// vcov(β̂) = 2·[Hessian⁻¹]_ββ.
+// where û, the conditional mode of the spherical random effects u (b = Λu; Λ block diagonal with
+// one lower-triangular T_k per level of grouping factor k, θ its free entries in lme4's order),
+// comes from penalised IRLS at the given θ and β, and W = diag(μ(1−μ)) at û. The deviance is
+// minimised over θ and β together. Unlike lme4 (derivative-free BOBYQA, then Nelder–Mead) we
+// minimise with an analytic gradient (implicit differentiation through û, see `gradient`) by
+// damped Newton/BFGS, and take standard errors from the Hessian of the deviance at the optimum —
+// by central differences of that gradient — as lme4 does from its finite-difference Hessian:
+// vcov(β̂) = 2·[Hessian⁻¹]_ββ. The covariance of grouping factor k's effects is Σ_k = T_kT_kᵀ
+// (the residual scale of a binomial model is 1): SDs √diag Σ_k and correlations as lme4 reports.
 import { LegibleError } from '@legible/studies';
-import { independentColumns, spdInverse } from './linalg.ts';
+import { independentColumns, makePositiveDefinite, spdInverse, symmetricEigen } from './linalg.ts';
 import { minimize, type FG } from './optim.ts';
 import { pTwoSidedNormal } from './distributions.ts';
-import { BlockSystem, type Grouping } from './system.ts';
+import { BlockSystem, thetaPattern, type Grouping } from './system.ts';
 
 export type { Grouping } from './system.ts';
 
@@ -24,7 +26,7 @@ export interface GlmmInput {
   /** Fixed-effect columns. */
   X: Float64Array[];
   xNames: string[];
-  /** Random-intercept grouping factors. */
+  /** Grouping factors, each with its random-effect columns (default: a random intercept). */
   groups: Grouping[];
 }
 
@@ -38,6 +40,22 @@ export interface GlmmOptions {
   maxIter?: number;
 }
 
+/** One grouping factor's random effects as lme4's VarCorr reports them. */
+export interface GlmmGroup {
+  name: string;
+  levels: number;
+  /** SD of the first column (the intercept, usually). */
+  sd: number;
+  /** The term's model-matrix columns ("(Intercept)", "basisnmf", …). */
+  columns: string[];
+  /** SD of each column's effect. */
+  sds: number[];
+  /** Correlations between the columns' effects; null where the model has none (uncorrelated terms). */
+  cor: (number | null)[][];
+  /** The covariance matrix is singular (a T_k diagonal entry below 1e-4, lme4's isSingular). */
+  singular: boolean;
+}
+
 export interface GlmmFit {
   n: number;
   xNames: string[];
@@ -48,13 +66,15 @@ export interface GlmmFit {
   vcov: number[][];
   /** How vcov was obtained: from the Hessian of the deviance (lme4's default) or from RX. */
   vcovMethod: 'hessian' | 'RX';
-  /** Random-effect standard deviations (θ: the residual scale of a binomial model is 1). */
-  groups: { name: string; levels: number; sd: number }[];
-  /** Conditional modes b̂ of each grouping factor, by level. */
-  ranef: { name: string; levels: string[]; values: number[] }[];
+  /** θ: the free entries of the relative covariance factors, in lme4's order (getME(m, "theta") up to signs of columns). */
+  theta: number[];
+  /** Random-effect SDs and correlations by grouping factor. */
+  groups: GlmmGroup[];
+  /** Conditional modes b̂ of each grouping factor, by level (values[level·r + column]). */
+  ranef: { name: string; levels: string[]; columns: string[]; values: number[] }[];
   logLik: number;
   deviance: number;
-  /** Parameters counted for AIC/BIC: fixed effects + variance components. */
+  /** Parameters counted for AIC/BIC: fixed effects + covariance parameters. */
   df: number;
   AIC: number;
   BIC: number;
@@ -66,8 +86,10 @@ export interface GlmmFit {
   gradient: number[];
   /** Fixed-effect columns dropped as linearly dependent on earlier ones. */
   dropped: string[];
-  /** Singular fit: a variance component at (or within 1e-4 of) zero. */
+  /** Singular fit: a variance at zero or a correlation at ±1 (lme4's isSingular). */
   singular: boolean;
+  /** Complete or quasi-complete separation: the fixed-effect columns whose estimates run off to ±∞ (empty when none). */
+  separation: string[];
   warnings: string[];
   seconds: number;
 }
@@ -80,6 +102,7 @@ function softplus(x: number): number {
 /** The Laplace deviance and its gradient as functions of (θ, β), with û kept warm between calls. */
 export class LaplaceObjective {
   readonly n: number;
+  /** Length of θ. */
   readonly K: number;
   readonly p: number;
   readonly sys: BlockSystem;
@@ -92,17 +115,18 @@ export class LaplaceObjective {
   /** Spherical random effects (system order), the conditional mode after evaluate(). */
   u: Float64Array;
   private theta: Float64Array;
+  private thetaSet = false;
   pirlsIterations = 0;
   evaluations = 0;
   warnings = new Set<string>();
 
   constructor(input: GlmmInput) {
     this.n = input.y.length;
-    this.K = input.groups.length;
     this.p = input.X.length;
     this.y = input.y;
     this.X = input.X;
     this.sys = new BlockSystem(input.groups);
+    this.K = this.sys.nTheta;
     this.off = new Float64Array(this.n);
     this.eta = new Float64Array(this.n);
     this.mu = new Float64Array(this.n);
@@ -113,7 +137,13 @@ export class LaplaceObjective {
 
   private setParams(x: ArrayLike<number>): void {
     const { K, p, n, X, off } = this;
-    for (let k = 0; k < K; k++) this.theta[k] = x[k];
+    let same = this.thetaSet;
+    for (let k = 0; k < K; k++) {
+      if (this.theta[k] !== x[k]) same = false;
+      this.theta[k] = x[k];
+    }
+    if (!same) this.sys.setTheta(this.theta);
+    this.thetaSet = true;
     off.fill(0);
     for (let c = 0; c < p; c++) {
       const b = x[K + c];
@@ -125,12 +155,13 @@ export class LaplaceObjective {
 
   /** η for spherical effects v; returns the penalised deviance D + |v|². */
   private penalisedDeviance(v: Float64Array, eta: Float64Array): number {
-    const { n, K, off, y, theta } = this;
-    const zi = this.sys.zi;
+    const { n, off, y } = this;
+    const { R, col, ua } = this.sys;
     let dev = 0;
     for (let i = 0; i < n; i++) {
       let e = off[i];
-      for (let k = 0; k < K; k++) e += theta[k] * v[zi[i * K + k]];
+      const o = i * R;
+      for (let t = 0; t < R; t++) e += ua[o + t] * v[col[o + t]];
       eta[i] = e;
       dev += softplus(e) - y[i] * e;
     }
@@ -146,8 +177,8 @@ export class LaplaceObjective {
   evaluate(x: ArrayLike<number>): number {
     this.evaluations++;
     this.setParams(x);
-    const { n, K, y, mu, w, theta, sys } = this;
-    const zi = sys.zi;
+    const { n, y, mu, w, sys } = this;
+    const { R, col, ua } = sys;
     let pd = this.penalisedDeviance(this.u, this.eta);
     if (!Number.isFinite(pd)) {
       this.u.fill(0);
@@ -162,11 +193,12 @@ export class LaplaceObjective {
         mu[i] = m;
         w[i] = m * (1 - m);
       }
-      sys.factor(w, theta);
+      sys.factor(w);
       for (let j = 0; j < sys.q; j++) g[j] = -this.u[j];
       for (let i = 0; i < n; i++) {
         const r = y[i] - mu[i];
-        for (let k = 0; k < K; k++) g[zi[i * K + k]] += theta[k] * r;
+        const o = i * R;
+        for (let t = 0; t < R; t++) g[col[o + t]] += ua[o + t] * r;
       }
       const delta = sys.solve(g);
       let dec = 0;
@@ -204,71 +236,94 @@ export class LaplaceObjective {
 
   /**
    * Gradient of the Laplace deviance at the last evaluate(). With û the mode, H = UᵀWU + I,
-   * U = ZΛ, h_i = U_i H⁻¹ U_iᵀ, w' = dw/dη = w(1 − 2μ), and for a parameter φ:
-   *   a = ∂η/∂φ at fixed u (X_j for β_j; û_{k, g_k(i)} for θ_k),
-   *   d(D + |u|²)/dφ = −2 (y − μ)ᵀa                       (û is a stationary point),
+   * U = ZΛ, s_i = H⁻¹U_iᵀ, h_i = U_i s_i, w' = dw/dη = w(1 − 2μ), r = y − μ, and a parameter φ:
+   *   a = ∂η/∂φ at fixed u (X_j for β_j; z_{k,i,α}·û_{k,g_k(i),β} for θ = T_k[α][β]),
+   *   d(D + |u|²)/dφ = −2 rᵀa                               (û is a stationary point),
    *   d log det H/dφ = tr(H⁻¹ ∂H/∂φ|_W) + Σ_i w'_i h_i dη_i/dφ,
-   *   dη/dφ = a + U dû/dφ, dû/dφ = H⁻¹[(∂U/∂φ)ᵀ(y − μ) − UᵀW a]   (implicit function theorem).
-   * With v_i = w'_i h_i, z = H⁻¹Uᵀv and t = v − W U z, the last sum is tᵀa + zᵀ(∂U/∂φ)ᵀ(y − μ), and
-   * tr(H⁻¹ ∂H/∂θ_k|_W) = (2/θ_k) Σ_{l ∈ k} (1 − H⁻¹_ll) (any sign of θ_k; zero at θ_k = 0).
+   *   dη/dφ = a + U dû/dφ, dû/dφ = H⁻¹[(∂U/∂φ)ᵀr − UᵀW a]   (implicit function theorem).
+   * With v_i = w'_i h_i, z = H⁻¹Uᵀv and t = v − W U z, the last sum is tᵀa + zᵀ(∂U/∂φ)ᵀr, and
+   * tr(H⁻¹ ∂H/∂φ|_W) = 2 Σ_i w_i (∂U_i/∂φ) s_i. For θ = T_k[α][β] every term is a sum over
+   * observations of z_{k,i,α} times (coef_i û + r_i z + 2 w_i s_i) at the observation's (k, β) entry,
+   * with no division by θ: the gradient is as exact at a singular T_k as anywhere else.
    */
   gradient(): Float64Array {
-    const { n, K, p, y, mu, w, theta, sys, X, u } = this;
-    const zi = sys.zi;
-    const { diag, leverage } = sys.inverseParts(theta);
+    const { n, K, p, y, mu, w, sys, X, u } = this;
+    const { R, col, ua, z: zval, eoff, rk, patterns } = sys;
+    const { sAt, leverage } = sys.observationInverse();
     const v = new Float64Array(n);
     for (let i = 0; i < n; i++) v[i] = w[i] * (1 - 2 * mu[i]) * leverage[i];
     const uv = new Float64Array(sys.q);
-    for (let i = 0; i < n; i++) for (let k = 0; k < K; k++) uv[zi[i * K + k]] += theta[k] * v[i];
+    for (let i = 0; i < n; i++) {
+      const o = i * R;
+      for (let t = 0; t < R; t++) uv[col[o + t]] += ua[o + t] * v[i];
+    }
     const z = sys.solve(uv);
     const grad = new Float64Array(K + p);
     // t_i − 2(y_i − μ_i): the coefficient of a_i in every component.
     const coef = new Float64Array(n);
-    const resid = new Float64Array(sys.q); // Zᵀ(y − μ) by level
     for (let i = 0; i < n; i++) {
       let uz = 0;
-      for (let k = 0; k < K; k++) uz += theta[k] * z[zi[i * K + k]];
-      const r = y[i] - mu[i];
-      coef[i] = v[i] - w[i] * uz - 2 * r;
-      for (let k = 0; k < K; k++) resid[zi[i * K + k]] += r;
+      const o = i * R;
+      for (let t = 0; t < R; t++) uz += ua[o + t] * z[col[o + t]];
+      coef[i] = v[i] - w[i] * uz - 2 * (y[i] - mu[i]);
     }
     for (let c = 0; c < p; c++) {
-      const col = X[c];
+      const xc = X[c];
       let s = 0;
-      for (let i = 0; i < n; i++) s += coef[i] * col[i];
+      for (let i = 0; i < n; i++) s += coef[i] * xc[i];
       grad[K + c] = s;
     }
-    for (let k = 0; k < K; k++) {
-      let s = 0;
-      for (let i = 0; i < n; i++) s += coef[i] * u[zi[i * K + k]];
-      const lo = sys.offset[k];
-      let hi = lo;
-      while (hi < sys.q && sys.factorOf[hi] === k) hi++;
-      let lam = 0;
-      let zr = 0;
-      for (let l = lo; l < hi; l++) {
-        lam += 1 - diag[l];
-        zr += z[l] * resid[l];
+    let at = 0;
+    for (let k = 0; k < sys.K; k++) {
+      const r = rk[k];
+      const e0 = eoff[k];
+      const pat = patterns[k];
+      // q_i(β) = coef_i û + r_i z + 2 w_i s_i at entry (k, β), then Σ_i z_{k,i,α} q_i(β).
+      const acc = new Float64Array(r * r);
+      for (let i = 0; i < n; i++) {
+        const o = i * R + e0;
+        const ri = y[i] - mu[i];
+        const w2 = 2 * w[i];
+        for (let b = 0; b < r; b++) {
+          const cidx = col[o + b];
+          const qb = coef[i] * u[cidx] + ri * z[cidx] + w2 * sAt[o + b];
+          for (let a = b; a < r; a++) acc[a * r + b] += zval[o + a] * qb;
+        }
       }
-      grad[k] = s + zr + (theta[k] !== 0 ? (2 / theta[k]) * lam : 0);
+      for (const [a, b] of pat) grad[at++] = acc[a * r + b];
     }
     return grad;
   }
 
-  /** The conditional modes b = θ_k u of factor k, by level. */
+  /** The conditional modes b = T_k u of factor k, by level (values[level·r + column]). */
   ranef(k: number): number[] {
-    const lo = this.sys.offset[k];
+    const { sys } = this;
+    const r = sys.rk[k];
+    const Tk = sys.T[k];
+    const lo = sys.offset[k];
     const out: number[] = [];
-    for (let l = lo; l < this.sys.q && this.sys.factorOf[l] === k; l++) out.push(this.theta[k] * this.u[l]);
+    for (let l = lo; l < sys.q && sys.factorOf[l] === k; l += r) {
+      for (let a = 0; a < r; a++) {
+        let s = 0;
+        for (let c = 0; c <= a; c++) s += Tk[a * r + c] * this.u[l + c];
+        out.push(s);
+      }
+    }
     return out;
   }
 
   /** lme4's RX-based unscaled covariance of β̂ at the last evaluate(): the fixed block of the joint H⁻¹ at W(û). */
   rxVcov(groups: Grouping[]): Float64Array | null {
     const joint = new BlockSystem(groups, this.X);
-    if (!joint.factor(this.w, this.theta)) return null;
+    joint.setTheta(this.theta);
+    if (!joint.factor(this.w)) return null;
     return joint.fixedInverse();
   }
+}
+
+/** θ at the identity T_k (lme4's start): diagonal entries 1, the rest 0. */
+export function defaultTheta(groups: Grouping[]): number[] {
+  return groups.flatMap((g) => thetaPattern(g).map(([a, b]) => (a === b ? 1 : 0)));
 }
 
 /**
@@ -277,22 +332,23 @@ export class LaplaceObjective {
 export function jointMode(input: GlmmInput, theta: number[], beta0?: number[]): { beta: number[]; u: Float64Array } {
   const { y, X, groups } = input;
   const n = y.length;
-  const K = groups.length;
   const p = X.length;
   const sys = new BlockSystem(groups, X);
+  sys.setTheta(theta);
+  const { R, col, ua } = sys;
   const q = sys.q;
   const u = new Float64Array(q);
   const beta = Float64Array.from(beta0 ?? new Array(p).fill(0));
   const eta = new Float64Array(n);
   const w = new Float64Array(n);
   const mu = new Float64Array(n);
-  const zi = sys.zi;
   const pdev = (uu: Float64Array, bb: Float64Array, out: Float64Array) => {
     let dev = 0;
     for (let i = 0; i < n; i++) {
       let e = 0;
       for (let c = 0; c < p; c++) e += bb[c] * X[c][i];
-      for (let k = 0; k < K; k++) e += theta[k] * uu[zi[i * K + k]];
+      const o = i * R;
+      for (let t = 0; t < R; t++) e += ua[o + t] * uu[col[o + t]];
       out[i] = e;
       dev += softplus(e) - y[i] * e;
     }
@@ -308,14 +364,15 @@ export function jointMode(input: GlmmInput, theta: number[], beta0?: number[]): 
       mu[i] = 1 / (1 + Math.exp(-eta[i]));
       w[i] = mu[i] * (1 - mu[i]);
     }
-    if (!sys.factor(w, theta)) {
+    if (!sys.factor(w)) {
       throw new LegibleError('the fixed-effect columns are linearly dependent given the data (or a condition has only correct or only wrong answers): simplify the formula');
     }
     g.fill(0);
     for (let j = 0; j < q; j++) g[j] = -u[j];
     for (let i = 0; i < n; i++) {
       const r = y[i] - mu[i];
-      for (let k = 0; k < K; k++) g[zi[i * K + k]] += theta[k] * r;
+      const o = i * R;
+      for (let t = 0; t < R; t++) g[col[o + t]] += ua[o + t] * r;
       for (let c = 0; c < p; c++) g[q + c] += X[c][i] * r;
     }
     const delta = sys.solve(g);
@@ -349,23 +406,30 @@ export function jointMode(input: GlmmInput, theta: number[], beta0?: number[]): 
 export function fitGlmm(input: GlmmInput, opts: GlmmOptions = {}): GlmmFit {
   const t0 = performance.now();
   const n = input.y.length;
-  if (input.groups.length === 0) throw new LegibleError('the model needs at least one random intercept, e.g. (1|participant)');
+  if (input.groups.length === 0) throw new LegibleError('the model needs at least one random term, e.g. (1|participant)');
   let ones = 0;
   for (let i = 0; i < n; i++) ones += input.y[i];
   if (ones === 0 || ones === n) throw new LegibleError(`the response is ${ones === 0 ? 'always 0' : 'always 1'}: there is nothing to model`);
   for (const g of input.groups) {
+    const r = g.Z?.length ?? 1;
     if (g.levels.length < 2) throw new LegibleError(`grouping factor "${g.name}" has only one level: a random intercept needs two or more (lme4 requires it too)`);
     if (g.levels.length >= n) throw new LegibleError(`grouping factor "${g.name}" has as many levels (${g.levels.length}) as observations: its variance cannot be estimated`);
+    if (g.levels.length * r >= n) {
+      throw new LegibleError(
+        `the random effects of "${g.name}" (${g.levels.length} levels × ${r} columns: ${(g.zNames ?? ['(Intercept)']).join(', ')}) are as many as the observations (${n}): they cannot be estimated; drop a slope`,
+      );
+    }
   }
   // Drop fixed-effect columns that depend linearly on earlier ones, as lme4 does.
   const keep = independentColumns(input.X);
   const dropped = input.xNames.filter((_, i) => !keep.includes(i));
   const data: GlmmInput = { y: input.y, X: keep.map((i) => input.X[i]), xNames: keep.map((i) => input.xNames[i]), groups: input.groups };
-  const K = data.groups.length;
+  const patterns = data.groups.map(thetaPattern);
+  const K = patterns.reduce((s, pat) => s + pat.length, 0);
   const p = data.X.length;
   const dim = K + p;
 
-  const theta0 = opts.start?.theta ?? new Array(K).fill(1);
+  const theta0 = opts.start?.theta && opts.start.theta.length === K ? opts.start.theta : defaultTheta(data.groups);
   let beta0 = opts.start?.beta;
   let u0: Float64Array | undefined;
   if (!beta0 || beta0.length !== p) {
@@ -376,9 +440,9 @@ export function fitGlmm(input: GlmmInput, opts: GlmmOptions = {}): GlmmFit {
   const obj = new LaplaceObjective(data);
   if (u0) obj.u.set(u0);
   const x0 = Float64Array.from([...theta0, ...beta0]);
-  // The deviance is even in each θ_k (Λ → −Λ with u → −u leaves it unchanged) and smooth through
-  // 0, so θ needs no bound: minimise over all reals and report |θ|. A variance component whose
-  // estimate is zero (lme4's boundary fit) is then an ordinary stationary point at θ_k = 0.
+  // The deviance depends on θ only through Σ_k = T_kT_kᵀ, which is unchanged when a column of T_k
+  // changes sign; so θ needs no bound: minimise over all reals. A singular Σ_k (lme4's boundary
+  // fit: a diagonal entry of T_k at zero) is then an ordinary stationary point.
   const fg = (x: Float64Array) => obj.valueGrad(x);
   const fdHessian = (x: Float64Array, central: boolean) => finiteDifferenceHessian(fg, x, central);
   const result = minimize(fg, x0, {
@@ -391,7 +455,7 @@ export function fitGlmm(input: GlmmInput, opts: GlmmOptions = {}): GlmmFit {
   });
   const x = result.x;
   const warnings: string[] = [];
-  if (!result.converged) warnings.push(`the optimiser stopped before converging (Newton decrement ${result.decrement.toExponential(2)}, ${result.iterations} iterations)`);
+  if (!result.converged) warnings.push(`convergence: the optimiser stopped before converging (Newton decrement ${result.decrement.toExponential(2)}, ${result.iterations} iterations)`);
 
   // Covariance of β̂: from the Hessian of the deviance (as lme4 by default), else from RX.
   let vcov: Float64Array | null = null;
@@ -403,20 +467,38 @@ export function fitGlmm(input: GlmmInput, opts: GlmmOptions = {}): GlmmFit {
       vcov = new Float64Array(p * p);
       for (let a = 0; a < p; a++) for (let b = 0; b < p; b++) vcov[a * p + b] = 2 * inv[(K + a) * dim + K + b];
       vcovMethod = 'hessian';
-    } else warnings.push('the Hessian of the deviance is not positive definite at the optimum: standard errors come from RX instead');
+    } else if (!isSingularTheta(patterns, x)) warnings.push('the Hessian of the deviance is not positive definite at the optimum: standard errors come from RX instead');
   }
+  // PIRLS warnings count only at the optimum (a trial point of a line search may be far off).
+  obj.warnings.clear();
   const f = obj.evaluate(x);
+  let unidentified = false;
+  if (!vcov) vcov = obj.rxVcov(data.groups);
   if (!vcov) {
-    vcov = obj.rxVcov(data.groups);
-    if (!vcov) throw new LegibleError('the fixed effects are not identifiable from these data (singular X\'WX): simplify the formula');
+    // Neither the Hessian nor X'WX can be inverted: separation (some weights numerically 0), or
+    // columns that the data cannot tell apart. A regularised inverse of the β block of the Hessian
+    // — huge variances along the undetermined directions — lets findSeparation tell which.
+    const hess = fdHessian(x, true);
+    const hb = new Float64Array(p * p);
+    for (let a = 0; a < p; a++) for (let b = 0; b < p; b++) hb[a * p + b] = hess[(K + a) * dim + K + b] / 2;
+    vcov = spdInverse(makePositiveDefinite(hb, p, 1e-12), p)!;
+    unidentified = true;
   }
   const beta = Array.from(x.subarray(K));
   const se = beta.map((_, a) => Math.sqrt(vcov![a * p + a]));
   const z = beta.map((b, a) => b / se[a]);
-  const theta = Array.from(x.subarray(0, K), Math.abs);
-  const singular = theta.some((t) => t < 1e-4);
-  if (singular) warnings.push('singular fit: a variance component is (nearly) zero');
-  for (const wmsg of obj.warnings) warnings.push(wmsg);
+  const theta = Array.from(x.subarray(0, K));
+  const groups = data.groups.map((g, k) => varCorr(g, obj.sys.T[k], obj.sys.rk[k]));
+  const singular = groups.some((g) => g.singular);
+  for (const g of groups) if (g.singular) warnings.push(`singular fit: ${describeSingular(g)}`);
+  const separation = findSeparation(data, beta, vcov, p);
+  if (unidentified && !separation.length) throw new LegibleError('the fixed effects are not identifiable from these data (singular X\'WX): simplify the formula');
+  if (separation.length) {
+    warnings.push(
+      `separation: ${separation.join(', ')} ${separation.length === 1 ? 'runs' : 'run'} off to ±∞ (complete or quasi-complete separation: some condition's answers are all correct or all wrong); their Wald z and p are meaningless — use the likelihood-ratio tests`,
+    );
+  }
+  for (const wmsg of obj.warnings) warnings.push(`convergence: ${wmsg}`);
   const df = p + K;
   return {
     n,
@@ -427,8 +509,9 @@ export function fitGlmm(input: GlmmInput, opts: GlmmOptions = {}): GlmmFit {
     p: z.map(pTwoSidedNormal),
     vcov: beta.map((_, a) => beta.map((__, b) => vcov![a * p + b])),
     vcovMethod,
-    groups: data.groups.map((g, k) => ({ name: g.name, levels: g.levels.length, sd: theta[k] })),
-    ranef: data.groups.map((g, k) => ({ name: g.name, levels: g.levels, values: obj.ranef(k) })),
+    theta,
+    groups,
+    ranef: data.groups.map((g, k) => ({ name: g.name, levels: g.levels, columns: g.zNames ?? ['(Intercept)'], values: obj.ranef(k) })),
     logLik: -f / 2,
     deviance: f,
     df,
@@ -440,9 +523,109 @@ export function fitGlmm(input: GlmmInput, opts: GlmmOptions = {}): GlmmFit {
     gradient: Array.from(result.g),
     dropped,
     singular,
+    separation,
     warnings,
     seconds: (performance.now() - t0) / 1000,
   };
+}
+
+/** lme4's isSingular: a diagonal entry of some T_k within 1e-4 of zero. */
+function isSingularTheta(patterns: [number, number][][], x: ArrayLike<number>): boolean {
+  let at = 0;
+  for (const pat of patterns) for (const [a, b] of pat) if (a === b && Math.abs(x[at++]) < 1e-4) return true;
+  else if (a !== b) at++;
+  return false;
+}
+
+/** SDs and correlations of a grouping factor's effects from Σ = TTᵀ. */
+function varCorr(g: Grouping, T: Float64Array, r: number): GlmmGroup {
+  const blocks = g.blocks ?? new Array(r).fill(0);
+  const cov = new Float64Array(r * r);
+  for (let a = 0; a < r; a++) for (let b = 0; b < r; b++) {
+    let s = 0;
+    for (let c = 0; c < r; c++) s += T[a * r + c] * T[b * r + c];
+    cov[a * r + b] = s;
+  }
+  const sds = Array.from({ length: r }, (_, a) => Math.sqrt(cov[a * r + a]));
+  const cor = sds.map((sa, a) =>
+    sds.map((sb, b) => (a === b ? 1 : blocks[a] !== blocks[b] ? null : sa > 0 && sb > 0 ? Math.max(-1, Math.min(1, cov[a * r + b] / (sa * sb))) : NaN)),
+  );
+  let singular = false;
+  for (let a = 0; a < r; a++) if (Math.abs(T[a * r + a]) < 1e-4) singular = true;
+  return { name: g.name, levels: g.levels.length, sd: sds[0], columns: g.zNames ?? ['(Intercept)'], sds, cor, singular };
+}
+
+/** In words, why a grouping factor's covariance is singular: SDs at zero, or correlations at ±1. */
+export function describeSingular(g: GlmmGroup): string {
+  const zero = g.columns.filter((_, a) => g.sds[a] < 1e-4 * Math.max(1, ...g.sds) || g.sds[a] < 1e-6);
+  const parts: string[] = [];
+  if (zero.length) parts.push(`${zero.map((c) => `SD(${c} | ${g.name})`).join(', ')} ${zero.length === 1 ? 'is' : 'are'} 0`);
+  const ones: string[] = [];
+  for (let a = 0; a < g.columns.length; a++) {
+    for (let b = 0; b < a; b++) {
+      const c = g.cor[a][b];
+      if (c !== null && Number.isFinite(c) && Math.abs(c) > 0.999) ones.push(`cor(${g.columns[b]}, ${g.columns[a]} | ${g.name}) = ${c > 0 ? '+1' : '−1'}`);
+    }
+  }
+  parts.push(...ones);
+  if (!parts.length) parts.push(`the covariance matrix of the ${g.name} effects (${g.columns.join(', ')}) is singular: some combination of them has variance 0`);
+  return parts.join('; ');
+}
+
+/**
+ * Complete or quasi-complete separation in the fixed effects: a direction d ≠ 0 with X_i·d ≥ 0
+ * wherever y_i = 1 and ≤ 0 wherever y_i = 0. Then the likelihood increases without bound along d
+ * (random effects cannot absorb it, being penalised), β̂ runs off along d and its Wald SE explodes.
+ * Candidates: the directions in which the fitted β̂ has almost no information (eigenvectors of
+ * vcov with huge eigenvalues, and the coordinate axes of large |β̂|), each checked exactly on the
+ * data. Returns the columns that take part in a separating direction.
+ */
+export function findSeparation(data: GlmmInput, beta: number[], vcov: ArrayLike<number>, p: number): string[] {
+  const { X, y } = data;
+  const n = y.length;
+  const candidates: Float64Array[] = [];
+  // Large, uncertain coefficients: the direction β̂ itself restricted to them, and each alone.
+  const big = beta.map((b, a) => Math.abs(b) > 8 || vcov[a * p + a] > 100);
+  if (big.some(Boolean)) {
+    candidates.push(Float64Array.from(beta, (b, a) => (big[a] ? b : 0)));
+    big.forEach((isBig, a) => {
+      if (isBig) candidates.push(Float64Array.from(beta, (b, c) => (c === a ? b : 0)));
+    });
+  }
+  // Directions of (almost) no information: eigenvectors of vcov with variance > 100 (SE > 10 on
+  // the log-odds scale, where a real effect of a 2AFC study has SE well below 1).
+  const { values, vectors } = symmetricEigen(Float64Array.from(vcov), p);
+  for (let e = 0; e < p; e++) {
+    if (!(values[e] > 100)) continue;
+    const d = Float64Array.from({ length: p }, (_, c) => vectors[c * p + e]);
+    let dot = 0;
+    for (let c = 0; c < p; c++) dot += d[c] * beta[c];
+    if (dot < 0) d.forEach((v, c) => (d[c] = -v));
+    candidates.push(d);
+  }
+  const separated = new Set<number>();
+  for (const d of candidates) {
+    // Snap tiny components to zero; then a separating direction moves some linear predictors by
+    // at least ~1e-3 of its largest component and none the wrong way.
+    let mx = 0;
+    for (const v of d) mx = Math.max(mx, Math.abs(v));
+    d.forEach((v, c) => (d[c] = Math.abs(v) < 1e-3 * mx ? 0 : v));
+    let moved = 0;
+    let ok = true;
+    let scale = 0;
+    for (const v of d) scale = Math.max(scale, Math.abs(v));
+    if (scale === 0) continue;
+    for (let i = 0; i < n && ok; i++) {
+      let s = 0;
+      for (let c = 0; c < p; c++) if (d[c]) s += X[c][i] * d[c];
+      s /= scale;
+      if (Math.abs(s) < 1e-3) continue;
+      if ((s > 0) !== (y[i] === 1)) ok = false;
+      else moved++;
+    }
+    if (ok && moved > 0) d.forEach((v, c) => v && separated.add(c));
+  }
+  return [...separated].sort((a, b) => a - b).map((c) => data.xNames[c]);
 }
 
 /** Hessian by differences of the gradient (forward, or central), symmetrised. */

@@ -18,6 +18,11 @@ export interface SimulationSpec {
   sdFeature: number;
   /** Trials per participant: a number (features drawn without replacement), or [min, max] for an unbalanced design. */
   trialsPerParticipant: number | [number, number];
+  /**
+   * Random slopes by participant: each participant's own deviation from an effect ("factor=level",
+   * as in `effects`), N(0, sd²), correlated `cor` with the participant's intercept.
+   */
+  participantSlopes?: { effect: string; sd: number; cor?: number }[];
   /** A numeric participant-level covariate with this slope (column "skill_z", standard normal). */
   covariateSlope?: number;
   seed: number;
@@ -52,13 +57,19 @@ export function simulateStudy(spec: SimulationSpec): SimulatedTrial[] {
   const out: SimulatedTrial[] = [];
   for (let p = 0; p < spec.participants; p++) {
     const id = `p${String(p + 1).padStart(4, '0')}`;
-    const bp = rng.normal() * spec.sdParticipant;
+    const z0 = rng.normal();
+    const bp = z0 * spec.sdParticipant;
+    const slopes = (spec.participantSlopes ?? []).map((sl) => {
+      const rho = sl.cor ?? 0;
+      return { parts: sl.effect.split(':').map((x) => x.split('=')), value: sl.sd * (rho * z0 + Math.sqrt(1 - rho * rho) * rng.normal()) };
+    });
     const skill = rng.normal();
     const t = spec.trialsPerParticipant;
     const count = typeof t === 'number' ? t : t[0] + rng.int(t[1] - t[0] + 1);
     const seen = count >= features.length ? features : rng.sample(features, count);
     for (const f of seen) {
-      const eta = f.eta + bp + (spec.covariateSlope ?? 0) * skill;
+      let eta = f.eta + bp + (spec.covariateSlope ?? 0) * skill;
+      for (const sl of slopes) if (sl.parts.every(([fa, l]) => f.levels[fa] === l)) eta += sl.value;
       const correct = rng.float() < 1 / (1 + Math.exp(-eta)) ? 1 : 0;
       const rt = Math.exp(7.3 + 0.4 * rng.normal() - 0.1 * correct);
       const confidence = Math.min(3, Math.max(1, Math.round(2 + (correct ? 0.5 : -0.3) + 0.7 * rng.normal())));

@@ -1,11 +1,16 @@
-// The penalised normal equations of a GLMM with random intercepts, H = ΛZᵀWZΛ + I (and, in the
-// joint form, the fixed effects too: [[ΛZᵀWZΛ + I, ΛZᵀWX], [XᵀWZΛ, XᵀWX]]), factorised by
-// eliminating the grouping factor with the most levels first. That factor's block is diagonal,
-// so only the Schur complement over the other factors' levels (and β) is dense: for 500
-// participants × 200 features a 200×200 Cholesky, whatever the number of trials.
+// The penalised normal equations of a GLMM, H = ΛᵀZᵀWZΛ + I (and, in the joint form, the fixed
+// effects too: [[ΛᵀZᵀWZΛ + I, ΛᵀZᵀWX], [XᵀWZΛ, XᵀWX]]), factorised by eliminating the grouping
+// factor with the most random-effect unknowns first. Each grouping factor k has r_k model-matrix
+// columns (1 for a random intercept; more with random slopes) and a lower-triangular r_k × r_k
+// relative covariance factor T_k (lme4's Λθ is block diagonal with one T_k per level). The first
+// factor's part of H is block diagonal (one r × r block per level), so only the Schur complement
+// over the other factors' unknowns (and β) is dense: for 500 participants × 200 features a
+// 200×200 Cholesky, whatever the number of trials or the participants' slopes.
 //
-// Order of the unknowns ("system order"): the big factor's levels, then the other factors'
-// levels factor by factor, then (joint form) the fixed effects.
+// Order of the unknowns ("system order"): the big factor's levels (r_big unknowns each, level by
+// level), then the other factors' levels factor by factor (r_k unknowns each), then (joint form)
+// the fixed effects. Row i of U = ZΛ has R = Σ r_k non-zeros ("entries"): the big factor's r_big
+// first, then the others' in factor order.
 import { cholesky, cholInverse, cholLogDet, cholSolve } from './linalg.ts';
 
 export interface Grouping {
@@ -13,6 +18,24 @@ export interface Grouping {
   /** Level index of each observation. */
   index: Int32Array;
   levels: string[];
+  /** The term's model-matrix columns (default: one column of ones, a random intercept). */
+  Z?: Float64Array[];
+  /** Their names as R's model.matrix writes them (default "(Intercept)"). */
+  zNames?: string[];
+  /**
+   * Correlation blocks: columns with the same block id are correlated (their T entries are free),
+   * columns in different blocks are not (default: one block, a fully correlated term).
+   */
+  blocks?: number[];
+}
+
+/** The free entries [row, column] of a grouping factor's T (lower triangle, column by column: lme4's θ order). */
+export function thetaPattern(g: Grouping): [number, number][] {
+  const r = g.Z?.length ?? 1;
+  const blocks = g.blocks ?? new Array(r).fill(0);
+  const out: [number, number][] = [];
+  for (let c = 0; c < r; c++) for (let a = c; a < r; a++) if (blocks[a] === blocks[c]) out.push([a, c]);
+  return out;
 }
 
 export class BlockSystem {
@@ -20,8 +43,13 @@ export class BlockSystem {
   readonly K: number;
   /** Index (into groups) of the factor eliminated first. */
   readonly big: number;
+  /** Random-effect unknowns per level of each factor. */
+  readonly rk: Int32Array;
+  /** r of the big factor. */
+  readonly rb: number;
+  /** Unknowns of the big factor: levels × rb. */
   readonly q1: number;
-  /** Levels of the other factors together. */
+  /** Unknowns of the other factors together. */
   readonly qr: number;
   /** Total random-effect unknowns q1 + qr. */
   readonly q: number;
@@ -29,23 +57,41 @@ export class BlockSystem {
   readonly p: number;
   /** Size of the dense block: qr + p. */
   readonly r: number;
-  /** System index of each observation's level of each factor: zi[i·K + k]. */
-  readonly zi: Int32Array;
-  /** Offset of factor k's levels in system order. */
+  /** Entries per observation: Σ r_k. */
+  readonly R: number;
+  /** First entry of factor k in an observation's entries. */
+  readonly eoff: Int32Array;
+  /** System index of each observation's entries: col[i·R + e]. */
+  readonly col: Int32Array;
+  /** Model-matrix value of each entry (the column of Z_k that the entry's θ row multiplies): z[i·R + e]. */
+  readonly z: Float64Array;
+  /** The entries' values in U = ZΛ for the current θ: ua[i·R + e] (set by setTheta). */
+  readonly ua: Float64Array;
+  /** Big-factor level of each observation. */
+  readonly bigLevel: Int32Array;
+  /** Offset of factor k's unknowns in system order. */
   readonly offset: Int32Array;
   /** Which factor each system index belongs to. */
   readonly factorOf: Int32Array;
-  // Sparse cross block C (q1 × qr) in CSR by big level: slot s holds (j, m).
+  // Sparse cross block C (q1 × qr), by big level: slot s holds dense column colM[s], with rb values.
   readonly rowPtr: Int32Array;
   readonly colM: Int32Array;
-  /** Slot of each observation for each non-big factor: obsSlot[i·(K−1) + t]. */
+  /** Slot of each observation's non-big entries: obsSlot[i·(R − rb) + t]. */
   readonly obsSlot: Int32Array;
   /** The non-big factors in order. */
   readonly others: number[];
+  /** T_k of each factor (r_k × r_k row-major, lower triangular), from setTheta. */
+  readonly T: Float64Array[];
+  /** Free entries of each T_k. */
+  readonly patterns: [number, number][][];
+  /** Length of θ. */
+  readonly nTheta: number;
   // Numeric state of the last assembly.
-  readonly d: Float64Array;
+  /** Cholesky factors L_j of the big factor's diagonal blocks (rb × rb each, row-major). */
+  readonly dl: Float64Array;
+  /** Whitened cross block L_j⁻¹C_j on the slots: cval[s·rb + ρ]. */
   readonly cval: Float64Array;
-  /** Dense q1 × p block ΛZᵀWX of the joint form (row-major). */
+  /** Whitened dense q1 × p block L⁻¹ΛᵀZᵀWX of the joint form (row-major by big unknown). */
   readonly cx: Float64Array;
   /** Dense r × r Schur complement; its Cholesky factor after factor(). */
   readonly S: Float64Array;
@@ -53,45 +99,73 @@ export class BlockSystem {
   /** C is dense enough for the dot-product Schur complement (see schurDense). */
   readonly dense: boolean;
   private readonly ct: Float64Array | null;
-  private readonly cs: Float64Array | null;
 
   constructor(groups: Grouping[], X: Float64Array[] | null = null) {
-    this.K = groups.length;
-    this.n = groups[0].index.length;
+    const K = groups.length;
+    this.K = K;
+    const n = groups[0].index.length;
+    this.n = n;
     this.X = X;
     this.p = X ? X.length : 0;
+    this.rk = Int32Array.from(groups, (g) => g.Z?.length ?? 1);
     let big = 0;
-    for (let k = 1; k < this.K; k++) if (groups[k].levels.length > groups[big].levels.length) big = k;
+    const size = (k: number) => groups[k].levels.length * this.rk[k];
+    for (let k = 1; k < K; k++) if (size(k) > size(big)) big = k;
     this.big = big;
-    this.q1 = groups[big].levels.length;
+    this.rb = this.rk[big];
+    const rb = this.rb;
+    this.q1 = size(big);
     this.others = groups.map((_, k) => k).filter((k) => k !== big);
-    this.offset = new Int32Array(this.K);
-    this.offset[big] = 0;
+    this.offset = new Int32Array(K);
     let off = this.q1;
     for (const k of this.others) {
       this.offset[k] = off;
-      off += groups[k].levels.length;
+      off += size(k);
     }
     this.q = off;
     this.qr = off - this.q1;
     this.r = this.qr + this.p;
     this.factorOf = new Int32Array(this.q);
-    for (let k = 0; k < this.K; k++) this.factorOf.fill(k, this.offset[k], this.offset[k] + groups[k].levels.length);
-    const n = this.n;
-    const K = this.K;
-    this.zi = new Int32Array(n * K);
-    for (let i = 0; i < n; i++) for (let k = 0; k < K; k++) this.zi[i * K + k] = this.offset[k] + groups[k].index[i];
+    for (let k = 0; k < K; k++) this.factorOf.fill(k, this.offset[k], this.offset[k] + size(k));
+    this.eoff = new Int32Array(K);
+    let e = rb;
+    for (const k of this.others) {
+      this.eoff[k] = e;
+      e += this.rk[k];
+    }
+    this.R = e;
+    const R = e;
+    this.patterns = groups.map(thetaPattern);
+    this.nTheta = this.patterns.reduce((s, pat) => s + pat.length, 0);
+    this.T = groups.map((_, k) => new Float64Array(this.rk[k] * this.rk[k]));
+    this.col = new Int32Array(n * R);
+    this.z = new Float64Array(n * R);
+    this.ua = new Float64Array(n * R);
+    this.bigLevel = Int32Array.from(groups[big].index);
+    for (let k = 0; k < K; k++) {
+      const g = groups[k];
+      const r = this.rk[k];
+      const Z = g.Z ?? [new Float64Array(n).fill(1)];
+      for (let i = 0; i < n; i++) {
+        const base = this.offset[k] + g.index[i] * r;
+        for (let c = 0; c < r; c++) {
+          this.col[i * R + this.eoff[k] + c] = base + c;
+          this.z[i * R + this.eoff[k] + c] = Z[c][i];
+        }
+      }
+    }
 
-    // Slots of C: distinct (big level, other level) pairs, grouped by big level.
-    const T = K - 1;
-    const counts = new Int32Array(this.q1 + 1);
+    // Slots of C: distinct (big level, dense column) pairs, grouped by big level.
+    const T = R - rb;
+    const levelsBig = groups[big].levels.length;
+    const counts = new Int32Array(levelsBig + 1);
     const pairKey = new Map<number, number>(); // j * qr + m → provisional slot
     const pairs: number[] = [];
     const provisional = new Int32Array(n * T);
     for (let i = 0; i < n; i++) {
-      const j = this.zi[i * K + big];
+      const j = this.bigLevel[i];
       for (let t = 0; t < T; t++) {
-        const m = this.zi[i * K + this.others[t]] - this.q1;
+        const m = this.col[i * R + rb + t] - this.q1;
         const key = j * this.qr + m;
         let s = pairKey.get(key);
         if (s === undefined) {
@@ -103,9 +177,9 @@ export class BlockSystem {
         provisional[i * T + t] = s;
       }
     }
-    this.rowPtr = new Int32Array(this.q1 + 1);
-    for (let j = 0; j < this.q1; j++) this.rowPtr[j + 1] = this.rowPtr[j] + counts[j + 1];
-    // Order slots by (j, m) so each row's columns are ascending.
+    this.rowPtr = new Int32Array(levelsBig + 1);
+    for (let j = 0; j < levelsBig; j++) this.rowPtr[j + 1] = this.rowPtr[j] + counts[j + 1];
+    // Order slots by (j, m) so each level's columns are ascending.
     const order = pairs.map((_, s) => s).sort((a, b) => pairs[a] - pairs[b]);
     const rank = new Int32Array(pairs.length);
     order.forEach((s, pos) => (rank[s] = pos));
@@ -113,59 +187,115 @@ export class BlockSystem {
     order.forEach((s, pos) => (this.colM[pos] = pairs[s] % this.qr));
     this.obsSlot = new Int32Array(n * T);
     for (let x = 0; x < n * T; x++) this.obsSlot[x] = rank[provisional[x]];
-    this.d = new Float64Array(this.q1);
-    this.cval = new Float64Array(pairs.length);
+    this.dl = new Float64Array(levelsBig * rb * rb);
+    this.cval = new Float64Array(pairs.length * rb);
     this.cx = new Float64Array(this.q1 * this.p);
     this.S = new Float64Array(this.r * this.r);
-    this.dense = this.qr > 0 && pairs.length >= 0.25 * this.q1 * this.qr;
+    this.dense = this.qr > 0 && pairs.length >= 0.25 * levelsBig * this.qr;
     this.ct = this.dense ? new Float64Array(this.r * this.q1) : null;
-    this.cs = this.dense ? new Float64Array(this.r * this.q1) : null;
+  }
+
+  /** Number of levels of the big factor. */
+  get levelsBig(): number {
+    return this.rowPtr.length - 1;
+  }
+
+  /** Set θ (the free entries of every T_k, factor by factor, in thetaPattern order) and U = ZΛ. */
+  setTheta(theta: ArrayLike<number>): void {
+    let at = 0;
+    for (let k = 0; k < this.K; k++) {
+      const r = this.rk[k];
+      const Tk = this.T[k];
+      Tk.fill(0);
+      for (const [a, b] of this.patterns[k]) Tk[a * r + b] = theta[at++];
+    }
+    const { n, R, K, z, ua, eoff, rk } = this;
+    for (let k = 0; k < K; k++) {
+      const r = rk[k];
+      const Tk = this.T[k];
+      const e0 = eoff[k];
+      if (r === 1) {
+        const t = Tk[0];
+        for (let i = 0; i < n; i++) ua[i * R + e0] = t * z[i * R + e0];
+        continue;
+      }
+      // U_i's entries for factor k: z_iᵀ T_k (row vector), i.e. Σ_a z_a T[a][c].
+      for (let i = 0; i < n; i++) {
+        const o = i * R + e0;
+        for (let c = 0; c < r; c++) {
+          let s = 0;
+          for (let a = c; a < r; a++) s += z[o + a] * Tk[a * r + c];
+          ua[o + c] = s;
+        }
+      }
+    }
   }
 
   /**
-   * Assemble H for weights w and scales θ (one per factor), and factorise it. Returns false when
-   * the dense part is not positive definite (only possible in the joint form: X rank deficient
-   * or weights all but zero).
+   * Assemble H for weights w (and the θ of the last setTheta), and factorise it. Returns false
+   * when the dense part is not positive definite (only possible in the joint form: X rank
+   * deficient or weights all but zero).
    */
-  factor(w: Float64Array, theta: ArrayLike<number>): boolean {
-    const { n, K, q1, qr, r, p, zi, obsSlot, big, others, d, cval, cx, S } = this;
-    const T = K - 1;
-    const tb = theta[big];
-    const tb2 = tb * tb;
-    d.fill(1);
+  factor(w: Float64Array): boolean {
+    const { n, R, rb, qr, r, p, col, ua, q1, bigLevel, obsSlot, dl, cval, cx, S } = this;
+    const T = R - rb;
+    const rb2 = rb * rb;
+    dl.fill(0);
+    for (let j = 0; j < this.levelsBig; j++) for (let a = 0; a < rb; a++) dl[j * rb2 + a * rb + a] = 1;
     cval.fill(0);
     S.fill(0);
     if (p) cx.fill(0);
     for (let m = 0; m < qr; m++) S[m * r + m] = 1;
-    const th = new Float64Array(T);
-    for (let t = 0; t < T; t++) th[t] = theta[others[t]];
     const mloc = new Int32Array(T);
     const X = this.X;
     for (let i = 0; i < n; i++) {
       const wi = w[i];
-      const j = zi[i * K + big];
-      d[j] += tb2 * wi;
+      const j = bigLevel[i];
+      const o = i * R;
+      const dj = j * rb2;
+      for (let a = 0; a < rb; a++) {
+        const wa = wi * ua[o + a];
+        for (let b = 0; b <= a; b++) dl[dj + a * rb + b] += wa * ua[o + b];
+      }
       for (let t = 0; t < T; t++) {
-        cval[obsSlot[i * T + t]] += tb * th[t] * wi;
-        mloc[t] = zi[i * K + others[t]] - q1;
+        const et = ua[o + rb + t];
+        const so = obsSlot[i * T + t] * rb;
+        for (let a = 0; a < rb; a++) cval[so + a] += wi * ua[o + a] * et;
+        mloc[t] = col[o + rb + t] - q1;
       }
       for (let t = 0; t < T; t++) {
         const mt = mloc[t];
-        const wt = wi * th[t];
+        const wt = wi * ua[o + rb + t];
         for (let u = 0; u < T; u++) {
           const mu = mloc[u];
-          if (mu <= mt) S[mt * r + mu] += wt * th[u];
+          if (mu <= mt) S[mt * r + mu] += wt * ua[o + rb + u];
         }
       }
       if (X) {
         for (let c = 0; c < p; c++) {
           const wx = wi * X[c][i];
           if (wx === 0) continue;
-          cx[j * p + c] += tb * wx;
+          for (let a = 0; a < rb; a++) cx[(j * rb + a) * p + c] += wx * ua[o + a];
           const row = (qr + c) * r;
-          for (let t = 0; t < T; t++) S[row + mloc[t]] += wx * th[t];
+          for (let t = 0; t < T; t++) S[row + mloc[t]] += wx * ua[o + rb + t];
           for (let c2 = 0; c2 <= c; c2++) S[row + qr + c2] += wx * X[c2][i];
         }
+      }
+    }
+    // Factor the diagonal blocks and whiten C (and CX) by them: Ĉ_j = L_j⁻¹C_j.
+    const v = new Float64Array(rb);
+    for (let j = 0; j < this.levelsBig; j++) {
+      const L = dl.subarray(j * rb2, (j + 1) * rb2);
+      if (rb === 1) L[0] = Math.sqrt(L[0]);
+      else cholesky(L, rb);
+      for (let s = this.rowPtr[j]; s < this.rowPtr[j + 1]; s++) {
+        if (rb === 1) cval[s] /= L[0];
+        else forward(L, rb, cval, s * rb);
+      }
+      for (let c = 0; c < p; c++) {
+        for (let a = 0; a < rb; a++) v[a] = cx[(j * rb + a) * p + c];
+        forward(L, rb, v, 0);
+        for (let a = 0; a < rb; a++) cx[(j * rb + a) * p + c] = v[a];
       }
     }
     if (this.dense) this.schurDense();
@@ -173,49 +303,48 @@ export class BlockSystem {
     return cholesky(S, r);
   }
 
-  /** Schur complement S −= Σ_j c_j c_jᵀ / d_j (lower triangle), row by row of the sparse C. */
+  /** Schur complement S −= ĈᵀĈ (lower triangle), level by level of the sparse Ĉ. */
   private schurSparse(): void {
-    const { q1, qr, r, p, d, cval, cx, S, rowPtr, colM } = this;
-    for (let j = 0; j < q1; j++) {
-      const inv = 1 / d[j];
+    const { rb, qr, r, p, cval, cx, S, rowPtr, colM } = this;
+    for (let j = 0; j < this.levelsBig; j++) {
       const a0 = rowPtr[j];
       const a1 = rowPtr[j + 1];
-      for (let a = a0; a < a1; a++) {
-        const ca = cval[a] * inv;
-        if (ca === 0) continue;
-        const row = colM[a] * r;
-        for (let b = a0; b <= a; b++) S[row + colM[b]] -= ca * cval[b];
-      }
-      if (p) {
-        const cj = j * p;
-        for (let c = 0; c < p; c++) {
-          const cc = cx[cj + c] * inv;
-          if (cc === 0) continue;
-          const row = (qr + c) * r;
-          for (let b = a0; b < a1; b++) S[row + colM[b]] -= cc * cval[b];
-          for (let c2 = 0; c2 <= c; c2++) S[row + qr + c2] -= cc * cx[cj + c2];
+      for (let rho = 0; rho < rb; rho++) {
+        for (let a = a0; a < a1; a++) {
+          const ca = cval[a * rb + rho];
+          if (ca === 0) continue;
+          const row = colM[a] * r;
+          for (let b = a0; b <= a; b++) S[row + colM[b]] -= ca * cval[b * rb + rho];
+        }
+        if (p) {
+          const cj = (j * rb + rho) * p;
+          for (let c = 0; c < p; c++) {
+            const cc = cx[cj + c];
+            if (cc === 0) continue;
+            const row = (qr + c) * r;
+            for (let b = a0; b < a1; b++) S[row + colM[b]] -= cc * cval[b * rb + rho];
+            for (let c2 = 0; c2 <= c; c2++) S[row + qr + c2] -= cc * cx[cj + c2];
+          }
         }
       }
     }
   }
 
   /**
-   * The same when C is mostly full (each participant saw most features): C is laid out densely,
-   * transposed, and S −= CᵀD⁻¹C is taken as dot products over the big factor's levels, four
+   * The same when C is mostly full (each participant saw most features): Ĉ is laid out densely,
+   * transposed, and S −= ĈᵀĈ is taken as dot products over the big factor's unknowns, four
    * columns at a time — several times faster in JavaScript than scattered updates.
    */
   private schurDense(): void {
-    const { q1, qr, r, p, d, cval, cx, S, rowPtr, colM } = this;
+    const { q1, qr, r, p, rb, cval, cx, S, rowPtr, colM } = this;
     const ct = this.ct!;
-    const cs = this.cs!;
     ct.fill(0);
-    for (let j = 0; j < q1; j++) {
-      for (let a = rowPtr[j]; a < rowPtr[j + 1]; a++) ct[colM[a] * q1 + j] = cval[a];
-      for (let c = 0; c < p; c++) ct[(qr + c) * q1 + j] = cx[j * p + c];
-    }
-    for (let m = 0; m < r; m++) {
-      const o = m * q1;
-      for (let j = 0; j < q1; j++) cs[o + j] = ct[o + j] / d[j];
+    for (let j = 0; j < this.levelsBig; j++) {
+      for (let rho = 0; rho < rb; rho++) {
+        const jr = j * rb + rho;
+        for (let a = rowPtr[j]; a < rowPtr[j + 1]; a++) ct[colM[a] * q1 + jr] = cval[a * rb + rho];
+        for (let c = 0; c < p; c++) ct[(qr + c) * q1 + jr] = cx[jr * p + c];
+      }
     }
     for (let m = 0; m < r; m++) {
       const om = m * q1;
@@ -231,10 +360,10 @@ export class BlockSystem {
         let s3 = 0;
         for (let j = 0; j < q1; j++) {
           const a = ct[om + j];
-          s0 += a * cs[o0 + j];
-          s1 += a * cs[o1 + j];
-          s2 += a * cs[o2 + j];
-          s3 += a * cs[o3 + j];
+          s0 += a * ct[o0 + j];
+          s1 += a * ct[o1 + j];
+          s2 += a * ct[o2 + j];
+          s3 += a * ct[o3 + j];
         }
         const row = m * r + m2;
         S[row] -= s0;
@@ -245,7 +374,7 @@ export class BlockSystem {
       for (; m2 <= m; m2++) {
         const o = m2 * q1;
         let s = 0;
-        for (let j = 0; j < q1; j++) s += ct[om + j] * cs[o + j];
+        for (let j = 0; j < q1; j++) s += ct[om + j] * ct[o + j];
         S[m * r + m2] -= s;
       }
     }
@@ -253,36 +382,47 @@ export class BlockSystem {
 
   /** Solve H·x = b (b in system order, length q + p); returns a new array. */
   solve(b: Float64Array): Float64Array {
-    const { q1, qr, r, p, d, cval, cx, S, rowPtr, colM } = this;
+    const { q1, qr, r, p, rb, dl, cval, cx, S, rowPtr, colM } = this;
+    const rb2 = rb * rb;
+    const y1 = new Float64Array(q1);
     const y = new Float64Array(r);
     for (let m = 0; m < r; m++) y[m] = b[q1 + m];
-    for (let j = 0; j < q1; j++) {
-      const f = b[j] / d[j];
-      if (f === 0) continue;
-      for (let a = rowPtr[j]; a < rowPtr[j + 1]; a++) y[colM[a]] -= cval[a] * f;
-      for (let c = 0; c < p; c++) y[qr + c] -= cx[j * p + c] * f;
+    for (let j = 0; j < this.levelsBig; j++) {
+      const L = dl.subarray(j * rb2, (j + 1) * rb2);
+      for (let a = 0; a < rb; a++) y1[j * rb + a] = b[j * rb + a];
+      forward(L, rb, y1, j * rb);
+      for (let a = 0; a < rb; a++) {
+        const f = y1[j * rb + a];
+        if (f === 0) continue;
+        for (let s = rowPtr[j]; s < rowPtr[j + 1]; s++) y[colM[s]] -= cval[s * rb + a] * f;
+        for (let c = 0; c < p; c++) y[qr + c] -= cx[(j * rb + a) * p + c] * f;
+      }
     }
-    cholSolve(S, r, y);
+    if (r) cholSolve(S, r, y);
     const x = new Float64Array(q1 + r);
-    for (let j = 0; j < q1; j++) {
-      let s = b[j];
-      for (let a = rowPtr[j]; a < rowPtr[j + 1]; a++) s -= cval[a] * y[colM[a]];
-      for (let c = 0; c < p; c++) s -= cx[j * p + c] * y[qr + c];
-      x[j] = s / d[j];
+    for (let j = 0; j < this.levelsBig; j++) {
+      for (let a = 0; a < rb; a++) {
+        let s = y1[j * rb + a];
+        for (let t = rowPtr[j]; t < rowPtr[j + 1]; t++) s -= cval[t * rb + a] * y[colM[t]];
+        for (let c = 0; c < p; c++) s -= cx[(j * rb + a) * p + c] * y[qr + c];
+        x[j * rb + a] = s;
+      }
+      backward(dl.subarray(j * rb2, (j + 1) * rb2), rb, x, j * rb);
     }
     x.set(y, q1);
     return x;
   }
 
-  /** log det of the random-effects block ΛZᵀWZΛ + I (the Laplace term). */
+  /** log det of the random-effects block ΛᵀZᵀWZΛ + I (the Laplace term). */
   logDetU(): number {
+    const { rb, dl } = this;
     let s = 0;
-    for (let j = 0; j < this.q1; j++) s += Math.log(this.d[j]);
-    return s + cholLogDet(this.S, this.r, this.qr);
+    for (let j = 0; j < this.levelsBig; j++) for (let a = 0; a < rb; a++) s += Math.log(dl[j * rb * rb + a * rb + a]);
+    return 2 * s + cholLogDet(this.S, this.r, this.qr);
   }
 
   /**
-   * Joint form: the fixed effects' block of H⁻¹ (p × p), i.e. (XᵀWX − XᵀWZΛ(…)⁻¹ΛZᵀWX)⁻¹: the
+   * Joint form: the fixed effects' block of H⁻¹ (p × p), i.e. (XᵀWX − XᵀWZΛ(…)⁻¹ΛᵀZᵀWX)⁻¹: the
    * RX-based covariance of β̂ (lme4's unscaled vcov).
    */
   fixedInverse(): Float64Array {
@@ -293,92 +433,128 @@ export class BlockSystem {
   }
 
   /**
-   * Random-only form, after factor(): the diagonal of H⁻¹ (system order) and, for each
-   * observation, its leverage h_i = U_i H⁻¹ U_iᵀ, with U = ZΛ.
+   * Random-only form, after factor(): for each observation i, s_i = H⁻¹U_iᵀ at its own entries
+   * (sAt[i·R + e]), and its leverage h_i = U_i H⁻¹ U_iᵀ. With H = [[D, C], [Cᵀ, A]], D_j = L_jL_jᵀ,
+   * Ĉ_j = L_j⁻¹C_j, S = A − ĈᵀĈ and G_j = Ĉ_jS⁻¹ (needed only on the level's slots):
+   *   dense part  x₂ = S⁻¹(e − Ĉ_jᵀy₁), y₁ = L_j⁻¹a,
+   *   big part    L_j⁻ᵀ(y₁ − Ĉ_jx₂), Ĉ_jx₂ = Σ_t e_t G_j[:, m_t] − (G_jĈ_jᵀ)y₁,
+   * for U_i = (a on its big level's block, e on its dense columns m_t).
    */
-  inverseParts(theta: ArrayLike<number>): { diag: Float64Array; leverage: Float64Array } {
-    const { n, K, q1, qr, r, big, others, d, cval, S, rowPtr, colM, zi, obsSlot } = this;
-    const T = K - 1;
-    const sinv = qr > 0 ? cholInverse(S, r) : new Float64Array(0);
-    // G = C·S⁻¹ on the slots: H⁻¹[j, m] = −G[slot]/d_j.
-    const g = new Float64Array(cval.length);
-    const diag = new Float64Array(q1 + qr);
-    if (this.dense) {
-      // Row j of C densely, then its products with the rows of S⁻¹ (symmetric), four at a time.
+  observationInverse(): { sAt: Float64Array; leverage: Float64Array } {
+    const { n, R, rb, qr, dl, cval, rowPtr, colM, obsSlot, ua, col, q1, bigLevel } = this;
+    const T = R - rb;
+    const rb2 = rb * rb;
+    const sinv = qr > 0 ? cholInverse(this.S, this.r) : new Float64Array(0);
+    const gs = new Float64Array(cval.length);
+    const P = new Float64Array(this.levelsBig * rb2);
+    if (qr > 0) {
       const row = new Float64Array(qr);
       const full = new Float64Array(qr);
-      for (let j = 0; j < q1; j++) {
-        row.fill(0);
+      for (let j = 0; j < this.levelsBig; j++) {
         const a0 = rowPtr[j];
         const a1 = rowPtr[j + 1];
-        for (let a = a0; a < a1; a++) row[colM[a]] = cval[a];
-        let m = 0;
-        for (; m + 4 <= qr; m += 4) {
-          const o0 = m * qr;
-          const o1 = o0 + qr;
-          const o2 = o1 + qr;
-          const o3 = o2 + qr;
-          let s0 = 0;
-          let s1 = 0;
-          let s2 = 0;
-          let s3 = 0;
-          for (let k = 0; k < qr; k++) {
-            const c = row[k];
-            s0 += c * sinv[o0 + k];
-            s1 += c * sinv[o1 + k];
-            s2 += c * sinv[o2 + k];
-            s3 += c * sinv[o3 + k];
+        for (let rho = 0; rho < rb; rho++) {
+          if (this.dense) {
+            // Row ρ of Ĉ_j densely, then its products with the rows of S⁻¹ (symmetric), four at a time.
+            row.fill(0);
+            for (let a = a0; a < a1; a++) row[colM[a]] = cval[a * rb + rho];
+            let m = 0;
+            for (; m + 4 <= qr; m += 4) {
+              const o0 = m * qr;
+              const o1 = o0 + qr;
+              const o2 = o1 + qr;
+              const o3 = o2 + qr;
+              let s0 = 0;
+              let s1 = 0;
+              let s2 = 0;
+              let s3 = 0;
+              for (let k = 0; k < qr; k++) {
+                const c = row[k];
+                s0 += c * sinv[o0 + k];
+                s1 += c * sinv[o1 + k];
+                s2 += c * sinv[o2 + k];
+                s3 += c * sinv[o3 + k];
+              }
+              full[m] = s0;
+              full[m + 1] = s1;
+              full[m + 2] = s2;
+              full[m + 3] = s3;
+            }
+            for (; m < qr; m++) {
+              let s0 = 0;
+              for (let k = 0; k < qr; k++) s0 += row[k] * sinv[m * qr + k];
+              full[m] = s0;
+            }
+            for (let a = a0; a < a1; a++) gs[a * rb + rho] = full[colM[a]];
+          } else {
+            for (let a = a0; a < a1; a++) {
+              const o = colM[a] * qr;
+              let s = 0;
+              for (let b = a0; b < a1; b++) s += cval[b * rb + rho] * sinv[o + colM[b]];
+              gs[a * rb + rho] = s;
+            }
           }
-          full[m] = s0;
-          full[m + 1] = s1;
-          full[m + 2] = s2;
-          full[m + 3] = s3;
         }
-        for (; m < qr; m++) {
-          let s0 = 0;
-          for (let k = 0; k < qr; k++) s0 += row[k] * sinv[m * qr + k];
-          full[m] = s0;
+        for (let rho = 0; rho < rb; rho++) {
+          for (let sg = 0; sg < rb; sg++) {
+            let s = 0;
+            for (let a = a0; a < a1; a++) s += gs[a * rb + rho] * cval[a * rb + sg];
+            P[j * rb2 + rho * rb + sg] = s;
+          }
         }
-        let quad = 0;
-        for (let a = a0; a < a1; a++) {
-          g[a] = full[colM[a]];
-          quad += g[a] * cval[a];
-        }
-        diag[j] = 1 / d[j] + quad / (d[j] * d[j]);
-      }
-    } else {
-      for (let j = 0; j < q1; j++) {
-        const a0 = rowPtr[j];
-        const a1 = rowPtr[j + 1];
-        let quad = 0;
-        for (let a = a0; a < a1; a++) {
-          const row = colM[a] * qr;
-          let s = 0;
-          for (let b = a0; b < a1; b++) s += cval[b] * sinv[row + colM[b]];
-          g[a] = s;
-          quad += s * cval[a];
-        }
-        diag[j] = 1 / d[j] + quad / (d[j] * d[j]);
       }
     }
-    for (let m = 0; m < qr; m++) diag[q1 + m] = sinv[m * qr + m];
+    const sAt = new Float64Array(n * R);
     const leverage = new Float64Array(n);
-    const tb = theta[big];
-    const th = others.map((k) => theta[k]);
+    const y1 = new Float64Array(rb);
+    const mt = new Int32Array(T);
     for (let i = 0; i < n; i++) {
-      const j = zi[i * K + big];
-      let h = tb * tb * diag[j];
-      const dj = d[j];
+      const o = i * R;
+      const j = bigLevel[i];
+      const L = dl.subarray(j * rb2, (j + 1) * rb2);
+      for (let a = 0; a < rb; a++) y1[a] = ua[o + a];
+      forward(L, rb, y1, 0);
+      let h = 0;
+      for (let t = 0; t < T; t++) mt[t] = col[o + rb + t] - q1;
+      // Dense part.
       for (let t = 0; t < T; t++) {
-        const mt = zi[i * K + others[t]] - q1;
-        h -= (2 * tb * th[t] * g[obsSlot[i * T + t]]) / dj;
-        for (let u = 0; u < T; u++) {
-          const mu = zi[i * K + others[u]] - q1;
-          h += th[t] * th[u] * sinv[mt * qr + mu];
-        }
+        let s = 0;
+        const row = mt[t] * qr;
+        for (let u = 0; u < T; u++) s += sinv[row + mt[u]] * ua[o + rb + u];
+        const so = obsSlot[i * T + t] * rb;
+        for (let a = 0; a < rb; a++) s -= y1[a] * gs[so + a];
+        sAt[o + rb + t] = s;
+        h += s * ua[o + rb + t];
       }
+      // Big part: L_j⁻ᵀ(y₁ − Ĉ_jx₂).
+      for (let a = 0; a < rb; a++) {
+        let cx2 = 0;
+        for (let t = 0; t < T; t++) cx2 += ua[o + rb + t] * gs[obsSlot[i * T + t] * rb + a];
+        for (let b = 0; b < rb; b++) cx2 -= P[j * rb2 + a * rb + b] * y1[b];
+        sAt[o + a] = y1[a] - cx2;
+      }
+      backward(L, rb, sAt, o);
+      for (let a = 0; a < rb; a++) h += sAt[o + a] * ua[o + a];
       leverage[i] = h;
     }
-    return { diag, leverage };
+    return { sAt, leverage };
+  }
+}
+
+/** x[o..o+r) ← L⁻¹x[o..o+r) for a lower-triangular r × r L (row-major). */
+function forward(L: Float64Array, r: number, x: Float64Array, o: number): void {
+  for (let a = 0; a < r; a++) {
+    let s = x[o + a];
+    for (let b = 0; b < a; b++) s -= L[a * r + b] * x[o + b];
+    x[o + a] = s / L[a * r + a];
+  }
+}
+
+/** x[o..o+r) ← L⁻ᵀx[o..o+r). */
+function backward(L: Float64Array, r: number, x: Float64Array, o: number): void {
+  for (let a = r - 1; a >= 0; a--) {
+    let s = x[o + a];
+    for (let b = a + 1; b < r; b++) s -= L[b * r + a] * x[o + b];
+    x[o + a] = s / L[a * r + a];
   }
 }
