@@ -294,7 +294,8 @@ export async function analyze(opts: AnalyzeOptions): Promise<AnalysisResult> {
     const coefficient = pickCoefficient(model.fit.xNames);
     try {
       if (pilotMain.n > 0 && coefficient) {
-        const fit = fitModel(formula, pilotMain, { hessian: false }).fit;
+        // As the pilot's own analysis fits it: the formula given, or the maximal one reduced while singular.
+        const fit = (opts.formula ? fitModel(formula, pilotMain, { hessian: false }) : fitWithReduction(formula, pilotMain).model).fit;
         const j = fit.xNames.indexOf(coefficient);
         if (j >= 0 && Number.isFinite(fit.beta[j])) pilot = { effect: fit.beta[j], participants: new Set(pilotMain.column('participant')!).size };
       }
