@@ -28,6 +28,12 @@ const EPS = NMF_ZERO;
 /** HALS: at most this many sweeps over U's rows / W per pair of products (see above) … */
 const U_SWEEPS = 1;
 const W_SWEEPS = 1;
+/**
+ * Below this many multiply-adds per product (n·c·k), the products run on one onnxruntime thread: at
+ * 5,000 × 512, k = 25 (64 M), one thread took 1.4 s to the reference loss against 2.5 s with two
+ * (bench/nmf.ts's data; a shared machine), as the threads' hand-offs outweigh the work.
+ */
+const SMALL_PRODUCTS = 2 ** 27;
 /** … a row (U) or the whole of W stopping once a sweep moves it by less than this × its first sweep. */
 const SWEEP_STOP = 0.01;
 
@@ -40,7 +46,10 @@ export interface NmfFitOptions {
   seed: number;
   solver?: NmfSolver;
   device?: Device;
-  /** onnxruntime's intra-op threads for the products (0 or absent: onnxruntime's default, all cores). */
+  /**
+   * onnxruntime's intra-op threads for the products (0 or absent: onnxruntime's default, all cores).
+   * Small products (n·c·k ≤ SMALL_PRODUCTS) run on one thread whatever this says.
+   */
   threads?: number;
   /** Start from these factors instead of the seeded random initialisation (benchmarks compare solvers from one start). */
   init?: { U: Float32Array; W: Float32Array };
@@ -155,7 +164,7 @@ export async function fitNmf(A: Float32Array, n: number, c: number, opts: NmfFit
   const U = Float32Array.from(start.U);
   const W = Float32Array.from(start.W);
   const t0 = performance.now();
-  const products = await Products.create(A, n, c, k, opts.device, opts.threads, opts.log);
+  const products = await Products.create(A, n, c, k, opts.device, n * c * k <= SMALL_PRODUCTS ? 1 : opts.threads, opts.log);
   const history: NmfFit['history'] = [];
   const everyIteration = opts.targetError !== undefined;
   let initial = NaN;
