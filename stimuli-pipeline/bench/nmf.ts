@@ -5,8 +5,9 @@
 //   node --import tsx stimuli-pipeline/bench/nmf.ts [sizes=50000x2048,5000x512] [k=25] [threads=2] [reps=1] [variants=hals]
 //
 // scikit-learn runs with `threads` and with 1 OpenBLAS thread, the faster counts (legible too runs
-// small products on one thread). variants: `hals` (the default: accelerated HALS), `hals-plain` (one sweep per pair of products,
-// the classic HALS), `mu`. Each side's loss is measured alike, ‖A − U·W‖_F in float64 by numpy on
+// small products on one thread). variants: `hals` (legible's default: one sweep per pair of
+// products), `hals-accelerated` (up to 8 sweeps over U and 16 over W per pair; Gillis & Glineur),
+// `mu`. Each side's loss is measured alike, ‖A − U·W‖_F in float64 by numpy on
 // the returned factors. With reps > 1 the sides alternate and the fastest run of each counts.
 import { existsSync, mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
