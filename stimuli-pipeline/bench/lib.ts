@@ -14,9 +14,16 @@ export const CACHE = join(ROOT, '.cache', 'bench');
 export const PYTHON = process.env.LEGIBLE_REFERENCE_PYTHON ?? '/usr/bin/python3';
 const REFERENCE = fileURLToPath(new URL('./reference.py', import.meta.url));
 
-/** Run a command of bench/reference.py and parse the JSON it prints last. */
+/**
+ * Run a command of bench/reference.py and parse the JSON it prints last. OPENBLAS_CORETYPE and
+ * OPENBLAS_L2_SIZE (set on some machines for older OpenBLAS builds) are removed for this command
+ * alone: they make numpy's OpenBLAS run an older, slower kernel (the reference reports the kernel).
+ */
 export function reference(args: string[], env: Record<string, string> = {}): Record<string, unknown> {
-  const run = spawnSync(PYTHON, [REFERENCE, ...args], { encoding: 'utf8', env: { ...process.env, ...env }, maxBuffer: 1 << 26 });
+  const childEnv: NodeJS.ProcessEnv = { ...process.env, ...env };
+  delete childEnv.OPENBLAS_CORETYPE;
+  delete childEnv.OPENBLAS_L2_SIZE;
+  const run = spawnSync(PYTHON, [REFERENCE, ...args], { encoding: 'utf8', env: childEnv, maxBuffer: 1 << 26 });
   if (run.status !== 0) throw new Error(`reference.py ${args[0]} failed (${PYTHON}; needs Debian's python3-torch, python3-torchvision, python3-sklearn):\n${run.stderr}`);
   const last = run.stdout.trim().split('\n').pop()!;
   return JSON.parse(last) as Record<string, unknown>;

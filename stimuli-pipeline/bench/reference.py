@@ -3,8 +3,10 @@ scikit-learn (NMF). Run with Debian's /usr/bin/python3 (python3-torch, python3-t
 python3-sklearn). Called by the bench/*.ts scripts, which compare legible with these in one run.
 
   reference.py export-resnet50 OUT_DIR           random-weight ResNet-50 → resnet50.onnx + resnet50.pt
-  reference.py extract OUT_DIR IMAGES BATCH THREADS WORKERS   PyTorch extraction; prints JSON timings
-  reference.py nmf DIR K MAX_ITER TOL THREADS    scikit-learn NMF (mu) from DIR/{A,W0,H0}.npy; prints JSON
+  reference.py extract OUT_DIR IMAGES BATCH THREADS WORKERS [CHANNELS_LAST=0] [INTEROP=1]
+                                                 PyTorch extraction (one configuration); prints JSON timings
+  reference.py nmf-error DIR U.npy W.npy          ‖A − U·W‖_F in float64; prints JSON
+  reference.py nmf DIR K MAX_ITER TOL THREADS [SOLVER=cd]   scikit-learn NMF from DIR/{A,W0,H0}.npy; prints JSON
 """
 import json
 import os
@@ -59,16 +61,25 @@ def export_resnet50(out_dir):
     print(json.dumps({"onnx": os.path.join(out_dir, "resnet50.onnx")}))
 
 
-def extract(out_dir, images, batch, threads, workers):
-    """Decode, resize, crop, normalise, forward, and spatial mean + max of layer1..4: what legible does."""
+def extract(out_dir, images, batch, threads, workers, channels_last=False, interop=1):
+    """Decode, resize, crop, normalise, forward, and spatial mean + max of layer1..4: what legible does.
+
+    A configuration as a practitioner would tune it: torch.inference_mode, `threads` intra-op threads
+    and `interop` inter-op threads, optionally channels_last memory format (model and batches), and
+    0 or more DataLoader worker processes. glibc's allocator settings (MALLOC_MMAP_THRESHOLD_,
+    MALLOC_TRIM_THRESHOLD_) and an LD_PRELOADed allocator are read at process start, so the caller
+    sets them in this process's environment; they are reported back."""
     import torch
     import torchvision
     from PIL import Image
     from torchvision import transforms
 
     torch.set_num_threads(threads)
+    torch.set_num_interop_threads(interop)
     net = torchvision.models.resnet50(weights=None).eval()
     net.load_state_dict(torch.load(os.path.join(out_dir, "resnet50.pt")))
+    if channels_last:
+        net = net.to(memory_format=torch.channels_last)
     files = sorted(os.path.join(dp, f) for dp, _, fs in os.walk(images) for f in fs if f.lower().endswith((".jpg", ".jpeg", ".png")))
     tf = transforms.Compose([transforms.Resize(256), transforms.CenterCrop(224), transforms.ToTensor(), transforms.Normalize([0.485, 0.456, 0.406], [0.229, 0.224, 0.225])])
 
@@ -84,13 +95,19 @@ def extract(out_dir, images, batch, threads, workers):
     for name in ["layer1", "layer2", "layer3", "layer4"]:
         getattr(net, name).register_forward_hook(lambda m, i, o, name=name: taps.__setitem__(name, o))
     means = {k: [] for k in ["layer1", "layer2", "layer3", "layer4"]}
+
+    def forward(x):
+        if channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        net(x)
+
     # Warm-up on one batch (graph caches, allocator), then time the whole folder.
     with torch.inference_mode():
-        net(next(iter(loader)))
+        forward(next(iter(loader)))
         t0 = time.perf_counter()
         n = 0
         for x in loader:
-            net(x)
+            forward(x)
             for k, o in taps.items():
                 means[k].append(o.mean(dim=(2, 3)).numpy())
                 o.amax(dim=(2, 3))
@@ -99,26 +116,63 @@ def extract(out_dir, images, batch, threads, workers):
     import numpy as np
 
     np.save(os.path.join(out_dir, "torch_layer4_mean.npy"), np.concatenate(means["layer4"]))
-    print(json.dumps({"images": n, "seconds": seconds, "images_per_s": n / seconds, "threads": threads, "workers": workers, "torch": torch.__version__}))
+    env = {k: os.environ[k] for k in ["MALLOC_MMAP_THRESHOLD_", "MALLOC_TRIM_THRESHOLD_", "LD_PRELOAD"] if k in os.environ}
+    print(
+        json.dumps(
+            {
+                "images": n,
+                "seconds": seconds,
+                "images_per_s": n / seconds,
+                "threads": threads,
+                "interop": interop,
+                "workers": workers,
+                "channels_last": bool(channels_last),
+                "inference_mode": True,
+                "env": env,
+                "torch": torch.__version__,
+            }
+        )
+    )
 
 
-def nmf(d, k, max_iter, tol, threads):
+def nmf(d, k, max_iter, tol, threads, solver="cd"):
+    """scikit-learn's NMF from the benchmark's initial factors (init='custom'), float32, with its
+    defaults otherwise (solver 'cd', tol 1e-4, max_iter 200 unless told). The BLAS kernel and thread
+    count are reported: OPENBLAS_CORETYPE / OPENBLAS_L2_SIZE must be unset for this command alone
+    (bench/lib.ts does), or OpenBLAS runs an older, slower kernel."""
     os.environ["OMP_NUM_THREADS"] = str(threads)
     os.environ["OPENBLAS_NUM_THREADS"] = str(threads)
     import numpy as np
     import sklearn
     from sklearn.decomposition import NMF
 
+    try:
+        from threadpoolctl import threadpool_info, threadpool_limits
+
+        threadpool_limits(threads)
+        blas = [f"{i.get('internal_api')} {i.get('version')} {i.get('architecture')} × {i.get('num_threads')}" for i in threadpool_info()]
+    except ImportError:
+        blas = ["threadpoolctl missing: kernel unknown"]
     A = np.load(os.path.join(d, "A.npy"))
     W0 = np.load(os.path.join(d, "W0.npy"))  # sklearn's W is our U (n × k)
     H0 = np.load(os.path.join(d, "H0.npy"))  # sklearn's H is our W (k × c)
-    model = NMF(n_components=k, solver="mu", init="custom", max_iter=max_iter, tol=tol, beta_loss="frobenius")
+    model = NMF(n_components=k, solver=solver, init="custom", max_iter=max_iter, tol=tol, beta_loss="frobenius")
     t0 = time.perf_counter()
     W = model.fit_transform(A, W=W0.copy(), H=H0.copy())
     seconds = time.perf_counter() - t0
     H = model.components_
-    error = float(np.linalg.norm(A - W @ H))
-    print(json.dumps({"seconds": seconds, "iterations": int(model.n_iter_), "error": error, "relative_error": error / float(np.linalg.norm(A)), "sklearn": sklearn.__version__, "dtype": str(A.dtype)}))
+    error = float(np.linalg.norm(A.astype(np.float64) - W.astype(np.float64) @ H.astype(np.float64)))
+    print(json.dumps({"seconds": seconds, "iterations": int(model.n_iter_), "error": error, "relative_error": error / float(np.linalg.norm(A.astype(np.float64))), "solver": solver, "sklearn": sklearn.__version__, "numpy": np.__version__, "dtype": str(W.dtype), "blas": blas}))
+
+
+def nmf_error(d, u_file, w_file):
+    """‖A − U·W‖_F in float64 for factors written by bench/nmf.ts: both sides' loss measured alike."""
+    import numpy as np
+
+    A = np.load(os.path.join(d, "A.npy")).astype(np.float64)
+    U = np.load(u_file).astype(np.float64)
+    W = np.load(w_file).astype(np.float64)
+    print(json.dumps({"error": float(np.linalg.norm(A - U @ W))}))
 
 
 if __name__ == "__main__":
@@ -126,8 +180,10 @@ if __name__ == "__main__":
     if cmd == "export-resnet50":
         export_resnet50(args[0])
     elif cmd == "extract":
-        extract(args[0], args[1], int(args[2]), int(args[3]), int(args[4]))
+        extract(args[0], args[1], int(args[2]), int(args[3]), int(args[4]), *[int(a) for a in args[5:7]])
     elif cmd == "nmf":
-        nmf(args[0], int(args[1]), int(args[2]), float(args[3]), int(args[4]))
+        nmf(args[0], int(args[1]), int(args[2]), float(args[3]), int(args[4]), *(args[5:6] or ["cd"]))
+    elif cmd == "nmf-error":
+        nmf_error(args[0], args[1], args[2])
     else:
         raise SystemExit(f"unknown command {cmd}")

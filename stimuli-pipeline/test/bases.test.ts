@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import { parseStudy, rng, type Study } from '@legible/studies';
-import { fitNmf as fitNmfOrt, NmfEncoder, randomInit } from '../src/nmf.ts';
+import { fitNmf as fitNmfOrt, halsRows, NMF_ZERO, NmfEncoder, randomInit } from '../src/nmf.ts';
 import { fitNmf, nmfCodes } from './reference-nmf.ts';
 import { checkSplitSizes, exemplarsOf, pickFeatures, rankContext, trialsOf, type FeatureColumn } from '../src/exemplars.ts';
 
@@ -83,6 +83,64 @@ describe('NMF on onnxruntime (src/nmf.ts)', () => {
     assert.ok(hals.W.every((v) => v >= 0) && hals.U.every((v) => v >= 0));
     // The error history only goes down.
     for (let i = 1; i < hals.history.length; i++) assert.ok(hals.history[i].error <= hals.history[i - 1].error * (1 + 1e-6));
+  });
+
+  it('one HALS sweep over rows is the classic column-by-column update, from a given or a computed gradient', () => {
+    const n = 60;
+    const k = 5;
+    const r = rng(21);
+    // Codes with zeros (held at the floor) and a symmetric positive-definite W·Wᵀ.
+    const U0 = Float32Array.from({ length: n * k }, () => (r.next() < 0.3 ? NMF_ZERO : r.next()));
+    const Wm = Float64Array.from({ length: k * 9 }, () => r.next());
+    const G = new Float64Array(k * k);
+    for (let a = 0; a < k; a++) for (let b = 0; b < k; b++) for (let q = 0; q < 9; q++) G[a * k + b] += Wm[a * 9 + q] * Wm[b * 9 + q];
+    const AWt = Float32Array.from({ length: n * k }, () => r.next() * 3 - 0.5);
+    // Classic HALS (Cichocki & Phan), one column at a time, in float64.
+    const classic = Float64Array.from(U0);
+    for (let j = 0; j < k; j++)
+      for (let i = 0; i < n; i++) {
+        let s = 0;
+        for (let l = 0; l < k; l++) s += classic[i * k + l] * G[l * k + j];
+        classic[i * k + j] = Math.max(NMF_ZERO, classic[i * k + j] + (AWt[i * k + j] - s) / G[j * k + j]);
+      }
+    const computed = Float32Array.from(U0);
+    halsRows(computed, AWt, G, n, k, 1, 0);
+    const grad = new Float32Array(n * k);
+    for (let i = 0; i < n; i++)
+      for (let j = 0; j < k; j++) {
+        let s = -AWt[i * k + j];
+        for (let l = 0; l < k; l++) s += U0[i * k + l] * G[l * k + j];
+        grad[i * k + j] = s;
+      }
+    const given = Float32Array.from(U0);
+    halsRows(given, AWt, G, n, k, 1, 0, grad);
+    for (let i = 0; i < n * k; i++) {
+      assert.ok(Math.abs(computed[i] - classic[i]) <= 1e-5 * (1 + Math.abs(classic[i])), `computed gradient: U[${i}] ${computed[i]} vs ${classic[i]}`);
+      assert.ok(Math.abs(given[i] - classic[i]) <= 1e-5 * (1 + Math.abs(classic[i])), `given gradient: U[${i}] ${given[i]} vs ${classic[i]}`);
+      assert.ok(given[i] >= NMF_ZERO * (1 - 1e-6));
+    }
+    // More sweeps solve each row's non-negative least squares: the row's objective does not rise.
+    const objective = (U: ArrayLike<number>) => {
+      let f = 0;
+      for (let i = 0; i < n; i++)
+        for (let a = 0; a < k; a++) {
+          f -= 2 * AWt[i * k + a] * U[i * k + a];
+          for (let b = 0; b < k; b++) f += U[i * k + a] * G[a * k + b] * U[i * k + b];
+        }
+      return f;
+    };
+    const many = Float32Array.from(given);
+    halsRows(many, AWt, G, n, k, 50, 0);
+    assert.ok(objective(many) <= objective(given) + 1e-6, `${objective(many)} > ${objective(given)}`);
+  });
+
+  it('accelerated HALS (several sweeps per pair of products) fits the low-rank matrix too', async () => {
+    const { A } = lowRank(400, 24, 4, 6);
+    const A32 = Float32Array.from(A);
+    const init = randomInit(A32, 400, 24, 4, 3);
+    const fit = await fitNmfOrt(A32, 400, 24, { k: 4, maxIter: 100, tol: 0, seed: 0, init, sweeps: { U: 4, W: 4 } });
+    assert.ok(fit.relativeError < 0.01, `relative error ${fit.relativeError}`);
+    for (let i = 1; i < fit.history.length; i++) assert.ok(fit.history[i].error <= fit.history[i - 1].error * (1 + 1e-6));
   });
 
   it('stops at the tolerance, is deterministic for a seed, and reports where it ran', async () => {
