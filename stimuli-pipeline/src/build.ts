@@ -188,14 +188,19 @@ async function finishBuild(loaded: LoadedStudy, opts: BuildOptions, x: Extracted
   // The instructions' annotated example: like a practice trial, on one more feature outside the
   // study, with the most extreme queries that no other trial uses, so that none of its images is in
   // a participant's trials (the server sends it, kind "example").
-  const exampleCol = fs.spare.find((c) => !practiceCols.includes(c));
-  if (exampleCol) {
-    const ex = fs.exemplars.get(featureId(exampleCol))!;
-    const taken = new Set(specs.flatMap((t) => t.queries));
-    const fresh = (ids: string[]) => [ids.find((id) => !taken.has(id)) ?? ids[0]];
-    features.push(describe(exampleCol, ex));
-    const spec = practiceTrialOf(featureId(exampleCol), { ...ex, queries: { max: fresh(ex.queries.max), min: fresh(ex.queries.min) } }, study.seed);
-    specs.push({ ...spec, id: `${featureId(exampleCol)}/example/natural`, kind: 'example' });
+  // The first spare feature whose grids and queries no other trial shows makes it; none, no example.
+  const taken = new Set(specs.flatMap((t) => t.queries));
+  const grids = new Set(specs.flatMap((t) => [t.min.join('\n'), t.max.join('\n')]));
+  for (const col of fs.spare.filter((c) => !practiceCols.includes(c))) {
+    const ex = fs.exemplars.get(featureId(col))!;
+    const max = ex.queries.max.find((id) => !taken.has(id));
+    const min = ex.queries.min.find((id) => !taken.has(id));
+    if (max === undefined || min === undefined) continue;
+    const spec = practiceTrialOf(featureId(col), { ...ex, queries: { max: [max], min: [min] } }, study.seed);
+    if (grids.has(spec.min.join('\n')) || grids.has(spec.max.join('\n'))) continue;
+    features.push(describe(col, ex));
+    specs.push({ ...spec, id: `${featureId(col)}/example/natural`, kind: 'example' });
+    break;
   }
   if (practiceCount < study.design.practice_trials) {
     log(`note: design.practice_trials = ${study.design.practice_trials}, but only ${practiceCount} features are left outside the study for practice`);
