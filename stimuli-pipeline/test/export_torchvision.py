@@ -23,6 +23,11 @@ elif name == "tiny_convnext":
     model, size = ConvNeXt([CNBlockConfig(16, 32, 1), CNBlockConfig(32, None, 1)], num_classes=5), 32
 else:
     model, size = getattr(torchvision.models, name)(weights=None), 224
+# torchvision starts some classifier heads at zero (ViT's heads.head): every logit would be 0 and no
+# feature could contribute to a decision. A random model gets a random head.
+for m in model.modules():
+    if isinstance(m, torch.nn.Linear) and not m.weight.abs().max():
+        torch.nn.init.normal_(m.weight, std=0.02)
 model.eval()
 x = torch.rand(2, 3, size, size)
 torch.onnx.export(
