@@ -3,7 +3,7 @@
 // and ConvNeXt classes at a small size, and the real vit_b_16, exported with random weights by
 // torch.onnx.export (cached outside the repository).
 import assert from 'node:assert/strict';
-import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
@@ -12,6 +12,7 @@ import sharp from 'sharp';
 import { loadStudy, Manifest, rng, StudyFileError } from '@legible/studies';
 import { buildStimuli } from '../src/build.ts';
 import { decisionContribution } from '../src/contribution.ts';
+import { visualize } from '../src/grad-commands.ts';
 import { buildGradientModel } from '../src/grad/vjp.ts';
 import { checkModelLayers, modelLayers } from '../src/layout.ts';
 import { decodeModel, encodeModel, float32Tensor } from '../src/onnx/proto.ts';
@@ -170,6 +171,24 @@ describe('layouts of token and channels-last tensors', { skip }, () => {
       assert.ok(Math.abs(fd - g[i]) < 2e-3 + 0.05 * Math.abs(fd), `pixel ${i}: gradient ${g[i]}, finite difference ${fd}`);
     }
     await s.release();
+  });
+});
+
+describe('legible visualize on a ViT', { skip }, () => {
+  it('counts channels on the hidden axis (--channel 40 of 32 is refused, not read as token 40) and asks for an unknown layout', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'legible-vit-fv-'));
+    try {
+      const file = join(dir, 'vit.onnx');
+      writeFileSync(file, withoutWeightIdentities(readFileSync(torchvisionExport('tiny_vit').file)));
+      const args = (tensor: string, ...more: string[]) => [file, '--tensor', tensor, '--out', join(dir, 'out'), '--size', '32', '--steps', '2', '--batch', '1', ...more];
+      await assert.rejects(visualize.run(args(VIT_BLOCK, '--channel', '20', '--channel', '40')), /has 32 channels; channel 40 does not exist/);
+      await assert.rejects(visualize.run(args(VIT_ATTN, '--channel', '5')), /--tensor .*Transpose_5_output_0: the layout of .* cannot be inferred/);
+      await assert.rejects(visualize.run(args(VIT_BLOCK, '--channel', '5', '--layout', 'nchw')), /is tokens .* layout: nchw would read it wrongly/);
+      assert.equal(await visualize.run(args(VIT_ATTN, '--channel', '20', '--layout', 'tokens', '--class-token', 'yes')), 0);
+      assert.ok(readdirSync(join(dir, 'out')).some((f) => f.endsWith('.png')));
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
   });
 });
 
