@@ -15,6 +15,8 @@ import { decisionContribution } from '../src/contribution.ts';
 import { visualize } from '../src/grad-commands.ts';
 import { buildGradientModel } from '../src/grad/vjp.ts';
 import { checkModelLayers, modelLayers } from '../src/layout.ts';
+import { patchActivations } from '../src/patches.ts';
+import { decodeForModel, normalise } from '../src/preprocess.ts';
 import { decodeModel, encodeModel, float32Tensor } from '../src/onnx/proto.ts';
 import { addReducedTaps, addTaps, reducedName } from '../src/onnx/taps.ts';
 import { validate } from '../src/study-check.ts';
@@ -98,6 +100,30 @@ describe('layouts of token and channels-last tensors', { skip }, () => {
           assert.ok(Math.abs(mean[b * C + c] - s / (P - skip)) < 1e-4, `${tensor} image ${b} channel ${c}: ${mean[b * C + c]} vs ${s / (P - skip)}`);
           assert.ok(Math.abs(max[b * C + c] - m) < 1e-5);
         }
+    }
+  });
+
+  it('NMF patches average each patch over the patch tokens (class token left out), as extraction does', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'legible-vit-patch-'));
+    try {
+      const input = { size: 32, channels: 'rgb' as const, range: 1 as const, mean: [0.485, 0.456, 0.406], std: [0.229, 0.224, 0.225] };
+      const r = rng(4);
+      const px = Buffer.from(Array.from({ length: 32 * 32 * 3 }, () => Math.floor(256 * r.next())));
+      const path = join(dir, 'a.png');
+      await sharp(px, { raw: { width: 32, height: 32, channels: 3 } }).png().toFile(path);
+      // One patch the size of the image: its row must be the image's mean over the 16 patch tokens.
+      const rows = await patchActivations({ model: vit, input, layers: [{ name: 'b', tensor: VIT_BLOCK }], images: [{ id: 'a.png', path, bytes: 0 }], patch: { size: 32, stride: 32 }, quiet: true, device: 'cpu' });
+      assert.deepEqual([rows.rows, rows.channels], [1, [32]]);
+      const x = new Float32Array(3 * 32 * 32);
+      normalise(await decodeForModel(readFileSync(path), input), input, x);
+      const raw = (await run(addTaps(vit, [VIT_BLOCK]), x, 1, 32, [VIT_BLOCK]))[VIT_BLOCK].data as Float32Array;
+      for (let c = 0; c < 32; c++) {
+        let sum = 0;
+        for (let t = 1; t < 17; t++) sum += raw[t * 32 + c];
+        assert.ok(Math.abs(rows.perLayer[0][c] - sum / 16) < 1e-3, `channel ${c}: ${rows.perLayer[0][c]} vs ${sum / 16}`);
+      }
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
     }
   });
 
