@@ -11,7 +11,7 @@
 import { readFileSync } from 'node:fs';
 import { LegibleError, nearestNames, type Layer } from '@legible/studies';
 import { attributeValue, getAttribute, tensorInfo } from './onnx/graph.ts';
-import { dataTypeName, DataType, encodeModel, type ModelProto, type NodeProto } from './onnx/proto.ts';
+import { dataTypeName, DataType, decodeModel, encodeModel, type ModelProto, type NodeProto } from './onnx/proto.ts';
 import { readModelSkeleton } from './onnx/skeleton.ts';
 import { addTapsToModel } from './onnx/taps.ts';
 import { inferShapes, type Dim, type TensorShape } from './onnx/shapes.ts';
@@ -419,7 +419,6 @@ export async function measureShapes(model: ModelProto, names: readonly string[],
  * whole model only when something must be measured.
  */
 export async function analyzeModel(source: string | Uint8Array, opts: { measure?: boolean; inputShapes?: Map<string, number[]> } = {}): Promise<{ tensors: ModelTensor[]; measured: Set<string> }> {
-  const { decodeModel } = await import('./onnx/proto.ts');
   let model = typeof source === 'string' ? readModelSkeleton(source) : decodeModel(source);
   if (opts.inputShapes?.size) model = withInputShapes(model, opts.inputShapes);
   const tensors = describeTensors(model);
@@ -461,8 +460,7 @@ export async function checkModelLayers(source: string | Uint8Array, layers: read
   });
   const measured = new Map<string, number[]>();
   if (open.length) {
-    const { decodeModel } = await import('./onnx/proto.ts');
-    const full = decodeModel(typeof source === 'string' ? readFileSync(source) : source);
+      const full = decodeModel(typeof source === 'string' ? readFileSync(source) : source);
     for (const [name, dims] of await measureShapes(full, open)) if (dims.slice(1).every((d) => typeof d === 'number')) measured.set(name, dims.map((d) => (typeof d === 'number' ? d : 1)));
   }
   return { ...resolveLayers(tensors, layers, measured), tensors };
