@@ -38,6 +38,8 @@ export interface ContributionOptions {
   device?: Device;
   threads?: number;
   log?: (s: string) => void;
+  /** The layer keeps its channels on the last axis ([N, …positions, C]: nhwc, tokens) rather than axis 1 (nchw, the default). */
+  channelsLast?: boolean;
 }
 
 export interface FeatureContribution {
@@ -62,7 +64,7 @@ export interface ContributionResult {
 const S = 'ablate/';
 
 /** The graph after `layer`, with the layer and the tensors it still needs from before as inputs, ablated per feature. */
-function downstream(model: ModelProto, layer: string, output: string, meta: Awaited<ReturnType<typeof measureTensors>>) {
+function downstream(model: ModelProto, layer: string, output: string, meta: Awaited<ReturnType<typeof measureTensors>>, channelsLast = false) {
   const g = model.graph!;
   const nodes = g.node ?? [];
   const inits = new Set((g.initializer ?? []).map((t) => t.name!));
@@ -90,7 +92,9 @@ function downstream(model: ModelProto, layer: string, output: string, meta: Awai
   }
   const layerMeta = meta.get(layer)!;
   const rank = layerMeta.dims.length;
-  const channels = layerMeta.dims[1];
+  // Channels on axis 1 (nchw) or last (nhwc, tokens); `grid` is the positions' shape.
+  const channels = channelsLast ? layerMeta.dims[rank - 1] : layerMeta.dims[1];
+  const grid = channelsLast ? layerMeta.dims.slice(1, -1) : layerMeta.dims.slice(2);
   const spatial = rank - 2;
   const extra: NodeProto[] = [];
   const initializers = [...(g.initializer ?? [])].filter((t) => needed.has(t.name!));
@@ -103,8 +107,8 @@ function downstream(model: ModelProto, layer: string, output: string, meta: Awai
   i64('one', [1]);
   op('Slice', [S + 'keep_shape', S + 'zero', S + 'one'], S + 'F');
   // A' = A · keep[f, c] − codes[f, n, p] · dir[f, c], as [F, N, C, …] → [F·N, C, …].
-  i64('feature_shape', [0, 1, channels, ...Array(spatial).fill(1)]);
-  i64('code_shape', [0, 0, 1, ...layerMeta.dims.slice(2).map((d) => d)]);
+  i64('feature_shape', channelsLast ? [0, 1, ...Array(spatial).fill(1), channels] : [0, 1, channels, ...Array(spatial).fill(1)]);
+  i64('code_shape', channelsLast ? [0, 0, ...grid, 1] : [0, 0, 1, ...grid]);
   op('Reshape', [S + 'keep', S + 'feature_shape'], S + 'keep_b');
   op('Reshape', [S + 'dir', S + 'feature_shape'], S + 'dir_b');
   op('Reshape', [S + 'codes', S + 'code_shape'], S + 'codes_b');
@@ -113,14 +117,14 @@ function downstream(model: ModelProto, layer: string, output: string, meta: Awai
   op('Mul', [S + 'layer_1', S + 'keep_b'], S + 'kept');
   op('Mul', [S + 'codes_b', S + 'dir_b'], S + 'component');
   op('Sub', [S + 'kept', S + 'component'], S + 'ablated_f');
-  i64('flat_shape', [-1, channels, ...layerMeta.dims.slice(2)]);
+  i64('flat_shape', [-1, ...layerMeta.dims.slice(1)]);
   op('Reshape', [S + 'ablated_f', S + 'flat_shape'], layer);
   // Tensors from before the layer, repeated once per feature.
   const inputs: ValueInfoProto[] = [
-    tensorInfo(S + 'layer_in', layerMeta.type, ['N', channels, ...layerMeta.dims.slice(2)]),
+    tensorInfo(S + 'layer_in', layerMeta.type, ['N', ...layerMeta.dims.slice(1)]),
     tensorInfo(S + 'keep', layerMeta.type, ['F', channels]),
     tensorInfo(S + 'dir', layerMeta.type, ['F', channels]),
-    tensorInfo(S + 'codes', layerMeta.type, ['F', 'N', ...layerMeta.dims.slice(2)]),
+    tensorInfo(S + 'codes', layerMeta.type, ['F', 'N', ...grid]),
   ];
   boundary.forEach((t, i) => {
     const m = meta.get(t)!;
@@ -146,7 +150,7 @@ function downstream(model: ModelProto, layer: string, output: string, meta: Awai
       output: [tensorInfo(output, meta.get(output)!.type)],
     },
   };
-  return { model: out, boundary, channels, positions: layerMeta.dims.slice(2).reduce((a, b) => a * b, 1) };
+  return { model: out, boundary, channels, grid, positions: grid.reduce((a, b) => a * b, 1) };
 }
 
 function int64Name(list: ReturnType<typeof int64Tensor>[], name: string, v: number[]): string {
@@ -178,7 +182,7 @@ export async function decisionContribution(
   if (!meta.has(layer)) throw new LegibleError(`the model has no tensor "${layer}"`);
   const lm = meta.get(layer)!;
   if (lm.dims.length < 2 || lm.dims.slice(1).some((d) => d < 0)) throw new LegibleError(`layer "${layer}" has shape [${lm.dims.join(', ')}]; expected [N, C, …] with fixed C and positions`);
-  const cut = downstream(model, layer, output, meta);
+  const cut = downstream(model, layer, output, meta, opts.channelsLast);
   const C = cut.channels;
   const Pn = cut.positions;
   for (const [i, f] of features.entries()) {
@@ -212,6 +216,8 @@ export async function decisionContribution(
       let rows: Float32Array | null = null;
       const positionRows = () => {
         if (rows) return rows;
+        // Channels-last activations already are position rows.
+        if (opts.channelsLast) return (rows = A.slice(0, n * Pn * C));
         rows = new Float32Array(n * Pn * C);
         for (let b = 0; b < n; b++) for (let c = 0; c < C; c++) for (let p = 0; p < Pn; p++) rows[(b * Pn + p) * C + c] = A[(b * C + c) * Pn + p];
         return rows;
@@ -248,10 +254,10 @@ export async function decisionContribution(
           codes.set(u, k * n * Pn);
         }
         const res = await second.run({
-          [`${S}layer_in`]: new ort.Tensor('float32', A, [n, C, ...lm.dims.slice(2)]),
+          [`${S}layer_in`]: new ort.Tensor('float32', A, [n, ...lm.dims.slice(1)]),
           [`${S}keep`]: new ort.Tensor('float32', keep, [F, C]),
           [`${S}dir`]: new ort.Tensor('float32', dir, [F, C]),
-          [`${S}codes`]: new ort.Tensor('float32', codes, [F, n, ...lm.dims.slice(2)]),
+          [`${S}codes`]: new ort.Tensor('float32', codes, [F, n, ...cut.grid]),
           ...boundaryFeeds,
         });
         const ablated = (res[output] as Tensor).data as Float32Array;

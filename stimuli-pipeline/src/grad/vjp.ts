@@ -29,6 +29,8 @@ export interface Objective {
   tensor: string;
   /** Default mean-projection. */
   kind?: ObjectiveKind;
+  /** Mean-projection: channels on the last axis ([N, …positions, C]: nhwc, tokens) instead of axis 1, with `skip` leading positions on axis 1 (class tokens) left out of the mean. */
+  layout?: { channelsLast: boolean; skip?: number };
 }
 
 export interface GradientSpec {
@@ -136,11 +138,26 @@ export async function buildGradientModel(input: ModelProto | Uint8Array, spec: G
     if (kind === 'mean-projection') {
       const rank = e.rank(t);
       if (rank < 2) throw new GradientError(`objective tensor "${t}" has rank ${rank}; a mean-projection needs [N, C, …]`);
-      const channels = e.fixed(t, 1, 'a mean-projection objective');
+      const last = (o.layout?.channelsLast ?? false) && rank > 2;
+      const channels = e.fixed(t, last ? rank - 1 : 1, 'a mean-projection objective');
       const w = `objective_weights${suffix}`;
       const batch = meta.get(t)!.dims[0];
       extraInputs.push(tensorInfo(w, type, [batch >= 0 ? batch : 'N', channels]));
       objectiveInputs.push(w);
+      if (last) {
+        // Σ_p,c x[n, p, c] · w[n, c] · m[p], m = 1/positions, 0 on the skipped (class) tokens.
+        const axes = Array.from({ length: rank - 2 }, (_, k) => k + 1);
+        const grid = axes.map((ax) => e.fixed(t, ax, 'a mean-projection objective'));
+        const skip = o.layout?.skip ?? 0;
+        const per = grid.slice(1).reduce((p, d) => p * d, 1);
+        const positions = grid.reduce((p, d) => p * d, 1) - skip * per;
+        const mask = Float32Array.from({ length: grid[0] * per }, (_, i) => (Math.floor(i / per) < skip ? 0 : 1 / positions));
+        const weights = e.mul(e.unsqueeze(w, axes), e.floats(mask, [1, ...grid, 1], type, 'objective_mask'));
+        const projected = e.reduceSum(e.mul(t, weights), [...axes, rank - 1], false);
+        values.push(perItem ? projected : e.sumAll(projected));
+        if (depends.has(t)) contribute(t, e.expand(weights, e.shape(t)));
+        return;
+      }
       const spatial = Array.from({ length: rank - 2 }, (_, k) => k + 2);
       const positions = spatial.reduce((p, ax) => p * e.fixed(t, ax, 'a mean-projection objective'), 1);
       const mean = spatial.length ? e.scale(e.reduceSum(t, spatial, false), 1 / positions, t) : t;
