@@ -5,19 +5,19 @@
 // compute them itself, not take them from before the layer and repeat them per image and feature
 // (onnxruntime then failed with "bias must be a 1D tensor of size output_channels").
 // The ablations are checked against the whole model with the layer edited in place (a mask or a
-// projection inserted after the layer), run by onnxruntime.
+// projection inserted after the layer), run by onnxruntime. The gradient builder reads the values
+// of such copies where a rule needs a constant (Pad's pads).
 import assert from 'node:assert/strict';
-import { readFileSync } from 'node:fs';
+import { readdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { before, describe, it } from 'node:test';
 import * as ort from 'onnxruntime-node';
 import sharp from 'sharp';
-import { readdirSync } from 'node:fs';
 import { rng } from '@legible/studies';
 import { decisionContribution, type ContributionFeature } from '../src/contribution.ts';
 import { buildGradientModel } from '../src/grad/vjp.ts';
-import { attr, node } from '../src/onnx/graph.ts';
-import { decodeModel, encodeModel, float32Tensor, int64Tensor, type ModelProto } from '../src/onnx/proto.ts';
+import { attr, makeGraph, makeModel, node, tensorInfo } from '../src/onnx/graph.ts';
+import { DataType, decodeModel, encodeModel, float32Tensor, int64Tensor, type ModelProto } from '../src/onnx/proto.ts';
 import { photoFixture } from './photos.ts';
 import { readF32, readF64, relL2, torchMissing, zooExport } from './torch-ref.ts';
 
@@ -147,6 +147,47 @@ describe('a standard torch.onnx export (ResNet-18, Identity copies of initialize
       });
       const err = relL2(out[grad.grads.input].data as Float32Array, readF64(join(dir, 'g_logits_f64.bin')));
       assert.ok(err <= Math.max(1e-4, 10 * meta.noise_floor), `relative error ${err.toExponential(2)} (noise floor ${meta.noise_floor.toExponential(2)})`);
+    } finally {
+      await s.release();
+    }
+  });
+});
+
+describe('constant subgraphs in the gradient builder', () => {
+  it('reads the value of an Identity copy of an initializer (Pad pads, as torch.onnx stores identical ones)', async () => {
+    // y = Pad(Pad(x, pads), Identity(pads)): the second Pad's pads are the exporter's Identity copy.
+    const [N, C, H, W] = [2, 3, 4, 5];
+    const pads = [0, 0, 1, 2, 0, 0, 2, 1]; // begins (N, C, H, W), then ends
+    const model = makeModel({
+      graph: makeGraph({
+        name: 'pads',
+        inputs: [tensorInfo('x', DataType.FLOAT, ['N', C, H, W])],
+        outputs: [tensorInfo('y', DataType.FLOAT)],
+        initializers: [int64Tensor('pads', [8], pads)],
+        nodes: [
+          node('Identity', ['pads'], ['pads_copy']),
+          node('Pad', ['x', 'pads'], ['p1']),
+          node('Pad', ['p1', 'pads_copy'], ['y']),
+        ],
+      }),
+    });
+    const grad = await buildGradientModel(model, { wrt: ['x'], objective: { tensor: 'y', kind: 'cotangent' } });
+    // Both Pads are undone by cropping (a Slice): no scatter over element indices, which is what a
+    // Pad whose pads are unknown needs.
+    const ops = (grad.model.graph!.node ?? []).map((n) => n.op_type);
+    assert.ok(!ops.includes('ScatterElements'), `the backward scatters: ${ops.join(', ')}`);
+    const [Hy, Wy] = [H + 2 * (pads[2] + pads[6]), W + 2 * (pads[3] + pads[7])];
+    const r = rng(3);
+    const x = Float32Array.from({ length: N * C * H * W }, () => r.normal());
+    const cot = Float32Array.from({ length: N * C * Hy * Wy }, () => r.normal());
+    const s = await ort.InferenceSession.create(encodeModel(grad.model));
+    try {
+      const out = await s.run({ x: new ort.Tensor('float32', x, [N, C, H, W]), [grad.objectiveInputs[0]!]: new ort.Tensor('float32', cot, [N, C, Hy, Wy]) });
+      const g = out[grad.grads.x].data as Float32Array;
+      // d/dx Σ cot ⊙ y: the cotangent where x landed, 2·top rows and 2·left columns in.
+      for (let nc = 0; nc < N * C; nc++)
+        for (let i = 0; i < H; i++)
+          for (let j = 0; j < W; j++) assert.equal(g[(nc * H + i) * W + j], cot[(nc * Hy + i + 2 * pads[2]) * Wy + j + 2 * pads[3]]);
     } finally {
       await s.release();
     }
