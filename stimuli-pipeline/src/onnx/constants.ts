@@ -24,11 +24,8 @@ export interface ConstantTensors {
 export function constantTensors(graph: GraphProto): ConstantTensors {
   const values = new Map<string, TensorProto>((graph.initializer ?? []).map((t) => [t.name!, t]));
   const names = new Set(values.keys());
-  // Graph inputs that share an initializer's name are overridable at run time (IR < 4): not constant.
-  for (const v of graph.input ?? []) {
-    names.delete(v.name!);
-    values.delete(v.name!);
-  }
+  // (An initializer also listed as a graph input, as IR 3 files do, counts as constant too: nobody
+  // feeds it, so its stored value is what every run uses.)
   const nodes: NodeProto[] = [];
   for (const n of graph.node ?? []) {
     const op = n.op_type ?? '';
