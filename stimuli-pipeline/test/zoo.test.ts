@@ -33,6 +33,12 @@ interface Arch {
   size: number;
   /** Features per layer and basis in the build (default 2; 1 where the input is 224 px, to save CI time). */
   features?: number;
+  /** The build's layer (default "feat", the exported module output): NMF needs a non-negative tensor. */
+  layer?: string;
+  /** Why the build has no NMF basis, where it has none: no tensor of the architecture is non-negative. */
+  noNmf?: string;
+  /** Why `legible layers` fails today, where it does (node:test `todo`). */
+  layersTodo?: string;
   /** Why the build case waits, where it does (node:test `todo`). */
   buildTodo?: string;
 }
@@ -44,12 +50,20 @@ const ZOO: Arch[] = [
   { arch: 'vgg16', size: 224, features: 1 }, // its AdaptiveAvgPool2d(7) exports only where the 7 × 7 output divides the input's
   { arch: 'googlenet', size: 64 },
   { arch: 'inception_v3', size: 96 }, // its stem needs ≥ 75 px
-  { arch: 'densenet121', size: 64 },
-  { arch: 'mobilenet_v3_small', size: 64 },
-  { arch: 'efficientnet_b0', size: 64 },
-  { arch: 'convnext_tiny', size: 64, buildTodo: `ConvNeXt's blocks compute channels-last [N, H, W, C] tensors: ${LAYOUT_TODO}` },
+  // Dense blocks end in a concatenation of convolutions (signed): the ReLU before transition 3.
+  { arch: 'densenet121', size: 64, layer: '/model/features/transition3/relu/Relu_output_0' },
+  // Inverted residuals end in a linear projection (signed): a ReLU inside block 3.
+  { arch: 'mobilenet_v3_small', size: 64, layer: '/model/features/features.3/block/block.1/block.1.2/Relu_output_0' },
+  { arch: 'efficientnet_b0', size: 64, noNmf: 'SiLU activations are signed: no EfficientNet tensor suits NMF' },
+  { arch: 'convnext_tiny', size: 64, noNmf: 'GELU activations and LayerNorm are signed', buildTodo: `ConvNeXt's blocks compute channels-last [N, H, W, C] tensors: ${LAYOUT_TODO}` },
   { arch: 'regnet_y_400mf', size: 64 },
-  { arch: 'vit_b_16', size: 224, features: 1, buildTodo: `ViT's layers are [N, 197, 768] token tensors: ${LAYOUT_TODO}` },
+  {
+    arch: 'vit_b_16',
+    size: 224,
+    features: 1,
+    noNmf: 'GELU activations and LayerNorm are signed',
+    layersTodo: `legible layers shows the exporter's symbolic dimensions of token tensors ("Addfeat_dim_1") instead of measuring them: enable with the layers rewrite (issue 10 item 5)`,
+    buildTodo: `ViT's layers are [N, 197, 768] token tensors: ${LAYOUT_TODO}` },
 ];
 
 /** LEGIBLE_ZOO=resnet50,vgg16 runs only those architectures. */
@@ -69,7 +83,7 @@ const STD = [0.229, 0.224, 0.225];
 /** Photographs in the build's fixture folder (seeded crops; test/photos.ts). */
 const IMAGES = 72;
 
-function studyYaml(model: string, images: string, size: number, features: number): string {
+function studyYaml(model: string, images: string, size: number, features: number, layer: string, nmf: boolean): string {
   return `id: zoo
 title: Zoo
 seed: 1
@@ -77,14 +91,13 @@ model:
   onnx: ${model}
   input: { size: ${size}, channels: rgb, mean: [${MEAN}], std: [${STD}] }
   layers:
-    - { name: mid, tensor: feat }
+    - { name: mid, tensor: "${layer}" }
 dataset:
   images: ${images}
   split: { seed: 1, reference: 0.6, query: 0.4 }
 bases:
   - kind: channels
-  - { kind: nmf, components: 4, max_iter: 30 }
-  - { kind: sae, dictionary: 16, k: 4, epochs: 3 }
+${nmf ? '  - { kind: nmf, components: 4, max_iter: 30 }\n' : ''}  - { kind: sae, dictionary: 16, k: 4, epochs: 3 }
 features: { select: random, count: ${features}, seed: 1 }
 references:
   per_side: 3
@@ -106,7 +119,7 @@ describe('the torchvision zoo', { skip: torchMissing() ?? false }, () => {
   const timings: string[] = [];
   after(() => console.log(`zoo timings (s): ${timings.join('; ')}`));
 
-  for (const { arch, size, features, buildTodo } of chosen) {
+  for (const { arch, size, features, layer, noNmf, layersTodo, buildTodo } of chosen) {
     describe(arch, () => {
       let dir: string;
       let exportSeconds = 0;
@@ -121,7 +134,7 @@ describe('the torchvision zoo', { skip: torchMissing() ?? false }, () => {
       };
       const meta = () => JSON.parse(readFileSync(join(exported(), 'meta.json'), 'utf8'));
 
-      it(`legible layers lists its tensors (${size} px)`, (t) => {
+      it(`legible layers lists its tensors (${size} px)`, { todo: layersTodo }, (t) => {
         const model = join(exported(), 'model.onnx');
         const t0 = performance.now();
         const r = cli(['layers', model, '--json'], 300_000);
@@ -185,16 +198,17 @@ describe('the torchvision zoo', { skip: torchMissing() ?? false }, () => {
         const study = mkdtempSync(join(tmpdir(), `legible-zoo-${arch}-`));
         scratch.push(study);
         const file = join(study, 'study.yaml');
-        writeFileSync(file, studyYaml(join(d, 'model.onnx'), images, size, features ?? 2));
+        writeFileSync(file, studyYaml(join(d, 'model.onnx'), images, size, features ?? 2, layer ?? 'feat', !noNmf));
         const t0 = performance.now();
-        const r = cli(['stimuli', file, '--batch', '8'], 600_000);
+        const r = cli(['stimuli', file, '--batch', '8'], 1_200_000);
         const seconds = (performance.now() - t0) / 1000;
         timings.push(`${arch} build ${seconds.toFixed(1)}`);
-        assert.equal(r.status, 0, `legible stimuli failed:\n${r.stderr.slice(-3000)}`);
+        const said = r.stderr.split(/[\r\n]+/).filter((l) => l && !/^(activations|visualized) /.test(l));
+        assert.equal(r.status, 0, `legible stimuli failed (${r.signal ?? r.status}):\n${said.slice(-20).join('\n')}`);
         const manifest = Manifest.parse(JSON.parse(readFileSync(join(study, 'build', 'manifest.json'), 'utf8')));
         // The study's features (practice trials use spare features, without contribution or visualizations).
         const studied = new Set(manifest.trials.filter((x) => x.kind === 'main').map((x) => x.feature));
-        for (const basis of ['channels', 'nmf', 'sae'] as const) {
+        for (const basis of noNmf ? (['channels', 'sae'] as const) : (['channels', 'nmf', 'sae'] as const)) {
           assert.ok(manifest.bases.some((b) => b.basis === basis), `no ${basis} basis`);
           const features = manifest.features.filter((f) => f.basis === basis && studied.has(f.id));
           assert.ok(features.length > 0, `no ${basis} feature selected`);
@@ -208,6 +222,7 @@ describe('the torchvision zoo', { skip: torchMissing() ?? false }, () => {
         assert.ok(manifest.contribution && manifest.contribution.images > 0, 'no decision contribution in the manifest');
         assert.ok(manifest.features.some((f) => f.contribution && f.contribution.logit_drop !== 0), 'no feature changes the logits when removed');
         assert.ok(manifest.trials.some((x) => x.reference_kind === 'visualization'), 'no visualization trials');
+        if (noNmf) t.diagnostic(`${arch}: no nmf basis (${noNmf})`);
         t.diagnostic(`${arch}: built in ${seconds.toFixed(1)} s: ${manifest.features.length} features, ${manifest.trials.length} trials; contribution over ${manifest.contribution!.images} images`);
       });
     });
