@@ -22,6 +22,7 @@ import { LegibleError } from '@legible/studies';
 import { attr, describeValue, node, tensorInfo } from './onnx/graph.ts';
 import { DataType, decodeModel, encodeModel, int64Tensor, type ModelProto, type NodeProto, type ValueInfoProto } from './onnx/proto.ts';
 import { addTapsToModel } from './onnx/taps.ts';
+import { constantTensors } from './onnx/constants.ts';
 import { openSession, type Device } from './runtime.ts';
 import { measureTensors } from './grad/meta.ts';
 
@@ -67,7 +68,6 @@ const S = 'ablate/';
 function downstream(model: ModelProto, layer: string, output: string, meta: Awaited<ReturnType<typeof measureTensors>>, channelsLast = false) {
   const g = model.graph!;
   const nodes = g.node ?? [];
-  const inits = new Set((g.initializer ?? []).map((t) => t.name!));
   // Nodes that depend on the layer.
   const after = new Set<string>([layer]);
   const down: NodeProto[] = [];
@@ -82,7 +82,12 @@ function downstream(model: ModelProto, layer: string, output: string, meta: Awai
   const needed = new Set([output]);
   for (let i = down.length - 1; i >= 0; i--) if ((down[i].output ?? []).some((o) => needed.has(o))) for (const x of down[i].input ?? []) needed.add(x);
   const kept = down.filter((n) => (n.output ?? []).some((o) => needed.has(o)));
-  const constants = new Set([...inits, ...nodes.filter((n) => n.op_type === 'Constant').flatMap((n) => n.output ?? [])]);
+  // Tensors computed from initializers and constants alone (e.g. torch.onnx's Identity copies of
+  // identical initializers) are the same for every image: the cut graph computes them itself, they
+  // are never fed per image (nor repeated per feature).
+  const constant = constantTensors(g);
+  const constants = constant.names;
+  for (const n of [...constant.nodes].reverse()) if ((n.output ?? []).some((o) => needed.has(o))) for (const x of n.input ?? []) if (x) needed.add(x);
   const boundary = [...new Set(kept.flatMap((n) => n.input ?? []))].filter((t) => t && !after.has(t) && !constants.has(t));
   for (const t of boundary) {
     const m = meta.get(t);
@@ -98,7 +103,7 @@ function downstream(model: ModelProto, layer: string, output: string, meta: Awai
   const spatial = rank - 2;
   const extra: NodeProto[] = [];
   const initializers = [...(g.initializer ?? [])].filter((t) => needed.has(t.name!));
-  const constNodes = nodes.filter((n) => n.op_type === 'Constant' && (n.output ?? []).some((o) => needed.has(o)));
+  const constNodes = constant.nodes.filter((n) => (n.output ?? []).some((o) => needed.has(o)));
   const i64 = (name: string, v: number[]) => initializers.push(int64Tensor(S + name, [v.length], v));
   const op = (type: string, ins: string[], out: string, attrs: ReturnType<typeof attr.int>[] = []) => extra.push(node(type, ins, [out], attrs, { name: out }));
   // F, the number of features in this run, from the mask's first dimension.

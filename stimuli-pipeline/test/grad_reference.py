@@ -9,9 +9,17 @@ double: the exact gradient of the float32 model) and in float32:
   logits objective: sum over n, k of w_logits[n, k] * logits[n, k]
   feat objective:   sum over n, c of w_feat[n, c] * mean over positions of feat[n, c, ...]
 
-Usage: /usr/bin/python3 grad_reference.py OUTDIR ARCH SIZE BATCH OPSET
+Usage: /usr/bin/python3 grad_reference.py [--zoo] OUTDIR ARCH SIZE BATCH OPSET
 Writes OUTDIR/{model.onnx, x.bin, w_logits.bin, w_feat.bin, g_*.bin, meta.json} (little-endian raw
 float32 / float64). Needs Debian's python3-torch and python3-torchvision.
+
+--zoo: the architecture as a lab gets it, `torchvision.models.ARCH(weights=None)` with torchvision's
+own initialisation (seed 0) and nothing changed (so torch.onnx stores identical initializers once and
+reads the copies through Identity nodes, as in any standard export), except that a head torchvision
+starts at zero (ViT's) is drawn from N(0, 0.1^2) so the logits depend on the input. No seed is
+searched: the gradient's float32 noise floor at this input (PyTorch's own float32 error against
+float64) is recorded for the test to compare against, with how far the float64 gradient moves when
+the input is nudged by 1e-6 (relative), the ReLU/max-pool fragility of the point.
 """
 import json
 import os
@@ -34,13 +42,28 @@ FEAT = {
     'mobilenet_v3_large': 'features.9',
     'vit_tiny': 'encoder.layers.encoder_layer_0',
     'convnext_tiny_s': 'features.1',
+    # The zoo (--zoo): a middle stage of each, NCHW except ViT's tokens [N, 197, 768].
+    'inception_v3': 'Mixed_6b',
+    'efficientnet_b0': 'features.5',
+    'convnext_tiny': 'features.5',
+    'regnet_y_400mf': 'trunk_output.block3',
+    'vit_b_16': 'encoder.layers.encoder_layer_5',
 }
+ZOO_FEAT = {'resnet50': 'layer3', 'vgg16': 'features.22', 'googlenet': 'inception4c', 'densenet121': 'features.denseblock3'}
 
 
-def build(arch, size, seed):
+def build(arch, size, seed, zoo=False):
     kwargs = {}
-    if arch == 'googlenet':
+    if arch in ('googlenet', 'inception_v3'):
         kwargs = dict(aux_logits=False, init_weights=True)
+    if zoo:
+        if arch == 'vit_b_16':
+            kwargs = dict(image_size=size)
+        model = getattr(torchvision.models, arch)(weights=None, **kwargs)
+        if arch == 'vit_b_16':
+            with torch.no_grad():
+                model.heads.head.weight.normal_(0, 0.1, generator=torch.Generator().manual_seed(seed + 1))
+        return model.eval()
     if arch == 'vit_tiny':
         # torchvision's VisionTransformer class at a small size (patch embedding Conv, class token,
         # LayerNorm, attention: MatMul + Softmax, GELU as Erf), for the transformer ops.
@@ -100,11 +123,13 @@ def rel(a, b):
     return float((a.double() - b.double()).norm() / b.double().norm())
 
 
-def reference(arch, size, batch, seed):
+def reference(arch, size, batch, seed, zoo=False):
     """Model, input, weights, gradients and fragility for one seed."""
     torch.manual_seed(seed)
-    model = build(arch, size, seed)
-    wrapped = WithFeat(model, FEAT[arch]).eval()
+    model = build(arch, size, seed, zoo)
+    for p in model.parameters():
+        p.requires_grad_(False)
+    wrapped = WithFeat(model, feat_module(arch, zoo)).eval()
     gen = torch.Generator().manual_seed(seed + 2)
     x = torch.randn(batch, 3, size, size, generator=gen)
     with torch.no_grad():
@@ -115,9 +140,7 @@ def reference(arch, size, batch, seed):
         wrapped.to(dtype)
         xi = xin.to(dtype).requires_grad_(True)
         lo, fe = wrapped(xi)
-        (g_logits,) = torch.autograd.grad((w_logits.to(dtype) * lo).sum(), xi)
-        xi = xin.to(dtype).requires_grad_(True)
-        lo, fe = wrapped(xi)
+        (g_logits,) = torch.autograd.grad((w_logits.to(dtype) * lo).sum(), xi, retain_graph=True)
         (g_feat,) = torch.autograd.grad((w_feat.to(dtype) * fe.mean(dim=tuple(range(2, fe.dim())))).sum(), xi)
         return g_logits, g_feat
 
@@ -125,9 +148,10 @@ def reference(arch, size, batch, seed):
     # Fragility: how far the float64 gradient moves when the input is nudged by 1e-6 (relative),
     # above float32 round-off. ReLU nets are piecewise linear: the gradient does not move at
     # all unless a ReLU or MaxPool decision flips, and one flip moves it by 1e-3..1e-1 (smooth
-    # activations such as HardSwish move it by about 1e-5). Three nudges.
+    # activations such as HardSwish move it by about 1e-5). Three nudges (one for the zoo, whose
+    # tolerance does not rest on it).
     fragility = 0.0
-    for _ in range(3):
+    for _ in range(1 if zoo else 3):
         nudged = x.double() * (1 + 1e-6 * torch.randn(x.shape, generator=gen, dtype=torch.float64))
         g_nudged = gradients(torch.float64, nudged)
         fragility = max(fragility, rel(g_nudged[0], grads['f64'][0]), rel(g_nudged[1], grads['f64'][1]))
@@ -135,9 +159,27 @@ def reference(arch, size, batch, seed):
     return wrapped, x, logits, feat, w_logits, w_feat, grads, fragility
 
 
+def feat_module(arch, zoo):
+    return ZOO_FEAT.get(arch, FEAT[arch]) if zoo else FEAT[arch]
+
+
 def main():
-    out, arch, size, batch, opset = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4]), int(sys.argv[5])
+    argv = sys.argv[1:]
+    zoo = argv[0] == '--zoo'
+    if zoo:
+        argv = argv[1:]
+    out, arch, size, batch, opset = argv[0], argv[1], int(argv[2]), int(argv[3]), int(argv[4])
     os.makedirs(out, exist_ok=True)
+    if zoo:
+        seed = 0
+        wrapped, x, logits, feat, w_logits, w_feat, grads, fragility = reference(arch, size, batch, seed, zoo=True)
+        torch_err = {'logits': rel(grads['f32'][0], grads['f64'][0]), 'feat': rel(grads['f32'][1], grads['f64'][1])}
+    else:
+        seed, wrapped, x, logits, feat, w_logits, w_feat, grads, fragility, torch_err = well_conditioned(arch, size, batch)
+    export_and_write(out, arch, size, batch, opset, zoo, seed, wrapped, x, logits, feat, w_logits, w_feat, grads, fragility, torch_err)
+
+
+def well_conditioned(arch, size, batch):
     # A random ReLU/MaxPool network can sit where float32 round-off flips a unit that matters (e.g. a
     # pooling window of zeros whose max is a ReLU output of 1e-6): then a float32 gradient, PyTorch's
     # or ours, lands 1e-3..1e-2 from the float64 one depending on its rounding, and a 1e-4 test would
@@ -151,6 +193,10 @@ def main():
             break
     else:
         sys.exit(f'no seed in 0..39 gives a {arch} whose float32 gradient is well conditioned at {size} px, batch {batch}')
+    return seed, wrapped, x, logits, feat, w_logits, w_feat, grads, fragility, torch_err
+
+
+def export_and_write(out, arch, size, batch, opset, zoo, seed, wrapped, x, logits, feat, w_logits, w_feat, grads, fragility, torch_err):
     torch.onnx.export(
         wrapped, x, os.path.join(out, 'model.onnx'), opset_version=opset, input_names=['input'], output_names=['logits', 'feat'],
         dynamic_axes={'input': {0: 'N'}, 'logits': {0: 'N'}, 'feat': {0: 'N'}},
@@ -162,12 +208,14 @@ def main():
     write(os.path.join(out, 'w_logits.bin'), w_logits, torch.float32)
     write(os.path.join(out, 'w_feat.bin'), w_feat, torch.float32)
     meta = {
-        'arch': arch, 'size': size, 'batch': batch, 'opset': opset, 'feat_module': FEAT[arch], 'seed': seed,
+        'arch': arch, 'size': size, 'batch': batch, 'opset': opset, 'feat_module': feat_module(arch, zoo), 'seed': seed, 'zoo': zoo,
         'x': list(x.shape), 'logits': list(logits.shape), 'feat': list(feat.shape),
         'torch': torch.__version__, 'torchvision': torchvision.__version__,
         # PyTorch's own float32 error against its float64 gradient, for context.
         'torch_f32_rel_err': torch_err,
         'fragility': fragility,
+        # The float32 noise floor of this architecture at this input (--zoo's tolerance is based on it).
+        'noise_floor': max(torch_err.values()),
     }
     with open(os.path.join(out, 'meta.json'), 'w') as f:
         json.dump(meta, f, indent=1)

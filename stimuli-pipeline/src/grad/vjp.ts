@@ -18,6 +18,7 @@
 import { LegibleError } from '@legible/studies';
 import { irVersionFor, node, tensorInfo } from '../onnx/graph.ts';
 import { decodeModel, type ModelProto, type NodeProto, type TensorProto, type ValueInfoProto } from '../onnx/proto.ts';
+import { constantTensors } from '../onnx/constants.ts';
 import { Attrs, Emitter } from './emit.ts';
 import { isFloat, measureTensors, type MetaMap } from './meta.ts';
 import { RULES, SUPPORTED_OPS } from './rules.ts';
@@ -82,13 +83,9 @@ export async function buildGradientModel(input: ModelProto | Uint8Array, spec: G
   const objectives = Array.isArray(spec.objective) ? (spec.objective as Objective[]) : [spec.objective as Objective];
   const nodes = g.node ?? [];
   const initializers = new Map((g.initializer ?? []).map((t) => [t.name!, t]));
-  const constants = new Map<string, TensorProto>(initializers);
-  for (const n of nodes) {
-    if (n.op_type === 'Constant' && n.output?.[0]) {
-      const value = n.attribute?.find((a) => a.name === 'value')?.t;
-      if (value) constants.set(n.output[0], value);
-    }
-  }
+  // Values of initializers, Constant nodes and Identity copies of them (torch.onnx reads identical
+  // initializers through Identity nodes), for rules that need a constant (Pad's pads, …).
+  const constants = constantTensors(g).values;
   const known = (t: string) => meta.has(t);
   for (const t of [...spec.wrt, ...objectives.map((o) => o.tensor), ...(spec.outputs ?? [])]) {
     if (!known(t)) throw new GradientError(`the model has no tensor "${t}"`);
