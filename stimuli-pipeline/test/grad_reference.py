@@ -15,8 +15,13 @@ float32 / float64). Needs Debian's python3-torch and python3-torchvision.
 
 --zoo: the architecture as a lab gets it, `torchvision.models.ARCH(weights=None)` with torchvision's
 own initialisation (seed 0) and nothing changed (so torch.onnx stores identical initializers once and
-reads the copies through Identity nodes, as in any standard export), except that a head torchvision
-starts at zero (ViT's) is drawn from N(0, 0.1^2) so the logits depend on the input. No seed is
+reads the copies through Identity nodes, as in any standard export), except that a classifier layer
+torchvision starts at zero (ViT's heads.head) is drawn from N(0, 0.1^2) so the logits depend on the
+input. The model itself is exported (its forward made to return the "feat" module's output too), so
+tensor names are the lab's ("/features/features.28/Conv_output_0") and meta.json lists its
+named_modules(). Also tiny_vit and tiny_convnext: torchvision's VisionTransformer (32 px, 8 px
+patches, 2 layers, hidden 32) and ConvNeXt (2 stages of 16 and 32 channels) classes at a small size.
+This is the one torchvision export of the tests (zoo, layers-torch, layout, contribution-export). No seed is
 searched: the gradient's float32 noise floor at this input (PyTorch's own float32 error against
 float64) is recorded for the test to compare against, with how far the float64 gradient moves when
 the input is nudged by 1e-6 (relative), the ReLU/max-pool fragility of the point.
@@ -48,6 +53,8 @@ FEAT = {
     'convnext_tiny': 'features.5',
     'regnet_y_400mf': 'trunk_output.block3',
     'vit_b_16': 'encoder.layers.encoder_layer_5',
+    'tiny_vit': 'encoder.layers.encoder_layer_0',
+    'tiny_convnext': 'features.3',
 }
 ZOO_FEAT = {'resnet50': 'layer3', 'vgg16': 'features.22', 'googlenet': 'inception4c', 'densenet121': 'features.denseblock3'}
 
@@ -57,12 +64,21 @@ def build(arch, size, seed, zoo=False):
     if arch in ('googlenet', 'inception_v3'):
         kwargs = dict(aux_logits=False, init_weights=True)
     if zoo:
-        if arch == 'vit_b_16':
-            kwargs = dict(image_size=size)
-        model = getattr(torchvision.models, arch)(weights=None, **kwargs)
-        if arch == 'vit_b_16':
-            with torch.no_grad():
-                model.heads.head.weight.normal_(0, 0.1, generator=torch.Generator().manual_seed(seed + 1))
+        if arch == 'tiny_vit':
+            from torchvision.models.vision_transformer import VisionTransformer
+            model = VisionTransformer(image_size=size, patch_size=8, num_layers=2, num_heads=2, hidden_dim=32, mlp_dim=64, num_classes=5)
+        elif arch == 'tiny_convnext':
+            from torchvision.models.convnext import ConvNeXt, CNBlockConfig
+            model = ConvNeXt([CNBlockConfig(16, 32, 1), CNBlockConfig(32, None, 1)], num_classes=5)
+        else:
+            if arch == 'vit_b_16':
+                kwargs = dict(image_size=size)
+            model = getattr(torchvision.models, arch)(weights=None, **kwargs)
+        gen = torch.Generator().manual_seed(seed + 1)
+        with torch.no_grad():
+            for m in model.modules():
+                if isinstance(m, nn.Linear) and not m.weight.abs().max():
+                    m.weight.normal_(0, 0.1, generator=gen)
         return model.eval()
     if arch == 'vit_tiny':
         # torchvision's VisionTransformer class at a small size (patch embedding Conv, class token,
@@ -115,6 +131,20 @@ class WithFeat(nn.Module):
         return logits, self.feat
 
 
+def with_feat(model, name):
+    """The model itself, its forward returning (logits, output of module `name`): exported without a
+    wrapper, its tensor and module names are those of the lab's own export."""
+    box = {}
+    dict(model.named_modules())[name].register_forward_hook(lambda module, inputs, output: box.__setitem__('feat', output))
+    plain = model.forward
+
+    def forward(x):
+        return plain(x), box['feat']
+
+    model.forward = forward
+    return model
+
+
 def write(path, tensor, dtype):
     tensor.detach().to(dtype).contiguous().numpy().astype('<f8' if dtype == torch.float64 else '<f4').tofile(path)
 
@@ -129,7 +159,7 @@ def reference(arch, size, batch, seed, zoo=False):
     model = build(arch, size, seed, zoo)
     for p in model.parameters():
         p.requires_grad_(False)
-    wrapped = WithFeat(model, feat_module(arch, zoo)).eval()
+    wrapped = with_feat(model, feat_module(arch, zoo)) if zoo else WithFeat(model, feat_module(arch, zoo)).eval()
     gen = torch.Generator().manual_seed(seed + 2)
     x = torch.randn(batch, 3, size, size, generator=gen)
     with torch.no_grad():
@@ -216,6 +246,8 @@ def export_and_write(out, arch, size, batch, opset, zoo, seed, wrapped, x, logit
         'fragility': fragility,
         # The float32 noise floor of this architecture at this input (--zoo's tolerance is based on it).
         'noise_floor': max(torch_err.values()),
+        # The exported module's named_modules() (--zoo: the torch names its tensors come from).
+        'modules': [n for n, _ in wrapped.named_modules() if n],
     }
     with open(os.path.join(out, 'meta.json'), 'w') as f:
         json.dump(meta, f, indent=1)

@@ -1,5 +1,6 @@
 // `legible layers` and layout inference on real torchvision exports (random weights, dynamic batch):
-// VGG-16, ViT-B/16 and ConvNeXt-Tiny, as a lab exports them with torch.onnx.export.
+// VGG-16, ViT-B/16 (224 px) and ConvNeXt-Tiny (64 px), as a lab exports them with torch.onnx.export
+// (test/torch-export.ts: the zoo's exports, one cache).
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import { layers } from '../src/commands.ts';
@@ -71,17 +72,17 @@ describe('legible layers on torchvision exports', { skip }, () => {
     for (const r of rows) if (r.module !== null) assert.ok(vit.modules.includes(r.module), `${r.name}: "${r.module}"`);
   });
 
-  it('ConvNeXt-Tiny: the permuted blocks are nhwc, the convolutions nchw', async () => {
+  it('ConvNeXt-Tiny (64 px, as the zoo exports it): the permuted blocks are nhwc, the convolutions nchw', async () => {
     const cnx = torchvisionExport('convnext_tiny');
     const rows = await listing(cnx.file);
     const by = new Map(rows.map((r) => [r.name, r]));
     const mlp = by.get('/features/features.1/features.1.0/block/block.3/MatMul_output_0')!;
-    assert.deepEqual(mlp.shape, ['N', 56, 56, 384]);
+    assert.deepEqual(mlp.shape, ['N', 16, 16, 384]);
     assert.equal(mlp.layout, 'nhwc');
     assert.equal(mlp.module, 'features.1.0.block.3');
     assert.equal(by.get('/features/features.1/features.1.0/block/block.1/Transpose_output_0')?.layout, 'nhwc');
     assert.equal(by.get('/features/features.1/features.1.0/Add_output_0')?.layout, 'nchw');
-    assert.deepEqual(by.get('/features/features.1/features.1.0/Add_output_0')?.shape, ['N', 96, 56, 56]);
+    assert.deepEqual(by.get('/features/features.1/features.1.0/Add_output_0')?.shape, ['N', 96, 16, 16]);
     assert.ok(rows.every((r) => r.layout !== null), `unknown layouts: ${rows.filter((r) => !r.layout).map((r) => r.name).slice(0, 5)}`);
   });
 });

@@ -1,7 +1,8 @@
 // Token and channels-last tensors (issue 10, items 3 and 4): a ViT's [N, T, D] and a ConvNeXt's
 // [N, H, W, C] are read on their own axes, never as NCHW. Models: torchvision's own VisionTransformer
 // and ConvNeXt classes at a small size, and the real vit_b_16, exported with random weights by
-// torch.onnx.export (cached outside the repository).
+// torch.onnx.export as the zoo exports them (test/torch-export.ts; the exporter's Identity copies of
+// initializers left in: they are constants).
 import assert from 'node:assert/strict';
 import { mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -26,22 +27,7 @@ const skip = torchvisionMissing() ?? false;
 const VIT_BLOCK = '/encoder/layers/encoder_layer_1/Add_1_output_0'; // [N, 17, 32], class token first
 const VIT_ATTN = '/encoder/layers/encoder_layer_1/self_attention/Transpose_5_output_0'; // [N, 17, 32], layout not shown by the graph
 const CNX_MLP = '/features/features.1/features.1.0/block/block.3/MatMul_output_0'; // [N, 8, 8, 64] nhwc
-const CNX_NORM = '/features/features.2/features.2.0/Add_1_output_0'; // [N, 8, 8, 16] nhwc: the downsampling LayerNorm (block outputs are scaled by 1e-6 at init)
-
-/**
- * The model with the exporter's Identity nodes over initializers (torch deduplicates equal weights
- * that way) folded into their readers. Until contribution.ts treats every constant subgraph as a
- * constant (issue 10, item 2, on another branch), its pass 2 would tile them per feature.
- */
-function withoutWeightIdentities(bytes: Uint8Array): Uint8Array {
-  const m = decodeModel(bytes);
-  const g = m.graph!;
-  const inits = new Set((g.initializer ?? []).map((t) => t.name));
-  const alias = new Map<string, string>();
-  for (const n of g.node ?? []) if (n.op_type === 'Identity' && inits.has(n.input?.[0])) alias.set(n.output![0], n.input![0]);
-  const node = (g.node ?? []).filter((n) => !alias.has(n.output?.[0] ?? '')).map((n) => ({ ...n, input: (n.input ?? []).map((i) => alias.get(i) ?? i) }));
-  return encodeModel({ ...m, graph: { ...g, node } });
-}
+const CNX_NORM = '/features/features.2/features.2.0/LayerNormalization_output_0'; // [N, 8, 8, 16] nhwc: the downsampling LayerNorm (one op at opset 17) (block outputs are scaled by 1e-6 at init)
 
 function randomImages(n: number, size: number, seed: number): Float32Array {
   const r = rng(seed);
@@ -51,7 +37,7 @@ function randomImages(n: number, size: number, seed: number): Float32Array {
 async function run(model: Uint8Array, x: Float32Array, n: number, size: number, names: string[]): Promise<Record<string, ort.Tensor>> {
   const s = await ort.InferenceSession.create(model);
   try {
-    return (await s.run({ image: new ort.Tensor('float32', x, [n, 3, size, size]) }, names)) as Record<string, ort.Tensor>;
+    return (await s.run({ input: new ort.Tensor('float32', x, [n, 3, size, size]) }, names)) as Record<string, ort.Tensor>;
   } finally {
     await s.release();
   }
@@ -61,8 +47,8 @@ describe('layouts of token and channels-last tensors', { skip }, () => {
   let vit: Uint8Array;
   let cnx: Uint8Array;
   before(() => {
-    vit = withoutWeightIdentities(readFileSync(torchvisionExport('tiny_vit').file));
-    cnx = withoutWeightIdentities(readFileSync(torchvisionExport('tiny_convnext').file));
+    vit = readFileSync(torchvisionExport('tiny_vit').file);
+    cnx = readFileSync(torchvisionExport('tiny_convnext').file);
   });
 
   it('resolves a ViT block as 32 channels over 16 patch tokens (class token left out), a ConvNeXt MLP as nhwc', async () => {
@@ -165,14 +151,14 @@ describe('layouts of token and channels-last tensors', { skip }, () => {
 
   it('the visualization objective is the channel mean over patch tokens, and its gradient matches finite differences', async () => {
     const n = 2;
-    const grad = await buildGradientModel(vit, { wrt: ['image'], objective: { tensor: VIT_BLOCK, layout: { channelsLast: true, skip: 1 } } });
+    const grad = await buildGradientModel(vit, { wrt: ['input'], objective: { tensor: VIT_BLOCK, layout: { channelsLast: true, skip: 1 } } });
     assert.equal(grad.meta.get(VIT_BLOCK)!.dims.at(-1), 32);
     const s = await ort.InferenceSession.create(encodeModel(grad.model));
     const x = randomImages(n, 32, 3);
     const w = new Float32Array(n * 32);
     w[5] = 1; // image 0: channel 5
     w[32 + 20] = 1; // image 1: channel 20
-    const feed = (img: Float32Array) => ({ image: new ort.Tensor('float32', img, [n, 3, 32, 32]), [grad.objectiveInputs[0]!]: new ort.Tensor('float32', w, [n, 32]) });
+    const feed = (img: Float32Array) => ({ input: new ort.Tensor('float32', img, [n, 3, 32, 32]), [grad.objectiveInputs[0]!]: new ort.Tensor('float32', w, [n, 32]) });
     const out = await s.run(feed(x));
     const objective = out[grad.objective].data as Float32Array;
     const raw = (await run(addTaps(vit, [VIT_BLOCK]), x, n, 32, [VIT_BLOCK]))[VIT_BLOCK].data as Float32Array;
@@ -184,7 +170,7 @@ describe('layouts of token and channels-last tensors', { skip }, () => {
     assert.ok(Math.abs(objective[0] - expect(0, 5)) < 1e-4, `${objective[0]} vs ${expect(0, 5)}`);
     assert.ok(Math.abs(objective[1] - expect(1, 20)) < 1e-4);
     // Finite differences (float64 accumulation of a float32 model: a loose tolerance) at a few pixels.
-    const g = out[grad.grads.image].data as Float32Array;
+    const g = out[grad.grads.input].data as Float32Array;
     const h = 1e-2;
     for (const i of [5, 1000, 3 * 32 * 32 + 77]) {
       const plus = Float32Array.from(x);
@@ -205,7 +191,7 @@ describe('legible visualize on a ViT', { skip }, () => {
     const dir = mkdtempSync(join(tmpdir(), 'legible-vit-fv-'));
     try {
       const file = join(dir, 'vit.onnx');
-      writeFileSync(file, withoutWeightIdentities(readFileSync(torchvisionExport('tiny_vit').file)));
+      writeFileSync(file, readFileSync(torchvisionExport('tiny_vit').file));
       const args = (tensor: string, ...more: string[]) => [file, '--tensor', tensor, '--out', join(dir, 'out'), '--size', '32', '--steps', '2', '--batch', '1', ...more];
       await assert.rejects(visualize.run(args(VIT_BLOCK, '--channel', '20', '--channel', '40')), /has 32 channels; channel 40 does not exist/);
       await assert.rejects(visualize.run(args(VIT_ATTN, '--channel', '5')), /--tensor .*Transpose_5_output_0: the layout of .* cannot be inferred/);
@@ -222,7 +208,7 @@ describe('a ViT study: validate and stimuli', { skip }, () => {
   let dir: string;
   before(async () => {
     dir = mkdtempSync(join(tmpdir(), 'legible-vit-'));
-    writeFileSync(join(dir, 'model.onnx'), withoutWeightIdentities(readFileSync(torchvisionExport('tiny_vit').file)));
+    writeFileSync(join(dir, 'model.onnx'), readFileSync(torchvisionExport('tiny_vit').file));
     const r = rng(9);
     for (let i = 0; i < 48; i++) {
       const cls = `c${i % 5}`;
