@@ -1,6 +1,7 @@
 // Taps: expose intermediate tensors of an ONNX model as extra graph outputs, so that one
 // onnxruntime run returns the model's outputs and every tapped layer together.
 import { LegibleError, nearestNames } from '@legible/studies';
+import { constantTensors } from './constants.ts';
 import { attr, describeValue, type Dim } from './graph.ts';
 import { dataTypeName, decodeModel, encodeModel, int64Tensor, type ModelProto, type NodeProto, type ValueInfoProto } from './proto.ts';
 
@@ -36,12 +37,8 @@ export function listTensors(model: ModelProto): TensorEntry[] {
   const initializers = new Map((g.initializer ?? []).map((t) => [t.name ?? '', t]));
   const seen = new Set<string>();
   const out: TensorEntry[] = [];
-  // Constants: initializers, and outputs of nodes whose inputs are all constants (or Constant nodes).
-  const constants = new Set(initializers.keys());
-  for (const n of g.node ?? []) {
-    const inputs = (n.input ?? []).filter((i) => i !== '');
-    if (n.op_type === 'Constant' || (inputs.length > 0 && inputs.every((i) => constants.has(i)))) for (const o of n.output ?? []) constants.add(o);
-  }
+  // Constants: initializers, and what nodes compute from them alone (onnx/constants.ts).
+  const constants = constantTensors(g).names;
   const add = (name: string, kind: TensorEntry['kind'], op: string, node: string) => {
     if (!name || seen.has(name)) return;
     seen.add(name);
