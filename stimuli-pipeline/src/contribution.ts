@@ -24,7 +24,7 @@ import { DataType, decodeModel, encodeModel, int64Tensor, type ModelProto, type 
 import { addTapsToModel } from './onnx/taps.ts';
 import { constantTensors } from './onnx/constants.ts';
 import { openSession, type Device } from './runtime.ts';
-import { measureTensors } from './grad/meta.ts';
+import { inferredTensors, measureTensors, type MetaMap } from './grad/meta.ts';
 
 /** A feature's code at each of `count` positions, from the activation vectors there (count × C). */
 export type PositionCodes = (rows: Float32Array, count: number) => Promise<Float32Array> | Float32Array;
@@ -65,7 +65,7 @@ export interface ContributionResult {
 const S = 'ablate/';
 
 /** The graph after `layer`, with the layer and the tensors it still needs from before as inputs, ablated per feature. */
-function downstream(model: ModelProto, layer: string, output: string, meta: Awaited<ReturnType<typeof measureTensors>>, channelsLast = false) {
+function downstream(model: ModelProto, layer: string, output: string, meta: MetaMap, channelsLast = false) {
   const g = model.graph!;
   const nodes = g.node ?? [];
   // Nodes that depend on the layer.
@@ -89,6 +89,7 @@ function downstream(model: ModelProto, layer: string, output: string, meta: Awai
   const constants = constant.names;
   for (const n of [...constant.nodes].reverse()) if ((n.output ?? []).some((o) => needed.has(o))) for (const x of n.input ?? []) if (x) needed.add(x);
   const boundary = [...new Set(kept.flatMap((n) => n.input ?? []))].filter((t) => t && !after.has(t) && !constants.has(t));
+  if (!meta.has(layer) || !meta.has(output) || boundary.some((t) => !meta.has(t))) return { unknown: true as const };
   for (const t of boundary) {
     const m = meta.get(t);
     if (!m || (m.type !== DataType.FLOAT && m.type !== DataType.DOUBLE)) {
@@ -183,11 +184,20 @@ export async function decisionContribution(
   const input = (g.input ?? []).find((v) => !inits.has(v.name))!;
   const output = opts.output ?? g.output?.[0]?.name;
   if (!output) throw new LegibleError('the model has no output');
-  const meta = await measureTensors(model);
-  if (!meta.has(layer)) throw new LegibleError(`the model has no tensor "${layer}"`);
+  // Shapes of the layer, the output and the tensors the cut graph reads from before the layer: from
+  // shape inference where it derives them all (no run of the model), else measured by onnxruntime.
+  const tensors = new Set([...(g.input ?? []).map((v) => v.name), ...(g.node ?? []).flatMap((n) => n.output ?? [])]);
+  if (!tensors.has(layer)) throw new LegibleError(`the model has no tensor "${layer}"`);
+  let meta: MetaMap = inferredTensors(model);
+  let cut = downstream(model, layer, output, meta, opts.channelsLast);
+  if ('unknown' in cut) {
+    meta = await measureTensors(model);
+    if (!meta.has(layer)) throw new LegibleError(`the model has no tensor "${layer}"`);
+  }
   const lm = meta.get(layer)!;
   if (lm.dims.length < 2 || lm.dims.slice(1).some((d) => d < 0)) throw new LegibleError(`layer "${layer}" has shape [${lm.dims.join(', ')}]; expected [N, C, …] with fixed C and positions`);
-  const cut = downstream(model, layer, output, meta, opts.channelsLast);
+  if ('unknown' in cut) cut = downstream(model, layer, output, meta, opts.channelsLast);
+  if ('unknown' in cut) throw new LegibleError(`the shapes after layer "${layer}" could not be measured`);
   const C = cut.channels;
   const Pn = cut.positions;
   for (const [i, f] of features.entries()) {

@@ -15,10 +15,12 @@ import * as ort from 'onnxruntime-node';
 import sharp from 'sharp';
 import { rng } from '@legible/studies';
 import { decisionContribution, type ContributionFeature } from '../src/contribution.ts';
+import { inferredTensors, measureTensors } from '../src/grad/meta.ts';
 import { buildGradientModel } from '../src/grad/vjp.ts';
 import { attr, makeGraph, makeModel, node, tensorInfo } from '../src/onnx/graph.ts';
 import { DataType, decodeModel, encodeModel, float32Tensor, int64Tensor, type ModelProto } from '../src/onnx/proto.ts';
 import { photoFixture } from './photos.ts';
+import { torchvisionExport } from './torch-export.ts';
 import { readF32, readF64, relL2, torchMissing, zooExport } from './torch-ref.ts';
 
 const SIZE = 64;
@@ -82,6 +84,26 @@ describe('a standard torch.onnx export (ResNet-18, Identity copies of initialize
     const featAt = model.graph!.node!.findIndex((n) => n.output!.includes('feat'));
     const copied = new Set(copies.map((n) => n.output![0]));
     assert.ok(model.graph!.node!.slice(featAt + 1).some((n) => n.input!.some((i) => copied.has(i))), 'no node after "feat" reads an Identity copy');
+  });
+
+  it('takes the shapes it needs from shape inference, equal to what onnxruntime measures (ResNet-18, tiny ViT and ConvNeXt)', async () => {
+    // Decision contribution used to run the whole model twice with every tensor tapped just to learn
+    // shapes (201 s on VGG-16 at 224 px): inference derives them from the graph.
+    for (const [name, m] of [
+      ['resnet18', model],
+      ['tiny_vit', decodeModel(readFileSync(torchvisionExport('tiny_vit').file))],
+      ['tiny_convnext', decodeModel(readFileSync(torchvisionExport('tiny_convnext').file))],
+    ] as const) {
+      const inferred = inferredTensors(m);
+      const measured = await measureTensors(m);
+      const floats = [...measured].filter(([, v]) => v.type === DataType.FLOAT).map(([k]) => k);
+      // Every float tensor is derived, with the measured type, shape (-1 for the batch) and sizes at batch 2 and 3.
+      for (const t of floats) {
+        assert.ok(inferred.has(t), `${name}: "${t}" not derived`);
+        assert.deepEqual(inferred.get(t), measured.get(t), `${name}: "${t}"`);
+      }
+      assert.ok(floats.length > 30, `${name}: ${floats.length} float tensors`);
+    }
   });
 
   it('measures the decision contribution of channels and directions as the edited model does', async () => {
