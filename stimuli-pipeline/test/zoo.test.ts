@@ -37,13 +37,7 @@ interface Arch {
   layer?: string;
   /** Why the build has no NMF basis, where it has none: no tensor of the architecture is non-negative. */
   noNmf?: string;
-  /** Why `legible layers` fails today, where it does (node:test `todo`). */
-  layersTodo?: string;
-  /** Why the build case waits, where it does (node:test `todo`). */
-  buildTodo?: string;
 }
-
-const LAYOUT_TODO = 'enable when the tensor-layout work (issue 10 item 3: NHWC, tokens, `layout:` per layer) merges';
 
 const ZOO: Arch[] = [
   { arch: 'resnet50', size: 64 },
@@ -51,19 +45,15 @@ const ZOO: Arch[] = [
   { arch: 'googlenet', size: 64 },
   { arch: 'inception_v3', size: 96 }, // its stem needs ≥ 75 px
   // Dense blocks end in a concatenation of convolutions (signed): the ReLU before transition 3.
-  { arch: 'densenet121', size: 64, layer: '/model/features/transition3/relu/Relu_output_0' },
+  { arch: 'densenet121', size: 64, layer: '/features/transition3/relu/Relu_output_0' },
   // Inverted residuals end in a linear projection (signed): a ReLU inside block 3.
-  { arch: 'mobilenet_v3_small', size: 64, layer: '/model/features/features.3/block/block.1/block.1.2/Relu_output_0' },
+  { arch: 'mobilenet_v3_small', size: 64, layer: '/features/features.3/block/block.1/block.1.2/Relu_output_0' },
   { arch: 'efficientnet_b0', size: 64, noNmf: 'SiLU activations are signed: no EfficientNet tensor suits NMF' },
-  { arch: 'convnext_tiny', size: 64, noNmf: 'GELU activations and LayerNorm are signed', buildTodo: `ConvNeXt's blocks compute channels-last [N, H, W, C] tensors: ${LAYOUT_TODO}` },
+  // Its blocks compute channels-last [N, H, W, C] tensors inside; "feat" (a stage output) is NCHW.
+  { arch: 'convnext_tiny', size: 64, noNmf: 'GELU activations and LayerNorm are signed' },
   { arch: 'regnet_y_400mf', size: 64 },
-  {
-    arch: 'vit_b_16',
-    size: 224,
-    features: 1,
-    noNmf: 'GELU activations and LayerNorm are signed',
-    layersTodo: `legible layers shows the exporter's symbolic dimensions of token tensors ("Addfeat_dim_1") instead of measuring them: enable with the layers rewrite (issue 10 item 5)`,
-    buildTodo: `ViT's layers are [N, 197, 768] token tensors: ${LAYOUT_TODO}` },
+  // "feat" (encoder block 5) is [N, 197, 768]: tokens, the class token first (inferred from the graph).
+  { arch: 'vit_b_16', size: 224, features: 1, noNmf: 'GELU activations and LayerNorm are signed' },
 ];
 
 /** LEGIBLE_ZOO=resnet50,vgg16 runs only those architectures. */
@@ -119,7 +109,7 @@ describe('the torchvision zoo', { skip: torchMissing() ?? false }, () => {
   const timings: string[] = [];
   after(() => console.log(`zoo timings (s): ${timings.join('; ')}`));
 
-  for (const { arch, size, features, layer, noNmf, layersTodo, buildTodo } of chosen) {
+  for (const { arch, size, features, layer, noNmf } of chosen) {
     describe(arch, () => {
       let dir: string;
       let exportSeconds = 0;
@@ -134,7 +124,7 @@ describe('the torchvision zoo', { skip: torchMissing() ?? false }, () => {
       };
       const meta = () => JSON.parse(readFileSync(join(exported(), 'meta.json'), 'utf8'));
 
-      it(`legible layers lists its tensors (${size} px)`, { todo: layersTodo }, (t) => {
+      it(`legible layers lists its tensors (${size} px)`, (t) => {
         const model = join(exported(), 'model.onnx');
         const t0 = performance.now();
         const r = cli(['layers', model, '--json'], 300_000);
@@ -189,10 +179,7 @@ describe('the torchvision zoo', { skip: torchMissing() ?? false }, () => {
         for (const [which, err] of Object.entries(errors)) assert.ok(err <= tol, `${arch} ${which}: relative error ${err.toExponential(2)} > ${tol.toExponential(2)}`);
       });
 
-      it(`legible stimuli builds a default study on real photos (${IMAGES} images)`, { todo: buildTodo }, async (t) => {
-        // Until the layout work merges, a todo case runs only on request (LEGIBLE_ZOO_TODO=1): its
-        // result would not count, and ViT's build is the zoo's most expensive.
-        if (buildTodo && !process.env.LEGIBLE_ZOO_TODO) return;
+      it(`legible stimuli builds a default study on real photos (${IMAGES} images)`, async (t) => {
         const d = exported();
         const images = await photoFixture(IMAGES, size);
         const study = mkdtempSync(join(tmpdir(), `legible-zoo-${arch}-`));
