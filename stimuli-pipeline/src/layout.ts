@@ -213,6 +213,14 @@ function propagate(n: NodeProto, shapes: Map<string, TensorShape>, layouts: Map<
     }
     return feats.length === ins.length ? l : null;
   }
+  if (op === 'Pad' && lx && sx && out && out.length === sx.length) {
+    // Padding of positions (torch's AvgPool2d with padding exports Pad + AveragePool) keeps the
+    // layout; padding the channel axis, or tokens before a class token, would not.
+    const c = lx.layout === 'nchw' ? 1 : sx.length - 1;
+    if (String(out[c]) !== String(sx[c])) return null;
+    if (lx.layout === 'tokens' && String(out[1]) !== String(sx[1])) return null;
+    return lx;
+  }
   if (op === 'Slice' && lx && sx) {
     if (lx.layout !== 'tokens' || lx.classTokens === 0) return lx;
     return null;
