@@ -206,11 +206,27 @@ describe('the torchvision zoo', { skip: torchMissing() ?? false }, () => {
             assert.equal(new Set(f.references.max).size, f.references.max.length, `${f.id}: repeated maximal references`);
           }
         }
+        // Validity (issue 10 item 1): every feature's references and queries are strictly separated by
+        // the activations the manifest records (features.min_separation, the default), references are
+        // distinct, and every trial's answer is the query that activates the feature more.
+        for (const f of manifest.features) {
+          const a = f.activations;
+          assert.ok(a, `${f.id}: no recorded activations`);
+          assert.equal(new Set([...f.references.max, ...f.references.min]).size, f.references.max.length + f.references.min.length, `${f.id}: a reference twice`);
+          assert.ok(Math.min(...a.max) > Math.max(...a.min), `${f.id}: references not separated (max side ${a.max}, min side ${a.min})`);
+          assert.ok(Math.min(...a.queries.max) > Math.max(...a.queries.min), `${f.id}: queries not separated (${a.queries.max} vs ${a.queries.min})`);
+          const query = new Map([...f.queries.max.map((id, i) => [id, a.queries.max[i]] as const), ...f.queries.min.map((id, i) => [id, a.queries.min[i]] as const)]);
+          for (const x of manifest.trials.filter((tr) => tr.feature === f.id)) {
+            const [q0, q1] = x.query_images.map((id) => query.get(id));
+            if (q0 === undefined || q1 === undefined) continue; // a query outside the feature's recorded pairs
+            assert.ok([q0, q1][x.answer]! > [q0, q1][1 - x.answer]!, `${x.id}: its answer is not the higher query`);
+          }
+        }
         assert.ok(manifest.contribution && manifest.contribution.images > 0, 'no decision contribution in the manifest');
         assert.ok(manifest.features.some((f) => f.contribution && f.contribution.logit_drop !== 0), 'no feature changes the logits when removed');
         assert.ok(manifest.trials.some((x) => x.reference_kind === 'visualization'), 'no visualization trials');
         if (noNmf) t.diagnostic(`${arch}: no nmf basis (${noNmf})`);
-        t.diagnostic(`${arch}: built in ${seconds.toFixed(1)} s: ${manifest.features.length} features, ${manifest.trials.length} trials; contribution over ${manifest.contribution!.images} images`);
+        t.diagnostic(`${arch}: built in ${seconds.toFixed(1)} s: ${manifest.features.length} features (references and queries separated), ${(manifest.rejected ?? []).length} rejected, ${manifest.trials.length} trials; contribution over ${manifest.contribution!.images} images`);
       });
     });
   }
