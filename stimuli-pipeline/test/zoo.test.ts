@@ -56,7 +56,7 @@ const ZOO: Arch[] = [
   { arch: 'vit_b_16', size: 224, features: 1, noNmf: 'GELU activations and LayerNorm are signed' },
 ];
 
-/** LEGIBLE_ZOO=resnet50,vgg16 runs only those architectures. */
+/** LEGIBLE_ZOO=resnet50,vgg16 runs only those architectures; LEGIBLE_ZOO_KEEP=1 keeps each build folder (its path is reported). */
 const chosen = process.env.LEGIBLE_ZOO ? ZOO.filter((a) => process.env.LEGIBLE_ZOO!.split(',').includes(a.arch)) : ZOO;
 
 /**
@@ -183,7 +183,8 @@ describe('the torchvision zoo', { skip: torchMissing() ?? false }, () => {
         const d = exported();
         const images = await photoFixture(IMAGES, size);
         const study = mkdtempSync(join(tmpdir(), `legible-zoo-${arch}-`));
-        scratch.push(study);
+        if (!process.env.LEGIBLE_ZOO_KEEP) scratch.push(study);
+        else t.diagnostic(`kept ${study}`);
         const file = join(study, 'study.yaml');
         writeFileSync(file, studyYaml(join(d, 'model.onnx'), images, size, features ?? 2, layer ?? 'feat', !noNmf));
         const t0 = performance.now();
