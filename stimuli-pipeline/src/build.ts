@@ -9,6 +9,7 @@ import {
   MANIFEST_FORMAT,
   rng,
   seedFrom,
+  StudyFileError,
   type LoadedStudy,
   type ManifestFeature,
   type ManifestTrial,
@@ -23,6 +24,7 @@ import { visualReferences, VISUALIZATION_FOLDER } from './visual-references.ts';
 import { computeFeatures, type FeatureSet } from './features.ts';
 import { decodeModel } from './onnx/proto.ts';
 import { buildReport } from './report.ts';
+import { modelProblems } from './study-check.ts';
 import type { Device } from './runtime.ts';
 import { ActivationStore, storeKey, type ShardSlice } from './store.ts';
 
@@ -78,11 +80,19 @@ export async function buildStimuli(loaded: LoadedStudy, opts: BuildOptions = {})
   }
   const modelBytes = readModel(paths.model);
   const modelSha = sha256(modelBytes);
+  // Every layer's tensor and layout against the model, located in the study file.
+  const layerProblems = await modelProblems(loaded, readFileSync(loaded.file, 'utf8'));
+  if (layerProblems.length) throw new StudyFileError(loaded.file, layerProblems);
 
   // Activations, in a resumable on-disk store shared by the jobs of a sharded run.
   const store = ActivationStore.open(
     join(paths.build, 'cache', 'activations'),
-    storeKey({ model: modelSha, input: study.model.input, tensors: study.model.layers.map((l) => `${l.name}=${l.tensor}`), ids: inSplit.map((i) => i.id) }),
+    storeKey({
+      model: modelSha,
+      input: study.model.input,
+      tensors: study.model.layers.map((l) => `${l.name}=${l.tensor}${l.layout ? `:${l.layout}` : ''}${l.class_token !== undefined ? `:class_token=${l.class_token}` : ''}`),
+      ids: inSplit.map((i) => i.id),
+    }),
     inSplit.length,
     opts.shardSize ?? 1024,
     log,

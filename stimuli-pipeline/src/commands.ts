@@ -1,9 +1,11 @@
 import { visualize } from './grad-commands.ts';
-import { readFileSync } from 'node:fs';
+import { existsSync } from 'node:fs';
 import { intOption, LegibleError, parseCommandArgs, UsageError, type Command } from '@legible/studies';
-import { describeValue, type Dim } from './onnx/graph.ts';
-import { DataType, dataTypeName, decodeModel, encodeModel, type ModelProto } from './onnx/proto.ts';
-import { addTapsToModel, listTensors, type TensorEntry } from './onnx/taps.ts';
+import { analyzeModel, type TensorLayout } from './layout.ts';
+import type { ModelProto } from './onnx/proto.ts';
+import type { Dim } from './onnx/shapes.ts';
+import { readModelSkeleton } from './onnx/skeleton.ts';
+import { validate } from './study-check.ts';
 import type { Device } from './runtime.ts';
 
 const showShape = (s: readonly Dim[] | undefined) => (s ? `[${s.map((d) => (d === null ? '?' : d)).join(', ')}]` : '?');
@@ -22,94 +24,21 @@ function parseInputShapes(values: string[] | undefined, inputs: string[]): Map<s
   return out;
 }
 
-interface Measured {
-  shapes: Map<string, { type: string; shape: number[] }>;
-  /** Why shapes could not be measured, if they could not. */
-  problem?: string;
-  /** What was fed, for the footnote. */
-  fed: string[];
-}
-
-/** Runs onnxruntime once on zero inputs with every tappable tensor tapped; reports actual shapes. */
-async function measureShapes(model: ModelProto, tensors: TensorEntry[], given: Map<string, number[]>): Promise<Measured> {
-  const fed: string[] = [];
-  const feeds: Record<string, { type: number; dims: number[] }> = {};
-  const graphInputs = tensors.filter((t) => t.kind === 'input');
-  for (const t of graphInputs) {
-    const info = model.graph!.input!.find((i) => i.name === t.name);
-    const { elemType, shape } = describeValue(info);
-    let dims = given.get(t.name);
-    if (!dims) {
-      if (!shape) return { shapes: new Map(), fed, problem: `input "${t.name}" has no declared shape; pass --input-shape ${t.name}=…` };
-      const dynamic = shape.map((d, i) => ({ d, i })).filter(({ d, i }) => typeof d !== 'number' && i > 0);
-      if (dynamic.length) {
-        return {
-          shapes: new Map(),
-          fed,
-          problem:
-            `input "${t.name}" has shape ${showShape(shape)}: dimension${dynamic.length > 1 ? 's' : ''} ` +
-            `${dynamic.map(({ d, i }) => (d === null ? `#${i}` : `"${d}"`)).join(', ')} besides the batch ${dynamic.length > 1 ? 'are' : 'is'} not fixed, ` +
-            `so shapes cannot be measured. Pass the size to use, e.g. --input-shape ${t.name}=${shape.map((d, i) => (typeof d === 'number' ? d : i === 0 ? 1 : 224)).join(',')}`,
-        };
-      }
-      dims = shape.map((d) => (typeof d === 'number' ? d : 1));
-      const batch = shape[0];
-      fed.push(`${t.name} ${showShape(dims)}${typeof batch !== 'number' && shape.length ? ` (batch dim ${batch === null ? '?' : `"${batch}"`} set to 1)` : ''}`);
-    } else {
-      fed.push(`${t.name} ${showShape(dims)}`);
-    }
-    feeds[t.name] = { type: elemType ?? DataType.FLOAT, dims };
-  }
-
-  const ort = await import('onnxruntime-node');
-  const tapped = addTapsToModel(model, tensors.filter((t) => t.kind === 'node').map((t) => t.name));
-  let session: Awaited<ReturnType<typeof ort.InferenceSession.create>>;
-  try {
-    session = await ort.InferenceSession.create(encodeModel(tapped), { graphOptimizationLevel: 'disabled', logSeverityLevel: 3 });
-  } catch (e) {
-    return { shapes: new Map(), fed, problem: `onnxruntime could not load the model with every tensor tapped (${(e as Error).message.split('\n')[0]})` };
-  }
-  try {
-    const ortFeeds: Record<string, InstanceType<typeof ort.Tensor>> = {};
-    for (const [name, { type, dims }] of Object.entries(feeds)) {
-      const n = dims.reduce((a, b) => a * b, 1);
-      const T = ort.Tensor;
-      switch (type) {
-        case DataType.FLOAT: ortFeeds[name] = new T('float32', new Float32Array(n), dims); break;
-        case DataType.DOUBLE: ortFeeds[name] = new T('float64', new Float64Array(n), dims); break;
-        case DataType.FLOAT16: ortFeeds[name] = new T('float16', new Uint16Array(n), dims); break;
-        case DataType.UINT8: ortFeeds[name] = new T('uint8', new Uint8Array(n), dims); break;
-        case DataType.INT8: ortFeeds[name] = new T('int8', new Int8Array(n), dims); break;
-        case DataType.INT32: ortFeeds[name] = new T('int32', new Int32Array(n), dims); break;
-        case DataType.INT64: ortFeeds[name] = new T('int64', new BigInt64Array(n), dims); break;
-        case DataType.BOOL: ortFeeds[name] = new T('bool', new Uint8Array(n), dims); break;
-        default: throw new LegibleError(`input "${name}" is ${dataTypeName(type)}; legible layers can only feed numeric inputs`);
-      }
-    }
-    let results: Awaited<ReturnType<typeof session.run>>;
-    try {
-      results = await session.run(ortFeeds);
-    } catch (e) {
-      return { shapes: new Map(), fed, problem: `onnxruntime could not run the model on zeros (${(e as Error).message.split('\n')[0]})` };
-    }
-    const shapes = new Map<string, { type: string; shape: number[] }>();
-    for (const [name, value] of Object.entries(results)) shapes.set(name, { type: value.type, shape: [...value.dims] });
-    return { shapes, fed };
-  } finally {
-    await session.release();
-  }
-}
+const showLayout = (l: TensorLayout | null) => (!l ? '?' : l.layout === 'tokens' && l.classTokens ? `tokens+${l.classTokens}cls` : l.layout);
 
 export const layers: Command = {
   name: 'layers',
-  summary: 'List the tensors of an ONNX model that can be tapped as layers, with op and shape',
+  summary: 'List the feature tensors of an ONNX model that a study can tap, with shape, layout and module',
   usage: '<model.onnx> [--input-shape [NAME=]1,3,224,224] [--all] [--json]',
   help:
-    'Each row is a tensor a study can name in `model.layers[].tensor`: the graph inputs and every node output.\n' +
-    'Shapes come from the model where it declares them (value_info); otherwise onnxruntime runs once on\n' +
-    'zeros with every tensor tapped and the actual shapes are shown (a dynamic batch dimension set to 1).\n\n' +
-    '  --input-shape  size to feed where an input has other dynamic dimensions (repeatable: NAME=dims)\n' +
-    '  --all          also list initializers (stored weights; they cannot be tapped)\n' +
+    'Each row is a tensor a study can name in `model.layers[].tensor`: a float tensor computed from the\n' +
+    'image with the batch first. Shapes come from shape inference over the graph (N: the dynamic batch);\n' +
+    'where inference cannot derive one, onnxruntime measures it on zeros (marked *). Layout: nchw\n' +
+    '[N, C, H, W] (and [N, C] vectors), nhwc [N, H, W, C], tokens [N, T, D] (tokens+1cls: the first token\n' +
+    'is a class token, left out of spatial means), ? where the graph does not tell (declare it in the\n' +
+    'study: model.layers[].layout). Module: the torch module the tensor came from, where the names say.\n\n' +
+    '  --input-shape  size to use where an input has dynamic dimensions besides the batch (repeatable: NAME=dims)\n' +
+    '  --all          also list shape arithmetic, constants and other tensors that are not features\n' +
     '  --json         print the list as JSON',
   async run(argv) {
     const { values, positionals } = parseCommandArgs(
@@ -118,58 +47,64 @@ export const layers: Command = {
       { min: 1, max: 1 },
     );
     const file = positionals[0];
-    let bytes: Uint8Array;
+    if (!existsSync(file)) throw new LegibleError(`cannot read ${file}: file not found`);
+    let skeleton: ModelProto;
     try {
-      bytes = readFileSync(file);
-    } catch (e) {
-      throw new LegibleError(`cannot read ${file}: ${(e as NodeJS.ErrnoException).code === 'ENOENT' ? 'file not found' : (e as Error).message}`);
-    }
-    let model: ModelProto;
-    try {
-      model = decodeModel(bytes);
+      skeleton = readModelSkeleton(file);
     } catch (e) {
       throw new LegibleError(`${file} is not an ONNX model: ${(e as Error).message}`);
     }
-    const tensors = listTensors(model);
-    const tappable = tensors.filter((t) => t.tappable);
-    const given = parseInputShapes(values['input-shape'], tensors.filter((t) => t.kind === 'input').map((t) => t.name));
-
-    const missing = tappable.some((t) => !t.shape || t.shape.some((d) => d === null));
-    let measured: Measured | undefined;
-    if (missing || given.size) measured = await measureShapes(model, tensors, given);
-
-    // Constants (weights folded by the exporter, shape arithmetic) are the same for every image.
-    const shown = values.all ? tensors : tappable.filter((t) => !t.constant);
-    const rows = shown.map((t) => {
-      const m = measured?.shapes.get(t.name);
-      const useMeasured = m && (given.size > 0 || !t.shape || t.shape.some((d) => d === null));
-      return {
-        name: t.name,
-        op: t.op,
-        node: t.node,
-        type: useMeasured ? m.type : (t.type ?? '?'),
-        shape: useMeasured ? m.shape : (t.shape ?? null),
-        measured: Boolean(useMeasured),
-        output: t.output,
-        tappable: t.tappable,
-      };
-    });
-
+    const inputs = (skeleton.graph?.input ?? []).filter((v) => !(skeleton.graph?.initializer ?? []).some((t) => t.name === v.name)).map((v) => v.name!);
+    const given = parseInputShapes(values['input-shape'], inputs);
+    let analysis: Awaited<ReturnType<typeof analyzeModel>>;
+    let problem: string | null = null;
+    try {
+      analysis = await analyzeModel(file, { measure: true, inputShapes: given });
+    } catch (e) {
+      if (!(e instanceof LegibleError)) throw e;
+      problem = e.message;
+      analysis = await analyzeModel(file, { measure: false, inputShapes: given });
+    }
+    const shown = analysis.tensors.filter((t) => values.all || t.feature);
+    const rows = shown.map((t) => ({
+      name: t.name,
+      op: t.op,
+      node: t.node,
+      type: t.type,
+      shape: t.shape ?? null,
+      layout: t.layout?.layout ?? null,
+      class_tokens: t.layout?.layout === 'tokens' ? t.layout.classTokens : undefined,
+      module: t.module,
+      measured: analysis.measured.has(t.name),
+      output: t.output,
+      feature: t.feature,
+      ...(t.feature ? {} : { why: t.why }),
+    }));
     if (values.json) {
-      console.log(JSON.stringify({ model: file, tensors: rows, fed: measured?.fed ?? [], problem: measured?.problem ?? null }, null, 2));
+      console.log(JSON.stringify({ model: file, tensors: rows, problem }, null, 2));
       return 0;
     }
-    const table = rows.map((r) => [r.name + (r.output ? ' (output)' : ''), r.op, r.type, showShape(r.shape ?? undefined) + (r.measured ? '*' : '')]);
-    const header = ['tensor', 'op', 'type', 'shape'];
+    const table = shown.map((t) => [
+      t.name + (t.output ? ' (output)' : ''),
+      t.op,
+      t.type,
+      showShape(t.shape) + (analysis.measured.has(t.name) ? '*' : ''),
+      t.feature ? showLayout(t.layout) : '-',
+      t.module ?? '-',
+    ]);
+    const header = ['tensor', 'op', 'type', 'shape', 'layout', 'module'];
     const widths = header.map((h, i) => Math.max(h.length, ...table.map((r) => r[i].length)));
     const line = (cells: string[]) => cells.map((c, i) => (i === cells.length - 1 ? c : c.padEnd(widths[i]))).join('  ');
     console.log(line(header));
     console.log(line(widths.map((w) => '─'.repeat(w))));
     for (const r of table) console.log(line(r));
-    const hidden = tensors.length - shown.length;
-    console.log(`\n${shown.length} tensors${values.all ? '' : ` that vary with the image (${hidden} initializers and constants not shown; --all lists them)`}.`);
-    if (measured?.fed.length && !measured.problem) console.log(`* measured by onnxruntime on zeros: ${measured.fed.join('; ')}.`);
-    if (measured?.problem) console.log(`Shapes marked ? are unknown: ${measured.problem}.`);
+    const features = analysis.tensors.filter((t) => t.feature).length;
+    const hidden = analysis.tensors.length - features;
+    console.log(`\n${features} feature tensors${values.all ? '' : ` (${hidden} shape, constant and other tensors not shown; --all lists them)`}. N: the batch.`);
+    if (analysis.measured.size) console.log('* measured by onnxruntime on zeros (shape inference could not derive it).');
+    const unknown = analysis.tensors.filter((t) => t.feature && !t.layout).length;
+    if (unknown) console.log(`${unknown} tensor${unknown > 1 ? 's have' : ' has'} layout ?: a study that taps one declares model.layers[].layout (nchw, nhwc or tokens).`);
+    if (problem) console.log(`Shapes marked ? are unknown: ${problem}`);
     return 0;
   },
 };
@@ -226,4 +161,4 @@ export const stimuli: Command = {
   },
 };
 
-export const commands: Command[] = [layers, stimuli, visualize];
+export const commands: Command[] = [validate, layers, stimuli, visualize];

@@ -22,8 +22,9 @@ import { LegibleError } from '@legible/studies';
 import { attr, describeValue, node, tensorInfo } from './onnx/graph.ts';
 import { DataType, decodeModel, encodeModel, int64Tensor, type ModelProto, type NodeProto, type ValueInfoProto } from './onnx/proto.ts';
 import { addTapsToModel } from './onnx/taps.ts';
+import { constantTensors } from './onnx/constants.ts';
 import { openSession, type Device } from './runtime.ts';
-import { measureTensors } from './grad/meta.ts';
+import { inferredTensors, measureTensors, type MetaMap } from './grad/meta.ts';
 
 /** A feature's code at each of `count` positions, from the activation vectors there (count × C). */
 export type PositionCodes = (rows: Float32Array, count: number) => Promise<Float32Array> | Float32Array;
@@ -38,6 +39,8 @@ export interface ContributionOptions {
   device?: Device;
   threads?: number;
   log?: (s: string) => void;
+  /** The layer keeps its channels on the last axis ([N, …positions, C]: nhwc, tokens) rather than axis 1 (nchw, the default). */
+  channelsLast?: boolean;
 }
 
 export interface FeatureContribution {
@@ -62,10 +65,9 @@ export interface ContributionResult {
 const S = 'ablate/';
 
 /** The graph after `layer`, with the layer and the tensors it still needs from before as inputs, ablated per feature. */
-function downstream(model: ModelProto, layer: string, output: string, meta: Awaited<ReturnType<typeof measureTensors>>) {
+function downstream(model: ModelProto, layer: string, output: string, meta: MetaMap, channelsLast = false) {
   const g = model.graph!;
   const nodes = g.node ?? [];
-  const inits = new Set((g.initializer ?? []).map((t) => t.name!));
   // Nodes that depend on the layer.
   const after = new Set<string>([layer]);
   const down: NodeProto[] = [];
@@ -80,8 +82,14 @@ function downstream(model: ModelProto, layer: string, output: string, meta: Awai
   const needed = new Set([output]);
   for (let i = down.length - 1; i >= 0; i--) if ((down[i].output ?? []).some((o) => needed.has(o))) for (const x of down[i].input ?? []) needed.add(x);
   const kept = down.filter((n) => (n.output ?? []).some((o) => needed.has(o)));
-  const constants = new Set([...inits, ...nodes.filter((n) => n.op_type === 'Constant').flatMap((n) => n.output ?? [])]);
+  // Tensors computed from initializers and constants alone (e.g. torch.onnx's Identity copies of
+  // identical initializers) are the same for every image: the cut graph computes them itself, they
+  // are never fed per image (nor repeated per feature).
+  const constant = constantTensors(g);
+  const constants = constant.names;
+  for (const n of [...constant.nodes].reverse()) if ((n.output ?? []).some((o) => needed.has(o))) for (const x of n.input ?? []) if (x) needed.add(x);
   const boundary = [...new Set(kept.flatMap((n) => n.input ?? []))].filter((t) => t && !after.has(t) && !constants.has(t));
+  if (!meta.has(layer) || !meta.has(output) || boundary.some((t) => !meta.has(t))) return { unknown: true as const };
   for (const t of boundary) {
     const m = meta.get(t);
     if (!m || (m.type !== DataType.FLOAT && m.type !== DataType.DOUBLE)) {
@@ -90,11 +98,13 @@ function downstream(model: ModelProto, layer: string, output: string, meta: Awai
   }
   const layerMeta = meta.get(layer)!;
   const rank = layerMeta.dims.length;
-  const channels = layerMeta.dims[1];
+  // Channels on axis 1 (nchw) or last (nhwc, tokens); `grid` is the positions' shape.
+  const channels = channelsLast ? layerMeta.dims[rank - 1] : layerMeta.dims[1];
+  const grid = channelsLast ? layerMeta.dims.slice(1, -1) : layerMeta.dims.slice(2);
   const spatial = rank - 2;
   const extra: NodeProto[] = [];
   const initializers = [...(g.initializer ?? [])].filter((t) => needed.has(t.name!));
-  const constNodes = nodes.filter((n) => n.op_type === 'Constant' && (n.output ?? []).some((o) => needed.has(o)));
+  const constNodes = constant.nodes.filter((n) => (n.output ?? []).some((o) => needed.has(o)));
   const i64 = (name: string, v: number[]) => initializers.push(int64Tensor(S + name, [v.length], v));
   const op = (type: string, ins: string[], out: string, attrs: ReturnType<typeof attr.int>[] = []) => extra.push(node(type, ins, [out], attrs, { name: out }));
   // F, the number of features in this run, from the mask's first dimension.
@@ -103,8 +113,8 @@ function downstream(model: ModelProto, layer: string, output: string, meta: Awai
   i64('one', [1]);
   op('Slice', [S + 'keep_shape', S + 'zero', S + 'one'], S + 'F');
   // A' = A · keep[f, c] − codes[f, n, p] · dir[f, c], as [F, N, C, …] → [F·N, C, …].
-  i64('feature_shape', [0, 1, channels, ...Array(spatial).fill(1)]);
-  i64('code_shape', [0, 0, 1, ...layerMeta.dims.slice(2).map((d) => d)]);
+  i64('feature_shape', channelsLast ? [0, 1, ...Array(spatial).fill(1), channels] : [0, 1, channels, ...Array(spatial).fill(1)]);
+  i64('code_shape', channelsLast ? [0, 0, ...grid, 1] : [0, 0, 1, ...grid]);
   op('Reshape', [S + 'keep', S + 'feature_shape'], S + 'keep_b');
   op('Reshape', [S + 'dir', S + 'feature_shape'], S + 'dir_b');
   op('Reshape', [S + 'codes', S + 'code_shape'], S + 'codes_b');
@@ -113,14 +123,14 @@ function downstream(model: ModelProto, layer: string, output: string, meta: Awai
   op('Mul', [S + 'layer_1', S + 'keep_b'], S + 'kept');
   op('Mul', [S + 'codes_b', S + 'dir_b'], S + 'component');
   op('Sub', [S + 'kept', S + 'component'], S + 'ablated_f');
-  i64('flat_shape', [-1, channels, ...layerMeta.dims.slice(2)]);
+  i64('flat_shape', [-1, ...layerMeta.dims.slice(1)]);
   op('Reshape', [S + 'ablated_f', S + 'flat_shape'], layer);
   // Tensors from before the layer, repeated once per feature.
   const inputs: ValueInfoProto[] = [
-    tensorInfo(S + 'layer_in', layerMeta.type, ['N', channels, ...layerMeta.dims.slice(2)]),
+    tensorInfo(S + 'layer_in', layerMeta.type, ['N', ...layerMeta.dims.slice(1)]),
     tensorInfo(S + 'keep', layerMeta.type, ['F', channels]),
     tensorInfo(S + 'dir', layerMeta.type, ['F', channels]),
-    tensorInfo(S + 'codes', layerMeta.type, ['F', 'N', ...layerMeta.dims.slice(2)]),
+    tensorInfo(S + 'codes', layerMeta.type, ['F', 'N', ...grid]),
   ];
   boundary.forEach((t, i) => {
     const m = meta.get(t)!;
@@ -146,7 +156,7 @@ function downstream(model: ModelProto, layer: string, output: string, meta: Awai
       output: [tensorInfo(output, meta.get(output)!.type)],
     },
   };
-  return { model: out, boundary, channels, positions: layerMeta.dims.slice(2).reduce((a, b) => a * b, 1) };
+  return { model: out, boundary, channels, grid, positions: grid.reduce((a, b) => a * b, 1) };
 }
 
 function int64Name(list: ReturnType<typeof int64Tensor>[], name: string, v: number[]): string {
@@ -174,11 +184,20 @@ export async function decisionContribution(
   const input = (g.input ?? []).find((v) => !inits.has(v.name))!;
   const output = opts.output ?? g.output?.[0]?.name;
   if (!output) throw new LegibleError('the model has no output');
-  const meta = await measureTensors(model);
-  if (!meta.has(layer)) throw new LegibleError(`the model has no tensor "${layer}"`);
+  // Shapes of the layer, the output and the tensors the cut graph reads from before the layer: from
+  // shape inference where it derives them all (no run of the model), else measured by onnxruntime.
+  const tensors = new Set([...(g.input ?? []).map((v) => v.name), ...(g.node ?? []).flatMap((n) => n.output ?? [])]);
+  if (!tensors.has(layer)) throw new LegibleError(`the model has no tensor "${layer}"`);
+  let meta: MetaMap = inferredTensors(model);
+  let cut = downstream(model, layer, output, meta, opts.channelsLast);
+  if ('unknown' in cut) {
+    meta = await measureTensors(model);
+    if (!meta.has(layer)) throw new LegibleError(`the model has no tensor "${layer}"`);
+  }
   const lm = meta.get(layer)!;
   if (lm.dims.length < 2 || lm.dims.slice(1).some((d) => d < 0)) throw new LegibleError(`layer "${layer}" has shape [${lm.dims.join(', ')}]; expected [N, C, …] with fixed C and positions`);
-  const cut = downstream(model, layer, output, meta);
+  if ('unknown' in cut) cut = downstream(model, layer, output, meta, opts.channelsLast);
+  if ('unknown' in cut) throw new LegibleError(`the shapes after layer "${layer}" could not be measured`);
   const C = cut.channels;
   const Pn = cut.positions;
   for (const [i, f] of features.entries()) {
@@ -212,6 +231,8 @@ export async function decisionContribution(
       let rows: Float32Array | null = null;
       const positionRows = () => {
         if (rows) return rows;
+        // Channels-last activations already are position rows.
+        if (opts.channelsLast) return (rows = A.slice(0, n * Pn * C));
         rows = new Float32Array(n * Pn * C);
         for (let b = 0; b < n; b++) for (let c = 0; c < C; c++) for (let p = 0; p < Pn; p++) rows[(b * Pn + p) * C + c] = A[(b * C + c) * Pn + p];
         return rows;
@@ -248,10 +269,10 @@ export async function decisionContribution(
           codes.set(u, k * n * Pn);
         }
         const res = await second.run({
-          [`${S}layer_in`]: new ort.Tensor('float32', A, [n, C, ...lm.dims.slice(2)]),
+          [`${S}layer_in`]: new ort.Tensor('float32', A, [n, ...lm.dims.slice(1)]),
           [`${S}keep`]: new ort.Tensor('float32', keep, [F, C]),
           [`${S}dir`]: new ort.Tensor('float32', dir, [F, C]),
-          [`${S}codes`]: new ort.Tensor('float32', codes, [F, n, ...lm.dims.slice(2)]),
+          [`${S}codes`]: new ort.Tensor('float32', codes, [F, n, ...cut.grid]),
           ...boundaryFeeds,
         });
         const ablated = (res[output] as Tensor).data as Float32Array;

@@ -11,6 +11,7 @@ import { decisionContribution, dictionaryCodes, type ContributionFeature, type F
 import type { ImageEntry } from './dataset.ts';
 import { featureId, type FeatureColumn } from './exemplars.ts';
 import type { FeatureSet } from './features.ts';
+import { modelLayers } from './layout.ts';
 import { describeValue } from './onnx/graph.ts';
 import { decodeModel } from './onnx/proto.ts';
 import { channelCount, decodeForModel, normalise } from './preprocess.ts';
@@ -106,6 +107,7 @@ export async function studyContribution(
 
   const result = new Map<string, FeatureContribution>();
   let baselineAccuracy = 1;
+  const layouts = new Map((await modelLayers(model, study.model.layers)).map((l) => [l.name, l.layout]));
   for (const layer of study.model.layers) {
     const cols = fs.selected.filter((c) => c.layer === layer.name);
     if (!cols.length) continue;
@@ -119,7 +121,7 @@ export async function studyContribution(
     });
     let r: Awaited<ReturnType<typeof decisionContribution>>;
     try {
-      r = await decisionContribution(model, layer.tensor, features, batches(), labels, { device: opts.device });
+      r = await decisionContribution(model, layer.tensor, features, batches(), labels, { device: opts.device, channelsLast: layouts.get(layer.name) !== 'nchw' });
     } catch (err) {
       if (err instanceof LegibleError) throw err;
       throw new LegibleError(`decision contribution on layer "${layer.name}" (tensor ${layer.tensor}) failed: ${(err as Error).message.split('\n')[0]}\n  Set contribution.images: 0 in the study file to build the stimuli without it.`);

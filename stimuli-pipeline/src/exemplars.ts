@@ -144,6 +144,9 @@ const fmt = (x: number) => String(Number(x.toPrecision(4)));
 const ordinal = (n: number) => `${n}${n % 100 >= 11 && n % 100 <= 13 ? 'th' : ['th', 'st', 'nd', 'rd'][n % 10] ?? 'th'}`;
 const round6 = (x: number) => Number(x.toPrecision(6));
 
+/** Relative range below which a feature counts as constant: float32 round-off after a few operations. */
+const ROUND_OFF = 1e-5;
+
 /**
  * Whether a feature can make valid trials, and if so its references and queries. `difficulty`
  * defaults to the study's (practice trials use `extreme`).
@@ -171,6 +174,12 @@ export function assessFeature(feature: FeatureColumn, ctx: RankContext, opts: { 
   });
   const range = stats.max - stats.min;
   if (!(range > 0)) return reject('constant', `constant over the ${refRows.length} reference images (every one at ${fmt(stats.min)})`, { value: stats.min });
+  // A range within float32 round-off of the values' magnitude is no variation: the ranking would
+  // order rounding errors, and its references print (and look) identical.
+  const magnitude = Math.max(Math.abs(stats.max), Math.abs(stats.min));
+  if (range <= ROUND_OFF * magnitude) {
+    return reject('constant', `constant over the ${refRows.length} reference images up to float32 round-off (${stats.min.toPrecision(6)} to ${stats.max.toPrecision(6)}: a range of ${range.toExponential(2)}, below ${ROUND_OFF.toExponential(0)} of its magnitude)`, { value: stats.min, range });
+  }
   const required = separation * range;
   const separated = (gap: number) => gap > 0 && gap >= required;
   const need = `needs a gap above 0 and at least ${fmt(required)} = features.min_separation ${separation} × its range ${fmt(range)}`;

@@ -6,6 +6,7 @@ import { createHash } from 'node:crypto';
 import { readFile } from 'node:fs/promises';
 import type { InferenceSession, Tensor } from 'onnxruntime-node';
 import { inputSize, LegibleError, type Layer, type ModelInput } from '@legible/studies';
+import { modelLayers, type StudyLayer } from './layout.ts';
 import type { ImageEntry } from './dataset.ts';
 import { addReducedTaps, addTaps, reducedName } from './onnx/taps.ts';
 import { channelCount, decodeForModel, normalise } from './preprocess.ts';
@@ -16,7 +17,7 @@ import type { ActivationStore, ShardSlice, StoreLayer } from './store.ts';
 export interface ExtractOptions {
   model: Uint8Array;
   input: ModelInput;
-  layers: Layer[];
+  layers: StudyLayer[];
   /** The store's image list, in order (shard i holds images [i·S, (i+1)·S)). */
   images: ImageEntry[];
   store: ActivationStore;
@@ -49,22 +50,27 @@ export async function extractToStore(opts: ExtractOptions): Promise<{ device: st
 
   // The layers' shapes, from one run on a blank image; then a model that reduces each tap to its
   // spatial mean and max in the graph, so only [images × channels] leaves onnxruntime.
+  // Each layer's layout (channel and position axes) from the graph and the study.
+  const resolved = await modelLayers(opts.model, opts.layers);
   const probe = await openSession(addTaps(opts.model, opts.layers.map((l) => l.tensor)), { device: 'cpu', threads: opts.threads });
   let layers: StoreLayer[];
   try {
     checkInput(probe.session, opts.input);
     const n = fixedBatch(probe.session) ?? 1;
     const out = await probe.session.run({ [probe.session.inputNames[0]]: new ort.Tensor('float32', new Float32Array(n * plane), [n, channels, height, width]) });
-    layers = opts.layers.map((l) => {
+    layers = resolved.map((l) => {
       const shape = (out[l.tensor] as Tensor).dims.map(Number).slice(1);
-      if (shape.length < 1) throw new LegibleError(`layer "${l.name}" (tensor ${l.tensor}) has shape [${shape}] per image: expected [channels, …]`);
-      return { name: l.name, tensor: l.tensor, channels: shape[0], shape };
+      if (shape.join() !== l.shape.join()) throw new LegibleError(`layer "${l.name}" (tensor ${l.tensor}) has shape [${shape}] per image when run, not [${l.shape}] as inferred from the graph`);
+      return { name: l.name, tensor: l.tensor, channels: l.channels, shape };
     });
   } finally {
     await probe.session.release();
   }
   if (!store.header.layers) store.setLayers(layers);
-  const reduced = addReducedTaps(opts.model, layers.map((l) => ({ tensor: l.tensor, rank: l.shape.length + 1 })));
+  const reduced = addReducedTaps(
+    opts.model,
+    resolved.map((l) => ({ tensor: l.tensor, rank: l.shape.length + 1, layout: { channelsLast: l.layout !== 'nchw', skip: l.classTokens } })),
+  );
   const { session, device } = await openSession(reduced, { device: opts.device, threads: opts.threads, log: opts.log });
   try {
     const batchSize = fixedBatch(session) ?? opts.batchSize ?? 32;

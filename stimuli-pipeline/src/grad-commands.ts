@@ -4,6 +4,7 @@ import { join } from 'node:path';
 import { intOption, LegibleError, parseCommandArgs, UsageError, type Command, type ModelInput } from '@legible/studies';
 import type { Device } from './runtime.ts';
 import type { FeatureObjective } from './fv/visualize.ts';
+import { checkModelLayers, LAYOUTS, type Layout } from './layout.ts';
 
 const numbers = (v: string, name: string) => {
   const xs = v.split(',').map((s) => Number(s.trim()));
@@ -35,6 +36,8 @@ export const visualize: Command = {
     '  --method maco|pixel MACO (Fourier phase, magnitude fixed) or the plain pixel baseline',
     '  --image-size N      side of the optimised image (default: the input size)',
     '  --device D          auto (default), cpu, webgpu or cuda',
+    '  --layout L          nchw, nhwc or tokens, where `legible layers` shows the tensor\'s layout as ?',
+    '  --class-token yes|no  with --layout tokens: whether the first token is a class token (left out of the mean)',
   ].join('\n'),
   async run(argv) {
     const { values, positionals } = parseCommandArgs(
@@ -56,6 +59,8 @@ export const visualize: Command = {
         method: { type: 'string' },
         'image-size': { type: 'string' },
         device: { type: 'string' },
+        layout: { type: 'string' },
+        'class-token': { type: 'string' },
       },
       { min: 0, max: 1 },
     );
@@ -64,11 +69,22 @@ export const visualize: Command = {
     if (!values.channel?.length && !values.directions) throw new UsageError('give --channel N (repeatable) or --directions FILE');
     let input: ModelInput = { size: 224, channels: 'rgb', range: 1, mean: [0.485, 0.456, 0.406], std: [0.229, 0.224, 0.225] };
     let modelPath = positionals[0];
+    let declared: { layout?: Layout; class_token?: boolean } = {};
     if (values.study) {
       const { loadStudy } = await import('@legible/studies');
       const loaded = loadStudy(values.study);
       input = loaded.study.model.input;
       modelPath ??= loaded.paths.model;
+      const layer = loaded.study.model.layers.find((l) => l.tensor === values.tensor);
+      if (layer) declared = { layout: layer.layout, class_token: layer.class_token };
+    }
+    if (values.layout !== undefined) {
+      if (!LAYOUTS.includes(values.layout as Layout)) throw new UsageError(`--layout expects ${LAYOUTS.join(', ')}, got "${values.layout}"`);
+      declared = { ...declared, layout: values.layout as Layout };
+    }
+    if (values['class-token'] !== undefined) {
+      if (values['class-token'] !== 'yes' && values['class-token'] !== 'no') throw new UsageError(`--class-token expects yes or no, got "${values['class-token']}"`);
+      declared = { ...declared, class_token: values['class-token'] === 'yes' };
     }
     if (!modelPath) throw new UsageError('give the model file, or --study');
     if (values.size) input = { ...input, size: intOption(values.size, 'size', 224) };
@@ -89,8 +105,21 @@ export const visualize: Command = {
     if (!DEVICES.includes(device)) throw new UsageError(`--device expects one of ${DEVICES.join(', ')}, got "${values.device}"`);
 
     const tensor = values.tensor;
+    let bytes: Uint8Array;
+    try {
+      bytes = readFileSync(modelPath);
+    } catch (e) {
+      throw new LegibleError(`cannot read ${modelPath}: ${(e as NodeJS.ErrnoException).code === 'ENOENT' ? 'file not found' : (e as Error).message}`);
+    }
+    // The tensor's layout: which axis holds the channels, which tokens are class tokens.
+    const checked = await checkModelLayers(bytes, [{ name: 'layer', tensor, ...declared }]);
+    if (checked.problems.length) {
+      throw new LegibleError(`--tensor ${tensor}: ${checked.problems.map((p) => p.message).join('; ')}${checked.problems.some((p) => p.field !== 'tensor') ? ' (--layout nchw|nhwc|tokens, --class-token yes|no)' : ''}`);
+    }
+    const resolved = checked.layers[0];
+    const layout = { channelsLast: resolved.layout !== 'nchw', skip: resolved.classTokens };
     const objectives: { name: string; objective: FeatureObjective }[] = [];
-    for (const c of values.channel ?? []) objectives.push({ name: `channel${intOption(c, 'channel', 0)}`, objective: { tensor, channel: intOption(c, 'channel', 0) } });
+    for (const c of values.channel ?? []) objectives.push({ name: `channel${intOption(c, 'channel', 0)}`, objective: { tensor, channel: intOption(c, 'channel', 0), layout } });
     if (values.directions) {
       let parsed: unknown;
       try {
@@ -101,14 +130,8 @@ export const visualize: Command = {
       const list = Array.isArray(parsed) && Array.isArray(parsed[0]) ? parsed : [parsed];
       list.forEach((d, i) => {
         if (!Array.isArray(d) || d.some((v) => typeof v !== 'number')) throw new LegibleError(`--directions: entry ${i} is not an array of numbers`);
-        objectives.push({ name: `direction${i}`, objective: { tensor, direction: Float32Array.from(d as number[]) } });
+        objectives.push({ name: `direction${i}`, objective: { tensor, direction: Float32Array.from(d as number[]), layout } });
       });
-    }
-    let bytes: Uint8Array;
-    try {
-      bytes = readFileSync(modelPath);
-    } catch (e) {
-      throw new LegibleError(`cannot read ${modelPath}: ${(e as NodeJS.ErrnoException).code === 'ENOENT' ? 'file not found' : (e as Error).message}`);
     }
     const { visualizeFeatures } = await import('./fv/visualize.ts');
     const imageSize = values['image-size'] ? intOption(values['image-size'], 'image-size', 0) : undefined;

@@ -7,6 +7,7 @@ import sharp from 'sharp';
 import { inputSize, LegibleError, type Layer, type ModelInput } from '@legible/studies';
 import type { ImageEntry } from './dataset.ts';
 import { concat } from './extract.ts';
+import { modelLayers, spatialMeans } from './layout.ts';
 import { addTaps } from './onnx/taps.ts';
 import { channelCount, decodeForModel, normalise } from './preprocess.ts';
 import { progress } from './progress.ts';
@@ -47,6 +48,7 @@ export async function patchActivations(opts: {
   const [height, width] = inputSize(opts.input);
   const channels = channelCount(opts.input);
   const grid = patchGrid(height, width, opts.patch);
+  const resolved = await modelLayers(opts.model, opts.layers);
   const { session } = await openSession(addTaps(opts.model, opts.layers.map((l) => l.tensor)), { device: opts.device });
   const ort = await import('onnxruntime-node');
   const plane = channels * height * width;
@@ -76,20 +78,10 @@ export async function patchActivations(opts: {
       const data = new Float32Array(patches.length * plane);
       patches.forEach((p, i) => normalise(p, opts.input, data, i * plane));
       const out = await session.run({ [session.inputNames[0]]: new ort.Tensor('float32', data, [patches.length, channels, height, width]) }, opts.layers.map((l) => l.tensor));
-      opts.layers.forEach((l, li) => {
-        const t = out[l.tensor] as Tensor;
-        const dims = t.dims.map(Number);
-        const c = dims[1];
-        const spatial = dims.slice(2).reduce((x, y) => x * y, 1);
-        const values = t.data as Float32Array;
-        const rows = new Float32Array(patches.length * c);
-        for (let i = 0; i < patches.length * c; i++) {
-          let s = 0;
-          for (let p = 0; p < spatial; p++) s += values[i * spatial + p];
-          rows[i] = s / spatial;
-        }
-        collected[li].push(rows);
-        layerChannels[li] = c;
+      resolved.forEach((l, li) => {
+        // Each patch's activation averaged over its positions, on the layer's channel axis.
+        collected[li].push(spatialMeans((out[l.tensor] as Tensor).data as Float32Array, patches.length, l));
+        layerChannels[li] = l.channels;
       });
       bar.tick(patches.length);
     }

@@ -14,7 +14,8 @@ import sharp from 'sharp';
 import { seedFrom, type Study } from '@legible/studies';
 import { featureId, type FeatureColumn } from './exemplars.ts';
 import type { FeatureSet } from './features.ts';
-import { visualizeFeatures, type FeatureObjective } from './fv/visualize.ts';
+import { visualizeFeatures, type FeatureObjective, type ObjectiveLayout } from './fv/visualize.ts';
+import { modelLayers } from './layout.ts';
 import type { Device } from './runtime.ts';
 
 export const VISUALIZATION_FOLDER = 'fv';
@@ -42,9 +43,12 @@ export async function visualReferences(
   const settings = { steps: 256, method: 'maco' as const, batch: 8, ...study.references.visualization };
   const perSide = study.references.per_side;
   const tensorOf = new Map(study.model.layers.map((l) => [l.name, l.tensor]));
+  // The objective averages over the layer's own position axes (class tokens left out).
+  const layoutOf = new Map((await modelLayers(model, study.model.layers)).map((l): [string, ObjectiveLayout] => [l.name, { channelsLast: l.layout !== 'nchw', skip: l.classTokens }]));
   const objectives: FeatureObjective[] = [];
   for (const col of features) {
     const tensor = tensorOf.get(col.layer)!;
+    const layout = layoutOf.get(col.layer);
     let w: Float32Array;
     if (col.basis === 'channels') {
       const channels = fs.layers.find((l) => l.name === col.layer)!.channels;
@@ -55,8 +59,8 @@ export async function visualReferences(
       w = dict.directions.slice(col.index * dict.channels, (col.index + 1) * dict.channels);
     }
     const negated = w.map((v) => -v);
-    for (let i = 0; i < perSide; i++) objectives.push({ tensor, direction: w });
-    for (let i = 0; i < perSide; i++) objectives.push({ tensor, direction: negated });
+    for (let i = 0; i < perSide; i++) objectives.push({ tensor, direction: w, layout });
+    for (let i = 0; i < perSide; i++) objectives.push({ tensor, direction: negated, layout });
   }
   const run = (method: 'maco' | 'pixel', objs: FeatureObjective[], seed: number) =>
     visualizeFeatures(model, study.model.input, objs, { steps: settings.steps, method, batch: settings.batch, seed, device: opts.device, log: opts.log });

@@ -150,6 +150,17 @@ describe('exemplars on constructed activations', () => {
     assert.ok(!tied.ok && tied.rejection.reason === 'references');
   });
 
+  it('rejects a feature that varies only by float32 round-off as constant (an SAE latent of EfficientNet-B0 in the zoo: 0.00446556 ± 1e-9)', () => {
+    // Its values are distinct, so ranks and gaps exist, and min_separation is relative to its range:
+    // without a floor it passed, with nine references that print identically.
+    const a = assessFeature(column(0, (i) => 0.00446556 + 1e-9 * ((i * 37) % 11)), ctx);
+    assert.ok(!a.ok, 'accepted');
+    assert.equal(a.rejection.reason, 'constant');
+    assert.match(a.rejection.message, /constant over the 150 reference images up to float32 round-off \(0\.00446556 to 0\.00446557: a range of [0-9.e-]+, below 1e-5 of its magnitude\)/);
+    // A small feature is not a constant one: values of 1e-9 scale that vary over their magnitude pass.
+    assert.ok(assessFeature(column(1, (i) => 1e-9 * sparse(i)), ctx).ok);
+  });
+
   it('rejects a feature whose two queries tie at the study\'s difficulty, and uses the same rule for practice', async () => {
     // Dense on the references; on the query split 0 except the three highest query rows.
     const topQueries = queryRows.slice(-3);

@@ -5,4 +5,4 @@ export * from './errors.ts';
 export * from './cli.ts';
 export * from './random.ts';
 export * from './names.ts';
-export { commands } from './commands.ts';
+export { commands, validateCommand, type StudyCheck } from './commands.ts';

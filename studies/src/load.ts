@@ -98,22 +98,32 @@ export function defaultStudiesDir(): string {
   return resolve(dirname(new URL(import.meta.url).pathname), '..');
 }
 
+/**
+ * A problem at `path` in study text (e.g. ['model', 'layers', 1, 'tensor']), with its line and column:
+ * of the value there, or of the nearest parent present when the field is absent. For checks outside
+ * this package (the model's tensors) that report into the study file.
+ */
+export function problemAt(text: string, path: (string | number)[], message: string): StudyProblem {
+  return { path: formatPath(path), ...locate(text, path), message };
+}
+
+function locate(text: string, path: (string | number)[]): { line: number; column: number } {
+  const lines = new LineCounter();
+  const doc = parseDocument(text, { lineCounter: lines });
+  const node = nodeAt(doc, path).node;
+  const pos = lines.linePos(node?.range?.[0] ?? 0);
+  return { line: pos.line, column: pos.col };
+}
+
 function checkFiles(loaded: LoadedStudy, text: string): StudyProblem[] {
   const problems: StudyProblem[] = [];
-  const locate = (path: (string | number)[]) => {
-    const lines = new LineCounter();
-    const doc = parseDocument(text, { lineCounter: lines });
-    const node = nodeAt(doc, path).node;
-    const pos = lines.linePos(node?.range?.[0] ?? 0);
-    return { line: pos.line, column: pos.col };
-  };
   if (!existsSync(loaded.paths.model)) {
-    problems.push({ path: 'model.onnx', ...locate(['model', 'onnx']), message: `file not found: ${loaded.paths.model} (paths are relative to the study file)` });
+    problems.push({ path: 'model.onnx', ...locate(text, ['model', 'onnx']), message: `file not found: ${loaded.paths.model} (paths are relative to the study file)` });
   }
   if (!existsSync(loaded.paths.images) && !loaded.study.dataset.generate) {
     problems.push({
       path: 'dataset.images',
-      ...locate(['dataset', 'images']),
+      ...locate(text, ['dataset', 'images']),
       message: `folder not found: ${loaded.paths.images} (paths are relative to the study file)`,
     });
   }

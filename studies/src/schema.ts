@@ -18,6 +18,16 @@ export const Factor = z.enum(FACTORS);
 export const Layer = z.strictObject({
   name: name.describe('Short name used in the data and reports, e.g. "block2".'),
   tensor: z.string().min(1).describe('ONNX tensor to tap (list them with `legible layers model.onnx`).'),
+  layout: z
+    .enum(['nchw', 'nhwc', 'tokens'])
+    .optional()
+    .describe(
+      'Axes of the tensor: nchw [N, C, H, W] (or [N, C]), nhwc [N, H, W, C] (channels last), tokens [N, T, D] (a transformer\'s tokens; D is the channels). Default: inferred from the graph (`legible layers` shows it); required where the graph does not tell.',
+    ),
+  class_token: z
+    .boolean()
+    .optional()
+    .describe('With layout tokens: whether the first token is a class token, left out of spatial means, patches and visualization objectives. Default: inferred from the graph.'),
 });
 
 export const ModelInput = z

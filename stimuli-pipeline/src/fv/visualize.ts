@@ -23,7 +23,9 @@ import { DEFAULT_AUGMENTATION, sampleWarp, warpSampling, type Augmentation } fro
 import { DEFAULT_COLOUR_MATRIX } from './colour.ts';
 import { dftMatrices, normaliseMagnitude, powerLawMagnitude } from './fourier.ts';
 
-export type FeatureObjective = { tensor: string; channel: number } | { tensor: string; direction: Float32Array };
+/** Where the tensor keeps its channels (default nchw); `skip`: leading tokens (class tokens) left out of the mean. */
+export type ObjectiveLayout = { channelsLast: boolean; skip?: number };
+export type FeatureObjective = ({ tensor: string; channel: number } | { tensor: string; direction: Float32Array }) & { layout?: ObjectiveLayout };
 
 export interface VisualizeOptions {
   /** Optimisation steps (default 256). */
@@ -203,12 +205,19 @@ export async function visualizeFeatures(modelBytes: Uint8Array, input: ModelInpu
   const model = decodeModel(modelBytes);
   const composed = compose(model, input, method, H, W, h, w, C, opts);
   const tensors = [...new Set(objectives.map((o) => o.tensor))];
+  const layoutOf = new Map(tensors.map((t) => [t, objectives.find((o) => o.tensor === t)!.layout]));
+  for (const o of objectives) {
+    if (JSON.stringify(o.layout ?? null) !== JSON.stringify(layoutOf.get(o.tensor) ?? null)) throw new LegibleError(`objectives on "${o.tensor}" give different layouts`);
+  }
   const grad = await buildGradientModel(composed.model, {
     wrt: [composed.param, composed.image],
-    objective: tensors.map((tensor) => ({ tensor })),
+    objective: tensors.map((tensor) => ({ tensor, layout: layoutOf.get(tensor) })),
     outputs: [composed.image],
   });
-  const channelsOf = new Map(tensors.map((t) => [t, grad.meta.get(t)!.dims[1]]));
+  const channelsOf = new Map(tensors.map((t) => {
+    const dims = grad.meta.get(t)!.dims;
+    return [t, layoutOf.get(t)?.channelsLast && dims.length > 2 ? dims[dims.length - 1] : dims[1]];
+  }));
   const { session, device } = await openSession(encodeModel(grad.model), { device: opts.device, threads: opts.threads, log });
   const ort = await import('onnxruntime-node');
 

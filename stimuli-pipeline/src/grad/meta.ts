@@ -6,6 +6,7 @@
 // of baking in a number.
 import { LegibleError } from '@legible/studies';
 import { describeValue } from '../onnx/graph.ts';
+import { inferShapes, type TensorShape } from '../onnx/shapes.ts';
 import { DataType, encodeModel, tensorToFloat32, type ModelProto, type TensorProto } from '../onnx/proto.ts';
 
 export interface TensorMeta {
@@ -139,4 +140,46 @@ export function tensorNumbers(t: TensorProto): number[] {
     return Array.from(t.double_data ?? []);
   }
   return Array.from(tensorToFloat32(t));
+}
+
+/**
+ * Shapes and element types of `names` from shape inference (onnx/shapes.ts), without running the
+ * model: a dimension that is a product of the batch symbol "N" and numbers is recorded as -1, with
+ * the sizes it takes at batch 2 and 3 in `runs`, as measureTensors would measure them. Null when any
+ * of `names` is not fully derived (an op the inference lacks, a size that depends on image values,
+ * another dynamic input dimension): the caller measures then.
+ */
+export function inferTensors(model: ModelProto, names: Iterable<string>, shapes: Map<string, TensorShape> = inferShapes(model)): MetaMap | null {
+  const meta = inferredTensors(model, shapes);
+  for (const name of names) if (!meta.has(name)) return null;
+  return meta;
+}
+
+/** Every tensor of the main graph whose type and shape inference derives fully (see inferTensors). */
+export function inferredTensors(model: ModelProto, shapes: Map<string, TensorShape> = inferShapes(model)): MetaMap {
+  const meta: MetaMap = new Map();
+  // As measured: two runs (batch 2 and 3) for every tensor where an input's batch is dynamic.
+  const inits = new Set((model.graph?.initializer ?? []).map((t) => t.name));
+  const dynamicBatch = (model.graph?.input ?? []).some((v) => !inits.has(v.name) && typeof shapes.get(v.name ?? '')?.shape?.[0] === 'string');
+  for (const [name, s] of shapes) {
+    if (!name || s.type === undefined || !s.shape) continue;
+    const at = (batch: number) => s.shape!.map((d) => (typeof d === 'number' ? d : batchProduct(d, batch)));
+    const runs = [at(2), at(3)];
+    if (runs.some((r) => r.some((d) => d === null))) continue;
+    const [two, three] = runs as number[][];
+    meta.set(name, { type: s.type, dims: two.map((d, i) => (d === three[i] ? d : -1)), runs: dynamicBatch && !inits.has(name) ? [two, three] : [two] });
+  }
+  return meta;
+}
+
+/** The value of a symbolic product of numbers and the batch "N" at batch `batch`; null for any other symbol. */
+function batchProduct(d: string | null, batch: number): number | null {
+  if (d === null) return null;
+  let v = 1;
+  for (const part of d.split('*')) {
+    if (part === 'N') v *= batch;
+    else if (/^-?\d+$/.test(part)) v *= Number(part);
+    else return null;
+  }
+  return v;
 }

@@ -18,8 +18,9 @@
 import { LegibleError } from '@legible/studies';
 import { irVersionFor, node, tensorInfo } from '../onnx/graph.ts';
 import { decodeModel, type ModelProto, type NodeProto, type TensorProto, type ValueInfoProto } from '../onnx/proto.ts';
+import { constantTensors } from '../onnx/constants.ts';
 import { Attrs, Emitter } from './emit.ts';
-import { isFloat, measureTensors, type MetaMap } from './meta.ts';
+import { inferredTensors, isFloat, measureTensors, type MetaMap } from './meta.ts';
 import { RULES, SUPPORTED_OPS } from './rules.ts';
 
 export type ObjectiveKind = 'mean-projection' | 'sum' | 'cotangent';
@@ -29,6 +30,8 @@ export interface Objective {
   tensor: string;
   /** Default mean-projection. */
   kind?: ObjectiveKind;
+  /** Mean-projection: channels on the last axis ([N, …positions, C]: nhwc, tokens) instead of axis 1, with `skip` leading positions on axis 1 (class tokens) left out of the mean. */
+  layout?: { channelsLast: boolean; skip?: number };
 }
 
 export interface GradientSpec {
@@ -70,23 +73,33 @@ const EMIT_OPSET = 17;
 /** A LegibleError (the command line prints its message) raised by the gradient builder. */
 export class GradientError extends LegibleError {}
 
+/**
+ * Every tensor's type and shape from shape inference, where it derives all of them (graph inputs,
+ * node outputs, initializers) and no input shape is given: no run of the model with every tensor
+ * tapped (minutes on VGG-16 at 224 px). Null otherwise: measured then.
+ */
+function inferredMeta(model: ModelProto, inputShapes?: Record<string, readonly number[]>): MetaMap | null {
+  if (inputShapes && Object.keys(inputShapes).length) return null;
+  const meta = inferredTensors(model);
+  const g = model.graph!;
+  for (const v of g.input ?? []) if (v.name && !meta.has(v.name)) return null;
+  for (const n of g.node ?? []) for (const o of n.output ?? []) if (o && !meta.has(o)) return null;
+  return meta;
+}
+
 export async function buildGradientModel(input: ModelProto | Uint8Array, spec: GradientSpec): Promise<GradientModel> {
   const model = input instanceof Uint8Array ? decodeModel(input) : input;
   const g = model.graph;
   if (!g) throw new GradientError('the model has no graph');
   const opset = Number(model.opset_import?.find((o) => !o.domain)?.version ?? 1);
   if (opset < MIN_OPSET) throw new GradientError(`the model uses ONNX opset ${opset}; gradients need opset ${MIN_OPSET} or newer (re-export it, e.g. torch.onnx.export(..., opset_version=17))`);
-  const meta = spec.meta ?? (await measureTensors(model, spec.inputShapes));
+  const meta = spec.meta ?? inferredMeta(model, spec.inputShapes) ?? (await measureTensors(model, spec.inputShapes));
   const objectives = Array.isArray(spec.objective) ? (spec.objective as Objective[]) : [spec.objective as Objective];
   const nodes = g.node ?? [];
   const initializers = new Map((g.initializer ?? []).map((t) => [t.name!, t]));
-  const constants = new Map<string, TensorProto>(initializers);
-  for (const n of nodes) {
-    if (n.op_type === 'Constant' && n.output?.[0]) {
-      const value = n.attribute?.find((a) => a.name === 'value')?.t;
-      if (value) constants.set(n.output[0], value);
-    }
-  }
+  // Values of initializers, Constant nodes and Identity copies of them (torch.onnx reads identical
+  // initializers through Identity nodes), for rules that need a constant (Pad's pads, …).
+  const constants = constantTensors(g).values;
   const known = (t: string) => meta.has(t);
   for (const t of [...spec.wrt, ...objectives.map((o) => o.tensor), ...(spec.outputs ?? [])]) {
     if (!known(t)) throw new GradientError(`the model has no tensor "${t}"`);
@@ -136,11 +149,26 @@ export async function buildGradientModel(input: ModelProto | Uint8Array, spec: G
     if (kind === 'mean-projection') {
       const rank = e.rank(t);
       if (rank < 2) throw new GradientError(`objective tensor "${t}" has rank ${rank}; a mean-projection needs [N, C, …]`);
-      const channels = e.fixed(t, 1, 'a mean-projection objective');
+      const last = (o.layout?.channelsLast ?? false) && rank > 2;
+      const channels = e.fixed(t, last ? rank - 1 : 1, 'a mean-projection objective');
       const w = `objective_weights${suffix}`;
       const batch = meta.get(t)!.dims[0];
       extraInputs.push(tensorInfo(w, type, [batch >= 0 ? batch : 'N', channels]));
       objectiveInputs.push(w);
+      if (last) {
+        // Σ_p,c x[n, p, c] · w[n, c] · m[p], m = 1/positions, 0 on the skipped (class) tokens.
+        const axes = Array.from({ length: rank - 2 }, (_, k) => k + 1);
+        const grid = axes.map((ax) => e.fixed(t, ax, 'a mean-projection objective'));
+        const skip = o.layout?.skip ?? 0;
+        const per = grid.slice(1).reduce((p, d) => p * d, 1);
+        const positions = grid.reduce((p, d) => p * d, 1) - skip * per;
+        const mask = Float32Array.from({ length: grid[0] * per }, (_, i) => (Math.floor(i / per) < skip ? 0 : 1 / positions));
+        const weights = e.mul(e.unsqueeze(w, axes), e.floats(mask, [1, ...grid, 1], type, 'objective_mask'));
+        const projected = e.reduceSum(e.mul(t, weights), [...axes, rank - 1], false);
+        values.push(perItem ? projected : e.sumAll(projected));
+        if (depends.has(t)) contribute(t, e.expand(weights, e.shape(t)));
+        return;
+      }
       const spatial = Array.from({ length: rank - 2 }, (_, k) => k + 2);
       const positions = spatial.reduce((p, ax) => p * e.fixed(t, ax, 'a mean-projection objective'), 1);
       const mean = spatial.length ? e.scale(e.reduceSum(t, spatial, false), 1 / positions, t) : t;

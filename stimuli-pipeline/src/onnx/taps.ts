@@ -1,8 +1,9 @@
 // Taps: expose intermediate tensors of an ONNX model as extra graph outputs, so that one
 // onnxruntime run returns the model's outputs and every tapped layer together.
 import { LegibleError, nearestNames } from '@legible/studies';
-import { describeValue, type Dim } from './graph.ts';
-import { dataTypeName, decodeModel, encodeModel, type ModelProto, type ValueInfoProto } from './proto.ts';
+import { constantTensors } from './constants.ts';
+import { attr, describeValue, type Dim } from './graph.ts';
+import { dataTypeName, decodeModel, encodeModel, int64Tensor, type ModelProto, type NodeProto, type ValueInfoProto } from './proto.ts';
 
 export interface TensorEntry {
   name: string;
@@ -36,12 +37,8 @@ export function listTensors(model: ModelProto): TensorEntry[] {
   const initializers = new Map((g.initializer ?? []).map((t) => [t.name ?? '', t]));
   const seen = new Set<string>();
   const out: TensorEntry[] = [];
-  // Constants: initializers, and outputs of nodes whose inputs are all constants (or Constant nodes).
-  const constants = new Set(initializers.keys());
-  for (const n of g.node ?? []) {
-    const inputs = (n.input ?? []).filter((i) => i !== '');
-    if (n.op_type === 'Constant' || (inputs.length > 0 && inputs.every((i) => constants.has(i)))) for (const o of n.output ?? []) constants.add(o);
-  }
+  // Constants: initializers, and what nodes compute from them alone (onnx/constants.ts).
+  const constants = constantTensors(g).names;
   const add = (name: string, kind: TensorEntry['kind'], op: string, node: string) => {
     if (!name || seen.has(name)) return;
     seen.add(name);
@@ -114,22 +111,49 @@ export function addTaps(modelBytes: Uint8Array, tensorNames: readonly string[]):
 /** Names of the reduced outputs that addReducedTaps adds for a tapped tensor. */
 export const reducedName = (tensor: string, how: 'mean' | 'max') => `legible.${how}(${tensor})`;
 
+/** Where a tapped tensor keeps its channels: nchw [N, C, …]; channels last [N, …, C] (nhwc, tokens), with `skip` leading positions (class tokens) left out. */
+export interface TapLayout {
+  channelsLast: boolean;
+  skip?: number;
+}
+
 /**
  * Model bytes → model bytes whose only outputs are, for each tapped tensor, its spatial mean and its
  * spatial max per channel ([N, C]), computed in the graph (GlobalAveragePool / GlobalMaxPool, then
- * Flatten). Much less data leaves onnxruntime than with the raw feature maps. `rank` is each
- * tensor's rank; a rank-2 tensor ([N, C]) is its own mean and max.
+ * Flatten, for nchw; ReduceMean / ReduceMax over the position axes, after slicing off class tokens,
+ * for channels-last layouts). Much less data leaves onnxruntime than with the raw feature maps.
+ * `rank` is each tensor's rank; a rank-2 tensor ([N, C]) is its own mean and max.
  */
-export function addReducedTaps(modelBytes: Uint8Array, taps: readonly { tensor: string; rank: number }[]): Uint8Array {
+export function addReducedTaps(modelBytes: Uint8Array, taps: readonly { tensor: string; rank: number; layout?: TapLayout }[]): Uint8Array {
   const tapped = addTapsToModel(decodeModel(modelBytes), taps.map((t) => t.tensor));
   const graph = tapped.graph!;
   const nodes = [...(graph.node ?? [])];
+  const initializers = [...(graph.initializer ?? [])];
+  const opset = Number((tapped.opset_import ?? []).find((o) => !o.domain)?.version ?? 13);
   const outputs: ValueInfoProto[] = [];
-  for (const [i, { tensor, rank }] of taps.entries()) {
+  for (const [i, { tensor, rank, layout }] of taps.entries()) {
     for (const how of ['mean', 'max'] as const) {
       const out = reducedName(tensor, how);
       if (rank === 2) {
         nodes.push({ op_type: 'Identity', input: [tensor], output: [out], name: `legible_tap${i}_${how}` });
+      } else if (layout?.channelsLast) {
+        let x = tensor;
+        if (layout.skip) {
+          // Drop the class tokens: x[:, skip:].
+          const name = (what: string) => `legible_tap${i}_${how}_${what}`;
+          initializers.push(int64Tensor(name('starts'), [1], [layout.skip]), int64Tensor(name('ends'), [1], [2 ** 53 - 1]), int64Tensor(name('axes'), [1], [1]));
+          nodes.push({ op_type: 'Slice', input: [tensor, name('starts'), name('ends'), name('axes')], output: [name('sliced')], name: name('slice') });
+          x = name('sliced');
+        }
+        const axes = Array.from({ length: rank - 2 }, (_, k) => k + 1);
+        const op = how === 'mean' ? 'ReduceMean' : 'ReduceMax';
+        const reduce: NodeProto = { op_type: op, input: [x], output: [out], name: `legible_tap${i}_${how}_reduce`, attribute: [attr.int('keepdims', 0)] };
+        // Opset 18 moved the axes of ReduceMean/ReduceMax from an attribute to an input.
+        if (opset >= 18) {
+          initializers.push(int64Tensor(`legible_tap${i}_${how}_axes`, [axes.length], axes));
+          reduce.input!.push(`legible_tap${i}_${how}_axes`);
+        } else reduce.attribute!.push(attr.ints('axes', axes));
+        nodes.push(reduce);
       } else {
         const pooled = `${out}.pooled`;
         nodes.push({ op_type: how === 'mean' ? 'GlobalAveragePool' : 'GlobalMaxPool', input: [tensor], output: [pooled], name: `legible_tap${i}_${how}_pool` });
@@ -138,5 +162,5 @@ export function addReducedTaps(modelBytes: Uint8Array, taps: readonly { tensor: 
       outputs.push({ name: out });
     }
   }
-  return encodeModel({ ...tapped, graph: { ...graph, node: nodes, output: outputs } });
+  return encodeModel({ ...tapped, graph: { ...graph, node: nodes, initializer: initializers, output: outputs } });
 }
