@@ -8,7 +8,7 @@
 // `features.min_separation` × the feature's range over the reference split. A feature that fails is
 // rejected, with the reason and the numbers. Images with equal activations are ordered by a seeded
 // random draw (per study seed and feature), never by file name; byte-identical files count once.
-import { LegibleError, rng, seedFrom, type BasisKind, type ManifestTrial, type ReferenceKind, type Study } from '@legible/studies';
+import { LegibleError, mix32, rng, seedFrom, type BasisKind, type ManifestTrial, type ReferenceKind, type Study } from '@legible/studies';
 import { NMF_ZERO } from './nmf.ts';
 
 /** One feature's activation over every image row. */
@@ -78,15 +78,8 @@ export function rankContext(study: Study, ids: string[], refRows: number[], quer
   return { study, ids, refRows, queryRows, keys, keys2, content };
 }
 
-/** murmur3's finaliser: a 32-bit mix, so that one key per image gives an unrelated order per feature. */
-function mix(h: number): number {
-  h ^= h >>> 16;
-  h = Math.imul(h, 0x85ebca6b);
-  h ^= h >>> 13;
-  h = Math.imul(h, 0xc2b2ae35);
-  h ^= h >>> 16;
-  return h >>> 0;
-}
+/** One key per image, mixed with a per-feature salt: an unrelated order per feature. */
+const mix = mix32;
 
 /** Rows sorted by activation, highest first; equal activations in a seeded random order (`salt`: per feature). */
 function rank(values: Float32Array, rows: number[], salt: number, ctx: RankContext): number[] {

@@ -9,6 +9,11 @@ export function seedFrom(...parts: (string | number)[]): number {
     h ^= ch.codePointAt(0)!;
     h = Math.imul(h, 0x01000193);
   }
+  return mix32(h);
+}
+
+/** murmur3's 32-bit finaliser (avalanche): nearby inputs give unrelated outputs. */
+export function mix32(h: number): number {
   h ^= h >>> 16;
   h = Math.imul(h, 0x85ebca6b);
   h ^= h >>> 13;
