@@ -130,6 +130,19 @@ function build(opts: AppOptions): { app: Express; fast: (req: IncomingMessage, r
     next();
   });
 
+  // Health check for a container runtime, systemd or a load balancer (docs/deploy.md): outside
+  // /api, so no rate limit applies; 503 when the database no longer answers.
+  app.get('/healthz', (_req, res) => {
+    res.set('Cache-Control', 'no-store');
+    try {
+      db.sqlite.prepare('SELECT 1').get();
+    } catch (e) {
+      res.status(503).json({ status: 'error', error: `the database does not answer: ${(e as Error).message}` });
+      return;
+    }
+    res.json({ status: 'ok', studies: registry.ids().length });
+  });
+
   // ─── Rate limits (express-rate-limit, in memory): 429 with Retry-After and a JSON error ──
   const limiter = (name: string, windowMs: number, limit: number, extra: Partial<RateLimitOptions> = {}): RequestHandler => {
     if (limit <= 0) return (_req, _res, next) => next();

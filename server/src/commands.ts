@@ -13,7 +13,7 @@ const DB_HELP = '  --db FILE       the database file (env LEGIBLE_DB; default ./
 export const serve: Command = {
   name: 'serve',
   summary: 'Run the study server: participant pages, sessions, exactly-once trial records',
-  usage: '[--port P] [--host H] [--db FILE] [--studies DIR] [--study ID ...] [--client DIR] [--trust-proxy V] [--log-ip] [--log-file FILE] [--watch MS] [--limit-ip N] [--limit-session N]',
+  usage: '[--port P] [--host H] [--db FILE] [--studies DIR] [--study ID ...] [--client DIR] [--trust-proxy V] [--public-url URL] [--log-ip] [--log-file FILE] [--watch MS] [--limit-ip N] [--limit-session N]',
   help: [
     'Options:',
     '  --port P        port to listen on (env PORT; default 3000; 0 picks a free one)',
@@ -24,6 +24,8 @@ export const serve: Command = {
     '  --client DIR    the built participant client (default: client/dist)',
     '  --trust-proxy V behind a reverse proxy: Express\'s "trust proxy" (e.g. loopback, or 1 for one hop;',
     '                  env TRUST_PROXY), so that rate limits see the participants\' addresses',
+    '  --public-url URL  the HTTPS address participants reach (env PUBLIC_URL; e.g. https://study.lab.org),',
+    '                  used in the links printed at start-up, the one for Prolific included',
     '  --log-ip        write client addresses into the request log (default: no IPs in the logs)',
     '  --log-file FILE append every log line, one per request included, to FILE as JSON (env LOG_FILE)',
     '  --watch MS      look for new and changed study folders every MS milliseconds (default 2000; 0: never)',
@@ -53,6 +55,7 @@ export const serve: Command = {
         study: { type: 'string', multiple: true },
         client: { type: 'string' },
         'trust-proxy': { type: 'string' },
+        'public-url': { type: 'string' },
         'log-ip': { type: 'boolean' },
         'log-file': { type: 'string' },
         watch: { type: 'string' },
@@ -69,7 +72,8 @@ export const serve: Command = {
       if (n < 0) throw new UsageError(`--${name} expects a whole number ≥ 0 (0 turns the limit off), got ${n}`);
       return n;
     };
-    const trust = values['trust-proxy'] ?? process.env.TRUST_PROXY;
+    const trust = values['trust-proxy'] ?? (process.env.TRUST_PROXY || undefined);
+    const publicUrl = parsePublicUrl(values['public-url'] ?? (process.env.PUBLIC_URL || undefined));
     const logging = createServerLog({ file: values['log-file'] });
     const { log } = logging;
     const running = await startServer({
@@ -95,18 +99,45 @@ export const serve: Command = {
       },
     });
     // Loopback and every-interface addresses are shown as localhost, the address a browser on this machine uses.
-    const shown = ['127.0.0.1', '0.0.0.0', '::'].includes(running.host) ? `http://localhost:${running.port}` : running.url;
-    console.log(`legible: serving on ${shown} (database ${running.db.file})`);
+    const local = ['127.0.0.1', '0.0.0.0', '::'].includes(running.host) ? `http://localhost:${running.port}` : running.url;
+    const shown = publicUrl ?? local;
+    console.log(publicUrl ? `legible: serving on ${publicUrl} (listening on ${local}, database ${running.db.file})` : `legible: serving on ${local} (database ${running.db.file})`);
+    if (trust !== undefined && trust !== 'false') console.log(`  trusting X-Forwarded-For from ${trust} (--trust-proxy): rate limits and --log-ip see the forwarded client address`);
+    let prolific = false;
     for (const id of running.registry.ids()) {
       const { study } = running.registry.get(id)!;
       console.log(`  ${study.mode.padEnd(7)} ${shown}/?study=${encodeURIComponent(id)}   ${study.title}`);
+      if (study.recruitment.platform !== 'prolific') continue;
+      prolific = true;
+      // Prolific replaces these placeholders with the participant's ids (Study URL, "URL parameters").
+      console.log(`          Prolific study URL: ${shown}/?study=${encodeURIComponent(id)}&${PROLIFIC_PARAMS}`);
     }
+    if (prolific && !publicUrl) console.log('  give participants the HTTPS address of the reverse proxy: set --public-url (env PUBLIC_URL) so that the links above show it (docs/deploy.md)');
     if (logging.file) console.log(`  every request is logged to ${logging.file}`);
     await running.closed;
     logging.flush();
     return 0;
   },
 };
+
+/** The query string Prolific fills in: its placeholders for the participant, study and submission ids. */
+export const PROLIFIC_PARAMS = 'PROLIFIC_PID={{%PROLIFIC_PID%}}&STUDY_ID={{%STUDY_ID%}}&SESSION_ID={{%SESSION_ID%}}';
+
+/** --public-url: an http(s) origin (the client calls /api and /stimuli at the root of its host). */
+function parsePublicUrl(value: string | undefined): string | undefined {
+  if (value === undefined) return undefined;
+  let url: URL;
+  try {
+    url = new URL(value);
+  } catch {
+    throw new UsageError(`--public-url expects an http:// or https:// URL, e.g. https://study.lab.org, got "${value}"`);
+  }
+  if (url.protocol !== 'https:' && url.protocol !== 'http:') throw new UsageError(`--public-url expects an http:// or https:// URL, e.g. https://study.lab.org, got "${value}"`);
+  if (url.pathname !== '/' || url.search || url.hash || url.username || url.password) {
+    throw new UsageError(`--public-url must be the address of the host alone (${url.origin}), got "${value}": legible is served at the root of its host name, so give it its own (sub)domain, e.g. https://study.lab.org`);
+  }
+  return url.origin;
+}
 
 export const adminToken: Command = {
   name: 'admin-token',
