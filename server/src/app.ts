@@ -151,8 +151,10 @@ function build(opts: AppOptions): { app: Express; fast: (req: IncomingMessage, r
       limit,
       standardHeaders: false,
       legacyHeaders: false,
-      // No X-Forwarded-For warnings for requests that carry one while trust proxy is off.
-      validate: { xForwardedForHeader: false },
+      // No X-Forwarded-For warnings for requests that carry one while trust proxy is off. Its
+      // trust-proxy check reads req.app, which the fast path's requests lack (a TypeError on the
+      // first answer otherwise); docs/deploy.md says to give a hop count or address, never true.
+      validate: { xForwardedForHeader: false, trustProxy: false },
       // Written with node:http calls only, so that it also answers for the fast path.
       handler: (req, res) => {
         const reset = (req as Request & { rateLimit?: { resetTime?: Date } }).rateLimit?.resetTime;

@@ -1,8 +1,9 @@
-// The server's commands: `legible serve`, `legible admin-token`, `legible backup`, `legible withdraw`.
+// The server's commands: `legible serve`, `legible admin-token`, `legible backup`, `legible restore`, `legible withdraw`.
 import { existsSync } from 'node:fs';
+import { resolve } from 'node:path';
 import { defaultStudiesDir, intOption, LegibleError, parseCommandArgs, UsageError, type Command } from '@legible/studies';
 import { DEFAULT_RATE_LIMITS, startServer } from './app.ts';
-import { backupDatabase } from './backup.ts';
+import { backupDatabase, backupToDir, restoreDatabase } from './backup.ts';
 import { openDatabase } from './db.ts';
 import { createServerLog } from './logging.ts';
 
@@ -206,22 +207,32 @@ export const adminToken: Command = {
 export const backup: Command = {
   name: 'backup',
   summary: 'Copy the database while the server runs (SQLite online backup), checked before it is kept',
-  usage: '--db FILE --out FILE [--force]',
+  usage: '--db FILE (--out FILE [--force] | --dir DIR [--keep N])',
   help: [
     'Options:',
     DB_HELP,
     '  --out FILE      where the copy goes (a single self-contained SQLite file)',
     '  --force         replace --out if it exists',
+    '  --dir DIR       instead of --out: write DIR/<database name>-<UTC time>.db (for a timer or cron)',
+    '  --keep N        with --dir: then delete this database\'s copies in DIR beyond the newest N',
     '',
     'Uses SQLite\'s backup API, not a file copy: the copy is consistent even while `legible serve`',
     'is writing, holds every answer committed before it started, and is integrity-checked before',
-    'it replaces --out. The backup is written to the audit log.',
+    'it replaces --out. The backup is written to the audit log. `legible restore` puts one back.',
   ].join('\n'),
   async run(argv) {
-    const { values } = parseCommandArgs(argv, { ...dbOption, out: { type: 'string' }, force: { type: 'boolean' } }, { min: 0, max: 0 });
-    if (!values.out) throw new UsageError('--out FILE is required');
+    const { values } = parseCommandArgs(
+      argv,
+      { ...dbOption, out: { type: 'string' }, force: { type: 'boolean' }, dir: { type: 'string' }, keep: { type: 'string' } },
+      { min: 0, max: 0 },
+    );
+    if ((values.out === undefined) === (values.dir === undefined)) throw new UsageError('give either --out FILE or --dir DIR');
+    if (values.keep !== undefined && values.dir === undefined) throw new UsageError('--keep goes with --dir');
+    if (values.force && values.dir !== undefined) throw new UsageError('--force goes with --out (--dir never replaces a file)');
+    const keep = values.keep === undefined ? undefined : intOption(values.keep, 'keep', 0);
+    if (keep !== undefined && keep < 1) throw new UsageError(`--keep expects a whole number ≥ 1, got ${keep}`);
     const source = dbFile(values.db);
-    const result = await backupDatabase(source, values.out, { overwrite: values.force ?? false });
+    const result = values.dir !== undefined ? await backupToDir(source, values.dir, { keep }) : await backupDatabase(source, values.out!, { overwrite: values.force ?? false });
     const db = openDatabase(source, { withoutSecret: true });
     try {
       db.audit({ actor: 'cli', action: 'backup', detail: { out: result.file, bytes: result.bytes, trials: result.rows.trials ?? 0 } });
@@ -230,6 +241,41 @@ export const backup: Command = {
     }
     const counts = ['sessions', 'trials', 'events'].map((t) => `${result.rows[t] ?? 0} ${t}`).join(', ');
     console.log(`backup of ${source} written to ${result.file}: ${(result.bytes / 1024).toFixed(0)} KiB, ${counts} (${result.ms} ms; integrity ok)`);
+    const removed: string[] = 'removed' in result ? (result.removed as string[]) : [];
+    if (removed.length) console.log(`removed ${removed.length} older backup${removed.length === 1 ? '' : 's'} (--keep ${keep}): ${removed.join(', ')}`);
+    return 0;
+  },
+};
+
+export const restore: Command = {
+  name: 'restore',
+  summary: 'Put a backup back in place of the database (with the server stopped); the replaced file is kept',
+  usage: '--from BACKUP --db FILE',
+  help: [
+    'Options:',
+    '  --from BACKUP   a file that `legible backup` wrote',
+    DB_HELP,
+    '',
+    'Stop the server first (systemctl stop legible, or docker compose stop legible): restore',
+    'refuses a database that another process has open. The backup is checked (a legible database,',
+    'integrity) before anything changes; the database it replaces is moved, not deleted, to',
+    'FILE.before-restore-<UTC time>. The restore is written to the audit log. Answers recorded after',
+    'the backup was made are not in it (they are in the file moved aside).',
+  ].join('\n'),
+  async run(argv) {
+    const { values } = parseCommandArgs(argv, { ...dbOption, from: { type: 'string' } }, { min: 0, max: 0 });
+    if (!values.from) throw new UsageError('--from BACKUP is required');
+    const file = dbFile(values.db);
+    const result = restoreDatabase(values.from, file);
+    const db = openDatabase(file, { withoutSecret: true });
+    try {
+      db.audit({ actor: 'cli', action: 'restore', detail: { from: values.from, trials: result.rows.trials ?? 0, aside: result.aside } });
+    } finally {
+      db.close();
+    }
+    const counts = ['sessions', 'trials', 'events'].map((t) => `${result.rows[t] ?? 0} ${t}`).join(', ');
+    console.log(`restored ${resolve(values.from)} to ${resolve(file)}: ${counts}`);
+    if (result.aside) console.log(`the database it replaced is kept as ${result.aside}`);
     return 0;
   },
 };
@@ -276,4 +322,4 @@ export const withdraw: Command = {
   },
 };
 
-export const commands: Command[] = [serve, adminToken, backup, withdraw];
+export const commands: Command[] = [serve, adminToken, backup, restore, withdraw];
