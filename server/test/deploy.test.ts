@@ -321,3 +321,16 @@ describe('systemd units (deploy/systemd)', () => {
     }
   });
 });
+
+describe('docs/deploy.md', () => {
+  test('every file it names exists, and its backup-file names are the ones legible backup --dir writes', () => {
+    const doc = read('docs/deploy.md');
+    const named = new Set([...doc.matchAll(/`((?:deploy|server|docs|stimuli-pipeline)\/[\w./-]+\.(?:yaml|ts|md|service|timer|example)|Dockerfile|deploy\/Caddyfile|\.ci\/run)`/g)].map((m) => m[1]));
+    assert.ok(named.size >= 8, [...named].join(', '));
+    for (const f of named) assert.ok(existsSync(join(repo, f)), `docs/deploy.md names ${f}, which does not exist`);
+    for (const m of doc.matchAll(/legible-(\d{8}T\d+Z)\.db/g)) assert.match(m[1], /^\d{8}T\d{9}Z$/, `backup name ${m[0]} as --dir writes it`);
+    // The start-up lines it shows are the ones serve prints (server/test/proxy.test.ts checks those).
+    assert.ok(doc.includes('Prolific study URL: https://study.lab.org/?study=my-study&PROLIFIC_PID={{%PROLIFIC_PID%}}&STUDY_ID={{%STUDY_ID%}}&SESSION_ID={{%SESSION_ID%}}'));
+    assert.match(doc, /legible: serving on https:\/\/study\.lab\.org \(listening on http:\/\/localhost:3000, database \/data\/legible\.db\)/);
+  });
+});
