@@ -175,6 +175,8 @@ describe('docker compose with Caddy (deploy/compose.yaml, deploy/Caddyfile)', ()
     assert.ok((caddy.volumes as string[]).includes('./Caddyfile:/etc/caddy/Caddyfile:ro'));
     assert.equal(caddy.depends_on.legible.condition, 'service_healthy');
     const backup = compose.services.backup;
+    assert.deepEqual(backup.build, legible.build, 'the backup service builds the same image (nothing to pull)');
+    assert.equal(backup.image, legible.image);
     assert.ok((backup.volumes as string[]).includes('legible-data:/data'));
     assert.match(backup.entrypoint.join(' '), new RegExp(`backup --db ${env.LEGIBLE_DB} --dir /backups --keep \\d+`));
     const example = read('deploy/env.example');
