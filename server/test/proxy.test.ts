@@ -86,6 +86,31 @@ describe('behind a reverse proxy', () => {
     }
   });
 
+  test('an answer as the first API request after a restart (the fast path) prints nothing to stderr: the rate limiter does not look for Express on a plain request', async () => {
+    const fx = makeFixture();
+    const errors: unknown[][] = [];
+    const original = console.error;
+    console.error = (...args: unknown[]) => void errors.push(args);
+    try {
+      for (const trust of [undefined, 1] as const) {
+        // A session from before a restart: after it, the server's first API request is an answer.
+        const before = await serveBehind(fx, trust, {});
+        const s = (await call<CreateSessionResponse>(before.url, 'POST', '/api/sessions', { study: 'fixture', participant: `first-${String(trust)}` })).body;
+        await before.close();
+        const srv = await serveBehind(fx, trust, {});
+        try {
+          assert.equal((await call(srv.url, 'PUT', `/api/sessions/${s.session}/trials/0`, answer(0), bearer(s.token))).status, 200);
+        } finally {
+          await srv.close();
+        }
+      }
+    } finally {
+      console.error = original;
+      fx.cleanup();
+    }
+    assert.deepEqual(errors.map((a) => String(a[0]).split('\n')[0]), []);
+  });
+
   test('GET /healthz: 200 with the served studies while the database answers, never rate limited; 503 when the database is gone', async () => {
     const fx = makeFixture();
     const srv = await serveBehind(fx, undefined, { ipPerMinute: 1 });
@@ -125,7 +150,8 @@ function serveCli(args: string[], env: Record<string, string> = {}): { child: Ch
     child.stdout!.on('data', (chunk: Buffer) => {
       out += chunk.toString();
       const m = /(?:listening|serving) on (http:\/\/[^\s,]+)/.exec(out);
-      if (m && /Prolific|--public-url/.test(out)) resolve(m[1]);
+      // The start-up lines are complete with the Prolific line and, without a public URL, the hint after it.
+      if (m && /Prolific study URL/.test(out) && /serving on https|--public-url \(env PUBLIC_URL\)/.test(out)) resolve(m[1]);
     });
     child.stderr!.on('data', (c: Buffer) => (out += c.toString()));
     void exit.then((code) => reject(new Error(`serve exited (${code}) before listening:\n${out}`)));
