@@ -3,7 +3,7 @@
 // trials of the kept participants → accuracy per condition with bootstrap intervals, per-feature
 // accuracies, RT and confidence → the GLMM and its likelihood-ratio tests → Kruskal–Wallis with
 // Conover–Iman pairwise tests and permutation tests → power simulation → files and the report.
-import { existsSync, mkdirSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import { LegibleError, loadStudy, Rng, type LoadedStudy } from '@legible/studies';
 import { loadLegibleExport, type Dataset } from './dataset.ts';
@@ -31,6 +31,7 @@ import { friedman, holm, kruskalWallis, permutationTest, wilcoxonSignedRank, typ
 import type { Table } from './table.ts';
 import { writeReport } from './report/html.ts';
 import { csvCell } from './csv.ts';
+import { compareWithMachine, type MachineComparison, type MachineScore } from './stats/machine.ts';
 
 export interface AnalyzeOptions {
   /** A study id/file/folder (read from its database) or a trials file (.csv/.jsonl). */
@@ -131,6 +132,8 @@ export interface AnalysisResult {
   powerEffect: null | { kind: 'given' | 'study' | 'pilot' | 'post-hoc'; label: string };
   powerNote: string;
   boot: number;
+  /** Per-feature human accuracy against `legible predict`'s machine score (null where the manifest has none). */
+  machine?: MachineComparison | null;
   files: string[];
   notes: string[];
 }
@@ -241,6 +244,7 @@ export async function analyze(opts: AnalyzeOptions): Promise<AnalysisResult> {
   const cells = cellAccuracies(cellTrials, { boot, seed });
   const units = unitAccuracies(cellTrials);
   const responses = cellResponses(cellTrials);
+  const machine = loaded ? compareWithMachine(units, machineScores(loaded), { boot, seed }) : null;
 
   // ── GLMM ─────────────────────────────────────────────────────────────────────────────────
   const varying = factors.filter((f) => levels.get(f)!.length >= 2);
@@ -378,6 +382,7 @@ export async function analyze(opts: AnalyzeOptions): Promise<AnalysisResult> {
     powerEffect,
     powerNote,
     boot,
+    machine,
     files,
     notes,
   };
@@ -387,6 +392,16 @@ export async function analyze(opts: AnalyzeOptions): Promise<AnalysisResult> {
   if (opts.report ?? true) files.push(...(await writeReport(out, result, loaded)));
   writeFileSync(join(out, 'results.json'), `${JSON.stringify(result, jsonReplacer, 2)}\n`);
   return result;
+}
+
+/** The machine scores `legible predict` wrote into the study's manifest, by feature id. */
+function machineScores(loaded: LoadedStudy): Map<string, MachineScore> {
+  const file = join(loaded.paths.build, 'manifest.json');
+  const out = new Map<string, MachineScore>();
+  if (!existsSync(file)) return out;
+  const manifest = JSON.parse(readFileSync(file, 'utf8')) as { features?: { id: string; machine_score?: MachineScore }[] };
+  for (const f of manifest.features ?? []) if (f.machine_score) out.set(f.id, f.machine_score);
+  return out;
 }
 
 function jsonReplacer(key: string, value: unknown): unknown {
