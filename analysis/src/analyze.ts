@@ -132,6 +132,8 @@ export interface AnalysisResult {
   powerEffect: null | { kind: 'given' | 'study' | 'pilot' | 'post-hoc'; label: string };
   powerNote: string;
   boot: number;
+  /** The data are simulated participants of `legible pilot` (every row's `simulated` = 1). */
+  simulated?: boolean;
   /** Per-feature human accuracy against `legible predict`'s machine score (null where the manifest has none). */
   machine?: MachineComparison | null;
   files: string[];
@@ -151,7 +153,7 @@ export async function analyze(opts: AnalyzeOptions): Promise<AnalysisResult> {
   let data: Dataset;
   let loaded: LoadedStudy | null = null;
   // Columns the analysis needs beyond the usual ones: --by and the formula's variables.
-  const extra = [...(opts.by ?? [])];
+  const extra = [...(opts.by ?? []), 'simulated'];
   for (const text of [opts.formula, ...(opts.compare ?? [])]) {
     if (!text) continue;
     const f = parseFormula(text);
@@ -185,6 +187,16 @@ export async function analyze(opts: AnalyzeOptions): Promise<AnalysisResult> {
     }
   }
   const trials = data.trials;
+  // Simulated participants (legible pilot) are analysed apart from real ones, never together.
+  const simulatedCol = trials.column('simulated');
+  const simulatedRows = simulatedCol ? simulatedCol.filter((v) => v === '1' || v === 'true').length : 0;
+  if (simulatedRows > 0 && simulatedRows < trials.n) {
+    throw new LegibleError(
+      `${data.source}: ${simulatedRows} of ${trials.n} trials come from simulated participants (legible pilot, column simulated = 1) and the others from real ones: the two are never analysed together. Analyse each database's export on its own.`,
+    );
+  }
+  const simulated = simulatedRows > 0;
+  if (simulated) notes.push('SIMULATED DATA: every participant here is a simulated participant of `legible pilot`, answering with the machine observer\'s predictions or the accuracies it was given. No person took part; nothing here is a finding about people.');
   if (loaded) {
     trials.orders.set('layer', loaded.study.model.layers.map((l) => l.name));
   }
@@ -382,6 +394,7 @@ export async function analyze(opts: AnalyzeOptions): Promise<AnalysisResult> {
     powerEffect,
     powerNote,
     boot,
+    simulated,
     machine,
     files,
     notes,

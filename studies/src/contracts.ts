@@ -241,6 +241,8 @@ export const StudyInfo = z.object({
   no_consent: z.object({ code: z.string().nullable(), redirect: z.string().nullable() }),
   incompatible_device: z.object({ code: z.string().nullable(), redirect: z.string().nullable() }),
   trials: z.object({ main: z.number().int(), practice: z.number().int() }),
+  /** Present (true) only on a server of simulated participants (`legible pilot`): its data is never real. */
+  simulated: z.boolean().optional(),
 });
 export type StudyInfo = z.infer<typeof StudyInfo>;
 

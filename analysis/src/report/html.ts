@@ -99,7 +99,7 @@ figure{margin:1.2em 0}figcaption{color:#444;font-size:.9em;max-width:900px}figur
 .gallery{display:grid;grid-template-columns:repeat(auto-fill,minmax(320px,1fr));gap:1em}
 .card{border:1px solid #ddd;border-radius:6px;padding:.6em}.card img{width:48%;image-rendering:pixelated;border:1px solid #eee}
 .card .refs{display:flex;justify-content:space-between}.card .cap{font-size:.85em;color:#444}
-.note{color:#8a4b00}.small{font-size:.85em;color:#555}code{background:#f4f4f4;padding:0 .25em}
+.simulated{background:#fff3cd;border:2px solid #c98a00;padding:.6em 1em;border-radius:6px}.note{color:#8a4b00}.small{font-size:.85em;color:#555}code{background:#f4f4f4;padding:0 .25em}
 `;
 
 export async function writeReport(out: string, r: AnalysisResult, loaded: LoadedStudy | null): Promise<string[]> {
@@ -289,7 +289,8 @@ export async function writeReport(out: string, r: AnalysisResult, loaded: Loaded
 <html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width, initial-scale=1">
 <title>${esc(title)} — legible report</title><style>${CSS}</style></head>
 <body>
-<h1>${esc(title)}</h1>
+${r.simulated ? '<p class="simulated"><b>Simulated data.</b> Every participant in this report is a simulated participant of <code>legible pilot</code>, answering with the machine observer\'s predictions (or accuracies given on its command line). No person took part: use it to check the study\'s chain and to plan, not as a result.</p>' : ''}
+<h1>${esc(title)}${r.simulated ? ' (simulated)' : ''}</h1>
 <p class="meta">Study <code>${esc(r.study ?? '–')}</code> · data ${esc(basename(r.source))} · ${esc(r.mode === 'all' && r.sessionCounts.mode === 'all' ? 'all modes' : `${r.sessionCounts.mode} data`)} · generated ${esc(r.generatedAt)} by <code>legible analyze</code></p>
 <div class="summary">
 <p><b>${r.counts.keptParticipants}</b> participants analysed, <b>${r.counts.mainTrials}</b> main trials on <b>${r.counts.features}</b> features. Sessions (as the data dictionary defines the counts) — ${esc(formatCounts(r.sessionCounts))}.</p>
