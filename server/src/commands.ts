@@ -269,7 +269,7 @@ export const pilot: Command = {
     '                     0.97) and * for the rest)',
     '  --db FILE          the pilot database for a server started here on 127.0.0.1 (default: pilot.db',
     '                     beside the study file); created and marked simulated; refused if it holds real',
-    '                     sessions',
+    '                     sessions. Each run adds N participants: delete the file to start over',
     '  --url URL          a running server of simulated participants instead (`legible serve --simulated`);',
     '                     its clock is real, so time-based exclusions see the simulated participants\' speed',
     '  --seed S           seed of the simulated answers (default: the study seed)',

@@ -177,7 +177,8 @@ export async function runPilot(loaded: LoadedStudy, opts: PilotOptions): Promise
           const confidence = (Math.min(3, Math.max(1, Math.round(1 + 4 * Math.abs(p - 0.5) + 0.6 * r.normal()))) as 1 | 2 | 3);
           clock.ms += rt + 300;
           const query = (ok ? right : 1 - right) as 0 | 1;
-          await call(base, 'PUT', `/api/sessions/${s.session}/trials/${t.seq}`, { query, confidence, rt_ms: rt, query_order: [0, 1], input: 'key', client_time: clock.ms }, s.token);
+          const order: [0 | 1, 0 | 1] = r.float() < 0.5 ? [0, 1] : [1, 0];
+          await call(base, 'PUT', `/api/sessions/${s.session}/trials/${t.seq}`, { query, confidence, rt_ms: rt, query_order: order, input: 'key', client_time: clock.ms }, s.token);
           answered++;
           if (ok && !t.practice) correct++;
         }
