@@ -101,6 +101,8 @@ describe(`legible pilot: ${N} simulated participants through the server`, () => 
     const out = join(tmp, 'report');
     const run = cli('analyze', study.file, '--db', db, '--out', out, '--no-power', '--boot', '300', '--permutations', '200');
     assert.equal(run.status, 0, run.stderr);
+    assert.match(run.stdout, /^SIMULATED DATA \(legible pilot\): no person took part\./);
+    assert.match(run.stdout, /machine observer \(model\.onnx:block3 .*weak proxy\)\): Spearman's rho with per-feature accuracy -?\d\.\d\d \[/);
     const html = readFileSync(join(out, 'report.html'), 'utf8');
     assert.match(html, /<p class="simulated"><b>Simulated data\.<\/b>/);
     assert.match(html, /<h2>Machine observer<\/h2>/);
