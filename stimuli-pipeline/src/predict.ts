@@ -1,6 +1,6 @@
 // `legible predict`: a machine observer answers the study's trials before anyone is paid, in the
 // manner of the Machine Interpretability Score (MIS; Zimmermann, Klindt & Brendel, "Measuring
-// Per-Unit Interpretability at Scale Without Humans", NeurIPS 2024, Fig. 1B and Sec. 3).
+// Per-Unit Interpretability at Scale Without Humans", NeurIPS 2024; its Fig. 1B shows this machine observer).
 //
 // For one task (maximal references E+, minimal references E−, queries q+ and q−), with s(a, b) the
 // similarity of two images' embeddings:
