@@ -3,7 +3,7 @@
 // trials of the kept participants → accuracy per condition with bootstrap intervals, per-feature
 // accuracies, RT and confidence → the GLMM and its likelihood-ratio tests → Kruskal–Wallis with
 // Conover–Iman pairwise tests and permutation tests → power simulation → files and the report.
-import { existsSync, mkdirSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import { LegibleError, loadStudy, Rng, type LoadedStudy } from '@legible/studies';
 import { loadLegibleExport, type Dataset } from './dataset.ts';
@@ -31,6 +31,7 @@ import { friedman, holm, kruskalWallis, permutationTest, wilcoxonSignedRank, typ
 import type { Table } from './table.ts';
 import { writeReport } from './report/html.ts';
 import { csvCell } from './csv.ts';
+import { compareWithMachine, type MachineComparison, type MachineScore } from './stats/machine.ts';
 
 export interface AnalyzeOptions {
   /** A study id/file/folder (read from its database) or a trials file (.csv/.jsonl). */
@@ -131,6 +132,10 @@ export interface AnalysisResult {
   powerEffect: null | { kind: 'given' | 'study' | 'pilot' | 'post-hoc'; label: string };
   powerNote: string;
   boot: number;
+  /** The data are simulated participants of `legible pilot` (every row's `simulated` = 1). */
+  simulated?: boolean;
+  /** Per-feature human accuracy against `legible predict`'s machine score (null where the manifest has none). */
+  machine?: MachineComparison | null;
   files: string[];
   notes: string[];
 }
@@ -148,7 +153,7 @@ export async function analyze(opts: AnalyzeOptions): Promise<AnalysisResult> {
   let data: Dataset;
   let loaded: LoadedStudy | null = null;
   // Columns the analysis needs beyond the usual ones: --by and the formula's variables.
-  const extra = [...(opts.by ?? [])];
+  const extra = [...(opts.by ?? []), 'simulated'];
   for (const text of [opts.formula, ...(opts.compare ?? [])]) {
     if (!text) continue;
     const f = parseFormula(text);
@@ -182,6 +187,16 @@ export async function analyze(opts: AnalyzeOptions): Promise<AnalysisResult> {
     }
   }
   const trials = data.trials;
+  // Simulated participants (legible pilot) are analysed apart from real ones, never together.
+  const simulatedCol = trials.column('simulated');
+  const simulatedRows = simulatedCol ? simulatedCol.filter((v) => v === '1' || v === 'true').length : 0;
+  if (simulatedRows > 0 && simulatedRows < trials.n) {
+    throw new LegibleError(
+      `${data.source}: ${simulatedRows} of ${trials.n} trials come from simulated participants (legible pilot, column simulated = 1) and the others from real ones: the two are never analysed together. Analyse each database's export on its own.`,
+    );
+  }
+  const simulated = simulatedRows > 0;
+  if (simulated) notes.push('SIMULATED DATA: every participant here is a simulated participant of `legible pilot`, answering with the machine observer\'s predictions or the accuracies it was given. No person took part; nothing here is a finding about people.');
   if (loaded) {
     trials.orders.set('layer', loaded.study.model.layers.map((l) => l.name));
   }
@@ -241,6 +256,7 @@ export async function analyze(opts: AnalyzeOptions): Promise<AnalysisResult> {
   const cells = cellAccuracies(cellTrials, { boot, seed });
   const units = unitAccuracies(cellTrials);
   const responses = cellResponses(cellTrials);
+  const machine = loaded ? compareWithMachine(units, machineScores(loaded), { boot, seed }) : null;
 
   // ── GLMM ─────────────────────────────────────────────────────────────────────────────────
   const varying = factors.filter((f) => levels.get(f)!.length >= 2);
@@ -378,6 +394,8 @@ export async function analyze(opts: AnalyzeOptions): Promise<AnalysisResult> {
     powerEffect,
     powerNote,
     boot,
+    simulated,
+    machine,
     files,
     notes,
   };
@@ -387,6 +405,16 @@ export async function analyze(opts: AnalyzeOptions): Promise<AnalysisResult> {
   if (opts.report ?? true) files.push(...(await writeReport(out, result, loaded)));
   writeFileSync(join(out, 'results.json'), `${JSON.stringify(result, jsonReplacer, 2)}\n`);
   return result;
+}
+
+/** The machine scores `legible predict` wrote into the study's manifest, by feature id. */
+function machineScores(loaded: LoadedStudy): Map<string, MachineScore> {
+  const file = join(loaded.paths.build, 'manifest.json');
+  const out = new Map<string, MachineScore>();
+  if (!existsSync(file)) return out;
+  const manifest = JSON.parse(readFileSync(file, 'utf8')) as { features?: { id: string; machine_score?: MachineScore }[] };
+  for (const f of manifest.features ?? []) if (f.machine_score) out.set(f.id, f.machine_score);
+  return out;
 }
 
 function jsonReplacer(key: string, value: unknown): unknown {

@@ -95,5 +95,11 @@ export const TRIAL_COLUMNS: Column[] = [
   { name: 'plugin_version', sql: 't.plugin_version', type: 'text', description: 'Version of the feature-2afc trial plugin that recorded the trial.' },
   { name: 'session_status', sql: 's.status', type: 'text', description: 'Session status at export: `active`, `finished` or `released`.' },
   { name: 'outcome', sql: "COALESCE(s.outcome, '')", type: 'text', description: 'Session outcome at finish: `completed` or `failed_checks` (empty while unfinished).' },
+  {
+    name: 'simulated',
+    sql: "EXISTS (SELECT 1 FROM meta WHERE key = 'simulated')",
+    type: 'boolean',
+    description: '1 when the row comes from a database of simulated participants (`legible pilot`: answers drawn from the machine observer\'s predictions or given accuracies; no person took part), else 0.',
+  },
 ];
 

@@ -157,9 +157,11 @@ export const analyzeCommand: Command = {
     const g = result.glmm?.fit;
     console.log(
       [
+        result.simulated ? 'SIMULATED DATA (legible pilot): no person took part.' : '',
         formatCounts(result.sessionCounts),
         `${result.counts.keptParticipants} participants, ${result.counts.mainTrials} main trials, ${result.counts.features} features`,
         ...result.cells.map((c) => `  ${(c.levels.join(' · ') || 'all').padEnd(28)} ${(c.accuracy * 100).toFixed(1)}% [${(c.ciParticipants[0] * 100).toFixed(1)}, ${(c.ciParticipants[1] * 100).toFixed(1)}]`),
+        result.machine ? `machine observer (${result.machine.observer}): Spearman's rho with per-feature accuracy ${result.machine.rho.toFixed(2)} [${result.machine.ci.map((x) => x.toFixed(2)).join(', ')}], ${result.machine.features.length} features` : '',
         g ? `GLMM ${result.glmm!.formula}: logLik ${g.logLik.toFixed(2)}, ${g.xNames.map((n, j) => `${n} ${g.beta[j].toFixed(3)} (${g.separation.includes(n) ? `separation: LRT p ${result.glmm!.separationLrt.find((t) => t.dropped === n)?.p.toPrecision(2)}` : `p ${g.p[j].toPrecision(2)}`})`).join(', ')}` : '',
         `→ ${result.files.find((f) => f.endsWith('report.html')) ?? values.out}`,
       ]

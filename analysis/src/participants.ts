@@ -7,6 +7,8 @@ import { FACTORS } from '@legible/studies';
 import { countSessions, decide, RULES, type ExclusionConfig, type ExclusionDecision, type ExclusionOptions, type ParticipantFacts, type RuleId, type SessionCounts } from './exclusions.ts';
 
 export interface ParticipantRow extends ParticipantFacts {
+  /** From a database of simulated participants (`legible pilot`). */
+  simulated?: boolean;
   study: string;
   mode: string;
   /** The session's between-participant levels as the server stores them (JSON, e.g. {"basis":"nmf"}). */
@@ -192,6 +194,12 @@ export const PARTICIPANT_COLUMNS: ParticipantColumn[] = [
       value: (_, d) => (d ? d.rules[rule.id].excluded : null),
     }),
   ),
+  {
+    name: 'simulated',
+    type: 'boolean',
+    description: '1 when the session is a simulated participant of `legible pilot` (a database of simulated participants; no person took part), else 0.',
+    value: (r) => r.simulated ?? false,
+  },
 ];
 
 interface SessionAggregate {
@@ -290,6 +298,7 @@ export function* participantRows(
   const practiceCols = hasColumn(db, 'sessions', 'practice_passed');
   const events = hasTable(db, 'events');
   const prior = priorParticipation(db, study);
+  const simulated = hasTable(db, 'meta') && db.prepare("SELECT 1 FROM meta WHERE key = 'simulated'").get() !== undefined;
   const button = "(CASE WHEN t.query_order IS NULL THEN t.choice WHEN json_extract(t.query_order, '$[0]') = t.choice THEN 0 ELSE 1 END) * 10 + t.confidence";
   const sessions = db
     .prepare(
@@ -341,6 +350,7 @@ export function* participantRows(
     const ua = s.user_agent ? coarseUserAgent(s.user_agent) : null;
     const failed = check.passed === false || check.ok === false ? true : ev?.check_detail ? false : null;
     const row: ParticipantRow = {
+      simulated,
       study: s.study,
       mode: s.mode,
       session: s.id,

@@ -217,7 +217,8 @@ async function load() {
   $('session-controls').hidden = false;
   $('status').textContent = 'Loading…';
   try {
-    const { studies } = await api('/api/admin/studies');
+    const { studies, simulated } = await api('/api/admin/studies');
+    $('simulated').hidden = !simulated;
     $('studies').replaceChildren(...studies.map(studyCard));
     if (studies.length === 0) $('studies').append(el('p', { text: 'No studies served or stored yet.' }));
     await showAudit();

@@ -223,6 +223,7 @@ function build(opts: AppOptions): { app: Express; fast: (req: IncomingMessage, r
       no_consent: completion(study, 'no_consent'),
       incompatible_device: completion(study, 'incompatible_device'),
       trials: { main: study.design.trials_per_participant + study.design.catch_trials, practice: study.design.practice_trials },
+      ...(db.simulated && { simulated: true }),
     };
     res.json(info);
   });
@@ -254,7 +255,7 @@ function build(opts: AppOptions): { app: Express; fast: (req: IncomingMessage, r
   adminApi.get('/studies', (_req, res) => {
     const studies = admin.studies();
     admin.record(actor(res), 'studies.list');
-    res.json({ studies });
+    res.json({ studies, ...(db.simulated && { simulated: true }) });
   });
 
   adminApi.get('/studies/:id', (req, res) => {
@@ -478,6 +479,12 @@ export interface ServerOptions {
    * the studies are the ones loaded at start). See watch.ts.
    */
   watchMs?: number;
+  /**
+   * Serve simulated participants (`legible pilot`): the database is marked as simulated (refused
+   * where it already holds real sessions). Without it, a database so marked is refused: simulated
+   * and real participants never share one.
+   */
+  simulated?: boolean;
 }
 
 export interface RunningServer {
@@ -500,6 +507,15 @@ export async function startServer(opts: ServerOptions): Promise<RunningServer> {
   const log = opts.log ?? pino({ level: 'silent' });
   const host = opts.host ?? '127.0.0.1';
   const db = openDatabase(opts.db);
+  try {
+    if (opts.simulated) db.markSimulated('legible pilot');
+    else if (db.simulated) {
+      throw new LegibleError(`${opts.db} is a database of simulated participants (legible pilot): serve real participants from another database file (--db or LEGIBLE_DB), so that the two are never mixed.`);
+    }
+  } catch (e) {
+    db.close();
+    throw e;
+  }
   let server: Server;
   let registry: Registry;
   let watcher: StudyWatcher | undefined;

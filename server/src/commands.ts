@@ -14,7 +14,7 @@ const DB_HELP = '  --db FILE       the database file (env LEGIBLE_DB; default ./
 export const serve: Command = {
   name: 'serve',
   summary: 'Run the study server: participant pages, sessions, exactly-once trial records',
-  usage: '[--port P] [--host H] [--db FILE] [--studies DIR] [--study ID ...] [--client DIR] [--trust-proxy V] [--public-url URL] [--log-ip] [--log-file FILE] [--watch MS] [--limit-ip N] [--limit-session N]',
+  usage: '[--port P] [--host H] [--db FILE] [--studies DIR] [--study ID ...] [--client DIR] [--trust-proxy V] [--public-url URL] [--log-ip] [--log-file FILE] [--watch MS] [--limit-ip N] [--limit-session N] [--simulated]',
   help: [
     'Options:',
     '  --port P        port to listen on (env PORT; default 3000; 0 picks a free one)',
@@ -33,6 +33,9 @@ export const serve: Command = {
     `  --limit-ip N    API requests per minute per client address (default ${DEFAULT_RATE_LIMITS.ipPerMinute}; 0: no limit)`,
     `  --limit-session N  requests per minute per session (default ${DEFAULT_RATE_LIMITS.sessionPerMinute}; 0: no limit)`,
     `  --limit-create N   session creations per minute per client address (default ${DEFAULT_RATE_LIMITS.createPerMinute}; 0: no limit)`,
+    '  --simulated     serve simulated participants only (`legible pilot --url`): the database is marked',
+    '                  as one of simulated participants (refused if it holds real sessions), and a',
+    '                  database so marked is refused without this flag',
     '',
     'A study without build/manifest.json has its stimuli built first; one whose model is here is',
     're-checked (stale stimuli rebuilt) only when its files changed since the last check, which is',
@@ -63,6 +66,7 @@ export const serve: Command = {
         'limit-ip': { type: 'string' },
         'limit-session': { type: 'string' },
         'limit-create': { type: 'string' },
+        simulated: { type: 'boolean' },
       },
       { min: 0, max: 0 },
     );
@@ -98,6 +102,7 @@ export const serve: Command = {
         sessionPerMinute: limit('limit-session', values['limit-session'], DEFAULT_RATE_LIMITS.sessionPerMinute),
         createPerMinute: limit('limit-create', values['limit-create'], DEFAULT_RATE_LIMITS.createPerMinute),
       },
+      simulated: values.simulated ?? false,
     });
     // Loopback and every-interface addresses are shown as localhost, the address a browser on this machine uses.
     const local = ['127.0.0.1', '0.0.0.0', '::'].includes(running.host) ? `http://localhost:${running.port}` : running.url;
@@ -322,4 +327,56 @@ export const withdraw: Command = {
   },
 };
 
-export const commands: Command[] = [serve, adminToken, backup, restore, withdraw];
+export const pilot: Command = {
+  name: 'pilot',
+  summary: 'Run simulated participants through the real server, answering with the machine observer\'s predictions',
+  usage: '<study-id | study.yaml> --participants N [--accuracy CONDITION=P,...] [--db FILE | --url URL] [--seed S]',
+  help: [
+    'Each simulated participant starts a session, gets its task list from the server\'s assignment,',
+    'answers every trial (practice, catch, main) and finishes, over the HTTP API, in simulated time.',
+    'A trial is answered correctly with the probability `legible predict` gave it (build/predict.json),',
+    'or with --accuracy per condition. Then `legible export` and `legible analyze` run on the pilot',
+    'database as on a real one; every row is marked simulated (column `simulated` = 1), as are the',
+    'admin dashboard and the report. Simulated and real participants never share a database.',
+    '',
+    'Options:',
+    '  --participants N   how many simulated participants',
+    '  --accuracy SPEC    P(correct) per condition instead of the machine observer, e.g.',
+    '                     nmf=0.85,channels=0.6 (keys: a basis, a layer, layer/basis, catch (default',
+    '                     0.97) and * for the rest)',
+    '  --db FILE          the pilot database for a server started here on 127.0.0.1 (default: pilot.db',
+    '                     beside the study file); created and marked simulated; refused if it holds real',
+    '                     sessions. Each run adds N participants: delete the file to start over',
+    '  --url URL          a running server of simulated participants instead (`legible serve --simulated`);',
+    '                     its clock is real, so time-based exclusions see the simulated participants\' speed',
+    '  --seed S           seed of the simulated answers (default: the study seed)',
+  ].join('\n'),
+  async run(argv) {
+    const { values, positionals } = parseCommandArgs(
+      argv,
+      { participants: { type: 'string' }, accuracy: { type: 'string' }, db: { type: 'string' }, url: { type: 'string' }, seed: { type: 'string' } },
+      { min: 1, max: 1 },
+    );
+    if (values.participants === undefined) throw new UsageError('--participants N is required');
+    const participants = intOption(values.participants, 'participants', 0);
+    if (participants < 1) throw new UsageError(`--participants expects a whole number ≥ 1, got ${participants}`);
+    if (values.db && values.url) throw new UsageError('--db is for a server started here; with --url the server has its own database');
+    const seed = values.seed === undefined ? undefined : intOption(values.seed, 'seed', 0);
+    const { loadStudy } = await import('@legible/studies');
+    const { runPilot } = await import('./pilot.ts');
+    const loaded = loadStudy(positionals[0]);
+    const result = await runPilot(loaded, { participants, accuracy: values.accuracy, db: values.db, url: values.url, seed });
+    const answered = result.sessions.reduce((a, s) => a + s.answered, 0);
+    const outcomes = new Map<string, number>();
+    for (const s of result.sessions) outcomes.set(s.outcome, (outcomes.get(s.outcome) ?? 0) + 1);
+    console.log(`legible pilot: ${result.participants} simulated participants of ${loaded.study.id} answered ${answered} trials through ${result.url} (${[...outcomes].map(([o, n]) => `${n} ${o}`).join(', ')}); answers from ${result.source}.`);
+    if (result.db) {
+      console.log(`Simulated data in ${result.db} (marked simulated; never serve real participants from it). Next:`);
+      console.log(`  legible export ${loaded.study.id} --db ${result.db} --out pilot-export/`);
+      console.log(`  legible analyze ${loaded.study.id} --db ${result.db} --out pilot-report/`);
+    }
+    return 0;
+  },
+};
+
+export const commands: Command[] = [serve, adminToken, backup, restore, withdraw, pilot];

@@ -412,6 +412,24 @@ export class LegibleDb {
     }
   }
 
+  /**
+   * Whether this database holds simulated participants (`legible pilot`): meta.simulated, set once
+   * by markSimulated and never cleared. Such a database is never served to real participants.
+   */
+  get simulated(): boolean {
+    return this.q.getMeta.get('simulated') !== undefined;
+  }
+
+  /** Marks the database as one of simulated participants; refused where it already holds sessions that are not. */
+  markSimulated(by: string): void {
+    if (this.simulated) return;
+    const sessions = (this.sqlite.prepare('SELECT count(*) AS n FROM sessions').get() as { n: number }).n;
+    if (sessions > 0) {
+      throw new LegibleError(`${this.file} holds ${sessions} sessions of real participants: simulated participants go into a database of their own, never beside live data. Give another database file.`);
+    }
+    this.q.setMeta.run('simulated', JSON.stringify({ by, at: new Date().toISOString() }));
+  }
+
   /** Server secret for pseudonyms and session tokens. */
   get secret(): string {
     if (this.secretValue === undefined) throw new LegibleError(`${this.file}: opened without the server secret`);

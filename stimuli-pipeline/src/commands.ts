@@ -161,4 +161,65 @@ export const stimuli: Command = {
   },
 };
 
-export const commands: Command[] = [validate, layers, stimuli, visualize];
+export const predict: Command = {
+  name: 'predict',
+  summary: 'Predict each feature\'s accuracy with a machine observer (MIS-style) before anyone is paid',
+  usage: '<study-id | study.yaml> [--observer model.onnx --observer-layer TENSOR [--observer-input SPEC]] [--alpha A] [--device D] [--json]',
+  help: [
+    'Answers every feature\'s trials, and every other pair of its query candidates, with a similarity',
+    'observer in the manner of the Machine Interpretability Score (Zimmermann, Klindt & Brendel 2024):',
+    'each image is embedded by an ONNX image model; the observer prefers the query whose mean cosine',
+    'similarity to the maximal references minus the minimal ones is larger, and P(correct) =',
+    'σ(α · (Δ(q+) − Δ(q−))). A feature\'s score is the mean P, with a 95% bootstrap CI. Writes',
+    'machine_score into each feature of build/manifest.json, build/predict.json (P per trial, which',
+    '`legible pilot` answers with) and a section of build/report.html. Needs built stimuli.',
+    '',
+    'Options:',
+    '  --observer FILE        an ONNX image model to embed with (DreamSim, CLIP, DINO: the README shows',
+    '                         how to export them). Without it: the study\'s own model, a weak proxy',
+    '  --observer-layer NAME  the observer\'s tensor whose values are the embedding (with --observer);',
+    '                         without --observer, a study layer (default: the last one listed)',
+    '  --observer-input SPEC  the observer\'s preprocessing, e.g. size=224,resize=256,mean=0.485/0.456/0.406,',
+    '                         std=0.229/0.224/0.225,channels=rgb,range=1 (these are the defaults)',
+    '  --alpha A              slope of the logistic rule (default 4; fit it to pilot data)',
+    '  --device D             auto, cpu (default), webgpu or cuda',
+    '  --json                 print the prediction as JSON',
+  ].join('\n'),
+  async run(argv) {
+    const { values, positionals } = parseCommandArgs(
+      argv,
+      {
+        observer: { type: 'string' },
+        'observer-layer': { type: 'string' },
+        'observer-input': { type: 'string' },
+        alpha: { type: 'string' },
+        device: { type: 'string' },
+        json: { type: 'boolean' },
+      },
+      { min: 1, max: 1 },
+    );
+    const { DEVICES } = await import('./runtime.ts');
+    const device = (values.device ?? 'cpu') as Device;
+    if (!DEVICES.includes(device)) throw new UsageError(`--device expects one of ${DEVICES.join(', ')}, got "${values.device}"`);
+    const alpha = values.alpha === undefined ? undefined : Number(values.alpha);
+    if (alpha !== undefined && !(alpha > 0 && Number.isFinite(alpha))) throw new UsageError(`--alpha expects a number > 0, got "${values.alpha}"`);
+    const { loadStudy } = await import('@legible/studies');
+    const { predictStudy } = await import('./predict.ts');
+    const p = await predictStudy(loadStudy(positionals[0]), { observer: values.observer, observerLayer: values['observer-layer'], observerInput: values['observer-input'], alpha, device });
+    if (values.json) {
+      console.log(JSON.stringify(p, null, 2));
+      return 0;
+    }
+    const ids = Object.keys(p.features);
+    const width = Math.max(7, ...ids.map((id) => id.length));
+    console.log(`${'feature'.padEnd(width)}  score  95% CI          pairs`);
+    for (const id of ids) {
+      const s = p.features[id];
+      console.log(`${id.padEnd(width)}  ${s.p.toFixed(3)}  ${s.lo.toFixed(3)} – ${s.hi.toFixed(3)}  ${String(s.n_pairs).padStart(5)}`);
+    }
+    console.log(`\nobserver: ${p.observer}; α = ${p.alpha}. Written to build/manifest.json (machine_score), build/predict.json and build/report.html.`);
+    return 0;
+  },
+};
+
+export const commands: Command[] = [validate, layers, stimuli, visualize, predict];

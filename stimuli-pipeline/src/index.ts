@@ -8,3 +8,4 @@ export { openSession, type Device } from './runtime.ts';
 export * from './onnx/proto.ts';
 export * from './onnx/graph.ts';
 export { addTaps, addTapsToModel, listTensors, type TensorEntry } from './onnx/taps.ts';
+export { predictStudy, readPrediction, type Prediction, type MachineScore } from './predict.ts';

@@ -40,6 +40,14 @@ export const ManifestFeature = z.object({
   activations: z
     .object({ min: z.array(z.number()), max: z.array(z.number()), queries: z.object({ min: z.array(z.number()), max: z.array(z.number()) }) })
     .optional(),
+  /**
+   * Predicted P(correct) from `legible predict`'s machine observer (MIS-style), with its 95% bootstrap
+   * CI, the number of query pairs scored, the observer's name, and whether it is only a weak proxy
+   * (the study's own model). Absent until `legible predict` runs (a rebuild drops it).
+   */
+  machine_score: z
+    .object({ p: z.number(), lo: z.number(), hi: z.number(), n_pairs: z.number().int(), observer: z.string(), weak_proxy: z.boolean() })
+    .optional(),
 });
 
 /** A feature the pipeline left out because it can't make valid trials, why, and the numbers that decided it. */
@@ -233,6 +241,8 @@ export const StudyInfo = z.object({
   no_consent: z.object({ code: z.string().nullable(), redirect: z.string().nullable() }),
   incompatible_device: z.object({ code: z.string().nullable(), redirect: z.string().nullable() }),
   trials: z.object({ main: z.number().int(), practice: z.number().int() }),
+  /** Present (true) only on a server of simulated participants (`legible pilot`): its data is never real. */
+  simulated: z.boolean().optional(),
 });
 export type StudyInfo = z.infer<typeof StudyInfo>;
 

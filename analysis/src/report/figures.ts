@@ -4,6 +4,7 @@
 import type { ExclusionSummary } from '../exclusions.ts';
 import type { CellAccuracy, CellResponses, UnitAccuracy } from '../stats/descriptive.ts';
 import type { PowerResult } from '../stats/models.ts';
+import type { MachineComparison } from '../stats/machine.ts';
 import { GRID, INK, jitter, legend, linear, PALETTE, Svg, ticks, yAxis } from './svg.ts';
 
 export interface Figure {
@@ -337,3 +338,40 @@ export function powerFigure(p: PowerResult, postHoc = false): Figure {
   };
 }
 
+
+/** Per feature: human accuracy against the machine observer's predicted P(correct), with Spearman's ρ. */
+export function machineFigure(m: MachineComparison): Figure {
+  const left = 70;
+  const top = 56;
+  const plot = 340;
+  const width = Math.max(MIN_WIDTH, 700);
+  const height = top + plot + 60;
+  const title = 'Human accuracy against the machine observer';
+  const svg = new Svg(width, height, title);
+  svg.text(left, 22, title, { size: 16, weight: 'bold' });
+  const ci = Number.isFinite(m.ci[0]) ? `, 95% CI ${m.ci[0].toFixed(2)} to ${m.ci[1].toFixed(2)}` : '';
+  svg.text(left, 42, `Spearman's ρ = ${Number.isFinite(m.rho) ? m.rho.toFixed(2) : '–'}${ci} (${m.features.length} features)${m.weakProxy ? ' · observer: weak proxy' : ''}`, { size: 12, fill: '#444' });
+  // The x axis from a round tenth at or below chance and every CI.
+  const lo = Math.max(0, Math.floor(Math.min(0.5, ...m.features.map((f) => f.lo)) * 10) / 10);
+  const x = linear(lo, 1, left, left + plot);
+  const y = linear(0, 1, top + plot, top);
+  yAxis(svg, y, ticks(0, 1, 5), left, left + plot, pct, 'Human proportion correct (per feature)', 18);
+  for (const v of ticks(lo, 1, 5)) {
+    svg.line(x(v), top, x(v), top + plot, GRID);
+    svg.text(x(v), top + plot + 16, pct(v), { anchor: 'middle', size: 11, fill: '#555' });
+  }
+  svg.text(left + plot / 2, top + plot + 40, 'Machine score: predicted P(correct)', { anchor: 'middle', size: 12 });
+  svg.line(left, y(0.5), left + plot, y(0.5), '#888', 1, ' stroke-dasharray="5 4"');
+  // The identity line: where the observer would be calibrated.
+  svg.line(x(lo), y(lo), x(1), y(1), '#bbb', 1, ' stroke-dasharray="2 3"');
+  for (const f of m.features) {
+    svg.line(x(f.lo), y(f.human), x(f.hi), y(f.human), PALETTE[0], 1, ' stroke-opacity="0.5"');
+    svg.circle(x(f.machine), y(f.human), 4, PALETTE[0], ' fill-opacity="0.8"');
+  }
+  return {
+    name: 'machine-observer',
+    title,
+    caption: `Each dot is one feature: its proportion correct over the kept participants' main trials (all conditions it appears in) against the machine observer's predicted P(correct) (legible predict; observer ${m.observer}), with the prediction's 95% bootstrap CI as a horizontal bar. Dotted: the identity line. ρ's CI: ${m.boot} bootstrap resamples of the features.`,
+    svg: svg.toString(),
+  };
+}

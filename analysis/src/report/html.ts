@@ -7,7 +7,7 @@ import sharp from 'sharp';
 import type { LoadedStudy } from '@legible/studies';
 import type { AnalysisResult } from '../analyze.ts';
 import { formatCounts, RULES } from '../exclusions.ts';
-import { accuracyFigure, confidenceFigure, exclusionFigure, powerFigure, rtFigure, unitFigure, type Figure } from './figures.ts';
+import { accuracyFigure, confidenceFigure, exclusionFigure, machineFigure, powerFigure, rtFigure, unitFigure, type Figure } from './figures.ts';
 import { esc } from './svg.ts';
 
 const pct = (v: number, d = 1) => (Number.isFinite(v) ? `${(v * 100).toFixed(d)}%` : '–');
@@ -99,7 +99,7 @@ figure{margin:1.2em 0}figcaption{color:#444;font-size:.9em;max-width:900px}figur
 .gallery{display:grid;grid-template-columns:repeat(auto-fill,minmax(320px,1fr));gap:1em}
 .card{border:1px solid #ddd;border-radius:6px;padding:.6em}.card img{width:48%;image-rendering:pixelated;border:1px solid #eee}
 .card .refs{display:flex;justify-content:space-between}.card .cap{font-size:.85em;color:#444}
-.note{color:#8a4b00}.small{font-size:.85em;color:#555}code{background:#f4f4f4;padding:0 .25em}
+.simulated{background:#fff3cd;border:2px solid #c98a00;padding:.6em 1em;border-radius:6px}.note{color:#8a4b00}.small{font-size:.85em;color:#555}code{background:#f4f4f4;padding:0 .25em}
 `;
 
 export async function writeReport(out: string, r: AnalysisResult, loaded: LoadedStudy | null): Promise<string[]> {
@@ -114,6 +114,7 @@ export async function writeReport(out: string, r: AnalysisResult, loaded: Loaded
     exclusionFigure(r.exclusions),
   ];
   if (r.power) figures.push(powerFigure(r.power, r.powerEffect?.kind === 'post-hoc'));
+  if (r.machine) figures.push(machineFigure(r.machine));
   const files: string[] = [];
   for (const f of figures) {
     const svgFile = join(figDir, `${f.name}.svg`);
@@ -274,11 +275,22 @@ export async function writeReport(out: string, r: AnalysisResult, loaded: Loaded
       )}<p${r.powerEffect?.kind === 'post-hoc' ? ' class="note"' : ''}>${esc(r.powerNote)} Method: ${esc(r.power.method)}.</p><p class="small">When power levels off as participants are added, the number of features, not of participants, limits the precision of this effect (a feature belongs to one basis and layer, so the feature-to-feature variance does not average out with more participants).</p>`
     : `<p>${esc(r.powerNote)}</p>`;
 
+  const m = r.machine;
+  const machineHtml = m
+    ? `<h2>Machine observer</h2>${m.weakProxy ? '<p class="note">The machine scores come from the study\'s own model (a weak proxy for a perceptual similarity model): give <code>legible predict --observer</code> a DreamSim, CLIP or DINO export for a prediction worth comparing.</p>' : ''}${fig('machine-observer')}<p>Spearman's ρ between each feature's human accuracy and its machine score: <b>${fx(m.rho, 2)}</b>${
+        Number.isFinite(m.ci[0]) ? ` (95% CI ${fx(m.ci[0], 2)} to ${fx(m.ci[1], 2)}, ${m.boot} bootstrap resamples of the ${m.features.length} features)` : ` (${m.features.length} features: too few for a CI)`
+      }.${m.unscored.length ? ` ${m.unscored.length} features with human data have no machine score (run <code>legible predict</code> again after rebuilding the stimuli): ${m.unscored.map(esc).join(', ')}.` : ''}</p>${table(
+        ['feature', 'trials', 'human accuracy', 'machine score', 'machine 95% CI'],
+        m.features.map((f) => [esc(f.feature), f.trials, pct(f.human), fx(f.machine), `${fx(f.lo)} – ${fx(f.hi)}`]),
+      )}`
+    : '';
+
   const html = `<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width, initial-scale=1">
 <title>${esc(title)} — legible report</title><style>${CSS}</style></head>
 <body>
-<h1>${esc(title)}</h1>
+${r.simulated ? '<p class="simulated"><b>Simulated data.</b> Every participant in this report is a simulated participant of <code>legible pilot</code>, answering with the machine observer\'s predictions (or accuracies given on its command line). No person took part: use it to check the study\'s chain and to plan, not as a result.</p>' : ''}
+<h1>${esc(title)}${r.simulated ? ' (simulated)' : ''}</h1>
 <p class="meta">Study <code>${esc(r.study ?? '–')}</code> · data ${esc(basename(r.source))} · ${esc(r.mode === 'all' && r.sessionCounts.mode === 'all' ? 'all modes' : `${r.sessionCounts.mode} data`)} · generated ${esc(r.generatedAt)} by <code>legible analyze</code></p>
 <div class="summary">
 <p><b>${r.counts.keptParticipants}</b> participants analysed, <b>${r.counts.mainTrials}</b> main trials on <b>${r.counts.features}</b> features. Sessions (as the data dictionary defines the counts) — ${esc(formatCounts(r.sessionCounts))}.</p>
@@ -298,6 +310,7 @@ ${fig('feature-accuracy')}
 ${rankHtml}
 <h3>Permutation tests</h3>
 ${permHtml}
+${machineHtml}
 <h2>Response time and confidence</h2>
 ${fig('rt-by-condition')}
 ${fig('confidence-by-condition')}
