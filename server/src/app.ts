@@ -43,7 +43,9 @@ export interface RateLimits {
   adminFailuresPer15Min: number;
 }
 
-export const DEFAULT_RATE_LIMITS: RateLimits = { ipPerMinute: 3000, createPerMinute: 300, sessionPerMinute: 600, adminFailuresPer15Min: 20 };
+import { DEFAULT_RATE_LIMITS } from './limits.ts';
+
+export { DEFAULT_RATE_LIMITS };
 
 export interface AppOptions {
   db: LegibleDb;

@@ -2,10 +2,10 @@
 import { existsSync } from 'node:fs';
 import { resolve } from 'node:path';
 import { defaultStudiesDir, intOption, LegibleError, parseCommandArgs, UsageError, type Command } from '@legible/studies';
-import { DEFAULT_RATE_LIMITS, startServer } from './app.ts';
-import { backupDatabase, backupToDir, restoreDatabase } from './backup.ts';
-import { openDatabase } from './db.ts';
-import { createServerLog } from './logging.ts';
+import { DEFAULT_RATE_LIMITS } from './limits.ts';
+// Each command's run() imports the modules it needs: loading this file (as every `legible` run
+// does, to list the commands) loads neither Express nor SQLite.
+const openDatabase = async (...args: Parameters<typeof import('./db.ts').openDatabase>) => (await import('./db.ts')).openDatabase(...args);
 
 const dbOption = { db: { type: 'string' } } as const;
 const dbFile = (value: string | undefined) => value ?? process.env.LEGIBLE_DB ?? './legible.db';
@@ -79,6 +79,8 @@ export const serve: Command = {
     };
     const trust = values['trust-proxy'] ?? (process.env.TRUST_PROXY || undefined);
     const publicUrl = parsePublicUrl(values['public-url'] ?? (process.env.PUBLIC_URL || undefined));
+    const { createServerLog } = await import('./logging.ts');
+    const { startServer } = await import('./app.ts');
     const logging = createServerLog({ file: values['log-file'] });
     const { log } = logging;
     const running = await startServer({
@@ -169,7 +171,7 @@ export const adminToken: Command = {
     if (values.label !== undefined && sub !== 'create') throw new UsageError('--label goes with create');
     const file = dbFile(values.db);
     if (sub !== 'create' && !existsSync(file)) throw new LegibleError(`no database at ${file}: give the file that \`legible serve\` writes with --db (or LEGIBLE_DB)`);
-    const db = openDatabase(file, { withoutSecret: true });
+    const db = await openDatabase(file, { withoutSecret: true });
     try {
       if (sub === 'create') {
         const label = values.label?.trim() || null;
@@ -237,8 +239,9 @@ export const backup: Command = {
     const keep = values.keep === undefined ? undefined : intOption(values.keep, 'keep', 0);
     if (keep !== undefined && keep < 1) throw new UsageError(`--keep expects a whole number ≥ 1, got ${keep}`);
     const source = dbFile(values.db);
+    const { backupDatabase, backupToDir } = await import('./backup.ts');
     const result = values.dir !== undefined ? await backupToDir(source, values.dir, { keep }) : await backupDatabase(source, values.out!, { overwrite: values.force ?? false });
-    const db = openDatabase(source, { withoutSecret: true });
+    const db = await openDatabase(source, { withoutSecret: true });
     try {
       db.audit({ actor: 'cli', action: 'backup', detail: { out: result.file, bytes: result.bytes, trials: result.rows.trials ?? 0 } });
     } finally {
@@ -271,8 +274,9 @@ export const restore: Command = {
     const { values } = parseCommandArgs(argv, { ...dbOption, from: { type: 'string' } }, { min: 0, max: 0 });
     if (!values.from) throw new UsageError('--from BACKUP is required');
     const file = dbFile(values.db);
+    const { restoreDatabase } = await import('./backup.ts');
     const result = restoreDatabase(values.from, file);
-    const db = openDatabase(file, { withoutSecret: true });
+    const db = await openDatabase(file, { withoutSecret: true });
     try {
       db.audit({ actor: 'cli', action: 'restore', detail: { from: values.from, trials: result.rows.trials ?? 0, aside: result.aside } });
     } finally {
@@ -309,9 +313,9 @@ export const withdraw: Command = {
     // The secret is used when it can be resolved (to find sessions by pseudonym); the identities table suffices otherwise.
     let db;
     try {
-      db = openDatabase(file);
+      db = await openDatabase(file);
     } catch {
-      db = openDatabase(file, { withoutSecret: true });
+      db = await openDatabase(file, { withoutSecret: true });
     }
     try {
       const counts = db.withdraw(values.study, id);

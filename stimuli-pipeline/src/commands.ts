@@ -1,10 +1,9 @@
 import { visualize } from './grad-commands.ts';
 import { existsSync } from 'node:fs';
 import { intOption, LegibleError, parseCommandArgs, UsageError, type Command } from '@legible/studies';
-import { analyzeModel, type TensorLayout } from './layout.ts';
+import type { TensorLayout } from './layout.ts';
 import type { ModelProto } from './onnx/proto.ts';
 import type { Dim } from './onnx/shapes.ts';
-import { readModelSkeleton } from './onnx/skeleton.ts';
 import { validate } from './study-check.ts';
 import type { Device } from './runtime.ts';
 
@@ -48,6 +47,8 @@ export const layers: Command = {
     );
     const file = positionals[0];
     if (!existsSync(file)) throw new LegibleError(`cannot read ${file}: file not found`);
+    const { analyzeModel } = await import('./layout.ts');
+    const { readModelSkeleton } = await import('./onnx/skeleton.ts');
     let skeleton: ModelProto;
     try {
       skeleton = readModelSkeleton(file);
@@ -56,7 +57,7 @@ export const layers: Command = {
     }
     const inputs = (skeleton.graph?.input ?? []).filter((v) => !(skeleton.graph?.initializer ?? []).some((t) => t.name === v.name)).map((v) => v.name!);
     const given = parseInputShapes(values['input-shape'], inputs);
-    let analysis: Awaited<ReturnType<typeof analyzeModel>>;
+    let analysis: Awaited<ReturnType<typeof import('./layout.ts').analyzeModel>>;
     let problem: string | null = null;
     try {
       analysis = await analyzeModel(file, { measure: true, inputShapes: given });

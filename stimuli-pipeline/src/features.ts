@@ -55,6 +55,28 @@ export interface Dictionary {
   encode(rows: Float32Array, count: number): Promise<Float32Array>;
 }
 
+/** Below this variance explained an SAE basis is reported as fitting poorly (a warning; 0 or less: no better than the mean). */
+export const SAE_POOR_FIT = 0.1;
+
+/**
+ * The warning for a trained SAE whose variance explained is below SAE_POOR_FIT (null otherwise): the
+ * layer, the numbers, and what to change in the study file.
+ */
+export function saePoorFit(study: Study, layer: string, rows: number, info: { fvu: number; epochs: number; steps: number; dead: number }): string | null {
+  const ve = 1 - info.fvu;
+  if (Number.isFinite(ve) && ve >= SAE_POOR_FIT) return null;
+  const i = study.bases.findIndex((b) => b.kind === 'sae');
+  const b = study.bases[i] as SaeBasis;
+  const failed = !Number.isFinite(ve) || ve <= 0;
+  return (
+    `sae on layer "${layer}" ${failed ? 'reconstructs the layer no better than its mean' : `explains little of the layer (below ${SAE_POOR_FIT})`}: ` +
+    `variance explained ${Number.isFinite(ve) ? ve.toFixed(4) : ve} after ${info.epochs} epoch${info.epochs === 1 ? '' : 's'} (${info.steps} Adam steps) on ${rows} images, ` +
+    `${info.dead} of ${b.dictionary} latents dead; ${failed ? 'the fit failed, and its latents' : 'its latents are close to their random start and'} may not separate images. ` +
+    `In the study file, raise bases[${i}].epochs (now ${b.epochs}; each epoch is one step per 64 images), add images (dataset.images, or a larger dataset.split.reference)` +
+    `${b.dictionary > 2 * b.k ? `, or lower bases[${i}].dictionary (now ${b.dictionary})` : ''}.`
+  );
+}
+
 type NmfBasis = Extract<Study['bases'][number], { kind: 'nmf' }>;
 type SaeBasis = Extract<Study['bases'][number], { kind: 'sae' }>;
 
@@ -179,6 +201,8 @@ export async function computeFeatures(
 
     // ── SAE per layer. ──
     const sae: Dictionary[] = [];
+    /** Per layer: the warning of an SAE that fits poorly, repeated where its latents then fail to make trials. */
+    const saePoor = new Map<string, string>();
     if (saeBasis) {
       for (const [li, l] of layers.entries()) {
         const n = saeSample[li].length;
@@ -191,6 +215,11 @@ export async function computeFeatures(
         releases.push(() => trained.release());
         const { info } = trained;
         opts.log(`sae ${l.name}: ${saeBasis.dictionary} latents, k=${saeBasis.k}, ${info.epochs} epochs on ${n} images in ${info.seconds.toFixed(1)}s: variance explained ${(1 - info.fvu).toFixed(4)}, ${info.dead} dead latents`);
+        const poor = saePoorFit(study, l.name, n, info);
+        if (poor) {
+          saePoor.set(l.name, poor);
+          opts.log(`warning: ${poor}`);
+        }
         const dict: Dictionary = { k: saeBasis.dictionary, channels: l.channels, directions: trained.decoderDirections, encode: (rows, count) => trained.encode(rows, count) };
         sae.push(dict);
         dictionaries.set(`${l.name}/sae`, dict);
@@ -316,6 +345,10 @@ export async function computeFeatures(
             constant: (j) => (hi[j] > lo[j] ? null : lo[j]),
             load: (wanted) => wanted.map(column),
             spareCount: study.design.practice_trials + 1, // and the instructions' annotated example (build.ts)
+          }).catch((err: unknown) => {
+            const poor = basis.kind === 'sae' ? saePoor.get(l.name) : undefined;
+            if (poor && err instanceof LegibleError) throw new LegibleError(`${err.message}\nThe likely cause: ${poor}`);
+            throw err;
           });
         }
         for (const p of [...pick.selected, ...pick.spare]) exemplars.set(featureId(p.column), p.exemplars);

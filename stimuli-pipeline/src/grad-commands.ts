@@ -4,7 +4,7 @@ import { join } from 'node:path';
 import { intOption, LegibleError, parseCommandArgs, UsageError, type Command, type ModelInput } from '@legible/studies';
 import type { Device } from './runtime.ts';
 import type { FeatureObjective } from './fv/visualize.ts';
-import { checkModelLayers, LAYOUTS, type Layout } from './layout.ts';
+import type { Layout } from './layout.ts';
 
 const numbers = (v: string, name: string) => {
   const xs = v.split(',').map((s) => Number(s.trim()));
@@ -78,6 +78,7 @@ export const visualize: Command = {
       const layer = loaded.study.model.layers.find((l) => l.tensor === values.tensor);
       if (layer) declared = { layout: layer.layout, class_token: layer.class_token };
     }
+    const { checkModelLayers, LAYOUTS } = await import('./layout.ts');
     if (values.layout !== undefined) {
       if (!LAYOUTS.includes(values.layout as Layout)) throw new UsageError(`--layout expects ${LAYOUTS.join(', ')}, got "${values.layout}"`);
       declared = { ...declared, layout: values.layout as Layout };

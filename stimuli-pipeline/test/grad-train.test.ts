@@ -234,6 +234,40 @@ describe('TopK sparse autoencoder', () => {
     }
   });
 
+  // The zoo's GoogLeNet and EfficientNet-B0 (random torchvision weights) have layer activations of
+  // about 1e-9: the SAE diverged there (variance explained about −1e10). Whatever the activations'
+  // unit, the fit is the same: few rows (a zoo build's 39), few steps, scales from 1e-9 to 1e6.
+  it('trains the same at any activation scale, on little data: variance explained > 0 and directions independent of the unit', async () => {
+    const [n, c, atoms, k] = [39, 64, 16, 4];
+    const { acts } = planted(n, c, atoms, k, 7);
+    const opts = { dictionary: atoms, k, epochs: 3, seed: 3, threads: 1 };
+    const unit = await trainTopKSae(acts, n, c, opts);
+    try {
+      assert.ok(unit.info.fvu < 1, `scale 1: variance explained ${1 - unit.info.fvu}`);
+      for (const scale of [1e-9, 1e-4, 1e3, 1e6]) {
+        const scaled = await trainTopKSae(acts.map((v) => v * scale), n, c, opts);
+        try {
+          const ve = 1 - scaled.info.fvu;
+          assert.ok(ve > 0 && Math.abs(ve - (1 - unit.info.fvu)) < 1e-3, `scale ${scale}: variance explained ${ve} (at scale 1: ${1 - unit.info.fvu})`);
+          let worst = 1;
+          for (let j = 0; j < atoms; j++) {
+            let dot = 0;
+            for (let q = 0; q < c; q++) dot += unit.decoderDirections[j * c + q] * scaled.decoderDirections[j * c + q];
+            worst = Math.min(worst, dot);
+          }
+          assert.ok(worst > 0.999, `scale ${scale}: a decoder direction differs from scale 1's (cosine ${worst})`);
+          // Codes are in data units: they scale with the data.
+          const [a, b] = [await unit.encode(acts.subarray(0, c), 1), await scaled.encode(acts.subarray(0, c).map((v) => v * scale), 1)];
+          for (let j = 0; j < atoms; j++) assert.ok(Math.abs(b[j] - scale * a[j]) <= 1e-3 * scale * (Math.max(...a) + 1e-6), `scale ${scale}: code ${j} is ${b[j]}, not ${scale} × ${a[j]}`);
+        } finally {
+          await scaled.release();
+        }
+      }
+    } finally {
+      await unit.release();
+    }
+  });
+
   it('refuses bad input with a clear message', async () => {
     await assert.rejects(trainTopKSae(new Float32Array(10), 2, 5, { dictionary: 4, k: 8 }), /k = 8 must be between 1 and the dictionary size \(4\)/);
     await assert.rejects(trainTopKSae(new Float32Array(9), 2, 5, { dictionary: 4, k: 1 }), /9 values is not 2 rows × 5 channels/);

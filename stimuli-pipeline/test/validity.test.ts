@@ -11,8 +11,9 @@ import { fileURLToPath } from 'node:url';
 import { after, before, describe, it } from 'node:test';
 import sharp from 'sharp';
 import { loadStudy, Manifest, parseStudy, type Study } from '@legible/studies';
+import { Rng } from '@legible/studies/random';
 import { buildStimuli } from '../src/build.ts';
-import { computeFeatures } from '../src/features.ts';
+import { computeFeatures, SAE_POOR_FIT } from '../src/features.ts';
 import { listImages } from '../src/dataset.ts';
 import { ActivationStore, type StoreHeader } from '../src/store.ts';
 import { imageFolder } from '../bench/lib.ts';
@@ -382,8 +383,89 @@ text: { consent: c, instructions: i }
       assert.ok(Math.min(...f.references.max.map(act)) > Math.max(...f.references.min.map(act)));
     }
   });
+
+  // The zoo's GoogLeNet and EfficientNet-B0 (torchvision's random weights) have activations of about
+  // 1e-9 at their layers: the SAE diverged there, every latent came out constant and the build failed
+  // without saying why. The same channels at a scale of 1e-9 and at 1 give the same latents.
+  it('builds SAE latents from activations of 1e-9 as from the same activations at 1', async () => {
+    const channels = Array.from({ length: 12 }, (_, c) => ({ w: [Math.cos(c), Math.sin(c), Math.cos(3 * c)], b: -0.2 * (c % 3) }));
+    const build = async (name: string, scale: number, sae: string) => {
+      mkdirSync(join(dir, name), { recursive: true });
+      writeFileSync(join(dir, name, 'model.onnx'), pointwise(channels.map(({ w, b }) => ({ w: w.map((x) => x * scale), b: b * scale }))));
+      const yaml = readFileSync(join(dir, 'study.yaml'), 'utf8')
+        .replace('images: images', 'images: ../images')
+        .replace('bases: [{ kind: channels }]', `bases: [{ kind: channels }, ${sae}]`)
+        .replace('features: { select: all }', 'features: { select: random, count: 2, seed: 1 }');
+      writeFileSync(join(dir, name, 'study.yaml'), yaml);
+      const said: string[] = [];
+      const manifest = Manifest.parse(await buildStimuli(loadStudy(join(dir, name, 'study.yaml')), { quiet: true, log: (s) => said.push(s) }));
+      const basis = manifest.bases.find((b) => b.basis === 'sae')!;
+      return { manifest, ve: basis.info.variance_explained as number, said, sae: manifest.features.filter((f) => f.basis === 'sae') };
+    };
+    const sae = '{ kind: sae, dictionary: 8, k: 2, epochs: 3 }';
+    const unit = await build('unit', 1, sae);
+    const tiny = await build('tiny', 1e-9, sae);
+    assert.ok(tiny.ve > 0 && Math.abs(tiny.ve - unit.ve) < 1e-3, `variance explained ${tiny.ve} at 1e-9, ${unit.ve} at 1`);
+    assert.deepEqual(tiny.sae.map((f) => f.id), unit.sae.map((f) => f.id));
+    assert.equal(tiny.sae.length, 2);
+    for (const [a, b] of tiny.sae.map((f, i) => [f, unit.sae[i]])) {
+      assert.deepEqual(a.references, b.references, `${a.id}: other references at 1e-9`);
+      assert.ok(Math.min(...a.activations!.max) > Math.max(...a.activations!.min), `${a.id}: references not separated`);
+    }
+    // A well-fitted SAE is not warned about (a poorly fitted one: below).
+    assert.ok(!unit.said.some((s) => s.startsWith('warning:')), unit.said.join('\n'));
+  });
 });
 
+
+describe('an SAE that fits poorly', () => {
+  // 120 images of 256 channels of isotropic noise: nothing for 64 latents with k = 1 to compress, and
+  // one epoch is one Adam step. The build says so, with the layer, the numbers and what to change.
+  const c = 256;
+  let dir: string;
+  let store: ActivationStore;
+  const ids = Array.from({ length: 120 }, (_, i) => `noise/${String(i).padStart(3, '0')}.png`);
+  before(() => {
+    dir = mkdtempSync(join(tmpdir(), 'legible-sae-poor-'));
+    store = ActivationStore.open(dir, 'noise', ids.length, ids.length);
+    store.setLayers([{ name: 'noise', tensor: 'x', channels: c, shape: [c] }]);
+    const r = new Rng(11);
+    const mean = Float32Array.from({ length: ids.length * c }, () => 1e-3 * r.normal());
+    store.write({ index: 0, ids, skipped: [], hashes: {}, mean: [mean], max: [mean] });
+  });
+  after(() => rmSync(dir, { recursive: true, force: true }));
+  const studyWith = (count?: number) => studyOf('references: { per_side: 2 }', count ? `{ select: random, count: ${count}, seed: 1 }` : '{ select: all }');
+  const run = async (study: Study, said: string[]) =>
+    computeFeatures({ ...study, bases: [{ kind: 'channels', aggregate: 'mean' }, { kind: 'sae', dictionary: 64, k: 4, epochs: 1, seed: 0, fit_rows: 50_000 }] }, store, {
+      model: new Uint8Array(),
+      images: ids.map((id) => ({ id, path: id, bytes: 0 })),
+      log: (s) => said.push(s),
+      quiet: true,
+    });
+
+  it('warns with the layer, the variance explained and what to change in the study file', async () => {
+    const said: string[] = [];
+    const features = await run(studyWith(), said);
+    try {
+      const ve = features.bases.find((b) => b.basis === 'sae')!.info.variance_explained as number;
+      assert.ok(ve < SAE_POOR_FIT, `variance explained ${ve}`);
+      const warning = said.find((s) => s.startsWith('warning:'));
+      assert.ok(warning, said.join('\n'));
+      assert.match(warning, new RegExp(`^warning: sae on layer "noise" explains little of the layer \\(below ${SAE_POOR_FIT}\\): variance explained ${ve.toFixed(4)} after 1 epoch \\(2 Adam steps\\) on 92 images`));
+      assert.match(warning, /raise bases\[1\]\.epochs \(now 1; .*add images \(dataset\.images.*lower bases\[1\]\.dictionary \(now 64\)/);
+    } finally {
+      await features.release();
+    }
+  });
+
+  it('repeats the warning as the likely cause when its latents cannot make the study', async () => {
+    const said: string[] = [];
+    await assert.rejects(run(studyWith(64), said), (err: Error) => {
+      assert.match(err.message, /features\.count = 64, but [^]*"noise"[^]*\nThe likely cause: sae on layer "noise" explains little/);
+      return true;
+    });
+  });
+});
 
 /**
  * Builds the study and checks every feature of its manifest against the activation store: channels

@@ -39,22 +39,28 @@ interface Arch {
   noNmf?: string;
   /** Why the build is known to fail (node:test \`todo\`: it runs and reports, without failing the suite). */
   buildTodo?: string;
+  /** Why removing a feature of the layer leaves the float32 logits as they are, where it does (then every logit drop must be 0 up to round-off). */
+  inert?: string;
 }
-
-const SAE_TODO =
-  'the SAE diverges on this layer at the zoo\'s size (3 epochs on 39 images: variance explained about -1e10, 12 of 16 latents dead) and every latent is ' +
-  'constant up to float32 round-off, which the validity rules now reject (they were selected before, with references tied in print and in fact)';
 
 const ZOO: Arch[] = [
   { arch: 'resnet50', size: 64 },
   { arch: 'vgg16', size: 224, features: 1 }, // its AdaptiveAvgPool2d(7) exports only where the 7 × 7 output divides the input's
-  { arch: 'googlenet', size: 64, buildTodo: SAE_TODO },
+  // Its layers hold activations of about 1e-9 with random weights (so do EfficientNet-B0's): the SAE
+  // trains in normalised units (train/sae.ts), where it diverged before.
+  {
+    arch: 'googlenet',
+    size: 64,
+    inert:
+      "torchvision's random initialisation (truncated normal, std 0.01, BatchNorm at its running statistics) shrinks the activations to about 1e-9 at inception4c, " +
+      "so the logits are the classifier's bias to within 1e-12 (in PyTorch, zeroing a channel of inception4c changes them by at most 5e-13, below float32's resolution of them)",
+  },
   { arch: 'inception_v3', size: 96 }, // its stem needs ≥ 75 px
   // Dense blocks end in a concatenation of convolutions (signed): the ReLU before transition 3.
   { arch: 'densenet121', size: 64, layer: '/features/transition3/relu/Relu_output_0' },
   // Inverted residuals end in a linear projection (signed): a ReLU inside block 3.
   { arch: 'mobilenet_v3_small', size: 64, layer: '/features/features.3/block/block.1/block.1.2/Relu_output_0' },
-  { arch: 'efficientnet_b0', size: 64, noNmf: 'SiLU activations are signed: no EfficientNet tensor suits NMF', buildTodo: SAE_TODO },
+  { arch: 'efficientnet_b0', size: 64, noNmf: 'SiLU activations are signed: no EfficientNet tensor suits NMF' },
   // Its blocks compute channels-last [N, H, W, C] tensors inside; "feat" (a stage output) is NCHW.
   { arch: 'convnext_tiny', size: 64, noNmf: 'GELU activations and LayerNorm are signed' },
   { arch: 'regnet_y_400mf', size: 64 },
@@ -115,7 +121,7 @@ describe('the torchvision zoo', { skip: torchMissing() ?? false }, () => {
   const timings: string[] = [];
   after(() => console.log(`zoo timings (s): ${timings.join('; ')}`));
 
-  for (const { arch, size, features, layer, noNmf, buildTodo } of chosen) {
+  for (const { arch, size, features, layer, noNmf, buildTodo, inert } of chosen) {
     describe(arch, () => {
       let dir: string;
       let exportSeconds = 0;
@@ -230,7 +236,10 @@ describe('the torchvision zoo', { skip: torchMissing() ?? false }, () => {
           }
         }
         assert.ok(manifest.contribution && manifest.contribution.images > 0, 'no decision contribution in the manifest');
-        assert.ok(manifest.features.some((f) => f.contribution && f.contribution.logit_drop !== 0), 'no feature changes the logits when removed');
+        if (inert) {
+          for (const f of manifest.features) if (f.contribution) assert.ok(Math.abs(f.contribution.logit_drop) < 1e-6, `${f.id}: logit drop ${f.contribution.logit_drop} (${inert})`);
+          t.diagnostic(`${arch}: every logit drop is 0 (${inert})`);
+        } else assert.ok(manifest.features.some((f) => f.contribution && f.contribution.logit_drop !== 0), 'no feature changes the logits when removed');
         assert.ok(manifest.trials.some((x) => x.reference_kind === 'visualization'), 'no visualization trials');
         if (noNmf) t.diagnostic(`${arch}: no nmf basis (${noNmf})`);
         t.diagnostic(`${arch}: built in ${seconds.toFixed(1)} s: ${manifest.features.length} features (references and queries separated), ${(manifest.rejected ?? []).length} rejected, ${manifest.trials.length} trials; contribution over ${manifest.contribution!.images} images`);

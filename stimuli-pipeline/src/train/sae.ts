@@ -2,20 +2,28 @@
 // layer's activation matrix: n rows (an image's spatially averaged channel vector, the matrix NMF
 // factorises) × c channels. Its decoder directions are the `sae` basis of a study.
 //
-//   z = ReLU(TopK_k((x − b_pre)/s · W_enc + b_enc))      codes: k non-zero of `dictionary`
-//   x̂ = s · z · W_dec + b_pre                            W_dec rows: unit-norm directions
+//   u = (x − μ)/s                                        fixed normalisation (the data's statistics)
+//   z = ReLU(TopK_k((u − b_pre) · W_enc + b_enc))        codes: k non-zero of `dictionary`
+//   û = z · W_dec + b_pre                                W_dec rows: unit-norm directions
+//   x̂ = s · û + μ
 //
-// s is a fixed scale (the data's RMS deviation per channel) so one learning rate fits any layer;
-// codes are returned in the data's units (s·z), so x̂ = b_pre + Σ_j code_j · d_j exactly.
-// Loss: mean squared error. Dead latents (no row of an epoch fired them) are resampled at the end of
+// μ is the data's mean per channel and s its RMS deviation per value, so u has unit mean square
+// whatever the layer's unit: every parameter (b_pre included) and the loss, mean((û − u)²), are in
+// normalised units and the fit is the same for activations of 1e-9 and of 1e6. (Before, b_pre and
+// the loss were in the data's units: at the zoo's GoogLeNet, activations about 1e-9, b_pre's
+// gradients were far below Adam's ε, so Adam took steps of lr·g/ε — plain gradient descent at a
+// learning rate of 1e5 — and the fit diverged to a variance explained of −1e10.) Codes are returned
+// in the data's units (s·z), so x̂ = b + Σ_j code_j · d_j exactly, with b = μ + s·b_pre.
+// Loss: mean squared error. Each step the decoder gradient loses its component along its (unit) row,
+// the gradients are clipped to a global norm of 1 (Gao et al.), Adam steps, and the decoder rows are
+// renormalised. Dead latents (no row of an epoch fired them) are resampled at the end of
 // each epoch but the last (Bricken et al. 2023): the decoder row becomes the direction of the residual
 // x − x̂ of one of the worst-reconstructed rows, the encoder column the same direction at the alive
 // columns' mean norm, the bias 0, and their Adam moments restart. (Gao et al.'s AuxK loss, tried
 // first, left more latents dead than no remedy at these sizes; on the demo model's block3, 128
 // latents, k = 4, resampling ends with 2 dead latents instead of 15.)
-// Training: the forward graph is built with graph.ts, its gradients by grad/vjp.ts, Adam runs here;
-// decoder rows are renormalised after every step. Deterministic for a seed (initialisation, batch
-// order) at a fixed onnxruntime thread count.
+// Training: the forward graph is built with graph.ts, its gradients by grad/vjp.ts, Adam runs here.
+// Deterministic for a seed (initialisation, batch order) at a fixed onnxruntime thread count.
 import type { InferenceSession, Tensor } from 'onnxruntime-node';
 import { LegibleError, rng } from '@legible/studies';
 import { attr, makeGraph, makeModel, node, tensorInfo } from '../onnx/graph.ts';
@@ -79,13 +87,17 @@ interface Params {
   b_pre: Float32Array;
 }
 
-/** The SAE forward graph: x → z (codes), x̂, loss. Parameters are initializers here; training feeds them. */
-function saeModel(c: number, d: number, k: number, scale: number, p: Params, withLoss: boolean) {
+/**
+ * The SAE forward graph: x (data units) → z (normalised codes), x̂ (data units), and with `withLoss`
+ * the loss in normalised units. Parameters are initializers here; training feeds them.
+ */
+function saeModel(c: number, d: number, k: number, norm: { mean: Float32Array; scale: number }, p: Params, withLoss: boolean) {
   const f = (name: string, dims: number[], v: ArrayLike<number>) => float32Tensor(name, dims, v);
   const nodes = [
-    node('Sub', ['x', 'b_pre'], ['centred']),
-    node('Mul', ['centred', 'inv_scale'], ['xn']),
-    node('MatMul', ['xn', 'W_enc'], ['enc']),
+    node('Sub', ['x', 'mu'], ['x_centred']),
+    node('Mul', ['x_centred', 'inv_scale'], ['u']),
+    node('Sub', ['u', 'b_pre'], ['centred']),
+    node('MatMul', ['centred', 'W_enc'], ['enc']),
     node('Add', ['enc', 'b_enc'], ['pre']),
     node('TopK', ['pre', 'k'], ['top', 'top_idx'], [attr.int('axis', 1)]),
     node('Relu', ['top'], ['top_pos']),
@@ -93,26 +105,46 @@ function saeModel(c: number, d: number, k: number, scale: number, p: Params, wit
     node('ConstantOfShape', ['pre_shape'], ['zeros'], [attr.tensor('value', float32Tensor('', [1], [0]))]),
     node('ScatterElements', ['zeros', 'top_idx', 'top_pos'], ['z'], [attr.int('axis', 1)]),
     node('MatMul', ['z', 'W_dec'], ['dec']),
-    node('Mul', ['dec', 'scale'], ['dec_scaled']),
-    node('Add', ['dec_scaled', 'b_pre'], ['x_hat']),
+    node('Add', ['dec', 'b_pre'], ['u_hat']),
+    node('Mul', ['u_hat', 'scale'], ['u_hat_scaled']),
+    node('Add', ['u_hat_scaled', 'mu'], ['x_hat']),
   ];
   const inits = [
     f('W_enc', [c, d], p.W_enc),
     f('b_enc', [d], p.b_enc),
     f('W_dec', [d, c], p.W_dec),
     f('b_pre', [c], p.b_pre),
-    f('scale', [], [scale]),
-    f('inv_scale', [], [1 / scale]),
+    f('mu', [c], norm.mean),
+    f('scale', [], [norm.scale]),
+    f('inv_scale', [], [1 / norm.scale]),
     int64Tensor('k', [1], [k]),
   ];
   const inputs = [tensorInfo('x', DataType.FLOAT, ['N', c])];
   const outputs = [tensorInfo('z', DataType.FLOAT, ['N', d]), tensorInfo('x_hat', DataType.FLOAT, ['N', c])];
   if (withLoss) {
-    nodes.push(node('Sub', ['x_hat', 'x'], ['err']), node('Mul', ['err', 'err'], ['sq']), node('ReduceMean', ['sq'], ['mse'], [attr.int('keepdims', 0)]));
+    nodes.push(node('Sub', ['u_hat', 'u'], ['err']), node('Mul', ['err', 'err'], ['sq']), node('ReduceMean', ['sq'], ['mse'], [attr.int('keepdims', 0)]));
     nodes.push(node('Identity', ['mse'], ['loss']));
     outputs.push(tensorInfo('loss', DataType.FLOAT, []), tensorInfo('mse', DataType.FLOAT, []));
   }
   return makeModel({ graph: makeGraph({ name: 'topk_sae', nodes, inputs, outputs, initializers: inits }), opset: 17 });
+}
+
+/** Removes from each decoder row's gradient its component along the (unit) row: the step keeps the row's norm to first order. */
+function projectDecoderGradient(W: Float32Array, g: Float32Array, rows: number, cols: number): void {
+  for (let r = 0; r < rows; r++) {
+    let dot = 0;
+    for (let j = 0; j < cols; j++) dot += W[r * cols + j] * g[r * cols + j];
+    for (let j = 0; j < cols; j++) g[r * cols + j] -= dot * W[r * cols + j];
+  }
+}
+
+/** Scales every gradient by min(1, max / global L2 norm); returns the norm before clipping. */
+function clipGradients(grads: Record<string, Float32Array>, max: number): number {
+  let sq = 0;
+  for (const g of Object.values(grads)) for (let i = 0; i < g.length; i++) sq += g[i] * g[i];
+  const norm = Math.sqrt(sq);
+  if (norm > max) for (const g of Object.values(grads)) for (let i = 0; i < g.length; i++) g[i] *= max / norm;
+  return norm;
 }
 
 function normaliseRows(W: Float32Array, rows: number, cols: number): void {
@@ -138,7 +170,8 @@ export async function trainTopKSae(acts: Float32Array, n: number, c: number, opt
   const log = opts.log ?? (() => {});
   const r = rng(opts.seed ?? 0);
 
-  // Data statistics: mean (b_pre's start) and the RMS deviation per channel (the fixed scale).
+  // The fixed normalisation: the mean per channel, and the RMS deviation from it per value (1 where
+  // every row is the same).
   const mean = new Float64Array(c);
   for (let i = 0; i < n; i++) for (let j = 0; j < c; j++) mean[j] += acts[i * c + j];
   for (let j = 0; j < c; j++) mean[j] /= n;
@@ -151,10 +184,11 @@ export async function trainTopKSae(acts: Float32Array, n: number, c: number, opt
   normaliseRows(W_dec, d, c);
   const W_enc = new Float32Array(c * d);
   for (let i = 0; i < d; i++) for (let j = 0; j < c; j++) W_enc[j * d + i] = W_dec[i * c + j];
-  const params: Params = { W_enc, b_enc: new Float32Array(d), W_dec, b_pre: Float32Array.from(mean) };
+  const params: Params = { W_enc, b_enc: new Float32Array(d), W_dec, b_pre: new Float32Array(c) };
+  const norm = { mean: Float32Array.from(mean), scale };
 
   const ort = await import('onnxruntime-node');
-  const forTraining = saeModel(c, d, k, scale, params, true);
+  const forTraining = saeModel(c, d, k, norm, params, true);
   const grad = await buildGradientModel(forTraining, {
     wrt: ['W_enc', 'b_enc', 'W_dec', 'b_pre'],
     objective: { tensor: 'loss', kind: 'sum' },
@@ -189,6 +223,8 @@ export async function trainTopKSae(acts: Float32Array, n: number, c: number, opt
         const out = await session.run(feeds);
         const grads: Record<string, Float32Array> = {};
         for (const [name, output] of Object.entries(grad.grads)) grads[name] = (out[output] as Tensor).data as Float32Array;
+        projectDecoderGradient(params.W_dec, grads.W_dec, d, c);
+        clipGradients(grads, 1);
         adam.step(grads);
         normaliseRows(params.W_dec, d, c);
         for (const j of (out.top_idx as Tensor).data as BigInt64Array) fired[Number(j)] = 1;
@@ -203,7 +239,7 @@ export async function trainTopKSae(acts: Float32Array, n: number, c: number, opt
           }
           rowError[row] = e;
         }
-        sum += ((out.mse as Tensor).data as Float32Array)[0] * m;
+        sum += ((out.mse as Tensor).data as Float32Array)[0] * m * scale * scale;
         steps++;
       }
       history.push(sum / n);
@@ -219,7 +255,7 @@ export async function trainTopKSae(acts: Float32Array, n: number, c: number, opt
   }
 
   // The trained encoder, and the final reconstruction statistics over every row.
-  const final = saeModel(c, d, k, scale, params, false);
+  const final = saeModel(c, d, k, norm, params, false);
   const enc = await openSession(encodeModel(final), { device: opts.device, threads: opts.threads });
   const encode = makeEncoder(enc.session, ort, c, d, scale);
   let sq = 0;
@@ -248,7 +284,7 @@ export async function trainTopKSae(acts: Float32Array, n: number, c: number, opt
     k,
     channels: c,
     decoderDirections: Float32Array.from(params.W_dec),
-    bias: Float32Array.from(params.b_pre),
+    bias: Float32Array.from(mean, (mu, q) => mu + scale * params.b_pre[q]),
     encode,
     info,
     release: () => enc.session.release(),
