@@ -11,7 +11,17 @@
 //                net explains. A feature the deepest net explains less than `minShare` of (default
 //                0.1) has no order: what it computes is not reproduced at all (noise, or more than
 //                the ladder can learn from these images).
-import type { Ladder } from './train/disentangler.ts';
+import { readFile } from 'node:fs/promises';
+import type { Tensor } from 'onnxruntime-node';
+import { inputSize, LegibleError, rng, seedFrom, type Study } from '@legible/studies';
+import type { ImageEntry } from './dataset.ts';
+import { featureId } from './exemplars.ts';
+import type { FeatureSet } from './features.ts';
+import { modelLayers } from './layout.ts';
+import { addTaps } from './onnx/taps.ts';
+import { channelCount, decodeForModel, normalise } from './preprocess.ts';
+import { fixedBatch, openSession, type Device } from './runtime.ts';
+import { trainLadder, type Ladder } from './train/disentangler.ts';
 
 export interface ComplexityFeature {
   id: string;
@@ -172,4 +182,114 @@ export function orderOf(depths: readonly number[], explained: readonly number[],
   }
   const k = explained.findIndex((e) => e >= threshold * deepest);
   return { order: depths[k] };
+}
+
+// ─── A study's complexity section ──────────────────────────────────────────────────────────
+
+export interface StudyComplexity {
+  depths: number[];
+  width: number;
+  epochs: number;
+  threshold: number;
+  layers: (LayerComplexity & { layer: string; seconds: number })[];
+  /** By feature id (the study's features on the measured layers). */
+  features: Map<string, FeatureComplexityResult>;
+  seconds: number;
+}
+
+/**
+ * The study file's `complexity:` section: for each of its layers, a ladder of disentanglers trained
+ * on a seeded sample of reference-split images, then ρ per order and every study feature's explained
+ * shares and complexity order. Null when the study has no such section.
+ */
+export async function studyComplexity(
+  study: Study,
+  model: Uint8Array,
+  fs: FeatureSet,
+  images: ImageEntry[],
+  opts: { device?: Device; threads?: number; log: (s: string) => void },
+): Promise<StudyComplexity | null> {
+  const cfg = study.complexity;
+  if (!cfg) return null;
+  const started = performance.now();
+  const names = cfg.layers ?? study.model.layers.map((l) => l.name);
+  const resolved = (await modelLayers(model, study.model.layers)).filter((l) => names.includes(l.name));
+  for (const l of resolved) {
+    if (l.layout === 'tokens' || l.spatialAxes.length !== 2) {
+      throw new LegibleError(`complexity: layer "${l.name}" (tensor ${l.tensor}, layout ${l.layout}, shape [${l.shape}]) has no 2-D grid of positions; disentanglers reproduce convolutional feature maps. Leave it out of complexity.layers.`);
+    }
+  }
+  // A seeded sample of the reference split, in id order.
+  const byId = new Map(images.map((img) => [img.id, img]));
+  const ref = fs.refRows.map((r) => fs.ids[r]);
+  const ids = rng(seedFrom('complexity', study.seed)).sample(ref, Math.min(cfg.images, ref.length)).sort();
+  if (ids.length < 10) throw new LegibleError(`complexity: the reference split holds ${ref.length} images; disentanglers need at least 10 (raise dataset.split.reference or the image count)`);
+  const [H, W] = inputSize(study.model.input);
+  const cin = channelCount(study.model.input);
+  const inSize = cin * H * W;
+  const n = ids.length;
+  const x = new Float32Array(n * inSize);
+  for (let s = 0; s < n; s += 64) {
+    const chunk = ids.slice(s, s + 64);
+    const decoded = await Promise.all(chunk.map(async (id) => decodeForModel(await readFile(byId.get(id)!.path), study.model.input)));
+    decoded.forEach((px, i) => normalise(px, study.model.input, x, (s + i) * inSize));
+  }
+  // The layers' maps, [n, C, h, w] each (channels-last layers transposed).
+  const ort = await import('onnxruntime-node');
+  const maps = resolved.map((l) => new Float32Array(n * l.shape.reduce((a, b) => a * b, 1)));
+  const { session } = await openSession(addTaps(model, resolved.map((l) => l.tensor)), { device: opts.device, threads: opts.threads });
+  try {
+    const batch = fixedBatch(session) ?? 32;
+    for (let s = 0; s < n; s += batch) {
+      const m = Math.min(batch, n - s);
+      const xb = new Float32Array(batch * inSize);
+      xb.set(x.subarray(s * inSize, (s + m) * inSize));
+      const rows = fixedBatch(session) ? batch : m;
+      const out = await session.run({ [session.inputNames[0]]: new ort.Tensor('float32', xb.subarray(0, rows * inSize), [rows, cin, H, W]) });
+      resolved.forEach((l, li) => {
+        const data = (out[l.tensor] as Tensor).data as Float32Array;
+        const size = maps[li].length / n;
+        if (l.layout === 'nchw') maps[li].set(data.subarray(0, m * size), s * size);
+        else {
+          const [h, w, c] = l.shape;
+          for (let i = 0; i < m; i++) for (let p = 0; p < h * w; p++) for (let ch = 0; ch < c; ch++) maps[li][(s + i) * size + ch * h * w + p] = data[i * size + p * c + ch];
+        }
+      });
+    }
+  } finally {
+    await session.release();
+  }
+
+  const result: StudyComplexity = { depths: [...cfg.depths], width: cfg.width, epochs: cfg.epochs, threshold: cfg.threshold, layers: [], features: new Map(), seconds: 0 };
+  for (const [li, l] of resolved.entries()) {
+    const t0 = performance.now();
+    const grid: [number, number, number] = l.layout === 'nchw' ? [l.shape[0], l.shape[1], l.shape[2]] : [l.shape[2], l.shape[0], l.shape[1]];
+    const ladder = await trainLadder(x, maps[li], n, [cin, H, W], grid, {
+      depths: cfg.depths,
+      width: cfg.width,
+      epochs: cfg.epochs,
+      seed: seedFrom('complexity', study.seed, l.name),
+      device: opts.device,
+      threads: opts.threads,
+      log: (s) => opts.log(`complexity ${l.name}: ${s}`),
+    });
+    try {
+      const features: ComplexityFeature[] = fs.selected
+        .filter((col) => col.layer === l.name)
+        .map((col) => {
+          if (col.basis === 'channels') return { id: featureId(col), channel: col.index };
+          const dict = fs.dictionaries.get(`${l.name}/${col.basis}`)!;
+          return { id: featureId(col), direction: dict.directions.subarray(col.index * dict.channels, (col.index + 1) * dict.channels) };
+        });
+      const measured = await measureComplexity(ladder, x, maps[li], features, { threshold: cfg.threshold });
+      const seconds = (performance.now() - t0) / 1000;
+      result.layers.push({ layer: l.name, ...measured.layer, seconds });
+      for (const f of measured.features) result.features.set(f.id, f);
+      opts.log(`complexity ${l.name}: ρ per order ${measured.layer.depths.map((d, k) => `${d}: ${measured.layer.rho[k].toFixed(3)}`).join(', ')}; explained ${measured.layer.explained.map((e) => e.toFixed(3)).join(' ')} (${seconds.toFixed(1)} s)`);
+    } finally {
+      await ladder.release();
+    }
+  }
+  result.seconds = (performance.now() - started) / 1000;
+  return result;
 }

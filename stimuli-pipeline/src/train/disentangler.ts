@@ -57,7 +57,7 @@ export function inputConv(s: Pick<DisentanglerShape, 'input' | 'output'>): { ker
   return { kernel: [H - (h - 1) * sh, W - (w - 1) * sw], stride: [sh, sw] };
 }
 
-/** Seeded initialisation: He normal before a ReLU, residual branches' second convolution scaled by 1/√depth, zero biases. */
+/** Seeded initialisation: He normal before a ReLU, residual branches' second convolution scaled by 1/√depth, a zero output convolution, zero biases. */
 export function initDisentangler(s: DisentanglerShape, seed: number): Record<string, Float32Array> {
   const r = new Rng(seed);
   const params: Record<string, Float32Array> = {};
@@ -66,7 +66,8 @@ export function initDisentangler(s: DisentanglerShape, seed: number): Record<str
     const v = new Float32Array(size);
     if (p.dims.length === 4) {
       const fanIn = p.dims[1] * p.dims[2] * p.dims[3];
-      const gain = p.name.endsWith('conv2.weight') ? Math.sqrt(1 / fanIn / Math.max(1, s.depth)) : p.name === 'out.weight' ? Math.sqrt(1 / fanIn) : Math.sqrt(2 / fanIn);
+      // The output convolution starts at 0: Φ starts at each channel's mean (loss 1), not at a random map.
+      const gain = p.name.endsWith('conv2.weight') ? Math.sqrt(1 / fanIn / Math.max(1, s.depth)) : p.name === 'out.weight' ? 0 : Math.sqrt(2 / fanIn);
       for (let i = 0; i < size; i++) v[i] = r.normal() * gain;
     }
     params[p.name] = v;
