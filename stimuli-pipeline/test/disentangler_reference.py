@@ -61,7 +61,44 @@ def build(job, depth, init=None):
     return m
 
 
+def bench(d):
+    """Seconds per training epoch for each depth (training loop only), and the peak RSS."""
+    import resource
+
+    job = json.load(open(os.path.join(d, "job.json")))
+    torch.set_num_threads(job["threads"])
+    torch.manual_seed(job.get("seed", 0))
+    n = job["n"]
+    x = torch.from_numpy(np.fromfile(os.path.join(d, "x.bin"), dtype=np.float32).reshape(n, *job["input"]))
+    z = torch.from_numpy(np.fromfile(os.path.join(d, "z.bin"), dtype=np.float32).reshape(n, *job["output"]))
+    train = torch.tensor(job["train"])
+    b = job["batch"]
+    out = {"threads": torch.get_num_threads(), "torch": torch.__version__, "depths": {}}
+    for depth in job["depths"]:
+        m = build(job, depth)
+        opt = torch.optim.Adam(m.parameters(), lr=job["lr"])
+        times, losses = [], []
+        for _ in range(job["epochs"]):
+            order = train[torch.randperm(len(train))]
+            t0 = time.perf_counter()
+            total = 0.0
+            for s in range(0, len(order) - b + 1, b):
+                idx = order[s : s + b]
+                loss = ((m(x[idx]) - z[idx]) ** 2).mean()
+                opt.zero_grad()
+                loss.backward()
+                opt.step()
+                total += loss.item()
+            times.append(time.perf_counter() - t0)
+            losses.append(total / (len(order) // b))
+        out["depths"][str(depth)] = {"epoch_seconds": times, "history": losses}
+    out["peak_rss_mib"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    print(json.dumps(out))
+
+
 def main():
+    if sys.argv[1] == "--bench":
+        return bench(sys.argv[2])
     d = sys.argv[1]
     job = json.load(open(os.path.join(d, "job.json")))
     torch.set_num_threads(1)

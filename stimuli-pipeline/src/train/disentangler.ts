@@ -135,6 +135,8 @@ export interface RungResult {
   trainLoss: number;
   steps: number;
   seconds: number;
+  /** Wall-clock seconds of each training epoch (steps only: no graph building, no evaluation). */
+  epochSeconds: number[];
   params: Record<string, Float32Array>;
 }
 
@@ -229,11 +231,13 @@ export async function trainLadder(
       const xb = new Float32Array(batch * inSize);
       const tb = new Float32Array(batch * outSize);
       const history: number[] = [];
+      const epochSeconds: number[] = [];
       let steps = 0;
       try {
         for (let epoch = 0; epoch < epochs; epoch++) {
           r.shuffle(order);
           opts.onEpoch?.(depth, epoch, order);
+          const epochStart = performance.now();
           let sum = 0;
           for (let start = 0; start + batch <= order.length; start += batch) {
             gather(x, inSize, order, start, batch, xb);
@@ -251,6 +255,7 @@ export async function trainLadder(
             steps++;
           }
           history.push(sum / Math.floor(order.length / batch));
+          epochSeconds.push((performance.now() - epochStart) / 1000);
         }
       } finally {
         await session.release();
@@ -272,7 +277,7 @@ export async function trainLadder(
         }
         return sq / (idx.length * outSize);
       };
-      const rung: RungResult = { depth, history, heldOutLoss: await lossOn(heldOut), trainLoss: await lossOn(train), steps, seconds: (performance.now() - started) / 1000, params };
+      const rung: RungResult = { depth, history, heldOutLoss: await lossOn(heldOut), trainLoss: await lossOn(train), steps, epochSeconds, seconds: (performance.now() - started) / 1000, params };
       rungs.push(rung);
       log(`disentangler depth ${depth} (width ${width}, ${epochs} epochs, ${steps} steps): train loss ${rung.trainLoss.toFixed(4)}, held-out ${rung.heldOutLoss.toFixed(4)} (${rung.seconds.toFixed(1)} s)`);
     }
