@@ -2,7 +2,7 @@
 // Deterministic: the same study, model, images and seeds give a byte-identical manifest.
 import { createHash } from 'node:crypto';
 import { existsSync, readFileSync, renameSync, rmSync, statSync, writeFileSync, mkdirSync } from 'node:fs';
-import { join } from 'node:path';
+import { dirname, join } from 'node:path';
 import {
   LegibleError,
   Manifest,
@@ -157,7 +157,7 @@ async function finishBuild(loaded: LoadedStudy, opts: BuildOptions, x: Extracted
   const contribution = skipContribution ? null : await studyContribution(study, x.modelBytes, fs, inSplit, { device: opts.device, log });
 
   // Feature complexity (disentangler nets), where the study file asks for it.
-  const complexity = await studyComplexity(study, x.modelBytes, fs, inSplit, { device: opts.device, log });
+  const complexity = await studyComplexity(study, x.modelBytes, fs, inSplit, { device: opts.device, log, secondModel: study.complexity?.reliability && readSecondModel(join(dirname(loaded.file), study.complexity.reliability.model)) });
 
   // Exemplars and the trial pool.
   const features: ManifestFeature[] = [];
@@ -279,6 +279,7 @@ async function finishBuild(loaded: LoadedStudy, opts: BuildOptions, x: Extracted
           train_loss: l.trainLoss.map(round),
           explained: l.explained.map(round),
           rho: l.rho.map(round),
+          ...(l.reliability && { reliability: l.reliability.map(round) }),
         })),
       },
     }),
@@ -346,6 +347,12 @@ function staleReason(loaded: LoadedStudy): string | null {
     if (old[key] !== now[key]) return { pipeline: 'pipeline updated', config: 'study changed', model: 'model changed', images: 'images changed' }[key];
   }
   return null;
+}
+
+/** complexity.reliability's model file. */
+function readSecondModel(file: string): Uint8Array {
+  if (!existsSync(file)) throw new LegibleError(`complexity.reliability.model: file not found: ${file} (a path relative to the study file)`);
+  return readModel(file);
 }
 
 function readModel(file: string): Uint8Array {

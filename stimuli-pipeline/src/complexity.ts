@@ -191,7 +191,7 @@ export interface StudyComplexity {
   width: number;
   epochs: number;
   threshold: number;
-  layers: (LayerComplexity & { layer: string; seconds: number })[];
+  layers: (LayerComplexity & { layer: string; seconds: number; reliability?: number[] })[];
   /** By feature id (the study's features on the measured layers). */
   features: Map<string, FeatureComplexityResult>;
   seconds: number;
@@ -207,7 +207,7 @@ export async function studyComplexity(
   model: Uint8Array,
   fs: FeatureSet,
   images: ImageEntry[],
-  opts: { device?: Device; threads?: number; log: (s: string) => void },
+  opts: { device?: Device; threads?: number; log: (s: string) => void; /** complexity.reliability's model, read by the caller. */ secondModel?: Uint8Array },
 ): Promise<StudyComplexity | null> {
   const cfg = study.complexity;
   if (!cfg) return null;
@@ -260,6 +260,36 @@ export async function studyComplexity(
     await session.release();
   }
 
+  // The second model's layer for reliability, on the same images.
+  let second: { g: Float32Array; shape: [number, number, number] } | null = null;
+  if (cfg.reliability) {
+    if (!opts.secondModel) throw new LegibleError('complexity.reliability: the second model was not read');
+    const [sl] = await modelLayers(opts.secondModel, [{ name: 'reliability', tensor: cfg.reliability.tensor }]);
+    if (sl.layout === 'tokens' || sl.spatialAxes.length !== 2) throw new LegibleError(`complexity.reliability.tensor "${cfg.reliability.tensor}" has no 2-D grid of positions (shape [${sl.shape}]): give a convolutional layer`);
+    const shape: [number, number, number] = sl.layout === 'nchw' ? [sl.shape[0], sl.shape[1], sl.shape[2]] : [sl.shape[2], sl.shape[0], sl.shape[1]];
+    const size = shape[0] * shape[1] * shape[2];
+    const g = new Float32Array(n * size);
+    const s2 = (await openSession(addTaps(opts.secondModel, [sl.tensor]), { device: opts.device, threads: opts.threads })).session;
+    try {
+      const batch = fixedBatch(s2) ?? 32;
+      for (let s = 0; s < n; s += batch) {
+        const m = Math.min(batch, n - s);
+        const xb = new Float32Array(batch * inSize);
+        xb.set(x.subarray(s * inSize, (s + m) * inSize));
+        const rows = fixedBatch(s2) ? batch : m;
+        const data = ((await s2.run({ [s2.inputNames[0]]: new ort.Tensor('float32', xb.subarray(0, rows * inSize), [rows, cin, H, W]) }))[sl.tensor] as Tensor).data as Float32Array;
+        if (sl.layout === 'nchw') g.set(data.subarray(0, m * size), s * size);
+        else {
+          const [c2, h2, w2] = shape;
+          for (let i = 0; i < m; i++) for (let p = 0; p < h2 * w2; p++) for (let ch = 0; ch < c2; ch++) g[(s + i) * size + ch * h2 * w2 + p] = data[i * size + p * c2 + ch];
+        }
+      }
+    } finally {
+      await s2.release();
+    }
+    second = { g, shape };
+  }
+
   const result: StudyComplexity = { depths: [...cfg.depths], width: cfg.width, epochs: cfg.epochs, threshold: cfg.threshold, layers: [], features: new Map(), seconds: 0 };
   for (const [li, l] of resolved.entries()) {
     const t0 = performance.now();
@@ -282,8 +312,10 @@ export async function studyComplexity(
           return { id: featureId(col), direction: dict.directions.subarray(col.index * dict.channels, (col.index + 1) * dict.channels) };
         });
       const measured = await measureComplexity(ladder, x, maps[li], features, { threshold: cfg.threshold });
+      const rel = second ? await reliability(ladder, x, second.g, second.shape) : undefined;
+      if (rel) opts.log(`complexity ${l.name}: reliability per order (${cfg.reliability!.tensor} of ${cfg.reliability!.model}) ${rel.map((v) => v.toFixed(3)).join(' ')}`);
       const seconds = (performance.now() - t0) / 1000;
-      result.layers.push({ layer: l.name, ...measured.layer, seconds });
+      result.layers.push({ layer: l.name, ...measured.layer, seconds, ...(rel && { reliability: rel }) });
       for (const f of measured.features) result.features.set(f.id, f);
       opts.log(`complexity ${l.name}: ρ per order ${measured.layer.depths.map((d, k) => `${d}: ${measured.layer.rho[k].toFixed(3)}`).join(', ')}; explained ${measured.layer.explained.map((e) => e.toFixed(3)).join(' ')} (${seconds.toFixed(1)} s)`);
     } finally {
@@ -292,4 +324,127 @@ export async function studyComplexity(
   }
   result.seconds = (performance.now() - started) / 1000;
   return result;
+}
+
+// ─── Reliability: does another network encode each order's component? ─────────────────────
+
+/**
+ * The paper calls a component reliable when other networks trained on the same task encode it too.
+ * Per order l: the share of the component c(l) (all channels, variance-weighted) that a linear map
+ * of another network's layer g predicts on the held-out images. The map (ridge regression, per
+ * position: c(l)[:, p] ≈ W·g[:, p'] + b, with p' the cell of g's grid under p's centre) is fitted
+ * on the ladder's training images. `g`: [n, C2, h2, w2] for the same n images as the ladder's.
+ */
+export async function reliability(ladder: Ladder, x: Float32Array, g: Float32Array, gShape: readonly [number, number, number], opts: { ridge?: number } = {}): Promise<number[]> {
+  const [cin, H, W] = ladder.shape.input;
+  const [C, h, w] = ladder.shape.output;
+  const [C2, h2, w2] = gShape;
+  const inSize = cin * H * W;
+  const plane = h * w;
+  const outSize = C * plane;
+  const gSize = C2 * h2 * w2;
+  const K = ladder.rungs.length;
+  const D = C2 + 1; // g's channels and a constant
+  const cell = Array.from({ length: plane }, (_, p) => Math.min(h2 - 1, Math.floor(((Math.floor(p / w) + 0.5) * h2) / h)) * w2 + Math.min(w2 - 1, Math.floor((((p % w) + 0.5) * w2) / w)));
+  const row = new Float64Array(D);
+  const fill = (img: number, p: number) => {
+    for (let c = 0; c < C2; c++) row[c] = g[img * gSize + c * h2 * w2 + cell[p]];
+    row[C2] = 1;
+  };
+  // Components of each order for a chunk of images: comps[k][i·outSize + …].
+  const components = async (idx: readonly number[], s: number, m: number) => {
+    const xs = new Float32Array(m * inSize);
+    for (let i = 0; i < m; i++) xs.set(x.subarray(idx[s + i] * inSize, (idx[s + i] + 1) * inSize), i * inSize);
+    const preds = await ladder.predict(xs, m);
+    return preds.map((phi, k) => (k ? phi.map((v, j) => v - preds[k - 1][j]) : phi));
+  };
+  // Normal equations on the training images.
+  const gtg = new Float64Array(D * D);
+  const gtc = Array.from({ length: K }, () => new Float64Array(D * C));
+  const chunk = 64;
+  for (let s = 0; s < ladder.train.length; s += chunk) {
+    const m = Math.min(chunk, ladder.train.length - s);
+    const comps = await components(ladder.train, s, m);
+    for (let i = 0; i < m; i++) {
+      for (let p = 0; p < plane; p++) {
+        fill(ladder.train[s + i], p);
+        for (let a = 0; a < D; a++) for (let b = 0; b <= a; b++) gtg[a * D + b] += row[a] * row[b];
+        for (let k = 0; k < K; k++) {
+          const ck = comps[k];
+          for (let c = 0; c < C; c++) {
+            const t = ck[i * outSize + c * plane + p];
+            for (let a = 0; a < D; a++) gtc[k][a * C + c] += row[a] * t;
+          }
+        }
+      }
+    }
+  }
+  for (let a = 0; a < D; a++) for (let b = 0; b < a; b++) gtg[b * D + a] = gtg[a * D + b];
+  let trace = 0;
+  for (let a = 0; a < C2; a++) trace += gtg[a * D + a];
+  const lambda = (opts.ridge ?? 1e-3) * (trace / Math.max(1, C2) || 1);
+  for (let a = 0; a < C2; a++) gtg[a * D + a] += lambda;
+  const L = cholesky(gtg, D);
+  const maps = gtc.map((rhs) => solveCholesky(L, D, rhs, C));
+  // Held-out: residual and total sums of squares per order.
+  const sse = new Float64Array(K);
+  const sum = Array.from({ length: K }, () => new Float64Array(C));
+  const sq = Array.from({ length: K }, () => new Float64Array(C));
+  const held = ladder.heldOut;
+  for (let s = 0; s < held.length; s += chunk) {
+    const m = Math.min(chunk, held.length - s);
+    const comps = await components(held, s, m);
+    for (let i = 0; i < m; i++) {
+      for (let p = 0; p < plane; p++) {
+        fill(held[s + i], p);
+        for (let k = 0; k < K; k++) {
+          for (let c = 0; c < C; c++) {
+            let pred = 0;
+            for (let a = 0; a < D; a++) pred += row[a] * maps[k][a * C + c];
+            const t = comps[k][i * outSize + c * plane + p];
+            sse[k] += (t - pred) ** 2;
+            sum[k][c] += t;
+            sq[k][c] += t * t;
+          }
+        }
+      }
+    }
+  }
+  const count = held.length * plane;
+  return Array.from({ length: K }, (_, k) => {
+    let sst = 0;
+    for (let c = 0; c < C; c++) sst += Math.max(0, sq[k][c] - (sum[k][c] * sum[k][c]) / count);
+    return sst > 0 ? 1 - sse[k] / sst : 0;
+  });
+}
+
+/** Lower-triangular L with A = L·Lᵀ (A symmetric positive definite, n × n, row-major). */
+function cholesky(A: Float64Array, n: number): Float64Array {
+  const L = new Float64Array(n * n);
+  for (let i = 0; i < n; i++) {
+    for (let j = 0; j <= i; j++) {
+      let s = A[i * n + j];
+      for (let k = 0; k < j; k++) s -= L[i * n + k] * L[j * n + k];
+      L[i * n + j] = i === j ? Math.sqrt(Math.max(s, 1e-300)) : s / L[j * n + j];
+    }
+  }
+  return L;
+}
+
+/** X (n × m) with L·Lᵀ·X = B. */
+function solveCholesky(L: Float64Array, n: number, B: Float64Array, m: number): Float64Array {
+  const Y = Float64Array.from(B);
+  for (let c = 0; c < m; c++) {
+    for (let i = 0; i < n; i++) {
+      let s = Y[i * m + c];
+      for (let k = 0; k < i; k++) s -= L[i * n + k] * Y[k * m + c];
+      Y[i * m + c] = s / L[i * n + i];
+    }
+    for (let i = n - 1; i >= 0; i--) {
+      let s = Y[i * m + c];
+      for (let k = i + 1; k < n; k++) s -= L[k * n + i] * Y[k * m + c];
+      Y[i * m + c] = s / L[i * n + i];
+    }
+  }
+  return Y;
 }

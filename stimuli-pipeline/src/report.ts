@@ -174,7 +174,8 @@ function complexitySection(manifest: Manifest, features: ManifestFeature[], run:
     return `<h3>${esc(l.layer)}</h3><p>${curveSvg(c.depths, [
       { values: l.rho, colour: '#b3412e', name: 'ρ per order' },
       { values: l.explained, colour: '#2a5d9f', name: 'share explained per depth' },
-    ])} <span class="info"><span style="color:#b3412e">ρ(l) = Var[c(l)]/Var[f]</span>: ${l.rho.map((v) => v.toFixed(3)).join(', ')} · <span style="color:#2a5d9f">explained</span>: ${l.explained.map((v) => v.toFixed(3)).join(', ')}</span></p>
+      ...(l.reliability ? [{ values: l.reliability, colour: '#3f8f4f', name: 'reliability per order' }] : []),
+    ])} <span class="info"><span style="color:#b3412e">ρ(l) = Var[c(l)]/Var[f]</span>: ${l.rho.map((v) => v.toFixed(3)).join(', ')} · <span style="color:#2a5d9f">explained</span>: ${l.explained.map((v) => v.toFixed(3)).join(', ')}${l.reliability ? ` · <span style="color:#3f8f4f">reliability</span> (share of each order's component the second model's layer linearly predicts): ${l.reliability.map((v) => v.toFixed(3)).join(', ')}` : ''}</span></p>
 ${l.held_out_loss[l.held_out_loss.length - 1] >= 0.9 ? `<p class="warn">The deepest disentangler's held-out loss is ${l.held_out_loss[l.held_out_loss.length - 1].toFixed(3)}: it barely beats predicting each channel's mean, so the orders below say little. Raise complexity.epochs or complexity.images.</p>` : ''}
 <p class="info">Held-out loss per depth (standardised MSE; train in brackets — a large gap is overfitting, a high value under-fitting): ${gap}. ${l.images.train} training, ${l.images.held_out} held-out images.</p>
 <table><tr><th>complexity order</th>${c.depths.map((d) => `<th>${d}</th>`).join('')}<th>none</th></tr><tr><td>study features</td>${orders.map((n) => `<td>${n}</td>`).join('')}<td>${none}</td></tr></table>`;

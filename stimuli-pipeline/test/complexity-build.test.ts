@@ -51,7 +51,7 @@ describe('legible stimuli with complexity on the demo model', { skip: !existsSyn
   before(() => {
     dir = mkdtempSync(join(tmpdir(), 'legible-complexity-'));
     copyFileSync(DEMO, join(dir, 'model.onnx'));
-    writeFileSync(join(dir, 'study.yaml'), yaml('complexity: { layers: [block3], depths: [0, 1, 3], width: 8, epochs: 20, images: 200, threshold: 0.8 }'));
+    writeFileSync(join(dir, 'study.yaml'), yaml('complexity: { layers: [block3], depths: [0, 1, 3], width: 8, epochs: 20, images: 200, threshold: 0.8, reliability: { model: model.onnx, tensor: block2 } }'));
   });
   after(() => rmSync(dir, { recursive: true, force: true }));
 
@@ -66,6 +66,11 @@ describe('legible stimuli with complexity on the demo model', { skip: !existsSyn
     assert.deepEqual(l.images, { train: 160, held_out: 40 });
     for (const v of [l.rho, l.explained, l.held_out_loss, l.train_loss]) assert.equal(v.length, 3);
     assert.ok(l.rho[0] > 0 && l.explained[2] > 0 && l.explained[2] <= 1, `ρ ${l.rho}, explained ${l.explained}`);
+    // Reliability against the same model's block2 (block3 is computed from it, through a ReLU
+    // convolution): each order's component is partly linear in block2, never more than wholly.
+    assert.equal(l.reliability!.length, 3);
+    for (const v of l.reliability!) assert.ok(Number.isFinite(v) && v <= 1, `reliability ${l.reliability}`);
+    assert.ok(Math.max(...l.reliability!) > 0.1, `block2 predicts some of block3's components: ${l.reliability}`);
     // Every study feature of block3 (channels and NMF directions) has its curve and order; block2's have none.
     const practice = new Set(manifest.trials.filter((t) => t.kind !== 'main' && t.kind !== 'catch').map((t) => t.feature));
     const studyFeatures = manifest.features.filter((f) => !practice.has(f.id));
@@ -83,6 +88,7 @@ describe('legible stimuli with complexity on the demo model', { skip: !existsSyn
     const report = readFileSync(join(dir, 'build', 'report.html'), 'utf8');
     assert.match(report, /<h2>Feature complexity<\/h2>/);
     assert.match(report, /<h3>block3<\/h3><p><svg class="curve"/);
+    assert.match(report, /reliability<\/span> \(share of each order's component the second model's layer linearly predicts\): [0-9.]+, [0-9.]+, [0-9.]+/);
     assert.equal((report.match(/complexity order <b>/g) ?? []).length, block3.length);
     // Deterministic: a rebuild writes the same manifest.
     rmSync(join(dir, 'build'), { recursive: true, force: true });

@@ -8,7 +8,7 @@ import { spawnSync } from 'node:child_process';
 import { describe, it } from 'node:test';
 import { Rng } from '@legible/studies/random';
 import { disentanglerParams, initDisentangler, trainLadder } from '../src/train/disentangler.ts';
-import { measureComplexity, orderOf } from '../src/complexity.ts';
+import { measureComplexity, orderOf, reliability } from '../src/complexity.ts';
 import { ROOT, TORCH_PYTHON, torchMissing } from './torch-ref.ts';
 
 const tent = (v: number) => 2 * Math.max(0, v) - 4 * Math.max(0, v - 0.5);
@@ -79,6 +79,25 @@ describe('disentangler ladder', () => {
       // ρ(0) is the linear net's whole output: its variance share sits between 0 and the explained share plus the error.
       assert.ok(layer.rho[0] > 0.1 && layer.rho[0] <= 1, `ρ(0) = ${layer.rho[0]}`);
       for (const r of ladder.rungs) assert.ok(r.heldOutLoss < r.history[0], `depth ${r.depth} learns: ${r.history[0]} → ${r.heldOutLoss}`);
+      // Reliability: a second "network" whose layer holds two linear functions of each patch (the
+      // linear feature and the patch mean u) encodes the order-0 component, not the higher orders'
+      // nonlinear parts; one holding noise encodes none.
+      const g = new Float32Array(n * 2 * 64);
+      const noise = new Rng(99);
+      const gNoise = Float32Array.from({ length: n * 2 * 64 }, () => noise.normal());
+      for (let i = 0; i < n; i++) {
+        for (let p = 0; p < 64; p++) {
+          const [a, b] = [Math.floor(p / 8), p % 8];
+          g[i * 128 + p] = f[i * 256 + p];
+          g[i * 128 + 64 + p] = (x[i * 256 + 2 * a * 16 + 2 * b] + x[i * 256 + 2 * a * 16 + 2 * b + 1] + x[i * 256 + (2 * a + 1) * 16 + 2 * b] + x[i * 256 + (2 * a + 1) * 16 + 2 * b + 1]) / 4;
+        }
+      }
+      const rel = await reliability(ladder, x, g, [2, 8, 8]);
+      const relNoise = await reliability(ladder, x, gNoise, [2, 8, 8]);
+      t.diagnostic(`reliability per order: linear features ${rel.map((v) => v.toFixed(3)).join(' ')}; noise ${relNoise.map((v) => v.toFixed(3)).join(' ')}`);
+      assert.ok(rel[0] > 0.95, `the order-0 component is linear in the patch: ${rel[0]}`);
+      for (const k of [1, 2]) assert.ok(rel[k] < rel[0] - 0.3, `order ${layer.depths[k]} holds nonlinear parts: ${rel[k]}`);
+      for (const v of relNoise) assert.ok(v < 0.05, `noise encodes no component: ${relNoise}`);
     } finally {
       await ladder.release();
     }

@@ -116,6 +116,8 @@ export const Manifest = z.object({
           explained: z.array(z.number()),
           /** Per order (depth): ρ = Var[c(l)] / Var[f]. */
           rho: z.array(z.number()),
+          /** Per order: the share of c(l) that complexity.reliability's second model's layer linearly predicts. */
+          reliability: z.array(z.number()).optional(),
         }),
       ),
     })

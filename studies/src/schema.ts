@@ -214,6 +214,13 @@ export const Complexity = z.strictObject({
   threshold: fraction
     .default(0.9)
     .describe('A feature\'s complexity order is the smallest depth explaining this share of what the deepest net explains.'),
+  reliability: z
+    .strictObject({
+      model: z.string().min(1).describe('A second ONNX model trained on the same task (relative to the study file); it takes the same input as model.input.'),
+      tensor: z.string().min(1).describe('Its layer to compare with (a tensor name; list them with `legible layers`).'),
+    })
+    .optional()
+    .describe('Reliability: per order, the share of each layer\'s component that this layer of a second model linearly predicts (held-out images).'),
 });
 
 export const Stimuli = z.strictObject({
