@@ -332,6 +332,7 @@ function stamp(loaded: LoadedStudy): Record<string, unknown> {
     pipeline: PIPELINE_VERSION,
     config: sha256(Buffer.from(JSON.stringify({ ...manifestConfig(study), seed: study.seed, input: study.model.input }))),
     model: existsSync(paths.model) ? sha256(readFileSync(paths.model)) : null,
+    ...(study.complexity?.reliability && { reliability_model: secondModelHash(join(dirname(loaded.file), study.complexity.reliability.model)) }),
     images: files.digest('hex'),
   };
 }
@@ -343,10 +344,14 @@ function staleReason(loaded: LoadedStudy): string | null {
   if (!existsSync(file)) return null;
   const old = JSON.parse(readFileSync(file, 'utf8')) as Record<string, unknown>;
   const now = stamp(loaded);
-  for (const key of ['pipeline', 'config', 'model', 'images'] as const) {
-    if (old[key] !== now[key]) return { pipeline: 'pipeline updated', config: 'study changed', model: 'model changed', images: 'images changed' }[key];
+  for (const key of ['pipeline', 'config', 'model', 'images', 'reliability_model'] as const) {
+    if (old[key] !== now[key]) return { pipeline: 'pipeline updated', config: 'study changed', model: 'model changed', images: 'images changed', reliability_model: 'complexity.reliability.model changed' }[key];
   }
   return null;
+}
+
+function secondModelHash(file: string): string | null {
+  return existsSync(file) ? sha256(readFileSync(file)) : null;
 }
 
 /** complexity.reliability's model file. */

@@ -8,7 +8,7 @@ import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { fileURLToPath } from 'node:url';
 import { loadStudy, Manifest, parseStudy } from '@legible/studies';
-import { buildStimuli } from '../src/build.ts';
+import { buildStimuli, ensureBuilt } from '../src/build.ts';
 import { orderOf } from '../src/complexity.ts';
 
 const DEMO = fileURLToPath(new URL('../../studies/demo/model.onnx', import.meta.url));
@@ -94,5 +94,19 @@ describe('legible stimuli with complexity on the demo model', { skip: !existsSyn
     rmSync(join(dir, 'build'), { recursive: true, force: true });
     await buildStimuli(loadStudy(join(dir, 'study.yaml')), { quiet: true, log: () => {} });
     assert.equal(readFileSync(join(dir, 'build', 'manifest.json'), 'utf8'), first);
+    // The build is up to date until the reliability model changes.
+    const lines: string[] = [];
+    await ensureBuilt(loadStudy(join(dir, 'study.yaml')), { quiet: true, log: (s) => lines.push(s) });
+    assert.deepEqual(lines, []);
+    writeFileSync(join(dir, 'second.onnx'), readFileSync(join(dir, 'model.onnx')));
+    writeFileSync(join(dir, 'study.yaml'), readFileSync(join(dir, 'study.yaml'), 'utf8').replace('model: model.onnx, tensor: block2', 'model: second.onnx, tensor: block2'));
+    const same = loadStudy(join(dir, 'study.yaml'));
+    await ensureBuilt(same, { quiet: true, log: (s) => lines.push(s) });
+    assert.match(lines[0], /study changed/, 'another path is another config');
+    lines.length = 0;
+    const bytes = readFileSync(join(dir, 'second.onnx'));
+    writeFileSync(join(dir, 'second.onnx'), Buffer.concat([bytes, Buffer.from([0x32, 0x01, 0x78])])); // doc_string "x" appended: the same network, other bytes
+    await ensureBuilt(loadStudy(join(dir, 'study.yaml')), { quiet: true, log: (s) => lines.push(s) });
+    assert.match(lines[0] ?? '', /complexity\.reliability\.model changed/);
   });
 });
