@@ -32,6 +32,7 @@ import type { Table } from './table.ts';
 import { writeReport } from './report/html.ts';
 import { csvCell } from './csv.ts';
 import { compareWithMachine, type MachineComparison, type MachineScore } from './stats/machine.ts';
+import { complexityFromManifest, withComplexity, type ComplexityMeasure, type ComplexityResult } from './complexity.ts';
 
 export interface AnalyzeOptions {
   /** A study id/file/folder (read from its database) or a trials file (.csv/.jsonl). */
@@ -55,6 +56,13 @@ export interface AnalyzeOptions {
   /** Power simulation: false to skip; defaults decided from the data size. */
   power?: false | { coefficient?: string; effect?: number; ns?: number[]; sims?: number; alpha?: number; target?: number; postHoc?: boolean };
   includeIncomplete?: boolean;
+  /**
+   * Feature complexity as a covariate (column `complexity`, from the study's stimuli manifest):
+   * its order or low-order share (see complexity.ts). Default: none.
+   */
+  complexity?: ComplexityMeasure;
+  /** The stimuli manifest to read complexity from (default: the study's build/manifest.json). */
+  manifest?: string;
   /** Draw the report (default true). */
   report?: boolean;
   log?: (line: string) => void;
@@ -128,6 +136,8 @@ export interface AnalysisResult {
   rankTest: RankTest | null;
   permutation: PermutationRow[];
   power: PowerResult | null;
+  /** Per-feature accuracy against complexity (with --complexity). */
+  complexity?: ComplexityResult;
   /** Where the simulated effect comes from: prospective (given, or stated in the study file) or post hoc (this data's own estimate). */
   powerEffect: null | { kind: 'given' | 'study' | 'pilot' | 'post-hoc'; label: string };
   powerNote: string;
@@ -159,6 +169,7 @@ export async function analyze(opts: AnalyzeOptions): Promise<AnalysisResult> {
     const f = parseFormula(text);
     extra.push(f.response, ...f.variables.map((v) => v.name), ...f.random.flatMap((r) => [...r.columns, ...r.variables.map((v) => v.name)]));
   }
+  if (opts.complexity) extra.splice(0, extra.length, ...extra.filter((c) => c !== 'complexity'));
   const isFile = /\.(csv|jsonl)$/i.test(opts.input) && existsSync(opts.input);
   if (opts.mapping) {
     if (!existsSync(opts.input)) throw new LegibleError(`no file ${opts.input} to read through the mapping`);
@@ -233,9 +244,19 @@ export async function analyze(opts: AnalyzeOptions): Promise<AnalysisResult> {
   const sessionCounts = countSessions(mode === 'all' && modes.length === 1 ? modes[0] : mode, decisions.map((d) => ({ decision: d, mainTrials: mainPerSession.get(d.session) ?? 0 })));
   const kept = new Set(decisions.filter((d) => !d.excluded).map((d) => d.session));
   const kind = trials.column('kind')!;
-  const main = trials.filter((i) => kind[i] === 'main' && kept.has(sessionCol[i]) && (mode === 'all' || modeCol![i] === mode));
-  log(`${formatCounts(sessionCounts)}; ${main.n} main trials analysed`);
+  let main = trials.filter((i) => kind[i] === 'main' && kept.has(sessionCol[i]) && (mode === 'all' || modeCol![i] === mode));
   if (main.n === 0) throw new LegibleError(`no main trials left to analyse (${decisions.length} sessions, ${exclusions.excluded} excluded${mode !== 'all' ? `, mode ${mode}` : ''})`);
+  // ── Complexity: a per-feature covariate from the stimuli manifest ─────────────────────────
+  let complexity: ComplexityResult | undefined;
+  if (opts.complexity) {
+    const manifest = opts.manifest ?? (loaded ? join(loaded.paths.build, 'manifest.json') : null);
+    if (!manifest) throw new LegibleError('--complexity needs the stimuli manifest: give the study (--study FILE) or --manifest FILE');
+    const added = withComplexity(main, complexityFromManifest(manifest, opts.complexity), { measure: opts.complexity, manifest, boot: opts.boot ?? 2000, seed: opts.seed ?? 1 });
+    main = added.main;
+    complexity = added.result;
+    if (complexity.dropped.features) notes.push(`--complexity ${opts.complexity}: ${complexity.dropped.features} features (${complexity.dropped.trials} main trials) have no complexity ${opts.complexity} in ${manifest} and are left out of this analysis.`);
+  }
+  log(`${formatCounts(sessionCounts)}; ${main.n} main trials analysed`);
 
   // ── Conditions ───────────────────────────────────────────────────────────────────────────
   const requested = opts.by ?? data.factors;
@@ -263,7 +284,8 @@ export async function analyze(opts: AnalyzeOptions): Promise<AnalysisResult> {
   const random = ['participant', 'feature'].filter((g) => new Set(main.column(g)!).size >= 2);
   // The maximal random-effects structure the design justifies: slopes for the factors that vary
   // within participants (and within features), reduced step by step while singular.
-  const formula = opts.formula ?? `correct ~ ${varying.length ? varying.join(' * ') : '1'}${maximalRandomTerms(main, varying, random).map((t) => ` + ${t.term}`).join('')}`;
+  const fixed = [...varying, ...(complexity ? ['complexity'] : [])];
+  const formula = opts.formula ?? `correct ~ ${fixed.length ? fixed.join(' * ') : '1'}${maximalRandomTerms(main, varying, random).map((t) => ` + ${t.term}`).join('')}`;
   let glmm: AnalysisResult['glmm'] = null;
   let model: FittedModel | null = null;
   let glmmError: string | undefined;
@@ -391,6 +413,7 @@ export async function analyze(opts: AnalyzeOptions): Promise<AnalysisResult> {
     rankTest,
     permutation,
     power,
+    ...(complexity && { complexity }),
     powerEffect,
     powerNote,
     boot,
@@ -402,6 +425,7 @@ export async function analyze(opts: AnalyzeOptions): Promise<AnalysisResult> {
   writeTables(out, result);
   files.push(join(out, 'results.json'), join(out, 'accuracy.csv'), join(out, 'features.csv'), join(out, 'exclusions.csv'));
   if (glmm) files.push(join(out, 'glmm.csv'), join(out, 'ranef.csv'));
+  if (complexity) files.push(join(out, 'complexity.csv'));
   if (opts.report ?? true) files.push(...(await writeReport(out, result, loaded)));
   writeFileSync(join(out, 'results.json'), `${JSON.stringify(result, jsonReplacer, 2)}\n`);
   return result;
@@ -647,6 +671,15 @@ function writeTables(out: string, r: AnalysisResult): void {
       r.decisions.map((d) => [d.session, d.participant, d.excluded ? 1 : 0, d.reasons.join('; '), ...RULES.map((x) => (d.rules[x.id].excluded === null ? '' : d.rules[x.id].excluded ? 1 : 0))]),
     ),
   );
+  if (r.complexity) {
+    writeFileSync(
+      join(out, 'complexity.csv'),
+      csv(
+        ['feature', 'layer', 'basis', `complexity_${r.complexity.measure}`, 'trials', 'correct', 'accuracy'],
+        r.complexity.features.map((p) => [p.feature, p.layer, p.basis, p.complexity, p.trials, p.correct, n4(p.accuracy)]),
+      ),
+    );
+  }
   if (r.glmm) {
     const f = r.glmm.fit;
     writeFileSync(

@@ -77,7 +77,7 @@ export const analyzeCommand: Command = {
   name: 'analyze',
   summary: 'Exclusions, accuracy with bootstrap CIs, the GLMM (checked against lme4), non-parametric tests, power, and an HTML report',
   usage:
-    '<study | trials.csv | trials.jsonl> --out DIR [--db FILE] [--mapping FILE] [--study FILE] [--formula "…"] [--compare "…"] [--by col,col] [--mode live|pilot|all] [--boot N] [--permutations N] [--power-coef NAME] [--power-effect X] [--power-n 20,40,80] [--power-sims N] [--power-post-hoc] [--no-power] [--include-incomplete] [--no-report] [--seed N]',
+    '<study | trials.csv | trials.jsonl> --out DIR [--db FILE] [--mapping FILE] [--study FILE] [--formula "…"] [--compare "…"] [--by col,col] [--mode live|pilot|all] [--boot N] [--permutations N] [--power-coef NAME] [--power-effect X] [--power-n 20,40,80] [--power-sims N] [--power-post-hoc] [--no-power] [--include-incomplete] [--no-report] [--seed N] [--complexity order|share] [--manifest FILE]',
   help: [
     'A study id (or study file) reads its data from the database (--db, default ./legible.db or LEGIBLE_DB) and exports it to DIR/data first.',
     'A legible trials.csv/.jsonl is read with participants.* beside it; another tool\'s file needs --mapping (a YAML file naming its columns).',
@@ -90,6 +90,9 @@ export const analyzeCommand: Command = {
     '  --power-*   power simulation: coefficient (default the basis term), effect in log-odds (default the study file\'s analysis.power.effect;',
     '              without one, no power is computed), participant counts, simulations per count (default 100)',
     '  --power-post-hoc  simulate with the data\'s own estimate when no effect is stated (labelled post hoc: not a planning figure)',
+    '  --complexity  add each feature\'s complexity (order, or low-order share) from the stimuli manifest as the covariate "complexity":',
+    '              default formula correct ~ basis * layer * complexity + (…); the report plots per-feature accuracy against it',
+    '              (Spearman\'s ρ with a bootstrap CI). Needs a study built with a complexity: section; --manifest FILE to name another manifest',
     '',
     'Writes report.html, figures/*.svg|png, accuracy.csv, features.csv, exclusions.csv, glmm.csv, model.R + glmm-data.csv, results.json.',
   ].join('\n'),
@@ -117,6 +120,8 @@ export const analyzeCommand: Command = {
         'no-power': { type: 'boolean' },
         'include-incomplete': { type: 'boolean' },
         'no-report': { type: 'boolean' },
+        complexity: { type: 'string' },
+        manifest: { type: 'string' },
       },
       { min: 1, max: 1 },
     );
@@ -126,6 +131,8 @@ export const analyzeCommand: Command = {
     const effect = values['power-effect'] === undefined ? undefined : Number(values['power-effect']);
     if (effect !== undefined && !Number.isFinite(effect)) throw new UsageError(`--power-effect expects a number (log-odds), got "${values['power-effect']}"`);
     const powerGiven = values['power-coef'] !== undefined || effect !== undefined || values['power-n'] !== undefined || values['power-sims'] !== undefined || values['power-post-hoc'] === true;
+    const complexity = values.complexity;
+    if (complexity !== undefined && complexity !== 'order' && complexity !== 'share') throw new UsageError(`--complexity is order or share, got "${complexity}"`);
     const { analyze } = await import('./analyze.ts');
     const { formatCounts } = await import('./exclusions.ts');
     const result = await analyze({
@@ -148,6 +155,8 @@ export const analyzeCommand: Command = {
           ? { coefficient: values['power-coef'], effect, ns: list(values['power-n'], 'power-n'), sims: values['power-sims'] ? intOption(values['power-sims'], 'power-sims', 100) : undefined, postHoc: values['power-post-hoc'] }
           : undefined,
       includeIncomplete: values['include-incomplete'],
+      complexity,
+      manifest: values.manifest,
       report: !values['no-report'],
       log: (line) => console.error(`legible analyze: ${line}`),
     });

@@ -2,7 +2,7 @@
 // Deterministic: the same study, model, images and seeds give a byte-identical manifest.
 import { createHash } from 'node:crypto';
 import { existsSync, readFileSync, renameSync, rmSync, statSync, writeFileSync, mkdirSync } from 'node:fs';
-import { join } from 'node:path';
+import { dirname, join } from 'node:path';
 import {
   LegibleError,
   Manifest,
@@ -19,6 +19,7 @@ import { Composer } from './compose.ts';
 import { listImages, splitOf, datasetHash, writeFashionMnist, type ImageEntry } from './dataset.ts';
 import { featureId, practiceTrialOf, trialsOf, type Exemplars, type FeatureColumn, type TrialSpec } from './exemplars.ts';
 import { contributionSkipReason, studyContribution } from './evaluate.ts';
+import { studyComplexity } from './complexity.ts';
 import { extractToStore } from './extract.ts';
 import { visualReferences, VISUALIZATION_FOLDER } from './visual-references.ts';
 import { computeFeatures, type FeatureSet } from './features.ts';
@@ -155,6 +156,9 @@ async function finishBuild(loaded: LoadedStudy, opts: BuildOptions, x: Extracted
   if (skipContribution) log(`contribution: not measured (${skipContribution})`);
   const contribution = skipContribution ? null : await studyContribution(study, x.modelBytes, fs, inSplit, { device: opts.device, log });
 
+  // Feature complexity (disentangler nets), where the study file asks for it.
+  const complexity = await studyComplexity(study, x.modelBytes, fs, inSplit, { device: opts.device, log, secondModel: study.complexity?.reliability && readSecondModel(join(dirname(loaded.file), study.complexity.reliability.model)) });
+
   // Exemplars and the trial pool.
   const features: ManifestFeature[] = [];
   const specs: TrialSpec[] = [];
@@ -164,6 +168,7 @@ async function finishBuild(loaded: LoadedStudy, opts: BuildOptions, x: Extracted
     basis: col.basis,
     index: col.index,
     ...contributionOf(featureId(col)),
+    ...complexityOf(featureId(col)),
     stats: { mean: round(ex.stats.mean), std: round(ex.stats.std), min: round(ex.stats.min), max: round(ex.stats.max), zero_fraction: round(ex.stats.zero_fraction) },
     references: { min: ex.min, max: ex.max },
     queries: ex.queries,
@@ -177,6 +182,11 @@ async function finishBuild(loaded: LoadedStudy, opts: BuildOptions, x: Extracted
     const c = contribution?.features.get(id);
     if (!c) return { importance: null };
     return { importance: round(c.logitDrop), contribution: { logit_drop: round(c.logitDrop), accuracy_drop: round(c.accuracyDrop), changed: round(c.changed) } };
+  };
+  const complexityOf = (id: string): Pick<ManifestFeature, 'complexity'> => {
+    const c = complexity?.features.get(id);
+    if (!c) return {};
+    return { complexity: { order: c.order, explained: c.explained.map(round), rho: c.rho.map(round), ...(c.reason && { reason: c.reason }) } };
   };
   // Feature visualizations as references, for every study feature in batched runs.
   rmSync(join(paths.build, VISUALIZATION_FOLDER), { recursive: true, force: true });
@@ -256,6 +266,23 @@ async function finishBuild(loaded: LoadedStudy, opts: BuildOptions, x: Extracted
     features,
     trials,
     rejected: fs.rejected,
+    ...(complexity && {
+      complexity: {
+        depths: complexity.depths,
+        width: complexity.width,
+        epochs: complexity.epochs,
+        threshold: complexity.threshold,
+        layers: complexity.layers.map((l) => ({
+          layer: l.layer,
+          images: { train: l.images.train, held_out: l.images.heldOut },
+          held_out_loss: l.heldOutLoss.map(round),
+          train_loss: l.trainLoss.map(round),
+          explained: l.explained.map(round),
+          rho: l.rho.map(round),
+          ...(l.reliability && { reliability: l.reliability.map(round) }),
+        })),
+      },
+    }),
     ...(contribution && {
       contribution: {
         images: contribution.images,
@@ -268,7 +295,7 @@ async function finishBuild(loaded: LoadedStudy, opts: BuildOptions, x: Extracted
   Manifest.parse(manifest);
   writeAtomic(join(paths.build, 'manifest.json'), `${JSON.stringify(manifest, null, 2)}\n`);
   const seconds = (performance.now() - started) / 1000;
-  writeAtomic(join(paths.build, 'report.html'), buildReport(manifest, study, { seconds, device, fitSeconds: fs.fitSeconds, contributionSeconds: contribution?.seconds, contributionSkipped: skipContribution, visual }));
+  writeAtomic(join(paths.build, 'report.html'), buildReport(manifest, study, { seconds, device, fitSeconds: fs.fitSeconds, contributionSeconds: contribution?.seconds, contributionSkipped: skipContribution, visual, complexitySeconds: complexity?.seconds }));
   writeAtomic(join(paths.build, 'stamp.json'), `${JSON.stringify(stamp(loaded), null, 2)}\n`);
   log(
     `${study.id}: ${features.length} features, ${trials.length} trials, ${composer.assets().length} images in ${paths.build} (${seconds.toFixed(1)}s, ${device === 'none' ? 'activations from the store' : device}` +
@@ -291,6 +318,7 @@ function manifestConfig(study: Study): Record<string, unknown> {
     stimuli: study.stimuli,
     practice_trials: study.design.practice_trials,
     contribution: study.contribution ?? null,
+    ...(study.complexity && { complexity: study.complexity }),
   };
 }
 
@@ -304,6 +332,7 @@ function stamp(loaded: LoadedStudy): Record<string, unknown> {
     pipeline: PIPELINE_VERSION,
     config: sha256(Buffer.from(JSON.stringify({ ...manifestConfig(study), seed: study.seed, input: study.model.input }))),
     model: existsSync(paths.model) ? sha256(readFileSync(paths.model)) : null,
+    ...(study.complexity?.reliability && { reliability_model: secondModelHash(join(dirname(loaded.file), study.complexity.reliability.model)) }),
     images: files.digest('hex'),
   };
 }
@@ -315,10 +344,20 @@ function staleReason(loaded: LoadedStudy): string | null {
   if (!existsSync(file)) return null;
   const old = JSON.parse(readFileSync(file, 'utf8')) as Record<string, unknown>;
   const now = stamp(loaded);
-  for (const key of ['pipeline', 'config', 'model', 'images'] as const) {
-    if (old[key] !== now[key]) return { pipeline: 'pipeline updated', config: 'study changed', model: 'model changed', images: 'images changed' }[key];
+  for (const key of ['pipeline', 'config', 'model', 'images', 'reliability_model'] as const) {
+    if (old[key] !== now[key]) return { pipeline: 'pipeline updated', config: 'study changed', model: 'model changed', images: 'images changed', reliability_model: 'complexity.reliability.model changed' }[key];
   }
   return null;
+}
+
+function secondModelHash(file: string): string | null {
+  return existsSync(file) ? sha256(readFileSync(file)) : null;
+}
+
+/** complexity.reliability's model file. */
+function readSecondModel(file: string): Uint8Array {
+  if (!existsSync(file)) throw new LegibleError(`complexity.reliability.model: file not found: ${file} (a path relative to the study file)`);
+  return readModel(file);
 }
 
 function readModel(file: string): Uint8Array {

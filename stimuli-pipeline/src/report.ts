@@ -16,6 +16,8 @@ export interface ReportRun {
   contributionSkipped?: string | null;
   /** Feature visualizations made for this build (attribution maps, objectives reached). */
   visual?: VisualReferences | null;
+  /** Seconds spent training the disentanglers (complexity). */
+  complexitySeconds?: number;
 }
 
 export function buildReport(manifest: Manifest, study: Study, run: ReportRun): string {
@@ -30,7 +32,7 @@ export function buildReport(manifest: Manifest, study: Study, run: ReportRun): s
       .join(' · ');
     const fit = run.fitSeconds?.get(`${b.layer}/${b.basis}`);
     const rejected = (manifest.rejected ?? []).filter((r) => r.layer === b.layer && r.basis === b.basis);
-    return `<section><h2>${esc(b.layer)} · ${esc(b.basis)}</h2><p class="info">${b.features} features in the layer; ${features.length} in the study${info ? ` · ${info}` : ''}${fit === undefined ? '' : ` · fitted in <b>${fit.toFixed(1)} s</b>`}</p>${features.map((f) => card(f, trialsOf.get(f.id) ?? [], run.visual)).join('') || '<p>No features of this layer and basis are in the study.</p>'}${rejectedTable(rejected)}</section>`;
+    return `<section><h2>${esc(b.layer)} · ${esc(b.basis)}</h2><p class="info">${b.features} features in the layer; ${features.length} in the study${info ? ` · ${info}` : ''}${fit === undefined ? '' : ` · fitted in <b>${fit.toFixed(1)} s</b>`}</p>${features.map((f) => card(f, trialsOf.get(f.id) ?? [], run.visual, manifest.complexity?.depths)).join('') || '<p>No features of this layer and basis are in the study.</p>'}${rejectedTable(rejected)}</section>`;
   });
   const practice = manifest.features.filter((f) => practiceIds.has(f.id));
   const skipped = manifest.dataset.skipped;
@@ -47,6 +49,7 @@ figure{margin:0}figcaption{font-size:12px;color:#555;margin-bottom:3px}
 .queries{display:flex;flex-direction:column;gap:6px}.q{display:flex;gap:6px;align-items:center;font-size:12px}
 .q img{width:72px;image-rendering:${study.stimuli.resample === 'nearest' ? 'pixelated' : 'auto'};border:3px solid transparent}.q img.answer{border-color:#1f6f3f}
 .maps{grid-column:1/-1}.maps img{width:56px;margin:0 2px 0 0;image-rendering:pixelated;border:1px solid #ddd}
+.curve{vertical-align:middle}.curve text{font-size:10px;fill:#555}
 .warn{background:#fff6e0;border:1px solid #e8c66a;padding:8px 12px;border-radius:6px}
 </style></head><body>
 <h1>${esc(study.title)}</h1>
@@ -55,6 +58,7 @@ figure{margin:0}figcaption{font-size:12px;color:#555;margin-bottom:3px}
 <tr><th>features</th><td>${studyFeatures.length}</td><th>main trials</th><td>${count(manifest, 'main')}</td><th>catch trials</th><td>${count(manifest, 'catch')}</td><th>practice trials</th><td>${count(manifest, 'practice')}</td></tr></table>
 <p class="info">Each card shows a feature's minimally and maximally activating references (the reference split) and the two queries of its main trial (the held-out split, difficulty <b>${esc(study.queries.difficulty)}</b>); the query framed in green matches the maximal side. Catch trials ask about a reference itself.</p>
 ${contributionTable(manifest, studyFeatures, run)}
+${complexitySection(manifest, studyFeatures, run)}
 ${baselineTable(manifest, studyFeatures, study, run.visual)}
 ${skipped.length ? `<div class="warn"><b>${skipped.length} files were skipped.</b><ul>${skipped.slice(0, 50).map((s) => `<li>${esc(s.path)}: ${esc(s.reason)}</li>`).join('')}${skipped.length > 50 ? `<li>… and ${skipped.length - 50} more (manifest.json lists them all)</li>` : ''}</ul></div>` : ''}
 <p class="info">A feature is used only where it separates what its trials show: its ${study.references.per_side} maximal references all lie above its ${study.references.per_side} minimal ones, and its two queries apart, by more than 0 and by at least <b>${study.features.min_separation}</b> × its range over the reference split (<code>features.min_separation</code>). Images with equal activations are ordered by a seeded random draw, never by file name. ${(manifest.rejected ?? []).filter((r) => r.for === 'study').length} features were rejected; each layer's section lists them with the numbers.</p>
@@ -134,7 +138,60 @@ function count(m: Manifest, kind: ManifestTrial['kind']): number {
   return m.trials.filter((t) => t.kind === kind).length;
 }
 
-function card(f: ManifestFeature, trials: ManifestTrial[], visual?: VisualReferences | null): string {
+/**
+ * A small line chart (inline SVG): one or more series over the same x labels, values in [lo, hi]
+ * (clipped), each series a polyline with dots.
+ */
+export function curveSvg(labels: readonly (string | number)[], series: { values: readonly number[]; colour: string; name: string }[], opts: { width?: number; height?: number; lo?: number; hi?: number } = {}): string {
+  const w = opts.width ?? 260;
+  const h = opts.height ?? 120;
+  const lo = opts.lo ?? 0;
+  const hi = opts.hi ?? 1;
+  const [l, r, t, b] = [30, 8, 8, 18];
+  const px = (i: number) => l + (labels.length > 1 ? (i * (w - l - r)) / (labels.length - 1) : (w - l - r) / 2);
+  const py = (v: number) => t + (h - t - b) * (1 - (Math.min(hi, Math.max(lo, v)) - lo) / (hi - lo));
+  const axis = `<line x1="${l}" y1="${py(lo)}" x2="${w - r}" y2="${py(lo)}" stroke="#bbb"/><line x1="${l}" y1="${t}" x2="${l}" y2="${py(lo)}" stroke="#bbb"/>` +
+    `<text x="2" y="${py(hi) + 4}">${hi}</text><text x="2" y="${py(lo)}">${lo}</text>` +
+    labels.map((x, i) => `<text x="${px(i) - 3}" y="${h - 4}">${esc(x)}</text>`).join('');
+  const lines = series
+    .map((sr) => {
+      const pts = sr.values.map((v, i) => `${px(i).toFixed(1)},${py(v).toFixed(1)}`);
+      return `<polyline fill="none" stroke="${sr.colour}" stroke-width="1.5" points="${pts.join(' ')}"><title>${esc(sr.name)}</title></polyline>${pts.map((p) => `<circle cx="${p.split(',')[0]}" cy="${p.split(',')[1]}" r="2" fill="${sr.colour}"/>`).join('')}`;
+    })
+    .join('');
+  return `<svg class="curve" width="${w}" height="${h}" viewBox="0 0 ${w} ${h}" role="img">${axis}${lines}</svg>`;
+}
+
+/** Feature complexity: per layer, ρ per order and the share explained per depth; the features' orders. */
+function complexitySection(manifest: Manifest, features: ManifestFeature[], run: ReportRun): string {
+  const c = manifest.complexity;
+  if (!c) return '';
+  const layers = c.layers.map((l) => {
+    const fs = features.filter((f) => f.layer === l.layer && f.complexity);
+    const orders = c.depths.map((d) => fs.filter((f) => f.complexity!.order === d).length);
+    const none = fs.filter((f) => f.complexity!.order === null).length;
+    const gap = l.held_out_loss.map((v, k) => `${c.depths[k]}: ${v.toFixed(3)} (train ${l.train_loss[k].toFixed(3)})`).join(' · ');
+    return `<h3>${esc(l.layer)}</h3><p>${curveSvg(c.depths, [
+      { values: l.rho, colour: '#b3412e', name: 'ρ per order' },
+      { values: l.explained, colour: '#2a5d9f', name: 'share explained per depth' },
+      ...(l.reliability ? [{ values: l.reliability, colour: '#3f8f4f', name: 'reliability per order' }] : []),
+    ])} <span class="info"><span style="color:#b3412e">ρ(l) = Var[c(l)]/Var[f]</span>: ${l.rho.map((v) => v.toFixed(3)).join(', ')} · <span style="color:#2a5d9f">explained</span>: ${l.explained.map((v) => v.toFixed(3)).join(', ')}${l.reliability ? ` · <span style="color:#3f8f4f">reliability</span> (share of each order's component the second model's layer linearly predicts): ${l.reliability.map((v) => v.toFixed(3)).join(', ')}` : ''}</span></p>
+${l.held_out_loss[l.held_out_loss.length - 1] >= 0.9 ? `<p class="warn">The deepest disentangler's held-out loss is ${l.held_out_loss[l.held_out_loss.length - 1].toFixed(3)}: it barely beats predicting each channel's mean, so the orders below say little. Raise complexity.epochs or complexity.images.</p>` : ''}
+<p class="info">Held-out loss per depth (standardised MSE; train in brackets — a large gap is overfitting, a high value under-fitting): ${gap}. ${l.images.train} training, ${l.images.held_out} held-out images.</p>
+<table><tr><th>complexity order</th>${c.depths.map((d) => `<th>${d}</th>`).join('')}<th>none</th></tr><tr><td>study features</td>${orders.map((n) => `<td>${n}</td>`).join('')}<td>${none}</td></tr></table>`;
+  });
+  return `<h2>Feature complexity</h2>
+<p class="info">Disentangler nets (residual convolutional nets; depth = nonlinear layers ${c.depths.join(', ')}; width ${c.width}; ${c.epochs} epochs of Adam on the layer's maps) reproduce each layer from the image. Φ(l) holds every component of order ≤ l; c(l) = Φ(l) − Φ(previous depth) is the component of order l, ρ(l) its share of the layer's variance, on held-out images. A feature's complexity order is the smallest depth explaining ${Math.round(100 * c.threshold)} % of what the deepest net explains${run.complexitySeconds === undefined ? '' : `; trained in ${run.complexitySeconds.toFixed(1)} s`}.</p>
+${layers.join('\n')}`;
+}
+
+function complexityLine(f: ManifestFeature, depths?: readonly number[]): string {
+  const c = f.complexity;
+  if (!c || !depths) return '';
+  return `<p class="maps info">complexity order <b>${c.order ?? 'none'}</b>${c.reason ? ` (${esc(c.reason)})` : ''} · share explained per depth ${depths.map((d, k) => `${d}: ${c.explained[k].toFixed(2)}`).join(', ')} ${curveSvg(depths, [{ values: c.explained, colour: '#2a5d9f', name: 'share explained per depth' }], { width: 160, height: 70 })}</p>`;
+}
+
+function card(f: ManifestFeature, trials: ManifestTrial[], visual?: VisualReferences | null, depths?: readonly number[]): string {
   const mains = trials.filter((t) => t.kind !== 'catch');
   if (!mains.length) return '';
   const q = (t: ManifestTrial, i: 0 | 1) =>
@@ -159,5 +216,5 @@ function card(f: ManifestFeature, trials: ManifestTrial[], visual?: VisualRefere
     ? `; weakest max reference ${f.activations.max[f.activations.max.length - 1]}, strongest min reference ${f.activations.min[f.activations.min.length - 1]}, queries ${f.activations.queries.max[0]} / ${f.activations.queries.min[0]}`
     : '';
   return `<div class="card"><h3>${esc(f.id)} <small>activation over references: mean ${f.stats.mean}, sd ${f.stats.std}, range ${f.stats.min} – ${f.stats.max}${f.stats.zero_fraction === undefined ? '' : `, exactly 0 on ${(100 * f.stats.zero_fraction).toFixed(1)} %`}${acts}${f.contribution ? ` · removing it: logit drop ${f.contribution.logit_drop}, accuracy drop ${(100 * f.contribution.accuracy_drop).toFixed(1)} pp` : ''}</small></h3>
-${rows.join('\n')}${maps}${baseline}</div>`;
+${rows.join('\n')}${complexityLine(f, depths)}${maps}${baseline}</div>`;
 }

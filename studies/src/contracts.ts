@@ -36,6 +36,12 @@ export const ManifestFeature = z.object({
   contribution: z.object({ logit_drop: z.number(), accuracy_drop: z.number(), changed: z.number() }).optional(),
   /** Feature visualizations (paths relative to the build folder), with references.kinds: [visualization]. */
   visualizations: z.object({ min: z.array(z.string()), max: z.array(z.string()) }).optional(),
+  /**
+   * Feature complexity (study file `complexity:`): the share of the feature's held-out variance each
+   * disentangler depth explains (manifest.complexity.depths), ρ per order, and the complexity order
+   * (null, with the reason, where the deepest net explains too little of it).
+   */
+  complexity: z.object({ order: z.number().int().nullable(), explained: z.array(z.number()), rho: z.array(z.number()), reason: z.string().optional() }).optional(),
   /** The feature's activation on each reference and query image, in the order of references and queries. */
   activations: z
     .object({ min: z.array(z.number()), max: z.array(z.number()), queries: z.object({ min: z.array(z.number()), max: z.array(z.number()) }) })
@@ -100,6 +106,30 @@ export const Manifest = z.object({
   trials: z.array(ManifestTrial),
   /** Features left out because they can't make valid trials (absent in manifests before pipeline 4). */
   rejected: z.array(ManifestRejection).optional(),
+  /** Feature complexity per layer (study file `complexity:`); absent where it was not measured. */
+  complexity: z
+    .object({
+      depths: z.array(z.number().int()),
+      width: z.number().int(),
+      epochs: z.number().int(),
+      threshold: z.number(),
+      layers: z.array(
+        z.object({
+          layer: z.string(),
+          images: z.object({ train: z.number().int(), held_out: z.number().int() }),
+          /** Per depth: standardised MSE (1 ≈ each channel's mean) on held-out and training images. */
+          held_out_loss: z.array(z.number()),
+          train_loss: z.array(z.number()),
+          /** Per depth: share of the layer's held-out variance explained. */
+          explained: z.array(z.number()),
+          /** Per order (depth): ρ = Var[c(l)] / Var[f]. */
+          rho: z.array(z.number()),
+          /** Per order: the share of c(l) that complexity.reliability's second model's layer linearly predicts. */
+          reliability: z.array(z.number()).optional(),
+        }),
+      ),
+    })
+    .optional(),
   /** How the features' decision contributions were measured; absent where they were not. */
   contribution: z
     .object({

@@ -193,6 +193,36 @@ export const Contribution = z.strictObject({
     .describe('Held-out (query split) images to measure each feature\'s decision contribution on, a seeded sample; 0 turns it off.'),
 });
 
+export const Complexity = z.strictObject({
+  layers: z
+    .array(name)
+    .min(1)
+    .optional()
+    .describe('Layers to measure (names from model.layers). Default: every layer of the study.'),
+  depths: z
+    .array(nonNegativeInt('nonlinear layers').max(64))
+    .min(1)
+    .default([1, 2, 4, 7, 13])
+    .describe('The ladder: one disentangler net per depth (its number of nonlinear layers), ascending. 0 is a linear net.'),
+  width: positiveInt('channels').max(1024).default(32).describe('Channels of every hidden convolution of the disentanglers.'),
+  epochs: positiveInt('epochs').max(10_000).default(20).describe('Training epochs of each disentangler (Adam, MSE to the layer\'s maps).'),
+  images: positiveInt('images')
+    .min(10)
+    .max(1_000_000)
+    .default(1000)
+    .describe('Reference-split images the disentanglers learn from, a seeded sample; a fifth of them is held out to measure the fit.'),
+  threshold: fraction
+    .default(0.9)
+    .describe('A feature\'s complexity order is the smallest depth explaining this share of what the deepest net explains.'),
+  reliability: z
+    .strictObject({
+      model: z.string().min(1).describe('A second ONNX model trained on the same task (relative to the study file); it takes the same input as model.input.'),
+      tensor: z.string().min(1).describe('Its layer to compare with (a tensor name; list them with `legible layers`).'),
+    })
+    .optional()
+    .describe('Reliability: per order, the share of each layer\'s component that this layer of a second model linearly predicts (held-out images).'),
+});
+
 export const Stimuli = z.strictObject({
   cell_px: positiveInt('pixels').min(16).max(512).default(96).describe('Displayed size of each image, in CSS pixels.'),
   gap_px: nonNegativeInt('pixels').max(64).default(4),
@@ -329,6 +359,7 @@ export const Study = z
     queries: Queries.prefault({}),
     stimuli: Stimuli.prefault({}),
     contribution: Contribution.optional().describe('Decision contribution: the drop in the correct class\'s logit and in accuracy when a feature is removed (default: 500 images).'),
+    complexity: Complexity.optional().describe('Feature complexity (disentangler nets): per layer ρ per order, per feature its complexity order. Off when absent.'),
     design: Design,
     exclusions: Exclusions.prefault({}),
     analysis: z
@@ -361,6 +392,14 @@ export const Study = z
     for (const b of s.bases) {
       if (b.kind === 'nmf' && b.components < 2) ctx.addIssue({ code: 'custom', path: ['bases'], message: 'nmf needs components ≥ 2' });
     }
+    for (const [i, layer] of (s.complexity?.layers ?? []).entries()) {
+      if (!s.model.layers.some((l) => l.name === layer)) {
+        ctx.addIssue({ code: 'custom', path: ['complexity', 'layers', i], message: `no layer named "${layer}" in model.layers (${s.model.layers.map((l) => l.name).join(', ')})` });
+      }
+    }
+    (s.complexity?.depths ?? []).forEach((d, i, all) => {
+      if (i > 0 && d <= all[i - 1]) ctx.addIssue({ code: 'custom', path: ['complexity', 'depths', i], message: `depths must be distinct and ascending (${all.join(', ')}), e.g. [1, 2, 4, 7, 13]` });
+    });
     if (s.references.visualization && !s.references.kinds.includes('visualization')) {
       ctx.addIssue({ code: 'custom', path: ['references', 'visualization'], message: 'has no effect: references.kinds does not include "visualization". Add it to kinds, or remove these settings.' });
     }

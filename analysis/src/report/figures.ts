@@ -5,6 +5,7 @@ import type { ExclusionSummary } from '../exclusions.ts';
 import type { CellAccuracy, CellResponses, UnitAccuracy } from '../stats/descriptive.ts';
 import type { PowerResult } from '../stats/models.ts';
 import type { MachineComparison } from '../stats/machine.ts';
+import type { ComplexityResult } from '../complexity.ts';
 import { GRID, INK, jitter, legend, linear, PALETTE, Svg, ticks, yAxis } from './svg.ts';
 
 export interface Figure {
@@ -372,6 +373,48 @@ export function machineFigure(m: MachineComparison): Figure {
     name: 'machine-observer',
     title,
     caption: `Each dot is one feature: its proportion correct over the kept participants' main trials (all conditions it appears in) against the machine observer's predicted P(correct) (legible predict; observer ${m.observer}), with the prediction's 95% bootstrap CI as a horizontal bar. Dotted: the identity line. ρ's CI: ${m.boot} bootstrap resamples of the features.`,
+    svg: svg.toString(),
+  };
+}
+
+/** Per-feature accuracy against feature complexity (--complexity), coloured by basis, with Spearman's ρ. */
+export function complexityFigure(c: ComplexityResult): Figure {
+  const left = 70;
+  const top = 64;
+  const plotW = 460;
+  const plotH = 260;
+  const width = Math.max(MIN_WIDTH, left + plotW + 40);
+  const height = top + plotH + 56;
+  const title = `Feature accuracy against complexity (${c.measure})`;
+  const svg = new Svg(width, height, title);
+  svg.text(left, 22, title, { size: 16, weight: 'bold' });
+  const bases = [...new Set(c.features.map((p) => p.basis))];
+  legend(svg, left, 40, bases.map((b, i) => ({ label: b || 'features', color: PALETTE[i % PALETTE.length] })));
+  const xs = c.features.map((p) => p.complexity);
+  const lo = Math.min(...xs);
+  const hi = Math.max(...xs);
+  const pad = hi > lo ? (hi - lo) * 0.05 : 0.5;
+  const x = linear(lo - pad, hi + pad, left, left + plotW);
+  const y = linear(0, 1, top + plotH, top);
+  yAxis(svg, y, ticks(0, 1, 5), left, left + plotW, pct, 'Proportion correct (per feature)', 18);
+  svg.line(left, top + plotH, left + plotW, top + plotH, INK);
+  const xt = c.measure === 'order' ? [...new Set(xs)].sort((a, b) => a - b) : ticks(lo, hi, 5);
+  for (const v of xt) {
+    svg.line(x(v), top + plotH, x(v), top + plotH + 4, INK);
+    svg.text(x(v), top + plotH + 18, c.measure === 'order' ? String(v) : v.toFixed(2), { anchor: 'middle', size: 11 });
+  }
+  svg.text(left + plotW / 2, top + plotH + 40, c.measure === 'order' ? 'Complexity order (disentangler depth)' : 'Low-order share (shallowest / deepest explained)', { anchor: 'middle', size: 12 });
+  c.features.forEach((p, i) => {
+    const color = PALETTE[bases.indexOf(p.basis) % PALETTE.length];
+    const jx = c.measure === 'order' ? jitter(i) * 6 : 0;
+    svg.circle(x(p.complexity) + jx, y(p.accuracy), 3.5, color, ' fill-opacity="0.75"');
+  });
+  const s = c.spearman;
+  svg.text(left + plotW, 40, `Spearman ρ = ${Number.isFinite(s.rho) ? s.rho.toFixed(2) : '–'} [${s.ci.map((v) => (Number.isFinite(v) ? v.toFixed(2) : '–')).join(', ')}], n = ${s.n}`, { anchor: 'end', size: 12 });
+  return {
+    name: 'complexity',
+    title,
+    caption: `Each dot is one feature: its proportion correct over all its main trials (after exclusions) against its complexity ${c.measure} from the stimuli manifest${c.measure === 'order' ? ' (dots jittered sideways)' : ''}. Spearman's rank correlation with a 95% percentile bootstrap interval over features.`,
     svg: svg.toString(),
   };
 }

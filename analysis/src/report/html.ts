@@ -7,7 +7,7 @@ import sharp from 'sharp';
 import type { LoadedStudy } from '@legible/studies';
 import type { AnalysisResult } from '../analyze.ts';
 import { formatCounts, RULES } from '../exclusions.ts';
-import { accuracyFigure, confidenceFigure, exclusionFigure, machineFigure, powerFigure, rtFigure, unitFigure, type Figure } from './figures.ts';
+import { accuracyFigure, complexityFigure, confidenceFigure, exclusionFigure, machineFigure, powerFigure, rtFigure, unitFigure, type Figure } from './figures.ts';
 import { esc } from './svg.ts';
 
 const pct = (v: number, d = 1) => (Number.isFinite(v) ? `${(v * 100).toFixed(d)}%` : '–');
@@ -115,6 +115,7 @@ export async function writeReport(out: string, r: AnalysisResult, loaded: Loaded
   ];
   if (r.power) figures.push(powerFigure(r.power, r.powerEffect?.kind === 'post-hoc'));
   if (r.machine) figures.push(machineFigure(r.machine));
+  if (r.complexity) figures.push(complexityFigure(r.complexity));
   const files: string[] = [];
   for (const f of figures) {
     const svgFile = join(figDir, `${f.name}.svg`);
@@ -311,6 +312,7 @@ ${rankHtml}
 <h3>Permutation tests</h3>
 ${permHtml}
 ${machineHtml}
+${complexityHtml(r, fig)}
 <h2>Response time and confidence</h2>
 ${fig('rt-by-condition')}
 ${fig('confidence-by-condition')}
@@ -345,4 +347,17 @@ function modelWarningsHtml(glmm: NonNullable<AnalysisResult['glmm']>): string {
   } else if (steps.length === 1) parts.push(`<p>This is the maximal model the design justifies (random slopes for the factors that vary within participants or features); it is not singular.</p>`);
   if (glmm.warnings?.length) parts.push(`<p class="note">Model warnings:</p><ul>${glmm.warnings.map((w) => `<li class="note">${esc(w)}</li>`).join('')}</ul>`);
   return parts.join('\n');
+}
+
+/** Human accuracy against feature complexity (--complexity): the figure, ρ per basis, the GLMM terms. */
+function complexityHtml(r: AnalysisResult, fig: (name: string) => string): string {
+  const c = r.complexity;
+  if (!c) return '';
+  const row = (label: string, s: { rho: number; ci: [number, number]; n: number }) => [label, s.n, fx(s.rho, 3), `[${fx(s.ci[0], 3)}, ${fx(s.ci[1], 3)}]`];
+  const terms = r.glmm ? r.glmm.fit.xNames.map((n, j) => [n, j] as const).filter(([n]) => n.includes('complexity')) : [];
+  return `<h2>Feature complexity</h2>
+${fig('complexity')}
+${table(['features', 'n', "Spearman's ρ", '95% bootstrap CI'], [row('all', c.spearman), ...c.byBasis.map((b) => row(`basis = ${esc(b.basis)}`, b))])}
+${terms.length ? `<p>GLMM (${esc(r.glmm!.formula)}): ${terms.map(([n, j]) => `${esc(n)} ${fx(r.glmm!.fit.beta[j])} (SE ${fx(r.glmm!.fit.se[j])}, p ${pval(r.glmm!.fit.p[j])})`).join('; ')}.</p>` : ''}
+<p class="small">Complexity ${esc(c.measure)} per feature from ${esc(c.manifest)} (disentangler nets: <code>legible stimuli</code> with a <code>complexity:</code> section)${c.dropped.features ? `; ${c.dropped.features} features without one left out` : ''}; per-feature values in complexity.csv.</p>`;
 }

@@ -1,0 +1,117 @@
+// Benchmark: training the disentangler ladder (feature complexity, issue 15) on the demo model's
+// layers, CPU: seconds per epoch of legible's training (onnxruntime gradient graph + Adam in
+// TypeScript) against the same disentangler in PyTorch (torch.optim.Adam, same data, shapes, batch
+// and thread count, training loop only), in one run; peak memory of both; and what the ladder finds
+// (ρ per order, share explained per depth, held-out loss) on each layer.
+//
+//   node --import tsx stimuli-pipeline/bench/complexity.ts [--layers block2,block3] [--images 600]
+//        [--epochs 10] [--torch-epochs 3] [--width 16] [--depths 1,2,4,7,13] [--threads 2] [--batch 32]
+//        [--torch-threads 2,1]
+//
+// PyTorch runs with torch.set_num_threads(2) (the same as legible) and, by default, also with 1: on
+// a machine whose cores are oversubscribed, OpenMP's two threads wait on each other and PyTorch runs
+// 2–4× slower than on one. The fastest PyTorch configuration is the reference of the ratio.
+import { spawnSync } from 'node:child_process';
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { loadavg, tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { parseArgs } from 'node:util';
+import * as ort from 'onnxruntime-node';
+import { readFashionMnist } from '../demo-model/fashion-mnist.ts';
+import { normalisePixel } from '../demo-model/net.ts';
+import { measureComplexity } from '../src/complexity.ts';
+import { addTaps } from '../src/onnx/taps.ts';
+import { trainLadder } from '../src/train/disentangler.ts';
+import { ROOT, TORCH_PYTHON, torchMissing } from '../test/torch-ref.ts';
+import { machine } from './lib.ts';
+
+const { values } = parseArgs({
+  options: {
+    layers: { type: 'string', default: 'block2,block3' },
+    images: { type: 'string', default: '600' },
+    epochs: { type: 'string', default: '10' },
+    'torch-epochs': { type: 'string', default: '3' },
+    width: { type: 'string', default: '16' },
+    depths: { type: 'string', default: '1,2,4,7,13' },
+    threads: { type: 'string', default: '2' },
+    batch: { type: 'string', default: '32' },
+    'torch-threads': { type: 'string', default: '2,1' },
+  },
+});
+const layers = values.layers!.split(',');
+const n = Number(values.images);
+const epochs = Number(values.epochs);
+const torchEpochs = Number(values['torch-epochs']);
+const width = Number(values.width);
+const depths = values.depths!.split(',').map(Number);
+const threads = Number(values.threads);
+const batch = Number(values.batch);
+const torchThreads = values['torch-threads']!.split(',').map(Number);
+const missing = torchMissing();
+if (missing) throw new Error(missing);
+
+const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)];
+const load = () => loadavg()[0].toFixed(1);
+const mib = (kib: number) => kib / 1024;
+
+// Images: every 7th Fashion-MNIST training image (the demo's data), the demo model's maps.
+const imgs = readFashionMnist().train.filter((_, i) => i % 7 === 0).slice(0, n);
+const x = Float32Array.from(imgs.flatMap((im) => Array.from(im.pixels, normalisePixel)));
+const session = await ort.InferenceSession.create(addTaps(readFileSync(join(ROOT, 'studies/demo/model.onnx')), layers), { intraOpNumThreads: threads });
+const maps = await session.run({ image: new ort.Tensor('float32', x, [n, 1, 28, 28]) });
+await session.release();
+
+console.log(`${await machine()}; ${n} images, epochs ${epochs} (PyTorch ${torchEpochs}), width ${width}, depths ${depths.join(', ')}, batch ${batch}, ${threads} threads`);
+const results: Record<string, unknown>[] = [];
+for (const layer of layers) {
+  const f = maps[layer].data as Float32Array;
+  const shape = maps[layer].dims.slice(1).map(Number) as [number, number, number];
+  // legible.
+  const loadBefore = load();
+  const rssBefore = process.resourceUsage().maxRSS;
+  const t0 = performance.now();
+  const ladder = await trainLadder(x, f, n, [1, 28, 28], shape, { depths, width, epochs, batchSize: batch, seed: 1, threads, device: 'cpu' });
+  const legibleSeconds = (performance.now() - t0) / 1000;
+  const rssAfter = process.resourceUsage().maxRSS;
+  const measured = await measureComplexity(ladder, x, f, Array.from({ length: shape[0] }, (_, c) => ({ id: String(c), channel: c })));
+  await ladder.release();
+  const loadMiddle = load();
+  // PyTorch, same shapes, standardised targets, training images and batch size.
+  const dir = mkdtempSync(join(tmpdir(), 'legible-bench-complexity-'));
+  const plane = shape[1] * shape[2];
+  const z = new Float32Array(f.length);
+  for (let i = 0; i < n; i++) for (let c = 0; c < shape[0]; c++) for (let p = 0; p < plane; p++) z[(i * shape[0] + c) * plane + p] = (f[(i * shape[0] + c) * plane + p] - ladder.mean[c]) / ladder.std[c];
+  writeFileSync(join(dir, 'x.bin'), x);
+  writeFileSync(join(dir, 'z.bin'), z);
+  type TorchRun = { depths: Record<string, { epoch_seconds: number[]; history: number[] }>; peak_rss_mib: number; threads: number; torch: string };
+  const torchRuns: TorchRun[] = [];
+  for (const t of torchThreads) {
+    writeFileSync(join(dir, 'job.json'), JSON.stringify({ n, input: [1, 28, 28], output: shape, width, depths, lr: 3e-3, batch, epochs: torchEpochs, threads: t, train: ladder.train, seed: 1 }));
+    const r = spawnSync(TORCH_PYTHON, [join(ROOT, 'stimuli-pipeline/test/disentangler_reference.py'), '--bench', dir], {
+      encoding: 'utf8',
+      env: { ...process.env, PYTHONWARNINGS: 'ignore', OMP_NUM_THREADS: String(t), MALLOC_MMAP_THRESHOLD_: '4294967296', MALLOC_TRIM_THRESHOLD_: '4294967296' },
+    });
+    if (r.status !== 0) throw new Error(r.stderr);
+    torchRuns.push(JSON.parse(r.stdout.trim().split('\n').at(-1)!) as TorchRun);
+  }
+  rmSync(dir, { recursive: true, force: true });
+  const ladderTime = (run: TorchRun) => depths.reduce((s, d) => s + median(run.depths[String(d)].epoch_seconds), 0);
+  const torch = torchRuns.reduce((a, b) => (ladderTime(b) < ladderTime(a) ? b : a));
+  const loadAfter = load();
+  const rows = ladder.rungs.map((rung, k) => {
+    const ours = median(rung.epochSeconds);
+    const theirs = median(torch.depths[String(rung.depth)].epoch_seconds);
+    return { depth: rung.depth, legible_s: ours, pytorch_s: theirs, ratio: ours / theirs, held_out: rung.heldOutLoss, train: rung.trainLoss, rho: measured.layer.rho[k], explained: measured.layer.explained[k] };
+  });
+  const sum = (k: 'legible_s' | 'pytorch_s') => rows.reduce((s, x) => s + x[k], 0);
+  console.log(`\n${layer} [${shape}]: load average ${loadBefore} → ${loadMiddle} (legible) → ${loadAfter} (PyTorch ${torch.torch}); PyTorch ladder s/epoch by threads: ${torchRuns.map((t) => `${t.threads}: ${ladderTime(t).toFixed(3)}`).join(', ')}; reference below: ${torch.threads} thread(s)`);
+  console.log('| depth | legible s/epoch | PyTorch s/epoch | ratio | held-out loss | train loss | ρ(order) | explained |');
+  console.log('| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |');
+  for (const x of rows) console.log(`| ${x.depth} | ${x.legible_s.toFixed(3)} | ${x.pytorch_s.toFixed(3)} | ${x.ratio.toFixed(2)} | ${x.held_out.toFixed(3)} | ${x.train.toFixed(3)} | ${x.rho.toFixed(3)} | ${x.explained.toFixed(3)} |`);
+  console.log(`| ladder | ${sum('legible_s').toFixed(3)} | ${sum('pytorch_s').toFixed(3)} | ${(sum('legible_s') / sum('pytorch_s')).toFixed(2)} | | | | |`);
+  console.log(
+    `peak RSS: legible process ${mib(rssAfter).toFixed(0)} MiB (${mib(rssBefore).toFixed(0)} before the ladder: data, demo model, onnxruntime); PyTorch process ${Math.max(...torchRuns.map((t) => t.peak_rss_mib)).toFixed(0)} MiB; legible ladder wall time ${legibleSeconds.toFixed(1)} s (${epochs} epochs per depth, with graph building and evaluation)`,
+  );
+  results.push({ layer, shape, rows, loads: [loadBefore, loadMiddle, loadAfter], rss_mib: { legible: mib(rssAfter), legible_before: mib(rssBefore), pytorch: Math.max(...torchRuns.map((t) => t.peak_rss_mib)) }, pytorch_ladder_s: Object.fromEntries(torchRuns.map((t) => [t.threads, ladderTime(t)])) });
+}
+console.log(JSON.stringify(results));
