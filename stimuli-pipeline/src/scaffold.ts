@@ -253,15 +253,22 @@ export async function scaffoldStudy(opts: ScaffoldOptions): Promise<Scaffolded> 
   return { file, dir, layers, nmf, input, text };
 }
 
-async function ask(question: string, fallback?: string): Promise<string> {
-  const { createInterface } = await import('node:readline/promises');
+/** Questions on a terminal, through one readline interface (answers typed ahead are kept). */
+async function questioner(): Promise<{ ask(question: string, fallback?: string): Promise<string>; close(): void }> {
+  const { createInterface } = await import('node:readline');
   const rl = createInterface({ input: process.stdin, output: process.stdout });
-  try {
-    const answer = (await rl.question(`${question}${fallback ? ` [${fallback}]` : ''}: `)).trim();
-    return answer || fallback || '';
-  } finally {
-    rl.close();
-  }
+  const lines: string[] = [];
+  const waiting: ((line: string) => void)[] = [];
+  rl.on('line', (line) => (waiting.length ? waiting.shift()!(line) : lines.push(line)));
+  rl.on('close', () => waiting.splice(0).forEach((w) => w('')));
+  return {
+    async ask(question, fallback) {
+      process.stdout.write(`${question}${fallback ? ` [${fallback}]` : ''}: `);
+      const answer = (lines.length ? lines.shift()! : await new Promise<string>((r) => waiting.push(r))).trim();
+      return answer || fallback || '';
+    },
+    close: () => rl.close(),
+  };
 }
 
 export const init: Command = {
@@ -313,13 +320,18 @@ export const init: Command = {
     let title = values.title;
     let preset = values.preset;
     if (interactive) {
-      model ??= await ask('ONNX model file');
-      images ??= await ask('Image folder (flat, or one sub-folder per class)');
-      if (model && existsSync(model) && !readModelFile(resolve(model)) && !preset && !(values.mean && values.std)) {
-        preset = await ask('No model.json beside the model. Preprocessing preset (torchvision, timm, hf-vit)', 'torchvision');
+      const q = await questioner();
+      try {
+        model ??= await q.ask('ONNX model file');
+        images ??= await q.ask('Image folder (flat, or one sub-folder per class)');
+        if (model && existsSync(model) && !readModelFile(resolve(model)) && !preset && !(values.mean && values.std)) {
+          preset = await q.ask('No preprocessing in a model.json beside the model. Preset (torchvision, timm, hf-vit)', 'torchvision');
+        }
+        layers ??= await q.ask('How many layers across depth', '3');
+        title ??= await q.ask('Title participants see', `Which picture fits the pattern? (${id})`);
+      } finally {
+        q.close();
       }
-      layers ??= await ask('How many layers across depth', '3');
-      title ??= await ask('Title participants see', `Which picture fits the pattern? (${id})`);
     }
     if (!model) throw new UsageError('give --model FILE (the ONNX model)');
     if (!images) throw new UsageError('give --images DIR (the image folder)');

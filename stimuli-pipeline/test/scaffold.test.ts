@@ -4,7 +4,7 @@
 // choice spreads across depth, one per stage.
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
-import { mkdtempSync, readFileSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdtempSync, readFileSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, describe, it } from 'node:test';
@@ -96,6 +96,23 @@ describe('legible init', () => {
     assert.equal(r.status, 0, r.stderr.split('\n').slice(-20).join('\n'));
     const manifest = checkBuilt(dir, ['block1', 'block2', 'block3'], ['channels', 'nmf', 'sae']);
     t.diagnostic(`demo: built in ${((performance.now() - t0) / 1000).toFixed(1)} s, ${manifest.features.length} features, ${manifest.trials.length} trials`);
+  });
+
+  it('on a terminal, asks for what the flags leave out (answers typed ahead are kept)', { skip: existsSync('/usr/bin/script') ? false : 'needs util-linux script(1) for a pseudo-terminal' }, () => {
+    const images = mkdtempSync(join(scratch, 'tty-images-'));
+    const dir = join(scratch, 'tty-init');
+    const command = `${process.execPath} ${join(ROOT, 'bin/legible.mjs')} init tty-init --dir ${dir} --channels gray --mean 0.5 --std 0.5`;
+    const r = spawnSync('/usr/bin/script', ['-qec', command, '/dev/null'], {
+      cwd: ROOT,
+      encoding: 'utf8',
+      timeout: 120_000,
+      input: `studies/demo/model.onnx\n${images}\n2\nMy title\n`,
+    });
+    assert.equal(r.status, 0, r.stdout + r.stderr);
+    assert.match(r.stdout, /ONNX model file: [\s\S]*Image folder[\s\S]*How many layers across depth \[3\]: [\s\S]*Title participants see/);
+    const study = parseStudy(readFileSync(join(dir, 'study.yaml'), 'utf8')).study!;
+    assert.equal(study.title, 'My title');
+    assert.deepEqual(study.model.layers.map((l) => l.name), ['block2', 'block3']);
   });
 
   it('a model without preprocessing and no --preset: an error that says to run model init', () => {
