@@ -1,7 +1,7 @@
 // Reading study files: YAML → zod, with every problem located (path in the file, line, column)
 // and explained (what is allowed). Also resolves the study's files relative to the study file.
 import { existsSync, readFileSync, statSync } from 'node:fs';
-import { dirname, isAbsolute, join, resolve } from 'node:path';
+import { dirname, isAbsolute, join, relative, resolve } from 'node:path';
 import { isMap, isPair, isScalar, isSeq, LineCounter, parseDocument, type Document, type Node as YamlNode } from 'yaml';
 import type { z } from 'zod';
 import { LegibleError } from './errors.ts';
@@ -105,7 +105,7 @@ function resolveModelInput(loaded: LoadedStudy, text: string, required: boolean)
       {
         path: 'model.input',
         ...locate(text, ['model', 'input']),
-        message: `missing: the study has no model.input and there is no model.json beside ${paths.model}. Write one with \`legible model init ${study.model.onnx} --preset torchvision\` (or timm, hf-vit; docs/models.md), or add model.input (size, mean, std, …) here.`,
+        message: `missing: the study has no model.input and there is no model.json beside ${paths.model}. Write one with \`legible model init ${relative(process.cwd(), paths.model) || paths.model} --preset torchvision\` (or timm, hf-vit; docs/models.md), or add model.input (size, mean, std, …) here.`,
       },
     ];
   }
