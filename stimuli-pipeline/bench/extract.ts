@@ -66,7 +66,7 @@ async function legible(): Promise<{ seconds: number; imagesPerS: number; store: 
   const times: number[] = [];
   await extractToStore({
     model: readFileSync(join(modelDir, 'resnet50.onnx')),
-    input: study.model.input,
+    input: study.model.input!,
     layers: study.model.layers,
     images: listing,
     store,

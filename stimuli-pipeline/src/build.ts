@@ -7,6 +7,7 @@ import {
   LegibleError,
   Manifest,
   MANIFEST_FORMAT,
+  modelInput,
   rng,
   seedFrom,
   StudyFileError,
@@ -90,7 +91,7 @@ export async function buildStimuli(loaded: LoadedStudy, opts: BuildOptions = {})
     join(paths.build, 'cache', 'activations'),
     storeKey({
       model: modelSha,
-      input: study.model.input,
+      input: modelInput(study),
       tensors: study.model.layers.map((l) => `${l.name}=${l.tensor}${l.layout ? `:${l.layout}` : ''}${l.class_token !== undefined ? `:class_token=${l.class_token}` : ''}`),
       ids: inSplit.map((i) => i.id),
     }),
@@ -104,7 +105,7 @@ export async function buildStimuli(loaded: LoadedStudy, opts: BuildOptions = {})
     if (done > 0 && store.missing(opts.slice).length > 0) log(`resuming: ${done} of ${store.shardCount} activation shards already extracted`);
     const extracted = await extractToStore({
       model: modelBytes,
-      input: study.model.input,
+      input: modelInput(study),
       layers: study.model.layers,
       images: inSplit,
       store,
@@ -251,7 +252,7 @@ async function finishBuild(loaded: LoadedStudy, opts: BuildOptions, x: Extracted
     format: MANIFEST_FORMAT,
     study: study.id,
     seed: study.seed,
-    model: { file: study.model.onnx, sha256: modelSha, input: { ...study.model.input } },
+    model: { file: study.model.onnx, sha256: modelSha, input: { ...modelInput(study) } },
     dataset: {
       images: study.dataset.images,
       sha256: datasetHash(fs.hashes),

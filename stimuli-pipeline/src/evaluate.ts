@@ -6,7 +6,7 @@
 // ImageFolder does) when their number matches the model's outputs; otherwise, and for a flat
 // folder, the unmodified model's own prediction is the label, and the manifest says so.
 import { readFile } from 'node:fs/promises';
-import { inputSize, LegibleError, rng, seedFrom, type Study } from '@legible/studies';
+import { inputSize, LegibleError, modelInput, rng, seedFrom, type Study } from '@legible/studies';
 import { decisionContribution, dictionaryCodes, type ContributionFeature, type FeatureContribution } from './contribution.ts';
 import type { ImageEntry } from './dataset.ts';
 import { featureId, type FeatureColumn } from './exemplars.ts';
@@ -93,14 +93,15 @@ export async function studyContribution(
   if (note) opts.log(`contribution: ${note}`);
 
   const byId = new Map(images.map((img) => [img.id, img]));
-  const [h, w] = inputSize(study.model.input);
-  const plane = channelCount(study.model.input) * h * w;
+  const input = modelInput(study);
+  const [h, w] = inputSize(input);
+  const plane = channelCount(input) * h * w;
   async function* batches(): AsyncGenerator<Float32Array> {
     for (let start = 0; start < chosen.length; start += batch) {
       const ids = chosen.slice(start, start + batch);
       const x = new Float32Array(ids.length * plane);
-      const decoded = await Promise.all(ids.map(async (id) => decodeForModel(await readFile(byId.get(id)!.path), study.model.input)));
-      decoded.forEach((px, i) => normalise(px, study.model.input, x, i * plane));
+      const decoded = await Promise.all(ids.map(async (id) => decodeForModel(await readFile(byId.get(id)!.path), input)));
+      decoded.forEach((px, i) => normalise(px, input, x, i * plane));
       yield x;
     }
   }

@@ -12,7 +12,7 @@
 //            channels the draw reaches beyond those of pass 2 are read from the store as needed.
 // The fitted dictionaries stay open for what follows (decision contribution, visualizations); the
 // caller releases them.
-import { LegibleError, rng, seedFrom, type Study } from '@legible/studies';
+import { LegibleError, modelInput, rng, seedFrom, type Study } from '@legible/studies';
 import type { ImageEntry } from './dataset.ts';
 import { splitOf } from './dataset.ts';
 import { checkSplitSizes, zeroOf, drawOrder, featureId, pickFeatures, rankContext, tallyOf, type Exemplars, type FeatureColumn, type Rejection } from './exemplars.ts';
@@ -156,7 +156,7 @@ export async function computeFeatures(
         const refImages = opts.images.filter((img) => splitOf(img.id, study.dataset.split) === 'reference');
         const chosen = rng(seedFrom('nmf-images', nmfBasis.seed)).sample(refImages, Math.min(nmfBasis.fit_images, refImages.length));
         chosen.sort((a, b) => (a.id < b.id ? -1 : 1));
-        patchRows = await patchActivations({ model: opts.model, input: study.model.input, layers: study.model.layers, images: chosen, patch: nmfBasis.patch, device: opts.device, batchSize: opts.batchSize, quiet: opts.quiet });
+        patchRows = await patchActivations({ model: opts.model, input: modelInput(study), layers: study.model.layers, images: chosen, patch: nmfBasis.patch, device: opts.device, batchSize: opts.batchSize, quiet: opts.quiet });
       }
       for (const [li, l] of layers.entries()) {
         let A: Float32Array;

@@ -71,9 +71,9 @@ export const visualize: Command = {
     let modelPath = positionals[0];
     let declared: { layout?: Layout; class_token?: boolean } = {};
     if (values.study) {
-      const { loadStudy } = await import('@legible/studies');
+      const { loadStudy, modelInput } = await import('@legible/studies');
       const loaded = loadStudy(values.study);
-      input = loaded.study.model.input;
+      input = modelInput(loaded.study);
       modelPath ??= loaded.paths.model;
       const layer = loaded.study.model.layers.find((l) => l.tensor === values.tensor);
       if (layer) declared = { layout: layer.layout, class_token: layer.class_token };

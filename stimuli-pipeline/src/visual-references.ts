@@ -11,7 +11,7 @@ import { createHash } from 'node:crypto';
 import { mkdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import sharp from 'sharp';
-import { seedFrom, type Study } from '@legible/studies';
+import { modelInput, seedFrom, type Study } from '@legible/studies';
 import { featureId, type FeatureColumn } from './exemplars.ts';
 import type { FeatureSet } from './features.ts';
 import { visualizeFeatures, type FeatureObjective, type ObjectiveLayout } from './fv/visualize.ts';
@@ -63,7 +63,7 @@ export async function visualReferences(
     for (let i = 0; i < perSide; i++) objectives.push({ tensor, direction: negated, layout });
   }
   const run = (method: 'maco' | 'pixel', objs: FeatureObjective[], seed: number) =>
-    visualizeFeatures(model, study.model.input, objs, { steps: settings.steps, method, batch: settings.batch, seed, device: opts.device, log: opts.log });
+    visualizeFeatures(model, modelInput(study), objs, { steps: settings.steps, method, batch: settings.batch, seed, device: opts.device, log: opts.log });
   const v = await run(settings.method, objectives, seedFrom('visualization', study.seed));
   // The first max-side objective of each feature, optimised by the other method.
   const otherMethod = settings.method === 'maco' ? 'pixel' : 'maco';

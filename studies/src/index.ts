@@ -6,3 +6,4 @@ export * from './cli.ts';
 export * from './random.ts';
 export * from './names.ts';
 export { commands, validateCommand, type StudyCheck } from './commands.ts';
+export * from './model-file.ts';

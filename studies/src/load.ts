@@ -1,11 +1,12 @@
 // Reading study files: YAML → zod, with every problem located (path in the file, line, column)
 // and explained (what is allowed). Also resolves the study's files relative to the study file.
 import { existsSync, readFileSync, statSync } from 'node:fs';
-import { dirname, isAbsolute, join, resolve } from 'node:path';
+import { dirname, isAbsolute, join, relative, resolve } from 'node:path';
 import { isMap, isPair, isScalar, isSeq, LineCounter, parseDocument, type Document, type Node as YamlNode } from 'yaml';
 import type { z } from 'zod';
 import { LegibleError } from './errors.ts';
 import { didYouMean } from './names.ts';
+import { inputConflicts, readModelFile } from './model-file.ts';
 import { Study } from './schema.ts';
 
 export interface StudyProblem {
@@ -78,11 +79,47 @@ export function loadStudy(ref: string, opts: { studiesDir?: string; checkFiles?:
     dir,
     paths: { model: rel(study.model.onnx), images: rel(study.dataset.images), build: join(dir, 'build') },
   };
-  if (opts.checkFiles ?? true) {
-    const problems = checkFiles(loaded, text);
-    if (problems.length) throw new StudyFileError(file, problems);
-  }
+  const checkAll = opts.checkFiles ?? true;
+  const problems = [...resolveModelInput(loaded, text, checkAll), ...(checkAll ? checkFiles(loaded, text) : [])];
+  if (problems.length) throw new StudyFileError(file, problems.sort((a, b) => a.line - b.line || a.column - b.column));
   return loaded;
+}
+
+/**
+ * model.input from model.json beside the ONNX file (model-file.ts), where the study leaves it out;
+ * where both give it, every field must agree. Without either, a problem only when `required`
+ * (the server, which never runs the model, loads studies without checking their files).
+ */
+function resolveModelInput(loaded: LoadedStudy, text: string, required: boolean): StudyProblem[] {
+  const { study, paths } = loaded;
+  let described: ReturnType<typeof readModelFile>;
+  try {
+    described = readModelFile(paths.model);
+  } catch (e) {
+    if (!(e instanceof LegibleError)) throw e;
+    return [{ path: 'model.onnx', ...locate(text, ['model', 'onnx']), message: e.message }];
+  }
+  if (!described) {
+    if (study.model.input || !required) return [];
+    return [
+      {
+        path: 'model.input',
+        ...locate(text, ['model', 'input']),
+        message: `missing: the study has no model.input and there is no model.json beside ${paths.model}. Write one with \`legible model init ${relative(process.cwd(), paths.model) || paths.model} --preset torchvision\` (or timm, hf-vit; docs/models.md), or add model.input (size, mean, std, …) here.`,
+      },
+    ];
+  }
+  const { layout: _layout, name: _name, ...fromFile } = described.model.input;
+  if (!study.model.input) {
+    study.model.input = fromFile;
+    return [];
+  }
+  const show = (v: unknown) => (v === undefined ? '(not set)' : JSON.stringify(v));
+  return inputConflicts(study.model.input, fromFile).map((c) => ({
+    path: `model.input.${c.field}`,
+    ...locate(text, ['model', 'input', c.field]),
+    message: `${show(c.study)} here but ${show(c.file)} in ${described.path}: the two must agree. Remove model.input from the study to use model.json, or correct the one that is wrong.`,
+  }));
 }
 
 export function resolveStudyFile(ref: string, studiesDir = defaultStudiesDir()): string {

@@ -61,7 +61,9 @@ export const ModelInput = z
 
 export const Model = z.strictObject({
   onnx: z.string().min(1).describe('Path to the ONNX model file, relative to the study file.'),
-  input: ModelInput,
+  input: ModelInput.optional().describe(
+    'The model\'s preprocessing. Default: the `input` of model.json beside the ONNX file (`legible model init`); where both are given they must agree.',
+  ),
   layers: z
     .array(Layer)
     .min(1, { error: 'expected at least one layer' })
