@@ -13,7 +13,7 @@
 //                the ladder can learn from these images).
 import { readFile } from 'node:fs/promises';
 import type { Tensor } from 'onnxruntime-node';
-import { inputSize, LegibleError, rng, seedFrom, type Study } from '@legible/studies';
+import { inputSize, LegibleError, modelInput, rng, seedFrom, type Study } from '@legible/studies';
 import type { ImageEntry } from './dataset.ts';
 import { featureId } from './exemplars.ts';
 import type { FeatureSet } from './features.ts';
@@ -224,15 +224,15 @@ export async function studyComplexity(
   const ref = fs.refRows.map((r) => fs.ids[r]);
   const ids = rng(seedFrom('complexity', study.seed)).sample(ref, Math.min(cfg.images, ref.length)).sort();
   if (ids.length < 10) throw new LegibleError(`complexity: the reference split holds ${ref.length} images; disentanglers need at least 10 (raise dataset.split.reference or the image count)`);
-  const [H, W] = inputSize(study.model.input);
-  const cin = channelCount(study.model.input);
+  const [H, W] = inputSize(modelInput(study));
+  const cin = channelCount(modelInput(study));
   const inSize = cin * H * W;
   const n = ids.length;
   const x = new Float32Array(n * inSize);
   for (let s = 0; s < n; s += 64) {
     const chunk = ids.slice(s, s + 64);
-    const decoded = await Promise.all(chunk.map(async (id) => decodeForModel(await readFile(byId.get(id)!.path), study.model.input)));
-    decoded.forEach((px, i) => normalise(px, study.model.input, x, (s + i) * inSize));
+    const decoded = await Promise.all(chunk.map(async (id) => decodeForModel(await readFile(byId.get(id)!.path), modelInput(study))));
+    decoded.forEach((px, i) => normalise(px, modelInput(study), x, (s + i) * inSize));
   }
   // The layers' maps, [n, C, h, w] each (channels-last layers transposed).
   const ort = await import('onnxruntime-node');

@@ -22,7 +22,7 @@ import { existsSync, readFileSync, renameSync, writeFileSync } from 'node:fs';
 import { readFile } from 'node:fs/promises';
 import { basename, join, relative } from 'node:path';
 import type { Tensor } from 'onnxruntime-node';
-import { inputSize, LegibleError, Manifest, ModelInput, rng, seedFrom, type LoadedStudy, type ManifestFeature, type ManifestTrial } from '@legible/studies';
+import { inputSize, LegibleError, Manifest, ModelInput, modelInput, rng, seedFrom, type LoadedStudy, type ManifestFeature, type ManifestTrial } from '@legible/studies';
 import { checkInput } from './extract.ts';
 import { addTaps } from './onnx/taps.ts';
 import { channelCount, decodeForModel, normalise } from './preprocess.ts';
@@ -156,12 +156,12 @@ export function resolveObserver(loaded: LoadedStudy, opts: { observer?: string; 
     if (!opts.layer) throw new LegibleError(`--observer ${opts.observer} needs --observer-layer TENSOR: the tensor whose values are the embedding (\`legible layers ${opts.observer}\` lists them; usually the model's output)`);
     return { model: readFileSync(opts.observer), tensor: opts.layer, input: parseObserverInput(opts.input), label: `${basename(opts.observer)}:${opts.layer}`, weakProxy: false };
   }
-  if (opts.input) throw new LegibleError('--observer-input applies to an --observer model; the study\'s own model uses model.input from the study file');
+  if (opts.input) throw new LegibleError('--observer-input applies to an --observer model; the study\'s own model uses model.input from the study file (or model.json)');
   const layers = study.model.layers;
   const layer = opts.layer ? layers.find((l) => l.name === opts.layer || l.tensor === opts.layer) : layers[layers.length - 1];
   if (!layer) throw new LegibleError(`--observer-layer "${opts.layer}": the study has no layer of that name or tensor (layers: ${layers.map((l) => l.name).join(', ')}); name one, or give --observer MODEL`);
   if (!existsSync(paths.model)) throw new LegibleError(`model file not found: ${paths.model} (model.onnx in the study file)`);
-  return { model: readFileSync(paths.model), tensor: layer.tensor, input: study.model.input, label: `${basename(paths.model)}:${layer.name} (the study's own model: weak proxy)`, weakProxy: true };
+  return { model: readFileSync(paths.model), tensor: layer.tensor, input: modelInput(study), label: `${basename(paths.model)}:${layer.name} (the study's own model: weak proxy)`, weakProxy: true };
 }
 
 /** Embeddings of image files: the observer's tensor, flattened, per image (in the order of `files`). */
