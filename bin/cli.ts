@@ -3,10 +3,11 @@ import { commands as studyCommands } from '@legible/studies';
 import { commands as pipelineCommands } from '@legible/stimuli-pipeline/commands';
 import { commands as serverCommands } from '@legible/server/commands';
 import { commands as analysisCommands } from '@legible/analysis/commands';
+import { commands as explorerCommands } from '@legible/explorer/commands';
 
 // A later package's command of the same name replaces an earlier one's (stimuli-pipeline's validate
 // also checks the study's layers against its model).
-const all: Command[] = [...studyCommands, ...pipelineCommands, ...serverCommands, ...analysisCommands].filter((c, i, list) => !list.slice(i + 1).some((d) => d.name === c.name));
+const all: Command[] = [...studyCommands, ...pipelineCommands, ...serverCommands, ...analysisCommands, ...explorerCommands].filter((c, i, list) => !list.slice(i + 1).some((d) => d.name === c.name));
 
 function usage(): string {
   const width = Math.max(...all.map((c) => c.name.length));

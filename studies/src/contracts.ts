@@ -35,7 +35,14 @@ export const ManifestFeature = z.object({
    */
   contribution: z.object({ logit_drop: z.number(), accuracy_drop: z.number(), changed: z.number() }).optional(),
   /** Feature visualizations (paths relative to the build folder), with references.kinds: [visualization]. */
-  visualizations: z.object({ min: z.array(z.string()), max: z.array(z.string()) }).optional(),
+  visualizations: z
+    .object({
+      min: z.array(z.string()),
+      max: z.array(z.string()),
+      /** MACO attribution map of each max-side visualization (paths relative to the build folder; the explorer shows them). */
+      attributions: z.array(z.string()).optional(),
+    })
+    .optional(),
   /** The feature's activation on each reference and query image, in the order of references and queries. */
   activations: z
     .object({ min: z.array(z.number()), max: z.array(z.number()), queries: z.object({ min: z.array(z.number()), max: z.array(z.number()) }) })
