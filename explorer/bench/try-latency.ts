@@ -54,7 +54,7 @@ await page.waitForSelector('#try[data-backend]', { timeout: 300_000 });
 const backend = await page.locator('#try').getAttribute('data-backend');
 const id = spec.images[0].id;
 await page.evaluate(([i]) => (window as any).legibleTry.time(i, 3), [id] as const);
-const web = (await page.evaluate(([i, n]) => (window as any).legibleTry.time(i, n), [id, N] as const)) as number[];
+const web = (await page.evaluate(([i, n]) => (window as any).legibleTry.time(i, n), [id, N] as const)) as { ms: number; modelMs: number }[];
 await browser.close();
 await srv.close();
 
@@ -70,13 +70,28 @@ normalise(pixels, spec.input, x);
 const once = async () => {
   const t0 = performance.now();
   const out = await session.run({ [session.inputNames[0]]: new ort.Tensor('float32', x, [1, channels, h, w]) });
+  const t1 = performance.now();
   for (const l of spec.layers) if (l.outputs.nmf) nmfCodes(out[l.outputs.nmf].data as Float32Array, Float32Array.from(spec.nmf[l.name].WWt), 1, spec.nmf[l.name].k);
-  return performance.now() - t0;
+  return { model: t1 - t0, values: performance.now() - t0 };
 };
 for (let i = 0; i < 3; i++) await once();
-const node: number[] = [];
+const node: { model: number; values: number }[] = [];
 for (let i = 0; i < N; i++) node.push(await once());
 
-const mw = median(web);
-const mn = median(node);
-console.log(JSON.stringify({ model: which, probe_bytes: probeBytes.length, runs: N, browser: backend, browser_median_ms: +mw.toFixed(2), node_median_ms: +mn.toFixed(2), ratio: +(mw / mn).toFixed(2) }));
+const webModel = median(web.map((t) => t.modelMs));
+const webAll = median(web.map((t) => t.ms));
+const nodeModel = median(node.map((t) => t.model));
+const nodeValues = median(node.map((t) => t.values));
+console.log(
+  JSON.stringify({
+    model: which,
+    probe_bytes: probeBytes.length,
+    runs: N,
+    browser: backend,
+    browser_model_ms: +webModel.toFixed(2),
+    browser_all_ms: +webAll.toFixed(2),
+    node_model_ms: +nodeModel.toFixed(2),
+    node_values_ms: +nodeValues.toFixed(2),
+    ratio_model: +(webModel / nodeModel).toFixed(1),
+  }),
+);

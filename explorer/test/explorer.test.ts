@@ -3,7 +3,7 @@
 // serve`'s admin route: every card, a feature page, and "try an image" on onnxruntime-web, whose
 // values must equal the pipeline's (manifest activations) within 1e-4 relative.
 import assert from 'node:assert/strict';
-import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, relative } from 'node:path';
 import { after, before, describe, test } from 'node:test';
@@ -153,6 +153,13 @@ describe('legible explore demo', () => {
   });
 
   test('Chromium: the admin route refuses a participant, signs the admin in, renders every card and a feature page', async () => {
+    // Machine scores as `legible predict` adds them to the manifest (copied onto the cards): shown
+    // when present (with the weak-proxy label), "not predicted yet" otherwise.
+    const file = join(dir, 'data/explorer.json');
+    const shown = JSON.parse(readFileSync(file, 'utf8')) as ExplorerData;
+    shown.features[0].machine_score = { p: 0.62, lo: 0.55, hi: 0.69, n_pairs: 200, observer: 'dreamsim.onnx', weak_proxy: false };
+    shown.features[1].machine_score = { p: 0.51, lo: 0.44, hi: 0.58, n_pairs: 200, observer: 'model block3', weak_proxy: true };
+    writeFileSync(file, JSON.stringify(shown));
     browser = await launchChromium();
     const page = await browser.newPage();
     const requests: string[] = [];
@@ -166,11 +173,14 @@ describe('legible explore demo', () => {
     await page.waitForSelector('body[data-ready="#"]');
     assert.equal(await page.locator('article.card').count(), data.features.length);
     assert.equal(await page.evaluate(() => globalThis.crossOriginIsolated), true, 'COOP/COEP make the page cross-origin isolated');
-    for (const f of data.features) {
+    for (const [i, f] of data.features.entries()) {
       const card = page.locator(`article.card[data-feature="${f.id}"]`);
       assert.equal(await card.locator('.strip').first().locator('img').count(), f.exemplars.max.length);
       assert.match((await card.locator('[data-field=human]').textContent())!, /%.*trials.*participant/);
-      assert.equal(await card.locator('[data-field=machine]').textContent(), 'not predicted yet');
+      const machine = await card.locator('[data-field=machine]').textContent();
+      if (i === 0) assert.equal(machine, '62.0 % [55.0 %, 69.0 %] · 200 pairs · dreamsim.onnx ');
+      else if (i === 1) assert.equal(machine, '51.0 % [44.0 %, 58.0 %] · 200 pairs · model block3 weak proxy');
+      else assert.equal(machine, 'not predicted yet');
     }
     const broken = await page.evaluate(() => [...document.images].filter((i) => i.complete && i.naturalWidth === 0).map((i) => i.src));
     assert.deepEqual(broken, []);
@@ -184,7 +194,7 @@ describe('legible explore demo', () => {
     await page.close();
   });
 
-  test('Chromium: try an image — onnxruntime-web\'s values equal the pipeline\'s within 1e-4 relative', async () => {
+  test('Chromium: try an image — onnxruntime-web\'s values equal the pipeline\'s within 1e-4 (of the value; of the feature\'s spread for values near 0)', async () => {
     browser ??= await launchChromium();
     const context = await browser.newContext({ extraHTTPHeaders: { authorization: `Bearer ${adminToken}` } });
     const page = await context.newPage();
