@@ -101,6 +101,8 @@ export interface TryData {
   size: [number, number];
   layers: ProbeLayer[];
   nmf: Record<string, { k: number; WWt: number[]; W: number[] }>;
+  /** Per SAE layer: the encoder (W_enc c × d), `active` latents kept per image (TopK). */
+  sae: Record<string, { d: number; active: number; W_enc: number[]; b_enc: number[]; b_pre: number[]; scale: number; inv_scale: number }>;
   features: { id: string; layer: string; basis: string; index: number; aggregate: 'mean' | 'max'; references: number; sorted: number[]; exact: boolean }[];
   images: { id: string; input: string; img: string; values: Record<string, number> }[];
 }
@@ -255,13 +257,19 @@ export async function buildExplorer(loaded: LoadedStudy, opts: ExploreOptions = 
       // The probe model, the NMF dictionaries, reference values and a few data set images.
       const nmf = new Map<string, { k: number; W: Float32Array }>();
       const nmfData: TryData['nmf'] = {};
+      const sae = new Map<string, { W_enc: Float32Array; b_enc: Float32Array; b_pre: Float32Array; scale: number }>();
+      const saeData: TryData['sae'] = {};
       for (const [key, d] of fs.dictionaries) {
         const [layer, basis] = key.split('/');
+        if (basis === 'sae' && d.sae) {
+          sae.set(layer, d.sae);
+          saeData[layer] = { d: d.k, active: d.sae.active, W_enc: Array.from(d.sae.W_enc), b_enc: Array.from(d.sae.b_enc), b_pre: Array.from(d.sae.b_pre), scale: d.sae.scale, inv_scale: Math.fround(1 / d.sae.scale) };
+        }
         if (basis !== 'nmf') continue;
         nmf.set(layer, { k: d.k, W: d.directions });
         nmfData[layer] = { k: d.k, WWt: Array.from(Float32Array.from(gram(d.directions, d.k, d.channels))), W: Array.from(d.directions) };
       }
-      const probe = await probeModel(modelBytes, study, nmf);
+      const probe = await probeModel(modelBytes, study, nmf, sae);
       mkdirSync(join(tmp, 'model'), { recursive: true });
       writeFileSync(join(tmp, 'model/probe.onnx'), probe.bytes);
       mkdirSync(join(tmp, 'ort'), { recursive: true });
@@ -283,7 +291,7 @@ export async function buildExplorer(loaded: LoadedStudy, opts: ExploreOptions = 
           tryImages.push({ id, input: name, img: await thumb(id), values });
         }
       }
-      const tryData: TryData = { model: 'model/probe.onnx', input: study.model.input, size: sizeOf(study.model.input.size), layers: probe.layers, nmf: nmfData, features: tryFeatures, images: tryImages };
+      const tryData: TryData = { model: 'model/probe.onnx', input: study.model.input, size: sizeOf(study.model.input.size), layers: probe.layers, nmf: nmfData, sae: saeData, features: tryFeatures, images: tryImages };
       writeFileSync(join(tmp, 'data/try.json'), JSON.stringify(tryData));
     }
     copyDir(dist, tmp);

@@ -21,6 +21,15 @@ import {
 import type { Study } from '@legible/studies';
 
 export const nmfProductName = (tensor: string) => `legible.awt(${tensor})`;
+export const saePreName = (tensor: string) => `legible.sae_pre(${tensor})`;
+
+/** A layer's SAE encoder, as the pipeline trained it (train/sae.ts). */
+export interface SaeEncoder {
+  W_enc: Float32Array;
+  b_enc: Float32Array;
+  b_pre: Float32Array;
+  scale: number;
+}
 
 export interface ProbeLayer {
   name: string;
@@ -32,14 +41,19 @@ export interface ProbeLayer {
   channels: number;
   channelAxis: number;
   spatialAxes: number[];
-  outputs: { raw: string; mean: string; max: string; nmf?: string };
+  outputs: { raw: string; mean: string; max: string; nmf?: string; sae?: string };
 }
 
 /**
  * The probe model's bytes and, per layer, the names of its outputs. `nmf` gives each NMF layer's
  * dictionary W (k × c, the rows the pipeline fitted).
  */
-export async function probeModel(modelBytes: Uint8Array, study: Study, nmf: Map<string, { k: number; W: Float32Array }>): Promise<{ bytes: Uint8Array; layers: ProbeLayer[] }> {
+export async function probeModel(
+  modelBytes: Uint8Array,
+  study: Study,
+  nmf: Map<string, { k: number; W: Float32Array }>,
+  sae: Map<string, SaeEncoder> = new Map(),
+): Promise<{ bytes: Uint8Array; layers: ProbeLayer[] }> {
   const resolved = await modelLayers(modelBytes, study.model.layers);
   const reduced = addReducedTaps(
     modelBytes,
@@ -58,6 +72,22 @@ export async function probeModel(modelBytes: Uint8Array, study: Study, nmf: Map<
       initializers.push(float32Tensor(`legible_probe${i}_W`, [dict.k, l.channels], dict.W));
       nodes.push({ op_type: 'Gemm', input: [out.mean, `legible_probe${i}_W`], output: [out.nmf], name: `legible_probe${i}_awt`, attribute: [attr.int('transB', 1)] });
       outputs.push({ name: out.nmf });
+    }
+    const enc = sae.get(l.name);
+    if (enc) {
+      // The SAE encoder's graph up to its pre-activations, op for op as train/sae.ts builds it
+      // (Sub, Mul by float32 1/s, MatMul, Add); TopK, ReLU and the scale s follow in JavaScript.
+      const d = enc.b_enc.length;
+      const name = (what: string) => `legible_probe${i}_sae_${what}`;
+      out.sae = saePreName(l.tensor);
+      initializers.push(float32Tensor(name('b_pre'), [l.channels], enc.b_pre), float32Tensor(name('inv_scale'), [], [1 / enc.scale]), float32Tensor(name('W_enc'), [l.channels, d], enc.W_enc), float32Tensor(name('b_enc'), [d], enc.b_enc));
+      nodes.push(
+        { op_type: 'Sub', input: [out.mean, name('b_pre')], output: [name('centred')], name: name('sub') },
+        { op_type: 'Mul', input: [name('centred'), name('inv_scale')], output: [name('xn')], name: name('mul') },
+        { op_type: 'MatMul', input: [name('xn'), name('W_enc')], output: [name('enc')], name: name('matmul') },
+        { op_type: 'Add', input: [name('enc'), name('b_enc')], output: [out.sae], name: name('add') },
+      );
+      outputs.push({ name: out.sae });
     }
     return { name: l.name, tensor: l.tensor, layout: l.layout, classTokens: l.classTokens, shape: l.shape, channels: l.channels, channelAxis: l.channelAxis, spatialAxes: l.spatialAxes, outputs: out };
   });

@@ -54,6 +54,20 @@ export function percentile(sorted: readonly number[], x: number): number {
   return (100 * (lo + (eq - lo) / 2)) / sorted.length;
 }
 
+/**
+ * TopK SAE codes from the encoder's pre-activations (rows × d): per row the `active` largest kept,
+ * through ReLU, times the scale s — what the pipeline's encoder graph returns (train/sae.ts).
+ */
+export function saeCodes(pre: Float32Array, rows: number, enc: { d: number; active: number; scale: number }): Float32Array {
+  const out = new Float32Array(rows * enc.d);
+  for (let r = 0; r < rows; r++) {
+    const row = pre.subarray(r * enc.d, (r + 1) * enc.d);
+    const order = Array.from(row.keys()).sort((a, b) => row[b] - row[a] || a - b);
+    for (const j of order.slice(0, enc.active)) out[r * enc.d + j] = Math.max(0, row[j]) * enc.scale;
+  }
+  return out;
+}
+
 /** The grid of positions of a layer and each position's channel vector (positions × channels). */
 function positions(layer: ProbeLayer, raw: Float32Array): { w: number; h: number; rows: Float32Array } {
   const c = layer.channels;
@@ -129,6 +143,8 @@ export class Probe {
     const maps: TryResult['maps'] = {};
     const nmfOf = new Map<string, Float32Array>();
     const nmfMaps = new Map<string, { w: number; h: number; codes: Float32Array }>();
+    const saeOf = new Map<string, Float32Array>();
+    const saeMaps = new Map<string, Float32Array>();
     const grids = new Map<string, ReturnType<typeof positions>>();
     const WWts = new Map<string, Float32Array>();
     for (const f of this.spec.features) {
@@ -161,6 +177,25 @@ export class Probe {
         }
         const codes = nmfMaps.get(f.layer)!.codes;
         for (let p = 0; p < P; p++) map[p] = codes[p * dict.k + f.index];
+      } else if (f.basis === 'sae') {
+        const enc = this.spec.sae[f.layer];
+        if (!saeOf.has(f.layer)) {
+          saeOf.set(f.layer, saeCodes(get(layer.outputs.sae!), 1, enc));
+          // Each position's codes: its channel vector through the same encoder.
+          const c = layer.channels;
+          const pre = new Float32Array(P * enc.d);
+          for (let p = 0; p < P; p++) {
+            for (let j = 0; j < enc.d; j++) {
+              let s = 0;
+              for (let q = 0; q < c; q++) s += Math.fround(Math.fround(grid.rows[p * c + q] - enc.b_pre[q]) * enc.inv_scale) * enc.W_enc[q * enc.d + j];
+              pre[p * enc.d + j] = s + enc.b_enc[j];
+            }
+          }
+          saeMaps.set(f.layer, saeCodes(pre, P, enc));
+        }
+        values[f.id] = saeOf.get(f.layer)![f.index];
+        const codes = saeMaps.get(f.layer)!;
+        for (let p = 0; p < P; p++) map[p] = codes[p * enc.d + f.index];
       } else continue;
       percentiles[f.id] = percentile(f.sorted, values[f.id]);
       maps[f.id] = { w: grid.w, h: grid.h, data: map };
@@ -253,7 +288,7 @@ export async function mountTry(panel: HTMLElement, data: ExplorerData): Promise<
   panel.replaceChildren(
     el('h2', { text: 'Try an image' }),
     close,
-    el('p', { class: 'muted', text: `The model runs in this browser (${probe.backend}). Data set images are given at the model's input size, so their values equal the pipeline's; a dropped photo is resized by the browser, which differs slightly from the pipeline's resampling. ${data.features.length} study features; SAE features are not computed here yet.` }),
+    el('p', { class: 'muted', text: `The model runs in this browser (${probe.backend}). Data set images are given at the model's input size, so their values equal the pipeline's; a dropped photo is resized by the browser, which differs slightly from the pipeline's resampling. ${data.features.length} study features; ` }),
     el('p', {}, file, ' ', pick),
     status,
     results,

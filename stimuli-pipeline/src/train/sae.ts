@@ -66,6 +66,8 @@ export interface TopKSae {
   decoderDirections: Float32Array;
   /** c: the learned offset b_pre (x̂ = b_pre + Σ code_j d_j). */
   bias: Float32Array;
+  /** The encoder's parameters: codes = s · ReLU(TopK_k(((x − b_pre) · inv_scale) · W_enc + b_enc)), inv_scale = float32(1/s). */
+  encoder: { W_enc: Float32Array; b_enc: Float32Array; b_pre: Float32Array; scale: number };
   /** Codes of `count` rows of c values: count × dictionary, k non-zero (≥ 0) per row, data units. */
   encode(rows: Float32Array, count?: number): Promise<Float32Array>;
   info: SaeInfo;
@@ -249,6 +251,7 @@ export async function trainTopKSae(acts: Float32Array, n: number, c: number, opt
     channels: c,
     decoderDirections: Float32Array.from(params.W_dec),
     bias: Float32Array.from(params.b_pre),
+    encoder: { W_enc: Float32Array.from(params.W_enc), b_enc: Float32Array.from(params.b_enc), b_pre: Float32Array.from(params.b_pre), scale },
     encode,
     info,
     release: () => enc.session.release(),
