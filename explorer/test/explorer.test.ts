@@ -222,6 +222,17 @@ describe('legible explore demo', () => {
       }
       assert.equal(await page.locator('#try-table .heat canvas').count(), data.features.length);
     }
+    // A photo given through the file input (the drop path): a data set file at the model's size, so
+    // no resampling, gives the pipeline's values too.
+    const im = spec.images[0];
+    await page.setInputFiles('#try-file', join(loadStudy('demo').paths.images, im.id));
+    await page.waitForSelector(`#try[data-ran="${im.id.split('/').at(-1)}"]`, { timeout: 30_000 });
+    const dropped = await page.locator('#try-table tr[data-feature]').evaluateAll((trs) => trs.map((tr) => ({ id: tr.getAttribute('data-feature')!, value: Number(tr.getAttribute('data-value')) })));
+    assert.equal(dropped.length, data.features.length);
+    for (const r of dropped) {
+      const m = manifest.features.find((x) => x.id === r.id)!;
+      assert.ok(relToFeature(r.value, im.values[r.id], m.stats.std) < 1e-4, `dropped ${im.id}, ${r.id}: browser ${r.value}, pipeline ${im.values[r.id]}`);
+    }
     assert.ok(compared >= spec.images.length * data.features.length);
     console.log(`try an image: ${compared} values over ${spec.images.length} images; largest difference relative to the value ${worst.toExponential(2)}`);
     await context.close();
