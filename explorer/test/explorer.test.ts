@@ -15,7 +15,7 @@ import { build } from 'vite';
 import { loadStudy, type CreateSessionResponse, type Manifest } from '@legible/studies';
 import { decodeModel, ensureBuilt, nmfCodes, normalise } from '@legible/stimuli-pipeline';
 import { startServer, type RunningServer } from '@legible/server';
-import { launchChromium } from '../../client/test/helpers.ts';
+import { launchChromium, serve } from '../../client/test/helpers.ts';
 import { answer, bearer, call, createSession } from '../../server/test/http.ts';
 import { buildExplorer, distDir, QUANTILES, type ExplorerData, type FeaturePage, type TryData } from '../src/index.ts';
 
@@ -192,6 +192,26 @@ describe('legible explore demo', () => {
     assert.equal(await page.locator('.trial').count(), manifest.trials.filter((t) => t.feature === f.id).length);
     assert.ok(!requests.some((u) => u.includes('/ort/') || u.includes('/model/') || u.includes('try.json')), 'no runtime or model before the panel opens');
     await page.close();
+  });
+
+  test('Chromium: from a plain file server (the build folder served as it is), the overview and a feature page render', async () => {
+    browser ??= await launchChromium();
+    const files = await serve(loadStudy('demo').paths.build);
+    try {
+      const page = await browser.newPage();
+      await page.goto(`${files.url}/explorer/index.html`);
+      await page.waitForSelector('body[data-ready="#"]');
+      assert.equal(await page.locator('article.card').count(), data.features.length);
+      await page.goto(`${files.url}/explorer/index.html#feature=${encodeURIComponent(data.features[1].id)}`);
+      await page.waitForSelector(`body[data-ready="#feature=${encodeURIComponent(data.features[1].id)}"]`);
+      assert.equal(await page.locator('#feature-title').textContent(), data.features[1].id);
+      const missing = await page.evaluate(async () => (await Promise.all([...document.images].map(async (i) => ((await fetch(i.src)).ok ? null : i.src)))).filter((u) => u !== null));
+      assert.ok((await page.locator('.trial img').count()) > 0);
+      assert.deepEqual(missing, [], 'every image, the trial images (../img) included, resolves from the build folder');
+      await page.close();
+    } finally {
+      await files.close();
+    }
   });
 
   test('Chromium: try an image — onnxruntime-web\'s values equal the pipeline\'s within 1e-4 (of the value; of the feature\'s spread for values near 0)', async () => {
