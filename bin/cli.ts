@@ -4,6 +4,7 @@ import { commands as pipelineCommands } from '@legible/stimuli-pipeline/commands
 import { commands as serverCommands } from '@legible/server/commands';
 import { commands as analysisCommands } from '@legible/analysis/commands';
 import { commands as setupCommands } from '../stimuli-pipeline/src/setup-commands.ts';
+import { commands as explorerCommands } from '@legible/explorer/commands';
 
 // Every run loads these command lists (--help shows them all), so a package's commands module
 // imports only @legible/studies and types, and each command's run() imports what it needs
@@ -11,7 +12,7 @@ import { commands as setupCommands } from '../stimuli-pipeline/src/setup-command
 // analysis or onnxruntime code (studies/test/cli-lazy.test.ts checks it).
 // A later package's command of the same name replaces an earlier one's (stimuli-pipeline's validate
 // also checks the study's layers against its model).
-const all: Command[] = [...studyCommands, ...pipelineCommands, ...serverCommands, ...analysisCommands, ...setupCommands].filter((c, i, list) => !list.slice(i + 1).some((d) => d.name === c.name));
+const all: Command[] = [...studyCommands, ...pipelineCommands, ...serverCommands, ...analysisCommands, ...setupCommands, ...explorerCommands].filter((c, i, list) => !list.slice(i + 1).some((d) => d.name === c.name));
 
 function usage(): string {
   const width = Math.max(...all.map((c) => c.name.length));

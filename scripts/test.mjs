@@ -7,7 +7,7 @@ import { join, relative } from 'node:path';
 import { fileURLToPath } from 'node:url';
 
 const root = fileURLToPath(new URL('..', import.meta.url));
-const packages = ['studies', 'stimuli-pipeline', 'server', 'client', 'analysis'];
+const packages = ['studies', 'stimuli-pipeline', 'server', 'client', 'analysis', 'explorer'];
 const filters = process.argv.slice(2);
 
 function findTests(dir, out = []) {

@@ -15,6 +15,7 @@ import { defaultStudiesDir, LegibleError, type StudyInfo } from '@legible/studie
 // is asked for, not at start-up: it is half of the server's start-up time otherwise.
 const analysis = () => import('@legible/analysis');
 import { AdminService, adminUnauthorized, type AdminActor } from './admin.ts';
+import { mountExplorer } from './explorer.ts';
 import { openDatabase, type LegibleDb } from './db.ts';
 import { sendJson, TRIAL_ROUTE, trialFastPath } from './fastpath.ts';
 import { loadRegistry, type Builder, type Registry } from './registry.ts';
@@ -335,6 +336,9 @@ function build(opts: AppOptions): { app: Express; fast: (req: IncomingMessage, r
 
   api.use((req, _res, next) => next(new HttpError(404, `no API route ${req.method} ${req.baseUrl}${req.path}: see server/API.md`)));
   app.use('/api', api);
+
+  // The feature explorer that `legible explore` writes (explorer.ts): admin only, cross-origin isolated.
+  mountExplorer(app, { admin, registry, failures: adminFailures });
 
   // The admin dashboard: a static page and its script and style sheet (no inline scripts).
   app.get('/admin', (_req, res) => {

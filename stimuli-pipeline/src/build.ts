@@ -196,7 +196,7 @@ async function finishBuild(loaded: LoadedStudy, opts: BuildOptions, x: Extracted
   for (const col of fs.selected) {
     const ex = fs.exemplars.get(featureId(col))!;
     const vis = visual?.features.get(featureId(col));
-    features.push({ ...describe(col, ex), ...(vis && { visualizations: { min: vis.min, max: vis.max } }) });
+    features.push({ ...describe(col, ex), ...(vis && { visualizations: { min: vis.min, max: vis.max, attributions: vis.attributions } }) });
     specs.push(...trialsOf(featureId(col), ex, study.references.kinds, study.seed, vis));
   }
   const practiceCount = Math.min(study.design.practice_trials, fs.spare.length);
@@ -385,4 +385,39 @@ function sha256(bytes: Uint8Array): string {
 
 function round(x: number): number {
   return Number(x.toPrecision(6));
+}
+
+/**
+ * The study's features as its build computed them — every image's value on every study feature,
+ * the fitted dictionaries — from the build's activation store (shards a build left missing are
+ * extracted first). For tools that look at whole distributions (the explorer). The caller releases
+ * `fs`. Run after `legible stimuli` (ensureBuilt): the features then match the manifest's.
+ */
+export async function studyFeatureSet(loaded: LoadedStudy, opts: BuildOptions = {}): Promise<{ fs: FeatureSet; images: ImageEntry[]; modelBytes: Uint8Array }> {
+  const log = opts.log ?? stderrLog;
+  const { study, paths } = loaded;
+  const listing = listImages(paths.images, study.dataset.limit);
+  const inSplit = listing.images.filter((img) => splitOf(img.id, study.dataset.split) !== 'unused');
+  const modelBytes = readModel(paths.model);
+  const dir = join(paths.build, 'cache', 'activations');
+  // The shard size the build used (its store's header), so its shards are found again.
+  let shardSize = opts.shardSize ?? 1024;
+  if (!opts.shardSize && existsSync(join(dir, 'store.json'))) shardSize = Number(JSON.parse(readFileSync(join(dir, 'store.json'), 'utf8')).shardSize) || shardSize;
+  const store = ActivationStore.open(
+    dir,
+    storeKey({
+      model: sha256(modelBytes),
+      input: study.model.input,
+      tensors: study.model.layers.map((l) => `${l.name}=${l.tensor}${l.layout ? `:${l.layout}` : ''}${l.class_token !== undefined ? `:class_token=${l.class_token}` : ''}`),
+      ids: inSplit.map((i) => i.id),
+    }),
+    inSplit.length,
+    shardSize,
+    log,
+  );
+  if (store.missing().length) {
+    await extractToStore({ model: modelBytes, input: study.model.input, layers: study.model.layers, images: inSplit, store, batchSize: opts.batchSize, device: opts.device, log, quiet: opts.quiet });
+  }
+  const fs = await computeFeatures(study, store, { model: modelBytes, images: inSplit, device: opts.device, batchSize: opts.batchSize, log, quiet: opts.quiet });
+  return { fs, images: inSplit, modelBytes };
 }

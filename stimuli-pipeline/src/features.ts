@@ -18,7 +18,7 @@ import { splitOf } from './dataset.ts';
 import { checkSplitSizes, zeroOf, drawOrder, featureId, pickFeatures, rankContext, tallyOf, type Exemplars, type FeatureColumn, type Rejection } from './exemplars.ts';
 import { fitNmf, NmfEncoder } from './nmf.ts';
 import { patchActivations } from './patches.ts';
-import { trainTopKSae } from './train/sae.ts';
+import { trainTopKSae, type TopKSae } from './train/sae.ts';
 import type { Device } from './runtime.ts';
 import type { ActivationStore, StoreLayer } from './store.ts';
 
@@ -53,6 +53,8 @@ export interface Dictionary {
   directions: Float32Array;
   /** Codes of `count` activation vectors (count × c) → count × k. */
   encode(rows: Float32Array, count: number): Promise<Float32Array>;
+  /** The SAE's encoder (sae only), for tools that run it elsewhere (the explorer's browser panel). */
+  sae?: TopKSae['encoder'] & { active: number };
 }
 
 /** Below this variance explained an SAE basis is reported as fitting poorly (a warning; 0 or less: no better than the mean). */
@@ -220,7 +222,7 @@ export async function computeFeatures(
           saePoor.set(l.name, poor);
           opts.log(`warning: ${poor}`);
         }
-        const dict: Dictionary = { k: saeBasis.dictionary, channels: l.channels, directions: trained.decoderDirections, encode: (rows, count) => trained.encode(rows, count) };
+        const dict: Dictionary = { k: saeBasis.dictionary, channels: l.channels, directions: trained.decoderDirections, encode: (rows, count) => trained.encode(rows, count), sae: { ...trained.encoder, active: saeBasis.k } };
         sae.push(dict);
         dictionaries.set(`${l.name}/sae`, dict);
         fitSeconds.set(`${l.name}/sae`, info.seconds);

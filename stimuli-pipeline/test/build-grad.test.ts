@@ -4,7 +4,7 @@
 // ablations computed here: weights edited, or the head recomputed), feature-visualization
 // references, and the errors a user can run into.
 import assert from 'node:assert/strict';
-import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
@@ -299,6 +299,9 @@ describe('stimuli pipeline with the gradient engine, on a tiny ResNet', () => {
       assert.equal(vis.max.length, 2);
       assert.equal(vis.min.length, 2);
       assert.equal(new Set([...vis.max, ...vis.min]).size, 4, 'each visualization is its own image');
+      // Each max-side visualization's MACO attribution map, for the explorer, in the build folder.
+      assert.equal(vis.attributions?.length, vis.max.length);
+      for (const a of vis.attributions!) assert.ok(existsSync(join(study.paths.build, a)), `${f.id}: attribution map ${a} missing`);
       // The natural queries stay; the references are the visualizations.
       const main = manifest.trials.find((t) => t.feature === f.id && t.kind === 'main' && t.reference_kind === 'visualization')!;
       const natural = manifest.trials.find((t) => t.feature === f.id && t.kind === 'main' && t.reference_kind === 'natural')!;

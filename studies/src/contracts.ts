@@ -35,7 +35,14 @@ export const ManifestFeature = z.object({
    */
   contribution: z.object({ logit_drop: z.number(), accuracy_drop: z.number(), changed: z.number() }).optional(),
   /** Feature visualizations (paths relative to the build folder), with references.kinds: [visualization]. */
-  visualizations: z.object({ min: z.array(z.string()), max: z.array(z.string()) }).optional(),
+  visualizations: z
+    .object({
+      min: z.array(z.string()),
+      max: z.array(z.string()),
+      /** MACO attribution map of each max-side visualization (paths relative to the build folder; the explorer shows them). */
+      attributions: z.array(z.string()).optional(),
+    })
+    .optional(),
   /**
    * Feature complexity (study file `complexity:`): the share of the feature's held-out variance each
    * disentangler depth explains (manifest.complexity.depths), ρ per order, and the complexity order

@@ -74,6 +74,8 @@ export interface TopKSae {
   decoderDirections: Float32Array;
   /** c: the learned offset b_pre (x̂ = b_pre + Σ code_j d_j). */
   bias: Float32Array;
+  /** The encoder's parameters in data units: codes = s · ReLU(TopK_k(((x − b_pre) · inv_scale) · W_enc + b_enc)), inv_scale = float32(1/s); b_pre here is μ + s·b_pre of the normalised fit (= bias). */
+  encoder: { W_enc: Float32Array; b_enc: Float32Array; b_pre: Float32Array; scale: number };
   /** Codes of `count` rows of c values: count × dictionary, k non-zero (≥ 0) per row, data units. */
   encode(rows: Float32Array, count?: number): Promise<Float32Array>;
   info: SaeInfo;
@@ -285,6 +287,9 @@ export async function trainTopKSae(acts: Float32Array, n: number, c: number, opt
     channels: c,
     decoderDirections: Float32Array.from(params.W_dec),
     bias: Float32Array.from(mean, (mu, q) => mu + scale * params.b_pre[q]),
+    // For tools that run the encoder elsewhere (the explorer's browser panel): in data units,
+    // (x − bias)·(1/s) = (x − μ)·(1/s) − b_pre, so b_pre there is the bias.
+    encoder: { W_enc: Float32Array.from(params.W_enc), b_enc: Float32Array.from(params.b_enc), b_pre: Float32Array.from(mean, (mu, q) => mu + scale * params.b_pre[q]), scale },
     encode,
     info,
     release: () => enc.session.release(),
