@@ -15,7 +15,7 @@ import { copyFileSync, existsSync, mkdirSync, readdirSync, readFileSync, renameS
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import sharp from 'sharp';
-import { LegibleError, type LoadedStudy, type ManifestFeature } from '@legible/studies';
+import { LegibleError, modelInput, type LoadedStudy, type ManifestFeature } from '@legible/studies';
 import { decodeForModel, ensureBuilt, featureId, gram, studyFeatureSet, type BuildOptions } from '@legible/stimuli-pipeline';
 import { readAnswers, summarise, type Answer, type HumanSummary } from './human.ts';
 import { probeModel, type ProbeLayer } from './model.ts';
@@ -97,7 +97,7 @@ export interface ExplorerData {
 
 export interface TryData {
   model: string;
-  input: LoadedStudy['study']['model']['input'];
+  input: NonNullable<LoadedStudy['study']['model']['input']>;
   size: [number, number];
   layers: ProbeLayer[];
   nmf: Record<string, { k: number; WWt: number[]; W: number[] }>;
@@ -281,9 +281,9 @@ export async function buildExplorer(loaded: LoadedStudy, opts: ExploreOptions = 
           if (seen.has(id)) continue;
           seen.add(id);
           const entry = byId.get(id)!;
-          const pixels = await decodeForModel(readFileSync(entry.path), study.model.input);
-          const [h, w] = sizeOf(study.model.input.size);
-          const channels = study.model.input.channels === 'gray' ? 1 : 3;
+          const pixels = await decodeForModel(readFileSync(entry.path), modelInput(study));
+          const [h, w] = sizeOf(modelInput(study).size);
+          const channels = modelInput(study).channels === 'gray' ? 1 : 3;
           const name = `inputs/${createHash('sha256').update(id).digest('hex').slice(0, 20)}.png`;
           await sharp(pixels, { raw: { width: w, height: h, channels } }).png({ compressionLevel: 9 }).toFile(join(tmp, name));
           const values: Record<string, number> = {};
@@ -291,7 +291,7 @@ export async function buildExplorer(loaded: LoadedStudy, opts: ExploreOptions = 
           tryImages.push({ id, input: name, img: await thumb(id), values });
         }
       }
-      const tryData: TryData = { model: 'model/probe.onnx', input: study.model.input, size: sizeOf(study.model.input.size), layers: probe.layers, nmf: nmfData, sae: saeData, features: tryFeatures, images: tryImages };
+      const tryData: TryData = { model: 'model/probe.onnx', input: modelInput(study), size: sizeOf(modelInput(study).size), layers: probe.layers, nmf: nmfData, sae: saeData, features: tryFeatures, images: tryImages };
       writeFileSync(join(tmp, 'data/try.json'), JSON.stringify(tryData));
     }
     copyDir(dist, tmp);

@@ -416,7 +416,7 @@ export async function studyFeatureSet(loaded: LoadedStudy, opts: BuildOptions = 
     log,
   );
   if (store.missing().length) {
-    await extractToStore({ model: modelBytes, input: study.model.input, layers: study.model.layers, images: inSplit, store, batchSize: opts.batchSize, device: opts.device, log, quiet: opts.quiet });
+    await extractToStore({ model: modelBytes, input: modelInput(study), layers: study.model.layers, images: inSplit, store, batchSize: opts.batchSize, device: opts.device, log, quiet: opts.quiet });
   }
   const fs = await computeFeatures(study, store, { model: modelBytes, images: inSplit, device: opts.device, batchSize: opts.batchSize, log, quiet: opts.quiet });
   return { fs, images: inSplit, modelBytes };
