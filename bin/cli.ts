@@ -3,6 +3,7 @@ import { commands as studyCommands } from '@legible/studies';
 import { commands as pipelineCommands } from '@legible/stimuli-pipeline/commands';
 import { commands as serverCommands } from '@legible/server/commands';
 import { commands as analysisCommands } from '@legible/analysis/commands';
+import { runCommand } from './run-command.ts';
 
 // A later package's command of the same name replaces an earlier one's (stimuli-pipeline's validate
 // also checks the study's layers against its model).
@@ -25,22 +26,5 @@ export async function main(argv: string[]): Promise<number> {
     console.error(`legible: unknown command "${name}".\n\n${usage()}`);
     return 2;
   }
-  if (rest.includes('--help') || rest.includes('-h')) {
-    console.log(`Usage: legible ${command.name} ${command.usage}\n\n${command.summary}${command.help ? `\n\n${command.help}` : ''}`);
-    return 0;
-  }
-  try {
-    return await command.run(rest);
-  } catch (err) {
-    const e = err as Error & { hint?: string };
-    if ((e as { name?: string }).name === 'UsageError' || (e as { code?: string }).code === 'ERR_PARSE_ARGS_UNKNOWN_OPTION') {
-      console.error(`legible ${command.name}: ${e.message}\nUsage: legible ${command.name} ${command.usage}`);
-      return 2;
-    }
-    if ((e as { name?: string }).name === 'LegibleError') {
-      console.error(`legible ${command.name}: ${e.message}`);
-      return 1;
-    }
-    throw err;
-  }
+  return runCommand(command, rest);
 }

@@ -13,10 +13,11 @@ import { pino, type Logger } from 'pino';
 import { defaultStudiesDir, LegibleError, type StudyInfo } from '@legible/studies';
 // @legible/analysis (exports, and the statistics its index also loads) is imported when an export
 // is asked for, not at start-up: it is half of the server's start-up time otherwise.
-const analysis = () => import('@legible/analysis');
+const analysis = () => importSource(() => import('@legible/analysis'));
 import { AdminService, adminUnauthorized, type AdminActor } from './admin.ts';
 import { openDatabase, type LegibleDb } from './db.ts';
 import { sendJson, TRIAL_ROUTE, trialFastPath } from './fastpath.ts';
+import { importSource } from './lazy.ts';
 import { loadRegistry, type Builder, type Registry } from './registry.ts';
 import { dbCheckStore } from './studycheck.ts';
 import { StudyWatcher } from './watch.ts';
@@ -236,21 +237,21 @@ function build(opts: AppOptions): { app: Express; fast: (req: IncomingMessage, r
   const adminApi = express.Router();
   adminApi.use(adminAuth, adminFailures, adminRequired);
 
-  adminApi.get('/studies', (_req, res) => {
-    const studies = admin.studies();
+  adminApi.get('/studies', async (_req, res) => {
+    const studies = await admin.studies();
     admin.record(actor(res), 'studies.list');
     res.json({ studies });
   });
 
-  adminApi.get('/studies/:id', (req, res) => {
-    const progress = admin.progress(req.params.id, typeof req.query.mode === 'string' ? req.query.mode : undefined);
+  adminApi.get('/studies/:id', async (req, res) => {
+    const progress = await admin.progress(req.params.id, typeof req.query.mode === 'string' ? req.query.mode : undefined);
     admin.record(actor(res), 'study.progress', req.params.id);
     res.json(progress);
   });
 
-  adminApi.get('/studies/:id/participants', (req, res) => {
+  adminApi.get('/studies/:id/participants', async (req, res) => {
     const identities = req.query.identities === '1' || req.query.identities === 'true';
-    const participants = admin.participants(req.params.id, identities);
+    const participants = await admin.participants(req.params.id, identities);
     admin.record(actor(res), identities ? 'participants.identities' : 'participants.list', req.params.id, { rows: participants.length });
     res.json({ participants });
   });
