@@ -111,15 +111,22 @@ function build(opts: AppOptions): { app: Express; fast: (req: IncomingMessage, r
       },
       crossOriginEmbedderPolicy: false,
     });
-  app.use(security);
-  // The same headers, captured once for the fast path (helmet's are static: no nonces).
+  // helmet's headers are static (no nonces): captured once, and set on every response from the
+  // list (here and on the fast path) rather than worked out again per request.
   const securityHeaders: [string, string][] = [];
   security({} as Request, { setHeader: (k: string, v: unknown) => securityHeaders.push([k, String(v)]), removeHeader: () => {} } as unknown as Response, () => {});
+  app.disable('x-powered-by');
+  app.use((_req, res, next) => {
+    for (const [k, v] of securityHeaders) res.setHeader(k, v);
+    next();
+  });
 
   // Request log: route pattern, status, duration — no URLs, ids, IPs or bodies.
   app.use((req, res, next) => {
     const start = process.hrtime.bigint();
     res.on('finish', () => {
+      // Nothing to work out when the line would not be written (the default level logs only faults).
+      if (res.statusCode < 500 && !log.isLevelEnabled('debug')) return;
       const ms = Number(process.hrtime.bigint() - start) / 1e6;
       const route = (req.route?.path as string | undefined) ?? (req.path.startsWith('/stimuli/') ? '/stimuli' : req.path.startsWith('/assets/') ? '/assets' : 'unmatched');
       // Every request at debug (LOG_LEVEL=debug or --log-file shows them); server faults at error.
