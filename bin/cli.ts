@@ -5,6 +5,7 @@ import { commands as serverCommands } from '@legible/server/commands';
 import { commands as analysisCommands } from '@legible/analysis/commands';
 import { commands as setupCommands } from '../stimuli-pipeline/src/setup-commands.ts';
 import { commands as explorerCommands } from '@legible/explorer/commands';
+import { runCommand } from './run-command.ts';
 
 // Every run loads these command lists (--help shows them all), so a package's commands module
 // imports only @legible/studies and types, and each command's run() imports what it needs
@@ -31,22 +32,5 @@ export async function main(argv: string[]): Promise<number> {
     console.error(`legible: unknown command "${name}".\n\n${usage()}`);
     return 2;
   }
-  if (rest.includes('--help') || rest.includes('-h')) {
-    console.log(`Usage: legible ${command.name} ${command.usage}\n\n${command.summary}${command.help ? `\n\n${command.help}` : ''}`);
-    return 0;
-  }
-  try {
-    return await command.run(rest);
-  } catch (err) {
-    const e = err as Error & { hint?: string };
-    if ((e as { name?: string }).name === 'UsageError' || (e as { code?: string }).code === 'ERR_PARSE_ARGS_UNKNOWN_OPTION') {
-      console.error(`legible ${command.name}: ${e.message}\nUsage: legible ${command.name} ${command.usage}`);
-      return 2;
-    }
-    if ((e as { name?: string }).name === 'LegibleError') {
-      console.error(`legible ${command.name}: ${e.message}`);
-      return 1;
-    }
-    throw err;
-  }
+  return runCommand(command, rest);
 }

@@ -1,7 +1,7 @@
 // The session-creation burst benchmark:
 //   node --import tsx server/bench/burst.ts [--arrivals 1000] [--ramp 5000] [--features 10] [--per-feature 6]
 //                                           [--trials 36] [--think 0] [--runs 3] [--json FILE]
-//                                           [--compare OTHER/server/src/commands.ts]
+//                                           [--compare OTHER/server/src/commands.ts] [--profile DIR] [--no-bare]
 //
 // N participants arrive spread evenly over --ramp ms (1000 in 5 s: 200 a second) against a
 // `legible serve` child process as deployed (live mode, WAL + synchronous=FULL, request logs at
@@ -40,6 +40,8 @@ export interface BurstOptions {
   commandsModule?: string;
   /** Skip the bare-endpoint baseline. */
   noBare?: boolean;
+  /** Flags for the server's node, e.g. ['--cpu-prof', '--cpu-prof-dir=DIR'] (--profile DIR). */
+  nodeArgs?: string[];
 }
 
 export interface BurstSide {
@@ -128,6 +130,7 @@ export async function burstOnce(opts: BurstOptions): Promise<BurstResult> {
       // `legible serve`'s own default level (info), as `npm start` runs it.
       env: { LOG_LEVEL: opts.logLevel ?? 'info' },
       commandsModule: opts.commandsModule,
+      nodeArgs: opts.nodeArgs,
     });
     let legible: BurstSide;
     try {
@@ -195,7 +198,10 @@ if (import.meta.url === `file://${process.argv[1]}`) {
       runs: { type: 'string', default: '3' },
       json: { type: 'string' },
       compare: { type: 'string' },
+      profile: { type: 'string' },
+      bare: { type: 'boolean', default: true },
     },
+    allowNegative: true,
   });
   const rows: BurstResult[] = [];
   const other: BurstResult[] = [];
@@ -206,6 +212,9 @@ if (import.meta.url === `file://${process.argv[1]}`) {
     perFeature: Number(values['per-feature']),
     trials: Number(values.trials),
     thinkMs: Number(values.think),
+    // --profile DIR: a CPU profile of each run's server (node --cpu-prof), written when it stops.
+    nodeArgs: values.profile ? ['--cpu-prof', `--cpu-prof-dir=${values.profile}`] : undefined,
+    noBare: !values.bare,
   };
   const med = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)];
   for (let i = 0; i < Number(values.runs); i++) {

@@ -7,7 +7,9 @@
 // spawning the process to the "serving on" line, for the first start and the median of the
 // restarts, and the CPU time of each start (user + system, from /proc), which the other
 // processes on a shared machine disturb less than the wall time. The demo's stimuli must be built
-// (`legible stimuli demo`, or one `npm start`).
+// (`legible stimuli demo`, or one `npm start`). `legible serve` runs the server bundle while it is up
+// to date (server/bundle.mjs; `npm run build -w server` refreshes it), else the sources through tsx;
+// the first line printed says which, and LEGIBLE_FROM_SOURCE=1 measures the sources on purpose.
 import { spawn } from 'node:child_process';
 import { once } from 'node:events';
 import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
@@ -53,6 +55,9 @@ export async function startOnce(db: string, study: string): Promise<{ ms: number
 
 if (import.meta.url === `file://${process.argv[1]}`) {
   const { values } = parseArgs({ options: { runs: { type: 'string', default: '5' }, study: { type: 'string', default: 'demo' } } });
+  const { bundleStale } = await import('../bundle.mjs');
+  const stale = process.env.LEGIBLE_FROM_SOURCE && process.env.LEGIBLE_FROM_SOURCE !== '0' ? 'LEGIBLE_FROM_SOURCE is set' : bundleStale();
+  console.log(stale === undefined ? 'runs the server bundle (server/dist, up to date)' : `runs the sources through tsx (server bundle not used: ${stale})`);
   const dir = mkdtempSync(join(tmpdir(), 'legible-start-'));
   try {
     const db = join(dir, 'start.db');

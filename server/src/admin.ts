@@ -2,12 +2,17 @@
 // and unit, completion and exclusion counts, median completion time and the implied hourly pay,
 // the participant list, and the audit log of admin actions. HTTP-free: app.ts maps it onto routes.
 import type Database from 'better-sqlite3';
-import { countSessions, studySessionCounts, type SessionCounts } from '@legible/analysis';
+import type { SessionCounts } from '@legible/analysis';
 import { unitKey } from './assign.ts';
 import type { AdminTokenRow, AuditRow, LegibleDb, Mode } from './db.ts';
+import { importSource } from './lazy.ts';
 import { practiceLayout } from './practice.ts';
 import type { Registry, StudyEntry } from './registry.ts';
 import { HttpError } from './sessions.ts';
+
+// @legible/analysis (the exclusion rules, and the statistics its index also loads) is imported by the
+// first dashboard request that needs it, not at start-up (server/BENCHMARKS.md, Start-up).
+const analysis = () => importSource(() => import('@legible/analysis'));
 
 export const adminUnauthorized = () =>
   new HttpError(401, 'invalid or missing admin token: create one with `legible admin-token create` and send it as "Authorization: Bearer <token>"');
@@ -212,7 +217,7 @@ export class AdminService {
     if (!this.registry.get(id) && !this.studiesInDb.all().includes(id)) throw new HttpError(404, `no study "${id}" on this server or in its database`);
   }
 
-  progress(id: string, mode?: string): StudyProgress {
+  async progress(id: string, mode?: string): Promise<StudyProgress> {
     const entry = this.registry.get(id);
     if (!entry) {
       this.checkStudy(id);
@@ -221,6 +226,8 @@ export class AdminService {
     const { study } = entry;
     if (mode !== undefined && !['pilot', 'live'].includes(mode)) throw new HttpError(400, 'mode: expected "pilot" or "live"');
     const counted = (mode ?? (study.mode === 'preview' ? 'pilot' : study.mode)) as Mode;
+    // Loaded before any row is read, so that every figure comes from the same moment.
+    const { countSessions, studySessionCounts } = await analysis();
     const nowIso = this.now().toISOString();
     const all = this.statsQuery.all(id);
     const by_mode: Record<string, number> = {};
@@ -283,17 +290,23 @@ export class AdminService {
   }
 
   /** Every study: its progress when served, else only its session counts. */
-  studies(): (StudyProgress | { id: string; served: false; by_mode: Record<string, number> })[] {
-    return this.studyIds().map((id) => {
-      if (this.registry.get(id)) return this.progress(id);
+  async studies(): Promise<(StudyProgress | { id: string; served: false; by_mode: Record<string, number> })[]> {
+    const out: (StudyProgress | { id: string; served: false; by_mode: Record<string, number> })[] = [];
+    for (const id of this.studyIds()) {
+      if (this.registry.get(id)) {
+        out.push(await this.progress(id));
+        continue;
+      }
       const by_mode: Record<string, number> = {};
       for (const s of this.statsQuery.all(id)) by_mode[s.mode] = (by_mode[s.mode] ?? 0) + 1;
-      return { id, served: false as const, by_mode };
-    });
+      out.push({ id, served: false as const, by_mode });
+    }
+    return out;
   }
 
-  participants(id: string, withIdentities: boolean): ParticipantRow[] {
+  async participants(id: string, withIdentities: boolean): Promise<ParticipantRow[]> {
     this.checkStudy(id);
+    const { studySessionCounts } = await analysis();
     const entry: StudyEntry | undefined = this.registry.get(id);
     const nowIso = this.now().toISOString();
     const identities = withIdentities ? new Map(this.identitiesQuery.all(id).map((r) => [r.participant, r])) : undefined;

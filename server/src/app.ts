@@ -13,11 +13,12 @@ import { pino, type Logger } from 'pino';
 import { defaultStudiesDir, LegibleError, type StudyInfo } from '@legible/studies';
 // @legible/analysis (exports, and the statistics its index also loads) is imported when an export
 // is asked for, not at start-up: it is half of the server's start-up time otherwise.
-const analysis = () => import('@legible/analysis');
+const analysis = () => importSource(() => import('@legible/analysis'));
 import { AdminService, adminUnauthorized, type AdminActor } from './admin.ts';
 import { mountExplorer } from './explorer.ts';
 import { openDatabase, type LegibleDb } from './db.ts';
 import { sendJson, TRIAL_ROUTE, trialFastPath } from './fastpath.ts';
+import { importSource } from './lazy.ts';
 import { loadRegistry, type Builder, type Registry } from './registry.ts';
 import { dbCheckStore } from './studycheck.ts';
 import { StudyWatcher } from './watch.ts';
@@ -113,15 +114,22 @@ function build(opts: AppOptions): { app: Express; fast: (req: IncomingMessage, r
       },
       crossOriginEmbedderPolicy: false,
     });
-  app.use(security);
-  // The same headers, captured once for the fast path (helmet's are static: no nonces).
+  // helmet's headers are static (no nonces): captured once, and set on every response from the
+  // list (here and on the fast path) rather than worked out again per request.
   const securityHeaders: [string, string][] = [];
   security({} as Request, { setHeader: (k: string, v: unknown) => securityHeaders.push([k, String(v)]), removeHeader: () => {} } as unknown as Response, () => {});
+  app.disable('x-powered-by');
+  app.use((_req, res, next) => {
+    for (const [k, v] of securityHeaders) res.setHeader(k, v);
+    next();
+  });
 
   // Request log: route pattern, status, duration — no URLs, ids, IPs or bodies.
   app.use((req, res, next) => {
     const start = process.hrtime.bigint();
     res.on('finish', () => {
+      // Nothing to work out when the line would not be written (the default level logs only faults).
+      if (res.statusCode < 500 && !log.isLevelEnabled('debug')) return;
       const ms = Number(process.hrtime.bigint() - start) / 1e6;
       const route = (req.route?.path as string | undefined) ?? (req.path.startsWith('/stimuli/') ? '/stimuli' : req.path.startsWith('/assets/') ? '/assets' : 'unmatched');
       // Every request at debug (LOG_LEVEL=debug or --log-file shows them); server faults at error.
@@ -255,21 +263,21 @@ function build(opts: AppOptions): { app: Express; fast: (req: IncomingMessage, r
   const adminApi = express.Router();
   adminApi.use(adminAuth, adminFailures, adminRequired);
 
-  adminApi.get('/studies', (_req, res) => {
-    const studies = admin.studies();
+  adminApi.get('/studies', async (_req, res) => {
+    const studies = await admin.studies();
     admin.record(actor(res), 'studies.list');
     res.json({ studies, ...(db.simulated && { simulated: true }) });
   });
 
-  adminApi.get('/studies/:id', (req, res) => {
-    const progress = admin.progress(req.params.id, typeof req.query.mode === 'string' ? req.query.mode : undefined);
+  adminApi.get('/studies/:id', async (req, res) => {
+    const progress = await admin.progress(req.params.id, typeof req.query.mode === 'string' ? req.query.mode : undefined);
     admin.record(actor(res), 'study.progress', req.params.id);
     res.json(progress);
   });
 
-  adminApi.get('/studies/:id/participants', (req, res) => {
+  adminApi.get('/studies/:id/participants', async (req, res) => {
     const identities = req.query.identities === '1' || req.query.identities === 'true';
-    const participants = admin.participants(req.params.id, identities);
+    const participants = await admin.participants(req.params.id, identities);
     admin.record(actor(res), identities ? 'participants.identities' : 'participants.list', req.params.id, { rows: participants.length });
     res.json({ participants });
   });

@@ -140,6 +140,49 @@ export function makePlan(design: DesignPart, manifest: Pick<Manifest, 'features'
 }
 
 // ─── Assignment ────────────────────────────────────────────────────────────────────────────
+/** A unit (feature × reference kind) of a condition's main trials, as assignment goes through it. */
+interface UnitBase {
+  key: string;
+  feature: string;
+  /** Numbers of the unit's feature and within-subject cell (indexes into per-participant counts). */
+  featureNo: number;
+  cellNo: number;
+  cell: string;
+  /** The unit's trials in the plan's order (by id). */
+  trials: ManifestTrial[];
+}
+interface Unit extends UnitBase {
+  taken: number;
+  load: number;
+  tie: number;
+}
+
+/** Units of a condition, sorted by key: computed once per plan and condition, not per session. */
+const unitCache = new WeakMap<Plan['conditions'][number], UnitBase[]>();
+function unitsOf(plan: Plan, condition: Plan['conditions'][number]): UnitBase[] {
+  let list = unitCache.get(condition);
+  if (list) return list;
+  const units = new Map<string, UnitBase>();
+  const featureNos = new Map<string, number>();
+  const cellNos = new Map<string, number>();
+  for (const t of condition.main) {
+    const key = unitKey(t.feature, t.reference_kind);
+    let u = units.get(key);
+    if (!u) {
+      const feature = plan.features.get(t.feature)!;
+      const cell = plan.design.within.map((f) => levelOf(f, t, feature)).join('|');
+      if (!featureNos.has(t.feature)) featureNos.set(t.feature, featureNos.size);
+      if (!cellNos.has(cell)) cellNos.set(cell, cellNos.size);
+      u = { key, feature: t.feature, featureNo: featureNos.get(t.feature)!, cellNo: cellNos.get(cell)!, cell, trials: [] };
+      units.set(key, u);
+    }
+    u.trials.push(t);
+  }
+  list = [...units.values()].sort((a, b) => cmp(a.key, b.key));
+  unitCache.set(condition, list);
+  return list;
+}
+
 export function assignTasks(plan: Plan, seed: number, load: Load): Assignment {
   const r = rng(seed);
   const random = () => r.next();
@@ -150,23 +193,17 @@ export function assignTasks(plan: Plan, seed: number, load: Load): Assignment {
   const tied = plan.conditions.filter((c) => (load.conditions.get(c.key) ?? 0) === least);
   const chosen = tied[Math.floor(random() * tied.length)];
 
-  // 2. Main trials: greedy over units.
-  interface Unit { key: string; feature: string; cell: string; trials: ManifestTrial[]; taken: number; load: number; tie: number }
-  const units = new Map<string, Unit>();
-  for (const t of chosen.main) {
-    const key = unitKey(t.feature, t.reference_kind);
-    const feature = features.get(t.feature)!;
-    const cell = design.within.map((f) => levelOf(f, t, feature)).join('|');
-    if (!units.has(key)) units.set(key, { key, feature: t.feature, cell, trials: [], taken: 0, load: load.units.get(key) ?? 0, tie: 0 });
-    units.get(key)!.trials.push(t);
-  }
-  const unitList = [...units.values()].sort((a, b) => cmp(a.key, b.key));
+  // 2. Main trials: greedy over units (their keys, cells and trials worked out once per plan and
+  //    condition; the trial lists copied, as they are shuffled per participant).
+  const unitList = unitsOf(plan, chosen).map(
+    (u): Unit => ({ key: u.key, feature: u.feature, featureNo: u.featureNo, cellNo: u.cellNo, cell: u.cell, trials: u.trials.slice(), taken: 0, load: load.units.get(u.key) ?? 0, tie: 0 }),
+  );
   for (const u of unitList) {
     u.tie = random();
     r.shuffle(u.trials);
   }
-  const featureUse = new Map<string, number>();
-  const cellUse = new Map<string, number>();
+  const featureUse = new Array<number>(unitList.length).fill(0);
+  const cellUse = new Array<number>(unitList.length).fill(0);
   const main: ManifestTrial[] = [];
   for (let i = 0; i < design.trials_per_participant; i++) {
     // The unit with the least (feature use, load, cell use, tie), compared in that order. Written
@@ -177,14 +214,14 @@ export function assignTasks(plan: Plan, seed: number, load: Load): Assignment {
     let bc = 0;
     for (const u of unitList) {
       if (u.taken >= u.trials.length) continue;
-      const f = featureUse.get(u.feature) ?? 0;
+      const f = featureUse[u.featureNo];
       if (best) {
         if (f !== bf) {
           if (f > bf) continue;
         } else if (u.load !== bl) {
           if (u.load > bl) continue;
         } else {
-          const c = cellUse.get(u.cell) ?? 0;
+          const c = cellUse[u.cellNo];
           if (c !== bc) {
             if (c > bc) continue;
           } else if (!(u.tie < best.tie)) continue;
@@ -193,14 +230,16 @@ export function assignTasks(plan: Plan, seed: number, load: Load): Assignment {
       best = u;
       bf = f;
       bl = u.load;
-      bc = cellUse.get(u.cell) ?? 0;
+      bc = cellUse[u.cellNo];
     }
     if (!best) throw new LegibleError('not enough main trials for this participant (the study plan should have caught this)');
     main.push(best.trials[best.taken++]);
     best.load++;
-    featureUse.set(best.feature, (featureUse.get(best.feature) ?? 0) + 1);
-    cellUse.set(best.cell, (cellUse.get(best.cell) ?? 0) + 1);
+    featureUse[best.featureNo]++;
+    cellUse[best.cellNo]++;
   }
+  const usedFeatures = new Set<string>();
+  for (const u of unitList) if (u.taken > 0) usedFeatures.add(u.feature);
 
   // 3. Catch and practice trials: prefer the participant's condition, then features not among
   //    their main trials, then the seed.
@@ -211,8 +250,8 @@ export function assignTasks(plan: Plan, seed: number, load: Load): Assignment {
       .sort((a, b) => (lexLess(a.rank, b.rank) ? -1 : lexLess(b.rank, a.rank) ? 1 : 0))
       .slice(0, n)
       .map((x) => x.t);
-  const catchTrials = pick(plan.catch, design.catch_trials, (t) => (featureUse.has(t.feature) ? 1 : 0));
-  const practice = pick(plan.practice, design.practice_trials, (t) => (featureUse.has(t.feature) ? 1 : 0));
+  const catchTrials = pick(plan.catch, design.catch_trials, (t) => (usedFeatures.has(t.feature) ? 1 : 0));
+  const practice = pick(plan.practice, design.practice_trials, (t) => (usedFeatures.has(t.feature) ? 1 : 0));
 
   // 4. Order: practice first (once per round), then main and catch trials (shuffled, or main in
   //    Latin-square blocks with the catch trials at seeded places); each trial's queries in seeded
@@ -259,9 +298,15 @@ export function assignTasks(plan: Plan, seed: number, load: Load): Assignment {
  * when there is none. Depends only on the task list, so a resume gets the same.
  */
 export function exampleFor(plan: Pick<Plan, 'example' | 'practice'>, tasks: Pick<Task, 'trial'>[], trials: Map<string, ManifestTrial>): ManifestTrial | null {
-  const images = (t: ManifestTrial) => [t.assets.min, t.assets.max, ...t.assets.queries];
-  const used = new Set(tasks.flatMap((t) => (trials.has(t.trial) ? images(trials.get(t.trial)!) : [])));
-  const fits = (t: ManifestTrial) => !images(t).some((a) => used.has(a));
+  const used = new Set<string>();
+  for (const task of tasks) {
+    const t = trials.get(task.trial);
+    if (!t) continue;
+    used.add(t.assets.min);
+    used.add(t.assets.max);
+    for (const q of t.assets.queries) used.add(q);
+  }
+  const fits = (t: ManifestTrial) => !used.has(t.assets.min) && !used.has(t.assets.max) && !t.assets.queries.some((a) => used.has(a));
   return plan.example.find(fits) ?? plan.practice.find(fits) ?? null;
 }
 

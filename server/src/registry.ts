@@ -16,6 +16,7 @@ import {
   type Study,
 } from '@legible/studies';
 import { makePlan, type Plan } from './assign.ts';
+import { importSource } from './lazy.ts';
 import { renderMarkdown } from './markdown.ts';
 import { studyFingerprint, type CheckStore } from './studycheck.ts';
 
@@ -103,7 +104,7 @@ export type Builder = (loaded: LoadedStudy, opts: { log: (line: string) => void 
 
 /** The stimuli pipeline's ensureBuilt: builds missing stimuli and redoes stale ones. */
 export const pipelineBuilder: Builder = async (loaded, opts) => {
-  const pipeline = (await import('@legible/stimuli-pipeline')) as { ensureBuilt?: Builder };
+  const pipeline = (await importSource(() => import('@legible/stimuli-pipeline'))) as { ensureBuilt?: Builder };
   if (typeof pipeline.ensureBuilt !== 'function') {
     throw new LegibleError(`study "${loaded.study.id}" has no ${join(loaded.paths.build, 'manifest.json')} and this version of the stimuli pipeline cannot build it: run \`legible stimuli ${loaded.file}\``);
   }
@@ -206,7 +207,7 @@ export async function loadRegistry(opts: LoadRegistryOptions = {}): Promise<Load
     } catch (e) {
       // Asked for by name: its problem is the answer. Found by scanning: serve the others.
       if (explicit) throw e;
-      const reason = e instanceof LegibleError ? e.message : `${(e as Error).name}: ${(e as Error).message}`;
+      const reason = (e as Error).name === 'LegibleError' ? (e as Error).message : `${(e as Error).name}: ${(e as Error).message}`;
       skipped.push({ ref, reason });
       log(`skipping study "${ref}": ${reason}`);
     }
@@ -294,7 +295,7 @@ export function studyEntry(loaded: LoadedStudy): StudyEntry {
       `study "${study.id}": ${missing.length} stimulus file${missing.length === 1 ? '' : 's'} named in the manifest missing from ${relative(process.cwd(), buildDir) || buildDir} (${missing.slice(0, 3).join(', ')}${missing.length > 3 ? ', …' : ''}); rebuild the stimuli`,
     );
   }
-  return {
+  const entry = {
     id: study.id,
     study,
     loaded,
@@ -304,10 +305,18 @@ export function studyEntry(loaded: LoadedStudy): StudyEntry {
     plan,
     trials: new Map(manifest.trials.map((t) => [t.id, t])),
     assets,
-    html: {
-      consent: renderMarkdown(study.text.consent),
-      instructions: renderMarkdown(study.text.instructions),
-      debrief: renderMarkdown(study.text.debrief),
-    },
-  };
+  } as StudyEntry;
+  // The texts are rendered when first asked for (GET /api/studies/:id), not while the server starts:
+  // marked's first rendering compiles its patterns (tens of ms). Rendering cannot fail.
+  let html: StudyEntry['html'] | undefined;
+  Object.defineProperty(entry, 'html', {
+    enumerable: true,
+    get: () =>
+      (html ??= {
+        consent: renderMarkdown(study.text.consent),
+        instructions: renderMarkdown(study.text.instructions),
+        debrief: renderMarkdown(study.text.debrief),
+      }),
+  });
+  return entry;
 }

@@ -9,6 +9,7 @@ import {
   type ClientConfig,
   type CreateSessionResponse,
   type FinishResponse,
+  type ManifestTrial,
   type Study,
   type TaskTrial,
   type TrialAck,
@@ -203,20 +204,32 @@ export const criterionOf = (study: Study): number | null => study.design.practic
  */
 export const unsyncedCode = (study: Study): string | null => study.recruitment.unsynced?.code ?? null;
 
+/** A manifest trial's stimulus URLs, worked out once per trial (not for every session's response). */
+const trialUrls = new WeakMap<ManifestTrial, { min: string; max: string; queries: string[] }>();
+function urlsOf(study: string, t: ManifestTrial): { min: string; max: string; queries: string[] } {
+  let urls = trialUrls.get(t);
+  if (!urls) {
+    urls = { min: stimulusUrl(study, t.assets.min), max: stimulusUrl(study, t.assets.max), queries: t.assets.queries.map((q) => stimulusUrl(study, q)) };
+    trialUrls.set(t, urls);
+  }
+  return urls;
+}
+
 function taskTrials(entry: StudyEntry, tasks: Task[]): TaskTrial[] {
   return tasks.map((task) => {
     const t = entry.trials.get(task.trial);
     if (!t) {
       throw new HttpError(409, `this session's trials are no longer in study "${entry.id}" (its stimuli were rebuilt after the session started); ask the experimenter`);
     }
+    const urls = urlsOf(entry.id, t);
     return {
       seq: task.seq,
       practice: task.kind === 'practice',
       practice_round: task.kind === 'practice' ? (task.round ?? 0) : null,
       reference_kind: task.reference_kind,
-      min_url: stimulusUrl(entry.id, t.assets.min),
-      max_url: stimulusUrl(entry.id, t.assets.max),
-      query_urls: [stimulusUrl(entry.id, t.assets.queries[task.order[0]]), stimulusUrl(entry.id, t.assets.queries[task.order[1]])],
+      min_url: urls.min,
+      max_url: urls.max,
+      query_urls: [urls.queries[task.order[0]], urls.queries[task.order[1]]],
     };
   });
 }

@@ -130,7 +130,7 @@ export class StudyWatcher {
         else if (previous.manifestSha256 !== entry.manifestSha256) log.info({ study: entry.id }, 'study reloaded with new stimuli: new sessions get them, running sessions keep theirs');
         else log.info({ study: entry.id }, 'study reloaded (study file or inputs changed; stimuli as built: `legible stimuli` rebuilds stale ones)');
       } catch (e) {
-        const problem = e instanceof LegibleError ? e.message : `${(e as Error).name}: ${(e as Error).message}`;
+        const problem = (e as Error).name === 'LegibleError' ? (e as Error).message : `${(e as Error).name}: ${(e as Error).message}`;
         this.seen.set(file, { fingerprint, id: before?.id, problem });
         if (before?.problem === problem) continue;
         if (served) log.warn({ study: served.id, file, problem }, 'study changed but does not check out: still serving its previous version');

@@ -43,6 +43,15 @@ describe('assignTasks', () => {
     assert.ok(others.some((o) => o !== JSON.stringify(a.tasks)), 'different seeds give different lists');
   });
 
+  test('what is worked out once per plan (its units) is not changed by the assignments made from it', () => {
+    // Several trials per unit, which each assignment shuffles.
+    const g = fixture({ mainPerFeature: 3, trialsPerParticipant: 12, catchTrials: 2 });
+    const p = makePlan(g.loaded.study.design, g.manifest);
+    const first = assignTasks(p, 42, emptyLoad());
+    for (let s = 0; s < 20; s++) assignTasks(p, s, emptyLoad());
+    assert.deepEqual(assignTasks(p, 42, emptyLoad()), first);
+  });
+
   test('practice first, then main and catch trials in the numbers the design asks', () => {
     const { design } = f.loaded.study;
     for (let seed = 0; seed < 20; seed++) {
