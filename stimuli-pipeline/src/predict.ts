@@ -22,7 +22,7 @@ import { existsSync, readFileSync, renameSync, writeFileSync } from 'node:fs';
 import { readFile } from 'node:fs/promises';
 import { basename, join, relative } from 'node:path';
 import type { Tensor } from 'onnxruntime-node';
-import { inputSize, LegibleError, Manifest, ModelInput, modelInput, rng, seedFrom, type LoadedStudy, type ManifestFeature, type ManifestTrial } from '@legible/studies';
+import { type MachineScore, inputSize, LegibleError, Manifest, ModelInput, modelInput, rng, seedFrom, type LoadedStudy, type ManifestFeature, type ManifestTrial } from '@legible/studies';
 import { checkInput } from './extract.ts';
 import { addTaps } from './onnx/taps.ts';
 import { channelCount, decodeForModel, normalise } from './preprocess.ts';
@@ -33,14 +33,7 @@ export const PREDICT_FORMAT = 'legible-predict/1';
 export const DEFAULT_ALPHA = 4;
 const BOOTSTRAP = 2000;
 
-export interface MachineScore {
-  p: number;
-  lo: number;
-  hi: number;
-  n_pairs: number;
-  observer: string;
-  weak_proxy: boolean;
-}
+export type { MachineScore } from '@legible/studies';
 
 /** The MIS's logistic rule: P(correct) from the observer's decision variable. */
 export function misProbability(decision: number, alpha: number): number {

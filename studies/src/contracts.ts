@@ -151,6 +151,8 @@ export const Manifest = z.object({
 
 export type Manifest = z.infer<typeof Manifest>;
 export type ManifestFeature = z.infer<typeof ManifestFeature>;
+/** What `legible predict` writes into a manifest feature. */
+export type MachineScore = NonNullable<ManifestFeature['machine_score']>;
 export type ManifestTrial = z.infer<typeof ManifestTrial>;
 export type ManifestRejection = z.infer<typeof ManifestRejection>;
 export type TrialKind = z.infer<typeof TrialKind>;

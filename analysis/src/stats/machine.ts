@@ -1,17 +1,10 @@
 // Human accuracy against the machine observer's prediction (`legible predict`), per feature:
 // Spearman's ρ with a percentile bootstrap CI over features.
-import { Rng } from '@legible/studies';
+import { Rng, type MachineScore } from '@legible/studies';
 import type { UnitAccuracy } from './descriptive.ts';
 
 /** What `legible predict` writes into each manifest feature (studies' ManifestFeature.machine_score). */
-export interface MachineScore {
-  p: number;
-  lo: number;
-  hi: number;
-  n_pairs: number;
-  observer: string;
-  weak_proxy: boolean;
-}
+export type { MachineScore } from '@legible/studies';
 
 export interface MachineComparison {
   /** One row per feature with both a human accuracy and a machine score. */
