@@ -12,6 +12,8 @@
 // --blas-threads sets OPENBLAS_NUM_THREADS for R (default: R's own default, all cores).
 // lme4's time is that of the glmer() call alone (system.time inside R, after reading the CSV);
 // legible's is fitModel (formula, model matrix, fit, standard errors) after reading the same CSV.
+// Both sides' CPU time (user + sys) is printed too: on a shared machine it is less sensitive to
+// the other jobs than the elapsed time.
 import { spawnSync } from 'node:child_process';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { cpus, loadavg, tmpdir, totalmem } from 'node:os';
@@ -89,8 +91,10 @@ for (let rep = 0; rep < Number(values.repeat); rep++) {
   const table = readTable(csv);
   const readSeconds = (performance.now() - t0) / 1000;
   const t1 = performance.now();
+  const c1 = process.cpuUsage();
   const { fit } = fitModel(formula, table);
   const ours = (performance.now() - t1) / 1000;
+  const cpu = process.cpuUsage(c1);
 
   const t2 = performance.now();
   const env = values['blas-threads'] ? { ...process.env, OPENBLAS_NUM_THREADS: values['blas-threads'], OMP_NUM_THREADS: values['blas-threads'] } : process.env;
@@ -107,10 +111,11 @@ for (let rep = 0; rep < Number(values.repeat); rep++) {
   const withDerivs = lmes[lmes.length - 1];
 
   console.log(`\nrun ${rep + 1}: ${formula}`);
-  console.log(`  legible ${ours.toFixed(2)} s (+ ${readSeconds.toFixed(2)} s reading the CSV; ${fit.iterations} iterations, ${fit.evaluations} deviance evaluations incl. the Hessian)`);
+  console.log(`  legible ${ours.toFixed(2)} s elapsed (user ${(cpu.user / 1e6).toFixed(2)}, sys ${(cpu.system / 1e6).toFixed(2)}; + ${readSeconds.toFixed(2)} s reading the CSV; ${fit.iterations} iterations, ${fit.evaluations} deviance evaluations incl. the Hessian)`);
   for (const l of lmes) console.log(`  ${l.label} (BLAS threads: ${values['blas-threads'] ?? 'default'}): ${l.elapsed.toFixed(2)} s elapsed (user ${l.user.toFixed(2)}, sys ${l.sys.toFixed(2)}; ${l.feval} function evaluations; ${l.warnings} convergence messages)`);
   console.log(`  Rscript process ${rWall.toFixed(1)} s; load average at the end ${loadavg().map((x) => x.toFixed(1)).join(' ')}`);
   console.log(`  ratio legible / lme4 = ${(ours / fastest.elapsed).toFixed(3)} (against the faster lme4 call: ${fastest.label})`);
+  console.log(`  ratio of CPU time (user + sys) legible / lme4 = ${((cpu.user + cpu.system) / 1e6 / (lmes[0].user + lmes[0].sys)).toFixed(3)} (against ${lmes[0].label}; less sensitive to other jobs on the machine)`);
   console.log(`\nAgreement with ${withDerivs.label}:`);
   console.log('| term | true | legible | SE | lme4 | SE | rel. diff estimate | rel. diff SE |');
   console.log('| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |');

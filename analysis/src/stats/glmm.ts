@@ -94,6 +94,12 @@ export interface GlmmFit {
   seconds: number;
 }
 
+/**
+ * A chord step (Newton with an earlier factorisation of H) is kept while each step shrinks the
+ * Newton decrement at least this much; otherwise H is refactorised.
+ */
+const CHORD_RATE = 0.1;
+
 /** Numerically stable log(1 + e^x). */
 function softplus(x: number): number {
   return x > 0 ? x + Math.log1p(Math.exp(-x)) : Math.log1p(Math.exp(x));
@@ -109,13 +115,20 @@ export class LaplaceObjective {
   private readonly y: Float64Array;
   private readonly X: Float64Array[];
   private readonly off: Float64Array;
-  private readonly eta: Float64Array;
-  private readonly mu: Float64Array;
-  private readonly w: Float64Array;
+  private eta: Float64Array;
+  private mu: Float64Array;
+  private w: Float64Array;
   /** Spherical random effects (system order), the conditional mode after evaluate(). */
   u: Float64Array;
   private theta: Float64Array;
   private thetaSet = false;
+  /** The system holds a factorisation (of H at some earlier point: usable for chord steps). */
+  private factored = false;
+  private readonly g: Float64Array;
+  private trial: Float64Array;
+  private etaTrial: Float64Array;
+  private muTrial: Float64Array;
+  private wTrial: Float64Array;
   pirlsIterations = 0;
   evaluations = 0;
   warnings = new Set<string>();
@@ -133,16 +146,22 @@ export class LaplaceObjective {
     this.w = new Float64Array(this.n);
     this.u = new Float64Array(this.sys.q);
     this.theta = new Float64Array(this.K);
+    this.g = new Float64Array(this.sys.q);
+    this.trial = new Float64Array(this.sys.q);
+    this.etaTrial = new Float64Array(this.n);
+    this.muTrial = new Float64Array(this.n);
+    this.wTrial = new Float64Array(this.n);
   }
 
-  private setParams(x: ArrayLike<number>): void {
+  /** Sets θ and β; returns the largest change of θ (Infinity the first time). */
+  private setParams(x: ArrayLike<number>): number {
     const { K, p, n, X, off } = this;
-    let same = this.thetaSet;
+    let change = this.thetaSet ? 0 : Infinity;
     for (let k = 0; k < K; k++) {
-      if (this.theta[k] !== x[k]) same = false;
+      change = Math.max(change, Math.abs(this.theta[k] - x[k]));
       this.theta[k] = x[k];
     }
-    if (!same) this.sys.setTheta(this.theta);
+    if (change > 0) this.sys.setTheta(this.theta);
     this.thetaSet = true;
     off.fill(0);
     for (let c = 0; c < p; c++) {
@@ -151,10 +170,36 @@ export class LaplaceObjective {
       const col = X[c];
       for (let i = 0; i < n; i++) off[i] += b * col[i];
     }
+    return change;
   }
 
-  /** η for spherical effects v; returns the penalised deviance D + |v|². */
-  private penalisedDeviance(v: Float64Array, eta: Float64Array): number {
+  /**
+   * out ← the spherical effects that give the random effects b = Λu had under the T_k in `old`,
+   * now under the current T_k (out = Λ⁻¹Λ_old u, level by level); non-finite where a T_k is singular.
+   */
+  private keepEffects(old: Float64Array[], out: Float64Array): void {
+    const { sys, u } = this;
+    for (let k = 0; k < sys.K; k++) {
+      const r = sys.rk[k];
+      const To = old[k];
+      const Tn = sys.T[k];
+      const end = sys.factorOf.lastIndexOf(k) + 1;
+      for (let l = sys.offset[k]; l < end; l += r) {
+        for (let a = 0; a < r; a++) {
+          let b = 0;
+          for (let c = 0; c <= a; c++) b += To[a * r + c] * u[l + c];
+          for (let c = 0; c < a; c++) b -= Tn[a * r + c] * out[l + c];
+          out[l + a] = b / Tn[a * r + a];
+        }
+      }
+    }
+  }
+
+  /**
+   * η, μ and the weights μ(1 − μ) for spherical effects v (one exponential per observation);
+   * returns the penalised deviance D + |v|².
+   */
+  private penalisedDeviance(v: Float64Array, eta: Float64Array, mu: Float64Array, w: Float64Array): number {
     const { n, off, y } = this;
     const { R, col, ua } = this.sys;
     let dev = 0;
@@ -163,7 +208,20 @@ export class LaplaceObjective {
       const o = i * R;
       for (let t = 0; t < R; t++) e += ua[o + t] * v[col[o + t]];
       eta[i] = e;
-      dev += softplus(e) - y[i] * e;
+      // log(1 + e^η) − yη and μ = 1/(1 + e^−η), both from ex = e^−|η| (stable for any η).
+      const ex = Math.exp(-Math.abs(e));
+      const l = Math.log1p(ex);
+      const inv = 1 / (1 + ex);
+      let m: number;
+      if (e > 0) {
+        dev += e + l - y[i] * e;
+        m = inv;
+      } else {
+        dev += l - y[i] * e;
+        m = ex * inv;
+      }
+      mu[i] = m;
+      w[i] = m * (1 - m);
     }
     let uu = 0;
     for (let j = 0; j < v.length; j++) uu += v[j] * v[j];
@@ -173,58 +231,105 @@ export class LaplaceObjective {
   /**
    * PIRLS to the conditional mode û at parameters x = [θ, β]; leaves the system factorised at û.
    * Returns the Laplace deviance.
+   *
+   * The Newton steps reuse the last factorisation (of H at the previous point, or at an earlier u)
+   * while it keeps making fast progress (a chord method: each step costs a solve, not an
+   * assembly and factorisation of H); H is refactorised when the decrement falls by less than
+   * `CHORD_RATE` per step, when a stale step fails to reduce the penalised deviance, and always at
+   * the end: the mode is accepted only once the Newton decrement with H factorised at that very
+   * u is below tolerance, so log det H and the gradient are those at û, exactly as before.
    */
   evaluate(x: ArrayLike<number>): number {
     this.evaluations++;
-    this.setParams(x);
-    const { n, y, mu, w, sys } = this;
+    const oldT = this.thetaSet ? this.sys.T.map((t) => Float64Array.from(t)) : null;
+    const change = this.setParams(x);
+    const { n, y, sys } = this;
     const { R, col, ua } = sys;
-    let pd = this.penalisedDeviance(this.u, this.eta);
+    let pd = this.penalisedDeviance(this.u, this.eta, this.mu, this.w);
+    if (oldT && change > 1e-3) {
+      // After a large change of θ the old û can be a poor start (u is spherical: the same u is a
+      // different b = Λu); try the u that keeps b, and start from the better of the two.
+      this.keepEffects(oldT, this.trial);
+      const pdKeep = this.penalisedDeviance(this.trial, this.etaTrial, this.muTrial, this.wTrial);
+      if (pdKeep < pd) {
+        [this.u, this.trial] = [this.trial, this.u];
+        [this.eta, this.etaTrial] = [this.etaTrial, this.eta];
+        [this.mu, this.muTrial] = [this.muTrial, this.mu];
+        [this.w, this.wTrial] = [this.wTrial, this.w];
+        pd = pdKeep;
+      }
+    }
     if (!Number.isFinite(pd)) {
       this.u.fill(0);
-      pd = this.penalisedDeviance(this.u, this.eta);
+      pd = this.penalisedDeviance(this.u, this.eta, this.mu, this.w);
+      this.factored = false;
     }
-    const g = new Float64Array(sys.q);
-    const trial = new Float64Array(sys.q);
-    const etaTrial = new Float64Array(n);
-    for (let iter = 0; iter < 60; iter++) {
-      for (let i = 0; i < n; i++) {
-        const m = 1 / (1 + Math.exp(-this.eta[i]));
-        mu[i] = m;
-        w[i] = m * (1 - m);
-      }
-      sys.factor(w);
+    const g = this.g;
+    // fresh: the factorisation is of H at the current u (and θ).
+    let fresh = false;
+    let lastDec = Infinity;
+    for (let iter = 0; iter < 200; iter++) {
+      const { mu, w } = this;
       for (let j = 0; j < sys.q; j++) g[j] = -this.u[j];
       for (let i = 0; i < n; i++) {
         const r = y[i] - mu[i];
         const o = i * R;
         for (let t = 0; t < R; t++) g[col[o + t]] += ua[o + t] * r;
       }
-      const delta = sys.solve(g);
+      if (!this.factored) {
+        sys.factor(w);
+        this.factored = true;
+        fresh = true;
+      }
+      let delta = sys.solve(g);
       let dec = 0;
       for (let j = 0; j < sys.q; j++) dec += g[j] * delta[j];
       this.pirlsIterations++;
-      if (dec < 1e-14 * Math.max(1, pd / n)) break;
+      const tol = 1e-14 * Math.max(1, pd / n);
+      if (!fresh && (dec < 1e-10 * tol || dec > CHORD_RATE * lastDec)) {
+        // Converged on a stale H (far below the tolerance, as a Newton step from within it would
+        // be: the gradient needs û to many digits): confirm with H at this u. Or the chord is
+        // slow: refactorise here.
+        sys.factor(w);
+        fresh = true;
+        delta = sys.solve(g);
+        dec = 0;
+        for (let j = 0; j < sys.q; j++) dec += g[j] * delta[j];
+      }
+      if (fresh && dec < tol) break;
       let step = 1;
       let accepted = false;
       for (let h = 0; h < 30; h++) {
+        const trial = this.trial;
         for (let j = 0; j < sys.q; j++) trial[j] = this.u[j] + step * delta[j];
-        const pdTrial = this.penalisedDeviance(trial, etaTrial);
+        const pdTrial = this.penalisedDeviance(trial, this.etaTrial, this.muTrial, this.wTrial);
         if (pdTrial <= pd + 1e-13 * Math.abs(pd)) {
           this.u.set(trial);
-          this.eta.set(etaTrial);
+          [this.eta, this.etaTrial] = [this.etaTrial, this.eta];
+          [this.mu, this.muTrial] = [this.muTrial, this.mu];
+          [this.w, this.wTrial] = [this.wTrial, this.w];
           pd = pdTrial;
           accepted = true;
           break;
         }
+        if (!fresh) break;
         step /= 2;
       }
       if (!accepted) {
+        if (!fresh) {
+          // A stale step that does not descend: redo this iteration with H at the current u.
+          this.factored = false;
+          lastDec = Infinity;
+          continue;
+        }
         if (dec > 1e-6) this.warnings.add(`PIRLS step-halving failed to reduce the penalised deviance (decrement ${dec.toExponential(2)})`);
         break;
       }
-      if (iter === 59) this.warnings.add('PIRLS did not converge in 60 iterations');
+      fresh = false;
+      lastDec = dec;
+      if (iter === 199) this.warnings.add('PIRLS did not converge in 200 iterations');
     }
+    if (!fresh) sys.factor(this.w);
     return pd + sys.logDetU();
   }
 
@@ -446,7 +551,7 @@ export function fitGlmm(input: GlmmInput, opts: GlmmOptions = {}): GlmmFit {
   const fg = (x: Float64Array) => obj.valueGrad(x);
   const fdHessian = (x: Float64Array, central: boolean) => finiteDifferenceHessian(fg, x, central);
   const result = minimize(fg, x0, {
-    hessian: (x) => fdHessian(x, false),
+    hessian: (x, at) => finiteDifferenceHessian(fg, x, false, at),
     tol: opts.tol ?? 1e-10,
     maxIter: opts.maxIter ?? 200,
     trace: process.env.LEGIBLE_GLMM_TRACE
@@ -628,11 +733,14 @@ export function findSeparation(data: GlmmInput, beta: number[], vcov: ArrayLike<
   return [...separated].sort((a, b) => a - b).map((c) => data.xNames[c]);
 }
 
-/** Hessian by differences of the gradient (forward, or central), symmetrised. */
-export function finiteDifferenceHessian(fg: (x: Float64Array) => FG, x: Float64Array, central: boolean): Float64Array {
+/**
+ * Hessian by differences of the gradient (forward, or central), symmetrised. `at`, when given, is
+ * f and g at x (saves an evaluation of the forward differences).
+ */
+export function finiteDifferenceHessian(fg: (x: Float64Array) => FG, x: Float64Array, central: boolean, at?: FG): Float64Array {
   const dim = x.length;
   const H = new Float64Array(dim * dim);
-  const base = central ? null : fg(x).g;
+  const base = central ? null : (at ?? fg(x)).g;
   for (let j = 0; j < dim; j++) {
     const h = 1e-4 * Math.max(1, Math.abs(x[j]));
     const xp = Float64Array.from(x);

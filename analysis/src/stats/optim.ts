@@ -10,8 +10,8 @@ export interface FG {
 }
 
 export interface MinimizeOptions {
-  /** The Hessian at x (symmetric, n×n row-major), or an approximation of it. */
-  hessian: (x: Float64Array) => Float64Array;
+  /** The Hessian at x (symmetric, n×n row-major), or an approximation of it; `at` is f and g at x. */
+  hessian: (x: Float64Array, at: FG) => Float64Array;
   /** Stop when the Newton decrement gᵀB⁻¹g falls below this (in the units of f). */
   tol?: number;
   /** Refresh the Hessian at every step while the decrement is above this; BFGS updates below it. */
@@ -40,7 +40,7 @@ export function minimize(fg: (x: Float64Array) => FG, x0: Float64Array, opts: Mi
   let x = Float64Array.from(x0);
   let cur = fg(x);
   let evaluations = 1;
-  let B = makePositiveDefinite(opts.hessian(x), n);
+  let B = makePositiveDefinite(opts.hessian(x, cur), n);
   let fresh = true;
   let decrement = Infinity;
   for (let iter = 1; iter <= maxIter; iter++) {
@@ -66,7 +66,7 @@ export function minimize(fg: (x: Float64Array) => FG, x0: Float64Array, opts: Mi
     if (!next) {
       // No decrease along the quasi-Newton direction: try once more with a fresh Hessian.
       if (!fresh) {
-        B = makePositiveDefinite(opts.hessian(x), n);
+        B = makePositiveDefinite(opts.hessian(x, cur), n);
         fresh = true;
         continue;
       }
@@ -81,7 +81,7 @@ export function minimize(fg: (x: Float64Array) => FG, x0: Float64Array, opts: Mi
     x = xn;
     cur = next;
     if (decrement > newtonAbove) {
-      B = makePositiveDefinite(opts.hessian(x), n);
+      B = makePositiveDefinite(opts.hessian(x, cur), n);
       fresh = true;
     } else {
       bfgsUpdate(B, s, y, n);
