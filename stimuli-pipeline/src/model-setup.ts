@@ -13,7 +13,6 @@ import {
   presetInput,
   readModelFile,
   UsageError,
-  type Command,
   type ModelInput,
   type Preset,
 } from '@legible/studies';
@@ -183,95 +182,55 @@ export async function checkModel(file: string, opts: { image?: string; expect?: 
   }
 }
 
-const INIT_HELP = [
-  'Writes model.json beside the ONNX file: the preprocessing every study of this model uses (a study',
-  'may leave model.input out; where it gives one, the two must agree). The input size comes from the',
-  'graph; the rest from the preset, each overridable:',
-  '  torchvision  Resize(size·256/224) + CenterCrop(size), ImageNet mean/std, RGB in [0, 1]',
-  '               (torchvision\'s ImageNet-1k V1 weights; V2 weights resize to 232 for 224: --resize 232)',
-  '  timm         shorter side to ⌊size/0.875⌋, centre crop, ImageNet mean/std (check the model\'s',
-  '               pretrained_cfg: some use mean/std 0.5 or another crop_pct)',
-  '  hf-vit       straight resize to size × size, mean 0.5, std 0.5 (ViTImageProcessor)',
-  '',
-  'Options:',
-  '  --preset P        torchvision, timm or hf-vit',
-  '  --size N | H,W    input size (default: the graph\'s; required where the graph leaves it open)',
-  '  --resize N|none   shorter side before the centre crop, or none for a straight resize',
-  '  --channels C      rgb, bgr or gray',
-  '  --range R         1 (pixels scaled to [0, 1]) or 255 (Caffe-style)',
-  '  --mean a,b,c      per-channel mean;  --std a,b,c  per-channel standard deviation',
-  '  --force           replace an existing model.json',
-  '',
-  'Then: `legible model check model.onnx` compares the model with the numbers the export recipe',
-  'printed for its reference image (docs/models.md).',
-].join('\n');
-
-const CHECK_HELP = [
-  'Runs the reference image the export recipe wrote (check.png) through model.json\'s preprocessing',
-  'and the ONNX model, and compares the output with the numbers the recipe computed in PyTorch',
-  '(check.json). A wrong mean, crop or channel order, or an export that computes something else,',
-  'shows as a large difference. Exit status 0 when the largest difference is within the tolerance.',
-  '',
-  'Options:',
-  '  --expect FILE     the recipe\'s numbers (default: check.json beside the model)',
-  '  --image FILE      the reference image (default: the one check.json names)',
-  '  --tolerance T     largest difference allowed, relative to the largest |value| (default 0.001)',
-].join('\n');
-
-export const model: Command = {
-  name: 'model',
-  summary: 'Set up a model: `model init` writes its preprocessing (model.json), `model check` tests the export',
-  usage: 'init <model.onnx> --preset torchvision|timm|hf-vit [--size N] [--resize N|none] [--mean …] [--std …] [--force]\n       legible model check <model.onnx> [--expect check.json] [--image check.png] [--tolerance 0.001]',
-  help: `legible model init\n\n${INIT_HELP}\n\nlegible model check\n\n${CHECK_HELP}`,
-  async run(argv) {
-    const [sub, ...rest] = argv;
-    if (sub === 'init') {
-      const { values, positionals } = parseCommandArgs(
-        rest,
-        {
-          preset: { type: 'string' },
-          size: { type: 'string' },
-          resize: { type: 'string' },
-          channels: { type: 'string' },
-          range: { type: 'string' },
-          mean: { type: 'string' },
-          std: { type: 'string' },
-          force: { type: 'boolean' },
-        },
-        { min: 1, max: 1 },
-      );
-      const file = positionals[0];
-      const target = modelFilePath(file);
-      if (existsSync(target) && !values.force) {
-        throw new LegibleError(`${target} exists already: give --force to replace it (a model.json of another kind, like the demo model's training record, would be lost)`);
-      }
-      const { input, graph, preset } = initInput(file, values);
-      const written = modelFileFor(file, input, preset, graph.name);
-      writeFileSync(target, `${JSON.stringify(written, null, 2)}\n`);
-      console.log(`wrote ${target} (preset ${preset}; input "${graph.name}" ${JSON.stringify(input.size)} px from the graph):`);
-      console.log(JSON.stringify(written.input, null, 2));
-      console.log(`\nNext: check the export against the recipe's numbers: legible model check ${file}`);
-      console.log(`Then: legible init <study-id> --model ${file} --images <image folder>`);
+/** `legible model init|check` (the command's definition: setup-commands.ts). */
+export async function runModel(argv: string[]): Promise<number> {
+  const [sub, ...rest] = argv;
+  if (sub === 'init') {
+    const { values, positionals } = parseCommandArgs(
+      rest,
+      {
+        preset: { type: 'string' },
+        size: { type: 'string' },
+        resize: { type: 'string' },
+        channels: { type: 'string' },
+        range: { type: 'string' },
+        mean: { type: 'string' },
+        std: { type: 'string' },
+        force: { type: 'boolean' },
+      },
+      { min: 1, max: 1 },
+    );
+    const file = positionals[0];
+    const target = modelFilePath(file);
+    if (existsSync(target) && !values.force) {
+      throw new LegibleError(`${target} exists already: give --force to replace it (a model.json of another kind, like the demo model's training record, would be lost)`);
+    }
+    const { input, graph, preset } = initInput(file, values);
+    const written = modelFileFor(file, input, preset, graph.name);
+    writeFileSync(target, `${JSON.stringify(written, null, 2)}\n`);
+    console.log(`wrote ${target} (preset ${preset}; input "${graph.name}" ${JSON.stringify(input.size)} px from the graph):`);
+    console.log(JSON.stringify(written.input, null, 2));
+    console.log(`\nNext: check the export against the recipe's numbers: legible model check ${file}`);
+    console.log(`Then: legible init <study-id> --model ${file} --images <image folder>`);
+    return 0;
+  }
+  if (sub === 'check') {
+    const { values, positionals } = parseCommandArgs(rest, { expect: { type: 'string' }, image: { type: 'string' }, tolerance: { type: 'string' } }, { min: 1, max: 1 });
+    const tolerance = values.tolerance === undefined ? 1e-3 : Number(values.tolerance);
+    if (!(tolerance > 0)) throw new UsageError(`--tolerance expects a positive number, got "${values.tolerance}"`);
+    const file = positionals[0];
+    const { result, check, input } = await checkModel(file, { image: values.image, expect: values.expect });
+    const line = `output "${check.output}" (${result.count} values): largest difference ${result.maxAbsDiff.toExponential(2)} (${result.relative.toExponential(2)} of the largest value); top class ${result.topGot}, recipe ${result.topExpected}`;
+    if (result.relative <= tolerance) {
+      console.log(`✓ ${basename(file)} with model.json's preprocessing matches the recipe's numbers: ${line}`);
       return 0;
     }
-    if (sub === 'check') {
-      const { values, positionals } = parseCommandArgs(rest, { expect: { type: 'string' }, image: { type: 'string' }, tolerance: { type: 'string' } }, { min: 1, max: 1 });
-      const tolerance = values.tolerance === undefined ? 1e-3 : Number(values.tolerance);
-      if (!(tolerance > 0)) throw new UsageError(`--tolerance expects a positive number, got "${values.tolerance}"`);
-      const file = positionals[0];
-      const { result, check, input } = await checkModel(file, { image: values.image, expect: values.expect });
-      const line = `output "${check.output}" (${result.count} values): largest difference ${result.maxAbsDiff.toExponential(2)} (${result.relative.toExponential(2)} of the largest value); top class ${result.topGot}, recipe ${result.topExpected}`;
-      if (result.relative <= tolerance) {
-        console.log(`✓ ${basename(file)} with model.json's preprocessing matches the recipe's numbers: ${line}`);
-        return 0;
-      }
-      console.error(
-        `✗ ${basename(file)} does not match the recipe's numbers: ${line}; tolerance ${tolerance}.\n` +
-          `  model.json says ${JSON.stringify(input)}.\n` +
-          '  Check size, resize, mean, std and channel order against the recipe\'s transforms, that the recipe exported this file, and that check.json came from the same run.',
-      );
-      return 1;
-    }
-    throw new UsageError(sub ? `unknown subcommand "${sub}": expected init or check` : 'expected a subcommand: init or check');
-  },
-};
+    console.error(
+      `✗ ${basename(file)} does not match the recipe's numbers: ${line}; tolerance ${tolerance}.\n` +
+        `  model.json says ${JSON.stringify(input)}.\n` +
+        '  Check size, resize, mean, std and channel order against the recipe\'s transforms, that the recipe exported this file, and that check.json came from the same run.',
+    );
+    return 1;
+  }
+  throw new UsageError(sub ? `unknown subcommand "${sub}": expected init or check` : 'expected a subcommand: init or check');
+}

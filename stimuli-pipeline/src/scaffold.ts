@@ -4,7 +4,7 @@
 // (Zimmermann et al. 2023) as defaults. On a terminal it asks for what the flags leave out.
 import { existsSync, mkdirSync, readdirSync, statSync, writeFileSync } from 'node:fs';
 import { join, relative, resolve, sep } from 'node:path';
-import { defaultStudiesDir, LegibleError, parseCommandArgs, readModelFile, UsageError, type Command, type ModelInput } from '@legible/studies';
+import { defaultStudiesDir, LegibleError, parseCommandArgs, readModelFile, UsageError, type ModelInput } from '@legible/studies';
 import { analyzeModel, type ModelTensor } from './layout.ts';
 import { initInput } from './model-setup.ts';
 
@@ -271,100 +271,79 @@ async function questioner(): Promise<{ ask(question: string, fallback?: string):
   };
 }
 
-export const init: Command = {
-  name: 'init',
-  summary: 'Write a new study to edit from a model and an image folder (layers across depth, three bases, IMI defaults)',
-  usage: '<id> --model FILE --images DIR [--dir DIR] [--layers N] [--title T] [--preset P] [--yes]',
-  help: [
-    'Writes <dir>/study.yaml (default studies/<id>/study.yaml): the model\'s layers chosen across depth',
-    'from its graph (what `legible layers` lists), the channels, NMF and SAE bases, and the IMI',
-    'protocol\'s design and exclusion rules (40 main + 5 catch trials, 30 responses per feature, catch',
-    'accuracy ≥ 0.8, 135–2500 s, instructions ≥ 15 s). Then it prints what to edit and what to run.',
-    'On a terminal it asks for what the options leave out; --yes (or no terminal) asks nothing.',
-    '',
-    'Options:',
-    '  --model FILE     the ONNX model (its preprocessing: model.json beside it, `legible model init`)',
-    '  --images DIR     the image folder (flat, or one sub-folder per class)',
-    '  --dir DIR        the study\'s folder (default studies/<id>)',
-    '  --layers N       how many layers (default 3)',
-    '  --title T        the title participants see',
-    '  --preset P       without model.json: write model.input from preset torchvision, timm or hf-vit',
-    '                   (also --size, --resize, --channels, --range, --mean, --std as `legible model init`)',
-    '  --yes            ask nothing; take the defaults',
-  ].join('\n'),
-  async run(argv) {
-    const { values, positionals } = parseCommandArgs(
-      argv,
-      {
-        model: { type: 'string' },
-        images: { type: 'string' },
-        dir: { type: 'string' },
-        layers: { type: 'string' },
-        title: { type: 'string' },
-        preset: { type: 'string' },
-        size: { type: 'string' },
-        resize: { type: 'string' },
-        channels: { type: 'string' },
-        range: { type: 'string' },
-        mean: { type: 'string' },
-        std: { type: 'string' },
-        yes: { type: 'boolean', short: 'y' },
-      },
-      { min: 1, max: 1 },
-    );
-    const interactive = !values.yes && process.stdin.isTTY && process.stdout.isTTY;
-    const id = positionals[0];
-    let model = values.model;
-    let images = values.images;
-    let layers = values.layers;
-    let title = values.title;
-    let preset = values.preset;
-    if (interactive) {
-      const q = await questioner();
-      try {
-        model ??= await q.ask('ONNX model file');
-        images ??= await q.ask('Image folder (flat, or one sub-folder per class)');
-        if (model && existsSync(model) && !readModelFile(resolve(model)) && !preset && !(values.mean && values.std)) {
-          preset = await q.ask('No preprocessing in a model.json beside the model. Preset (torchvision, timm, hf-vit)', 'torchvision');
-        }
-        layers ??= await q.ask('How many layers across depth', '3');
-        title ??= await q.ask('Title participants see', `Which picture fits the pattern? (${id})`);
-      } finally {
-        q.close();
+/** `legible init` (the command's definition: setup-commands.ts). */
+export async function runInit(argv: string[]): Promise<number> {
+  const { values, positionals } = parseCommandArgs(
+    argv,
+    {
+      model: { type: 'string' },
+      images: { type: 'string' },
+      dir: { type: 'string' },
+      layers: { type: 'string' },
+      title: { type: 'string' },
+      preset: { type: 'string' },
+      size: { type: 'string' },
+      resize: { type: 'string' },
+      channels: { type: 'string' },
+      range: { type: 'string' },
+      mean: { type: 'string' },
+      std: { type: 'string' },
+      yes: { type: 'boolean', short: 'y' },
+    },
+    { min: 1, max: 1 },
+  );
+  const interactive = !values.yes && process.stdin.isTTY && process.stdout.isTTY;
+  const id = positionals[0];
+  let model = values.model;
+  let images = values.images;
+  let layers = values.layers;
+  let title = values.title;
+  let preset = values.preset;
+  if (interactive) {
+    const q = await questioner();
+    try {
+      model ??= await q.ask('ONNX model file');
+      images ??= await q.ask('Image folder (flat, or one sub-folder per class)');
+      if (model && existsSync(model) && !readModelFile(resolve(model)) && !preset && !(values.mean && values.std)) {
+        preset = await q.ask('No preprocessing in a model.json beside the model. Preset (torchvision, timm, hf-vit)', 'torchvision');
       }
+      layers ??= await q.ask('How many layers across depth', '3');
+      title ??= await q.ask('Title participants see', `Which picture fits the pattern? (${id})`);
+    } finally {
+      q.close();
     }
-    if (!model) throw new UsageError('give --model FILE (the ONNX model)');
-    if (!images) throw new UsageError('give --images DIR (the image folder)');
-    const count = layers === undefined ? 3 : Number(layers);
-    if (!Number.isInteger(count) || count < 1 || count > 12) throw new UsageError(`--layers expects a whole number from 1 to 12, got "${layers}"`);
-    const made = await scaffoldStudy({
-      id,
-      model,
-      images,
-      dir: values.dir,
-      title,
-      layers: count,
-      preprocessing: { preset, size: values.size, resize: values.resize, channels: values.channels, range: values.range, mean: values.mean, std: values.std },
-    });
-    const shown = relative(process.cwd(), made.file) || made.file;
-    const ref = values.dir ? relative(process.cwd(), made.dir) || '.' : id;
-    console.log(`wrote ${shown}: ${made.layers.length} layers (${made.layers.map((l) => l.name).join(', ')}), bases channels${made.nmf ? ', nmf' : ''}, sae; IMI design and exclusions.`);
-    console.log(
-      [
-        '',
-        'Edit before running it:',
-        '  text.consent, text.debrief         your institution\'s wording (EDIT marks them)',
-        '  recruitment                        your Prolific codes (the CHANGE-ME codes), reward',
-        '  model.layers                       the layers you mean to study (`legible layers` lists all)',
-        '  dataset.classes                    the class folders in the model\'s output order (decision contribution)',
-        '  features.count, bases              how many features, NMF components, SAE dictionary size',
-        '',
-        'Then:',
-        `  npx legible validate ${ref}`,
-        `  npx legible stimuli ${ref}        # builds the trial images (report: ${join(relative(process.cwd(), made.dir) || '.', 'build', 'report.html')})`,
-        values.dir ? `  npx legible serve --studies ${relative(process.cwd(), resolve(made.dir, '..')) || '.'} --study ${id}` : `  npx legible serve --study ${id}`,
-      ].join('\n'),
-    );
-    return 0;
-  },
-};
+  }
+  if (!model) throw new UsageError('give --model FILE (the ONNX model)');
+  if (!images) throw new UsageError('give --images DIR (the image folder)');
+  const count = layers === undefined ? 3 : Number(layers);
+  if (!Number.isInteger(count) || count < 1 || count > 12) throw new UsageError(`--layers expects a whole number from 1 to 12, got "${layers}"`);
+  const made = await scaffoldStudy({
+    id,
+    model,
+    images,
+    dir: values.dir,
+    title,
+    layers: count,
+    preprocessing: { preset, size: values.size, resize: values.resize, channels: values.channels, range: values.range, mean: values.mean, std: values.std },
+  });
+  const shown = relative(process.cwd(), made.file) || made.file;
+  const ref = values.dir ? relative(process.cwd(), made.dir) || '.' : id;
+  console.log(`wrote ${shown}: ${made.layers.length} layers (${made.layers.map((l) => l.name).join(', ')}), bases channels${made.nmf ? ', nmf' : ''}, sae; IMI design and exclusions.`);
+  console.log(
+    [
+      '',
+      'Edit before running it:',
+      '  text.consent, text.debrief         your institution\'s wording (EDIT marks them)',
+      '  recruitment                        your Prolific codes (the CHANGE-ME codes), reward',
+      '  model.layers                       the layers you mean to study (`legible layers` lists all)',
+      '  dataset.classes                    the class folders in the model\'s output order (decision contribution)',
+      '  features.count, bases              how many features, NMF components, SAE dictionary size',
+      '',
+      'Then:',
+      `  npx legible validate ${ref}`,
+      `  npx legible stimuli ${ref}        # builds the trial images (report: ${join(relative(process.cwd(), made.dir) || '.', 'build', 'report.html')})`,
+      values.dir ? `  npx legible serve --studies ${relative(process.cwd(), resolve(made.dir, '..')) || '.'} --study ${id}` : `  npx legible serve --study ${id}`,
+    ].join('\n'),
+  );
+  return 0;
+}

@@ -25,14 +25,14 @@ export async function resolve(specifier, context, next) {
 writeFileSync(join(scratch, 'record.mjs'), `import { register } from 'node:module';\nregister(${JSON.stringify(pathToFileURL(join(scratch, 'hooks.mjs')).href)});\n`);
 
 /** Runs `legible <args>`; returns its result and the repository files and npm packages it loaded. */
-function run(args: string[]) {
+function run(args: string[], env: Record<string, string> = {}) {
   const loads = join(scratch, `loads-${Math.random().toString(36).slice(2)}.txt`);
   writeFileSync(loads, '');
   const r = spawnSync(process.execPath, ['--import', join(scratch, 'record.mjs'), join(root, 'bin/legible.mjs'), ...args], {
     cwd: root,
     encoding: 'utf8',
     timeout: 120_000,
-    env: { ...process.env, LEGIBLE_LOADS_FILE: loads },
+    env: { ...process.env, ...env, LEGIBLE_LOADS_FILE: loads },
   });
   const files = new Set(
     readFileSync(loads, 'utf8')
@@ -55,9 +55,11 @@ const COMMAND_MODULES = new Set([
   'stimuli-pipeline/src/commands.ts',
   'stimuli-pipeline/src/grad-commands.ts',
   'stimuli-pipeline/src/study-check.ts',
+  'stimuli-pipeline/src/setup-commands.ts',
   'server/src/commands.ts',
   'server/src/limits.ts',
   'analysis/src/commands.ts',
+  'explorer/src/commands.ts',
 ]);
 /** A package's implementation: its sources beyond the modules that register its commands. */
 const implementation = (sources: string[], pkg: string) => sources.filter((f) => f.startsWith(`${pkg}/src/`) && !COMMAND_MODULES.has(f));
@@ -68,15 +70,17 @@ describe('legible loads each command\'s modules when that command runs', () => {
   it('`legible --help` lists every command, loading no command\'s implementation', () => {
     const r = run(['--help']);
     assert.equal(r.status, 0, r.stderr);
-    for (const name of ['validate', 'layers', 'stimuli', 'visualize', 'serve', 'admin-token', 'backup', 'withdraw', 'export', 'analyze']) {
+    for (const name of ['validate', 'layers', 'stimuli', 'visualize', 'serve', 'admin-token', 'backup', 'restore', 'withdraw', 'export', 'analyze', 'predict', 'pilot', 'explore', 'init', 'model']) {
       assert.match(r.stdout, new RegExp(`^  ${name} +\\S`, 'm'), `${name} is not listed`);
     }
-    for (const pkg of ['stimuli-pipeline', 'server', 'analysis']) assert.deepEqual(implementation(r.sources, pkg), [], `${pkg} modules loaded`);
+    for (const pkg of ['stimuli-pipeline', 'server', 'analysis', 'explorer']) assert.deepEqual(implementation(r.sources, pkg), [], `${pkg} modules loaded`);
     assert.deepEqual(HEAVY.filter((p) => r.packages.has(p)), []);
   });
 
+  // From the sources (LEGIBLE_FROM_SOURCE=1): the server bundle (server/bundle.mjs) is one file that
+  // loads its native modules when it loads, and server/test/startup.test.ts covers it.
   it('`legible serve --help` shows the command\'s help without loading the server', () => {
-    const r = run(['serve', '--help']);
+    const r = run(['serve', '--help'], { LEGIBLE_FROM_SOURCE: '1' });
     assert.equal(r.status, 0, r.stderr);
     assert.match(r.stdout, /^Usage: legible serve \[--port P\]/);
     assert.match(r.stdout, /--db FILE/);
