@@ -36,6 +36,7 @@ describe('legible explore demo', () => {
   let dir: string;
   let data: ExplorerData;
   let dbFile: string;
+  let allWrong = '';
   let adminToken: string;
   let browser: Browser | undefined;
 
@@ -45,15 +46,19 @@ describe('legible explore demo', () => {
     const loaded = loadStudy('demo');
     manifest = await ensureBuilt(loaded, { quiet: true });
     dbFile = join(tmp, 'legible.db');
-    srv = await startServer({ port: 0, host: '127.0.0.1', db: dbFile, studies: ['demo'], clientDir: join(tmp, 'no-client'), signals: false });
-    // Three participants through the real API: one right on every trial, one wrong on every trial,
-    // one right on even seqs.
+    // A clock that moves 3 s per reading, so that sessions last longer than the demo's minimum
+    // total time (30 s) and only the exclusion rule this test means to break is broken.
+    let clock = Date.parse('2026-03-01T09:00:00Z');
+    srv = await startServer({ port: 0, host: '127.0.0.1', db: dbFile, studies: ['demo'], clientDir: join(tmp, 'no-client'), signals: false, now: () => new Date((clock += 3000)) });
+    // Three participants through the real API: one right on every trial, one wrong on every trial
+    // (catch trials too: the demo's catch_accuracy_min excludes it), one right on even seqs.
     for (const [who, right] of [
       ['all-right', () => true],
       ['all-wrong', () => false],
       ['even', (seq: number) => seq % 2 === 0],
     ] as const) {
       const s = (await createSession(srv.url, 'demo', { participant: who })).body as CreateSessionResponse;
+      if (who === 'all-wrong') allWrong = s.session;
       const tasks = JSON.parse(srv.db.sessionById(s.session)!.tasks) as { seq: number; answer: 0 | 1 }[];
       for (const t of tasks) {
         const r = await call(srv.url, 'PUT', `/api/sessions/${s.session}/trials/${t.seq}`, answer((right(t.seq) ? t.answer : 1 - t.answer) as 0 | 1, { confidence: 2, rt_ms: 1000 + t.seq }), bearer(s.token));
@@ -98,20 +103,24 @@ describe('legible explore demo', () => {
     }
   });
 
-  test('human accuracy per feature equals the database\'s, with a participant-level interval around it', () => {
+  test('human accuracy per feature equals the database\'s over the sessions the exclusions keep, with a participant-level interval around it', () => {
     const db = new Database(dbFile, { readonly: true });
-    const rows = db.prepare("SELECT feature, AVG(correct) AS acc, COUNT(*) AS n, COUNT(DISTINCT participant) AS p FROM trials WHERE kind = 'main' GROUP BY feature").all() as { feature: string; acc: number; n: number; p: number }[];
+    // all-wrong fails the catch trials (demo: catch_accuracy_min 0.5): its answers are left out, as `legible analyze` leaves them out.
+    const rows = db.prepare("SELECT feature, AVG(correct) AS acc, COUNT(*) AS n, COUNT(DISTINCT participant) AS p FROM trials WHERE kind = 'main' AND session_id <> ? GROUP BY feature").all(allWrong) as { feature: string; acc: number; n: number; p: number }[];
     db.close();
     assert.ok(rows.length > 0);
     for (const r of rows) {
       const h = data.features.find((f) => f.id === r.feature)!.human!;
+      assert.ok(h, `${r.feature}: no human figures (${data.human!.note})`);
       assert.ok(Math.abs(h.accuracy - r.acc) < 1e-12, r.feature);
       assert.equal(h.trials, r.n);
       assert.equal(h.participants, r.p);
       assert.equal(h.mean_confidence, 2);
       if (h.ci) assert.ok(h.ci[0] <= h.accuracy + 1e-12 && h.accuracy - 1e-12 <= h.ci[1], `${r.feature}: ${h.accuracy} in ${h.ci}`);
     }
-    assert.equal(data.human!.participants, 3);
+    assert.equal(data.human!.participants, 2);
+    assert.match(data.human!.note, /main trials of the sessions the study's exclusion rules keep \(2 of 3, as `legible analyze`\)/);
+    assert.equal(data.human!.simulated, false);
   });
 
   test('the probe model, run by onnxruntime-node, gives the pipeline\'s values; it is truncated (no classifier)', async () => {
