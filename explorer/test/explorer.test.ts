@@ -3,7 +3,7 @@
 // serve`'s admin route: every card, a feature page, and "try an image" on onnxruntime-web, whose
 // values must equal the pipeline's (manifest activations) within 1e-4 relative.
 import assert from 'node:assert/strict';
-import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, relative } from 'node:path';
 import { after, before, describe, test } from 'node:test';
@@ -281,5 +281,33 @@ describe('legible explore demo', () => {
     assert.ok(modules.length > 0);
     const root = fileURLToPath(new URL('../..', import.meta.url));
     assert.deepEqual(modules.map((m) => relative(root, m)).filter((m) => m.includes('onnxruntime') || m.startsWith('explorer/') || m.includes('stimuli-pipeline')), []);
+  });
+
+  // Last: it rebuilds the explorer in place from a trials file of simulated participants.
+  test('Chromium: data of simulated participants (legible pilot) is labelled "simulated (pilot)" on every human figure', async () => {
+    const db = new Database(dbFile, { readonly: true });
+    const rows = db.prepare('SELECT study, mode, session_id, participant, trial_id, kind, feature, correct, confidence, rt_ms FROM trials ORDER BY session_id, seq').all() as Record<string, string | number>[];
+    db.close();
+    const csv = join(tmp, 'simulated', 'trials.csv');
+    mkdirSync(join(tmp, 'simulated'));
+    writeFileSync(csv, 'study,mode,session,participant,trial_id,kind,feature,correct,confidence,rt_ms,simulated\n' + rows.map((r) => `${r.study},${r.mode},${r.session_id},${r.participant},${r.trial_id},${r.kind},${r.feature},${r.correct},${r.confidence},${r.rt_ms},1\n`).join(''));
+    const { dir: simDir } = await buildExplorer(loadStudy('demo'), { data: csv, noTry: true, quiet: true, log: () => {} });
+    const sim = JSON.parse(readFileSync(join(simDir, 'data/explorer.json'), 'utf8')) as ExplorerData;
+    assert.equal(sim.human!.simulated, true);
+    assert.match(sim.human!.note, /^SIMULATED participants \(legible pilot\), no person took part; /);
+    browser ??= await launchChromium();
+    const files = await serve(loadStudy('demo').paths.build);
+    try {
+      const page = await browser.newPage();
+      await page.goto(`${files.url}/explorer/index.html`);
+      await page.waitForSelector('body[data-ready="#"]');
+      const texts = await page.locator('[data-field=human]').allTextContents();
+      assert.equal(texts.length, sim.features.length);
+      for (const t of texts) assert.match(t, /^simulated \(pilot\) \d.*%.*trials/);
+      assert.match((await page.locator('body').textContent())!, /Simulated \(pilot\) answers: \d+ trials/);
+      await page.close();
+    } finally {
+      await files.close();
+    }
   });
 });
