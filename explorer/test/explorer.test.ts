@@ -51,17 +51,18 @@ describe('legible explore demo', () => {
     let clock = Date.parse('2026-03-01T09:00:00Z');
     srv = await startServer({ port: 0, host: '127.0.0.1', db: dbFile, studies: ['demo'], clientDir: join(tmp, 'no-client'), signals: false, now: () => new Date((clock += 3000)) });
     // Three participants through the real API: one right on every trial, one wrong on every trial
-    // (catch trials too: the demo's catch_accuracy_min excludes it), one right on even seqs.
+    // (catch trials too: the demo's catch_accuracy_min excludes it), one right on even seqs and on
+    // every catch trial (wherever they fall, so that it is always kept).
     for (const [who, right] of [
       ['all-right', () => true],
       ['all-wrong', () => false],
-      ['even', (seq: number) => seq % 2 === 0],
+      ['even', (seq: number, kind: string) => kind === 'catch' || seq % 2 === 0],
     ] as const) {
       const s = (await createSession(srv.url, 'demo', { participant: who })).body as CreateSessionResponse;
       if (who === 'all-wrong') allWrong = s.session;
-      const tasks = JSON.parse(srv.db.sessionById(s.session)!.tasks) as { seq: number; answer: 0 | 1 }[];
+      const tasks = JSON.parse(srv.db.sessionById(s.session)!.tasks) as { seq: number; kind: string; answer: 0 | 1 }[];
       for (const t of tasks) {
-        const r = await call(srv.url, 'PUT', `/api/sessions/${s.session}/trials/${t.seq}`, answer((right(t.seq) ? t.answer : 1 - t.answer) as 0 | 1, { confidence: 2, rt_ms: 1000 + t.seq }), bearer(s.token));
+        const r = await call(srv.url, 'PUT', `/api/sessions/${s.session}/trials/${t.seq}`, answer((right(t.seq, t.kind) ? t.answer : 1 - t.answer) as 0 | 1, { confidence: 2, rt_ms: 1000 + t.seq }), bearer(s.token));
         assert.equal(r.status, 200, JSON.stringify(r.body));
       }
     }
