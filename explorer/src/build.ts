@@ -40,6 +40,8 @@ const TRY_IMAGES_PER_FEATURE = 3;
 export interface ExploreOptions extends BuildOptions {
   /** Human answers: the server's database, or a trials.csv/.jsonl from `legible export`. */
   data?: string;
+  /** The mode of the sessions shown: `live`, `pilot` or `all` (default: live when the data has any). */
+  mode?: string;
   /** Leave out the "try an image" panel (no probe model, no onnxruntime-web files). */
   noTry?: boolean;
 }
@@ -91,7 +93,7 @@ export interface ExplorerData {
   cells: { layer: string; basis: string; features: string[] }[];
   features: FeatureCard[];
   contribution: Record<string, unknown> | null;
-  human: { source: string; trials: number; participants: number; note: string } | null;
+  human: { source: string; trials: number; participants: number; note: string; simulated: boolean } | null;
   try: boolean;
 }
 
@@ -119,8 +121,10 @@ export async function buildExplorer(loaded: LoadedStudy, opts: ExploreOptions = 
   // The raw manifest keeps fields other tools add (machine_score) that the contract does not list.
   const raw = JSON.parse(readFileSync(join(paths.build, 'manifest.json'), 'utf8')) as { features: Record<string, unknown>[] };
   const rawById = new Map(raw.features.map((f) => [String(f.id), f]));
-  const answers = opts.data ? readAnswers(opts.data, study.id) : null;
-  if (answers && answers.length === 0) log(`explore: no main-trial answers for ${study.id} in ${opts.data}`);
+  const human = opts.data ? readAnswers(opts.data, study.id, { rules: study.exclusions, mode: opts.mode }) : null;
+  const answers = human ? human.answers : null;
+  if (human?.simulated) log(`explore: ${opts.data} holds simulated participants (legible pilot): every human figure is labelled "simulated (pilot)"`);
+  if (answers && answers.length === 0) log(`explore: no main-trial answers for ${study.id} in ${opts.data} (mode ${human!.mode}, ${human!.excluded} of ${human!.sessions} sessions excluded)`);
 
   const dist = distDir();
   if (!existsSync(join(dist, 'index.html'))) {
@@ -246,7 +250,8 @@ export async function buildExplorer(loaded: LoadedStudy, opts: ExploreOptions = 
             source: opts.data!,
             trials: answers.length,
             participants: new Set(answers.map((a) => a.participant)).size,
-            note: 'main trials of every session in the data (no exclusions applied); intervals: 95 % bootstrap over participants',
+            note: `${human!.simulated ? 'SIMULATED participants (legible pilot), no person took part; ' : ''}main trials of the ${human!.mode === 'all' ? '' : `${human!.mode} `}sessions the study's exclusion rules keep (${human!.sessions - human!.excluded} of ${human!.sessions}, as \`legible analyze\`); intervals: 95 % bootstrap over participants`,
+            simulated: human!.simulated,
           }
         : null,
       try: !opts.noTry,

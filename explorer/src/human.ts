@@ -1,12 +1,13 @@
 // Human answers for the explorer: per feature and per trial, accuracy (with a participant-level
 // bootstrap interval: participants are resampled, so one participant's many trials count once),
 // mean confidence and median response time. From the server's SQLite database or from a trials
-// file that `legible export` wrote (CSV or JSON lines).
+// file that `legible export` wrote (CSV or JSON lines): one mode, the sessions the study's
+// exclusion rules keep, simulated data (`legible pilot`) flagged and never mixed with real data.
 import { existsSync, readFileSync } from 'node:fs';
 import { extname } from 'node:path';
 import Database from 'better-sqlite3';
 import { LegibleError, rng, seedFrom } from '@legible/studies';
-import { parseCsvRecords } from '@legible/analysis';
+import { decide, loadLegibleExport, parseCsvRecords, participantRows, type ExclusionConfig } from '@legible/analysis';
 
 export interface Answer {
   participant: string;
@@ -29,28 +30,79 @@ export interface HumanSummary {
   median_rt_ms: number | null;
 }
 
-/** Main-trial answers of `study` from a database or an export file. */
-export function readAnswers(source: string, study: string): Answer[] {
+/** The answers the explorer shows, and what they are. */
+export interface HumanData {
+  answers: Answer[];
+  /** From simulated participants (`legible pilot`): every figure is labelled so. */
+  simulated: boolean;
+  /** The mode whose sessions are shown: `live` when the data has any, else `all` (or as asked). */
+  mode: string;
+  /** Sessions of that mode, and how many of them the study's exclusion rules remove. */
+  sessions: number;
+  excluded: number;
+}
+
+export interface ReadOptions {
+  /** The study's exclusion rules (study.exclusions), applied as `legible analyze` applies them. */
+  rules: ExclusionConfig;
+  /** `live`, `pilot` or `all`; default: `live` when the data has live sessions, else `all`. */
+  mode?: string;
+  includeIncomplete?: boolean;
+}
+
+const isTrue = (v: unknown) => v === true || v === 1 || v === '1' || v === 'true';
+
+/**
+ * Main-trial answers of `study` from a database or an export file: of one mode only (as
+ * `legible analyze`: live when there is live data), of the sessions the study's exclusion rules
+ * keep (analysis's `decide` on the same fact sheets as participants.csv). Simulated data
+ * (`legible pilot`) is flagged; a file that mixes simulated and real rows is refused.
+ */
+export function readAnswers(source: string, study: string, opts: ReadOptions): HumanData {
   if (!existsSync(source)) throw new LegibleError(`--data ${source}: no such file. Give the database \`legible serve\` writes (--db) or a trials.csv/.jsonl from \`legible export\`.`);
+  if (opts.mode !== undefined && !['live', 'pilot', 'all'].includes(opts.mode)) throw new LegibleError(`--mode ${opts.mode}: give live, pilot or all.`);
   const ext = extname(source).toLowerCase();
+  const pickMode = (modes: Set<string>) => opts.mode ?? (modes.has('live') ? 'live' : 'all');
   if (ext === '.csv' || ext === '.jsonl') {
     const text = readFileSync(source, 'utf8');
-    const records = ext === '.csv' ? parseCsvRecords(text) : text.split('\n').filter((l) => l.trim()).map((l) => JSON.parse(l) as Record<string, unknown>);
+    const first = ext === '.csv' ? parseCsvRecords(text.split('\n').slice(0, 2).join('\n'))[0] : text.split('\n').filter((l) => l.trim()).slice(0, 1).map((l) => JSON.parse(l) as Record<string, unknown>)[0];
     for (const need of ['participant', 'feature', 'trial_id', 'kind', 'correct']) {
-      if (records.length && !(need in records[0])) throw new LegibleError(`--data ${source} has no "${need}" column: give a trials file that \`legible export\` wrote.`);
+      if (first && !(need in first)) throw new LegibleError(`--data ${source} has no "${need}" column: give a trials file that \`legible export\` wrote.`);
     }
-    return records
-      .filter((r) => (r.study === undefined || r.study === '' || String(r.study) === study) && String(r.kind) === 'main')
-      .map((r) => ({
-        participant: String(r.participant),
-        feature: String(r.feature),
-        trial: String(r.trial_id),
-        kind: String(r.kind),
-        mode: String(r.mode ?? ''),
-        correct: String(r.correct) === '1' || r.correct === true,
-        confidence: num(r.confidence),
-        rt_ms: num(r.rt_ms),
-      }));
+    // The analysis package's reader: trial rows, and the fact sheets (participants.csv beside the file, else from the rows).
+    const data = loadLegibleExport(source, ['trial_id', 'simulated', 'study']);
+    const t = data.trials;
+    const col = (name: string) => t.column(name) ?? new Array<string>(t.n).fill('');
+    const [studyCol, modeCol, sessionCol, kindCol, simCol] = ['study', 'mode', 'session', 'kind', 'simulated'].map(col);
+    const ofStudy = (i: number) => studyCol[i] === '' || studyCol[i] === study;
+    let simulatedRows = 0;
+    let rows = 0;
+    const modes = new Set<string>();
+    for (let i = 0; i < t.n; i++) {
+      if (!ofStudy(i)) continue;
+      rows++;
+      if (isTrue(simCol[i])) simulatedRows++;
+      if (modeCol[i]) modes.add(modeCol[i]);
+    }
+    if (simulatedRows > 0 && simulatedRows < rows) {
+      throw new LegibleError(
+        `--data ${source}: ${simulatedRows} of ${rows} rows of study ${study} come from simulated participants (\`legible pilot\`, column simulated = 1) and the others from real ones: the explorer never shows the two together. Give the export of one database.`,
+      );
+    }
+    for (const f of data.participants) if (f.mode) modes.add(f.mode);
+    const mode = pickMode(modes);
+    const inMode = new Set<string>();
+    for (let i = 0; i < t.n; i++) if (ofStudy(i) && (mode === 'all' || modeCol[i] === mode)) inMode.add(sessionCol[i]);
+    for (const f of data.participants) if (f.mode && (mode === 'all' || f.mode === mode)) inMode.add(f.session);
+    const decisions = data.participants.filter((f) => inMode.has(f.session) && !(f.mode && mode !== 'all' && f.mode !== mode)).map((f) => decide(f, opts.rules, { includeIncomplete: opts.includeIncomplete }));
+    const kept = new Set(decisions.filter((d) => !d.excluded).map((d) => d.session));
+    const [participant, feature, trial, correct, confidence, rt] = ['participant', 'feature', 'trial_id', 'correct', 'confidence', 'rt_ms'].map(col);
+    const answers: Answer[] = [];
+    for (let i = 0; i < t.n; i++) {
+      if (!ofStudy(i) || kindCol[i] !== 'main' || !kept.has(sessionCol[i]) || (mode !== 'all' && modeCol[i] !== mode)) continue;
+      answers.push({ participant: participant[i], feature: feature[i], trial: trial[i], kind: kindCol[i], mode: modeCol[i], correct: isTrue(correct[i]), confidence: num(confidence[i]), rt_ms: num(rt[i]) });
+    }
+    return { answers, simulated: simulatedRows > 0, mode, sessions: decisions.length, excluded: decisions.length - kept.size };
   }
   let db: Database.Database;
   try {
@@ -59,12 +111,29 @@ export function readAnswers(source: string, study: string): Answer[] {
     throw new LegibleError(`--data ${source}: not a SQLite database (${(err as Error).message}). Give the database \`legible serve\` writes, or a trials.csv/.jsonl from \`legible export\`.`);
   }
   try {
-    const rows = db
-      .prepare("SELECT participant, feature, trial_id, kind, mode, correct, confidence, rt_ms FROM trials WHERE study = ? AND kind = 'main' ORDER BY session_id, seq")
-      .all(study) as { participant: string; feature: string; trial_id: string; kind: string; mode: string; correct: number; confidence: number | null; rt_ms: number | null }[];
-    return rows.map((r) => ({ participant: r.participant, feature: r.feature, trial: r.trial_id, kind: r.kind, mode: r.mode, correct: r.correct === 1, confidence: r.confidence, rt_ms: r.rt_ms }));
-  } catch (err) {
-    throw new LegibleError(`--data ${source}: no trials table in it (${(err as Error).message}). Give the database \`legible serve\` writes.`);
+    let rows: { session_id: string; participant: string; feature: string; trial_id: string; kind: string; mode: string; correct: number; confidence: number | null; rt_ms: number | null }[];
+    try {
+      rows = db
+        .prepare("SELECT session_id, participant, feature, trial_id, kind, mode, correct, confidence, rt_ms FROM trials WHERE study = ? AND kind = 'main' ORDER BY session_id, seq")
+        .all(study) as typeof rows;
+    } catch (err) {
+      throw new LegibleError(`--data ${source}: no trials table in it (${(err as Error).message}). Give the database \`legible serve\` writes.`);
+    }
+    // The sessions and their exclusion decisions exactly as participants.csv and the dashboard have them.
+    const sessions = [...participantRows(db, study, opts.rules, { includeIncomplete: opts.includeIncomplete })];
+    const mode = pickMode(new Set(sessions.map((s) => s.row.mode).filter(Boolean)));
+    const inMode = sessions.filter((s) => mode === 'all' || s.row.mode === mode);
+    const kept = new Set(inMode.filter((s) => !s.decision!.excluded).map((s) => s.row.session));
+    let simulated = false;
+    try {
+      simulated = db.prepare("SELECT 1 FROM meta WHERE key = 'simulated'").get() !== undefined;
+    } catch {
+      simulated = false; // a database from before the meta table: real participants
+    }
+    const answers = rows
+      .filter((r) => kept.has(r.session_id) && (mode === 'all' || r.mode === mode))
+      .map((r) => ({ participant: r.participant, feature: r.feature, trial: r.trial_id, kind: r.kind, mode: r.mode, correct: r.correct === 1, confidence: r.confidence, rt_ms: r.rt_ms }));
+    return { answers, simulated, mode, sessions: inMode.length, excluded: inMode.length - kept.size };
   } finally {
     db.close();
   }

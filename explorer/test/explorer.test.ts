@@ -3,7 +3,7 @@
 // serve`'s admin route: every card, a feature page, and "try an image" on onnxruntime-web, whose
 // values must equal the pipeline's (manifest activations) within 1e-4 relative.
 import assert from 'node:assert/strict';
-import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, relative } from 'node:path';
 import { after, before, describe, test } from 'node:test';
@@ -36,6 +36,7 @@ describe('legible explore demo', () => {
   let dir: string;
   let data: ExplorerData;
   let dbFile: string;
+  let allWrong = '';
   let adminToken: string;
   let browser: Browser | undefined;
 
@@ -45,18 +46,23 @@ describe('legible explore demo', () => {
     const loaded = loadStudy('demo');
     manifest = await ensureBuilt(loaded, { quiet: true });
     dbFile = join(tmp, 'legible.db');
-    srv = await startServer({ port: 0, host: '127.0.0.1', db: dbFile, studies: ['demo'], clientDir: join(tmp, 'no-client'), signals: false });
-    // Three participants through the real API: one right on every trial, one wrong on every trial,
-    // one right on even seqs.
+    // A clock that moves 3 s per reading, so that sessions last longer than the demo's minimum
+    // total time (30 s) and only the exclusion rule this test means to break is broken.
+    let clock = Date.parse('2026-03-01T09:00:00Z');
+    srv = await startServer({ port: 0, host: '127.0.0.1', db: dbFile, studies: ['demo'], clientDir: join(tmp, 'no-client'), signals: false, now: () => new Date((clock += 3000)) });
+    // Three participants through the real API: one right on every trial, one wrong on every trial
+    // (catch trials too: the demo's catch_accuracy_min excludes it), one right on even seqs and on
+    // every catch trial (wherever they fall, so that it is always kept).
     for (const [who, right] of [
       ['all-right', () => true],
       ['all-wrong', () => false],
-      ['even', (seq: number) => seq % 2 === 0],
+      ['even', (seq: number, kind: string) => kind === 'catch' || seq % 2 === 0],
     ] as const) {
       const s = (await createSession(srv.url, 'demo', { participant: who })).body as CreateSessionResponse;
-      const tasks = JSON.parse(srv.db.sessionById(s.session)!.tasks) as { seq: number; answer: 0 | 1 }[];
+      if (who === 'all-wrong') allWrong = s.session;
+      const tasks = JSON.parse(srv.db.sessionById(s.session)!.tasks) as { seq: number; kind: string; answer: 0 | 1 }[];
       for (const t of tasks) {
-        const r = await call(srv.url, 'PUT', `/api/sessions/${s.session}/trials/${t.seq}`, answer((right(t.seq) ? t.answer : 1 - t.answer) as 0 | 1, { confidence: 2, rt_ms: 1000 + t.seq }), bearer(s.token));
+        const r = await call(srv.url, 'PUT', `/api/sessions/${s.session}/trials/${t.seq}`, answer((right(t.seq, t.kind) ? t.answer : 1 - t.answer) as 0 | 1, { confidence: 2, rt_ms: 1000 + t.seq }), bearer(s.token));
         assert.equal(r.status, 200, JSON.stringify(r.body));
       }
     }
@@ -98,20 +104,24 @@ describe('legible explore demo', () => {
     }
   });
 
-  test('human accuracy per feature equals the database\'s, with a participant-level interval around it', () => {
+  test('human accuracy per feature equals the database\'s over the sessions the exclusions keep, with a participant-level interval around it', () => {
     const db = new Database(dbFile, { readonly: true });
-    const rows = db.prepare("SELECT feature, AVG(correct) AS acc, COUNT(*) AS n, COUNT(DISTINCT participant) AS p FROM trials WHERE kind = 'main' GROUP BY feature").all() as { feature: string; acc: number; n: number; p: number }[];
+    // all-wrong fails the catch trials (demo: catch_accuracy_min 0.5): its answers are left out, as `legible analyze` leaves them out.
+    const rows = db.prepare("SELECT feature, AVG(correct) AS acc, COUNT(*) AS n, COUNT(DISTINCT participant) AS p FROM trials WHERE kind = 'main' AND session_id <> ? GROUP BY feature").all(allWrong) as { feature: string; acc: number; n: number; p: number }[];
     db.close();
     assert.ok(rows.length > 0);
     for (const r of rows) {
       const h = data.features.find((f) => f.id === r.feature)!.human!;
+      assert.ok(h, `${r.feature}: no human figures (${data.human!.note})`);
       assert.ok(Math.abs(h.accuracy - r.acc) < 1e-12, r.feature);
       assert.equal(h.trials, r.n);
       assert.equal(h.participants, r.p);
       assert.equal(h.mean_confidence, 2);
       if (h.ci) assert.ok(h.ci[0] <= h.accuracy + 1e-12 && h.accuracy - 1e-12 <= h.ci[1], `${r.feature}: ${h.accuracy} in ${h.ci}`);
     }
-    assert.equal(data.human!.participants, 3);
+    assert.equal(data.human!.participants, 2);
+    assert.match(data.human!.note, /main trials of the sessions the study's exclusion rules keep \(2 of 3, as `legible analyze`\)/);
+    assert.equal(data.human!.simulated, false);
   });
 
   test('the probe model, run by onnxruntime-node, gives the pipeline\'s values; it is truncated (no classifier)', async () => {
@@ -272,5 +282,33 @@ describe('legible explore demo', () => {
     assert.ok(modules.length > 0);
     const root = fileURLToPath(new URL('../..', import.meta.url));
     assert.deepEqual(modules.map((m) => relative(root, m)).filter((m) => m.includes('onnxruntime') || m.startsWith('explorer/') || m.includes('stimuli-pipeline')), []);
+  });
+
+  // Last: it rebuilds the explorer in place from a trials file of simulated participants.
+  test('Chromium: data of simulated participants (legible pilot) is labelled "simulated (pilot)" on every human figure', async () => {
+    const db = new Database(dbFile, { readonly: true });
+    const rows = db.prepare('SELECT study, mode, session_id, participant, trial_id, kind, feature, correct, confidence, rt_ms FROM trials ORDER BY session_id, seq').all() as Record<string, string | number>[];
+    db.close();
+    const csv = join(tmp, 'simulated', 'trials.csv');
+    mkdirSync(join(tmp, 'simulated'));
+    writeFileSync(csv, 'study,mode,session,participant,trial_id,kind,feature,correct,confidence,rt_ms,simulated\n' + rows.map((r) => `${r.study},${r.mode},${r.session_id},${r.participant},${r.trial_id},${r.kind},${r.feature},${r.correct},${r.confidence},${r.rt_ms},1\n`).join(''));
+    const { dir: simDir } = await buildExplorer(loadStudy('demo'), { data: csv, noTry: true, quiet: true, log: () => {} });
+    const sim = JSON.parse(readFileSync(join(simDir, 'data/explorer.json'), 'utf8')) as ExplorerData;
+    assert.equal(sim.human!.simulated, true);
+    assert.match(sim.human!.note, /^SIMULATED participants \(legible pilot\), no person took part; /);
+    browser ??= await launchChromium();
+    const files = await serve(loadStudy('demo').paths.build);
+    try {
+      const page = await browser.newPage();
+      await page.goto(`${files.url}/explorer/index.html`);
+      await page.waitForSelector('body[data-ready="#"]');
+      const texts = await page.locator('[data-field=human]').allTextContents();
+      assert.equal(texts.length, sim.features.length);
+      for (const t of texts) assert.match(t, /^simulated \(pilot\) \d.*%.*trials/);
+      assert.match((await page.locator('body').textContent())!, /Simulated \(pilot\) answers: \d+ trials/);
+      await page.close();
+    } finally {
+      await files.close();
+    }
   });
 });

@@ -37,10 +37,13 @@ function strip(label: string, refs: ImageRef[], withValues = false): HTMLElement
   );
 }
 
+/** Every human-accuracy figure of simulated participants (`legible pilot`) says so. */
+const simulatedLabel = () => (data.human?.simulated ? 'simulated (pilot) ' : '');
+
 function humanText(h: HumanSummary | null): string {
   if (!h) return data.human ? 'no answers' : 'no human data';
   const ci = h.ci ? ` [${pct(h.ci[0])}, ${pct(h.ci[1])}]` : '';
-  return `${pct(h.accuracy)}${ci} · ${h.trials} trials, ${h.participants} participant${h.participants === 1 ? '' : 's'}`;
+  return `${simulatedLabel()}${pct(h.accuracy)}${ci} · ${h.trials} trials, ${h.participants} participant${h.participants === 1 ? '' : 's'}`;
 }
 
 function machineText(ms: Record<string, unknown> | null): Child[] {
@@ -99,7 +102,7 @@ function overview(): void {
           const cell = data.cells.find((c) => c.layer === l && c.basis === b);
           if (!cell) return el('td', { text: '—' });
           const hs = cell.features.map((id) => byId.get(id)!.human).filter((h): h is HumanSummary => h !== null);
-          const acc = hs.length ? ` · human ${pct(hs.reduce((a, h) => a + h.accuracy, 0) / hs.length)}` : '';
+          const acc = hs.length ? ` · ${simulatedLabel()}human ${pct(hs.reduce((a, h) => a + h.accuracy, 0) / hs.length)}` : '';
           return el('td', {}, el('a', { href: `#cell-${l}-${b}` }, `${cell.features.length} feature${cell.features.length === 1 ? '' : 's'}${acc}`));
         }),
       ),
@@ -108,7 +111,7 @@ function overview(): void {
   view.replaceChildren(
     el('h2', { text: 'Layers × bases' }),
     table,
-    data.human ? el('p', { class: 'muted', text: `Human answers: ${data.human.trials} trials from ${data.human.participants} participants (${data.human.source}); ${data.human.note}.` }) : el('p', { class: 'muted', text: 'No human data: run `legible explore` with --data to add accuracy per feature.' }),
+    data.human ? el('p', { class: 'muted', text: `${data.human.simulated ? 'Simulated (pilot) answers' : 'Human answers'}: ${data.human.trials} trials from ${data.human.participants} participants (${data.human.source}); ${data.human.note}.` }) : el('p', { class: 'muted', text: 'No human data: run `legible explore` with --data to add accuracy per feature.' }),
     ...data.cells.flatMap((c) => [
       el('h2', { id: `cell-${c.layer}-${c.basis}`, text: `${c.layer} · ${c.basis}` }),
       el('div', { class: 'cards' }, ...c.features.map((id) => card(byId.get(id)!))),
