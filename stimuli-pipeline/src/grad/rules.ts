@@ -101,6 +101,7 @@ function flippedKernel(e: Emitter, w: string, group: number): string {
 function convWeightGrad(e: Emitter, x: string, y: string, g: string, w: string, win: { s: number[]; d: number[]; pads: number[] }, group: number): string {
   const [m, cg, ...kernel] = e.dims(w);
   const k = kernel.length;
+  if (group === 1) return convWeightGradSlice(e, x, y, g, m, cg, kernel, win);
   const xs = range(2, 2 + k).map((i) => e.fixed(x, i, 'a Conv weight gradient'));
   const sp = (n: number) => range(n, n + k);
   // x [N, C, S…] → [C/G, G·N, S…]
@@ -115,6 +116,35 @@ function convWeightGrad(e: Emitter, x: string, y: string, g: string, w: string, 
   const full = e.op('Conv', [xr, gr], [attr.ints('strides', win.d), attr.ints('dilations', win.s), attr.ints('pads', win.pads), attr.int('group', group)]);
   const cut = e.op('Slice', [full, e.ints(kernel.map(() => 0)), e.ints(kernel), e.ints(sp(2))]);
   return e.transpose(cut, [1, 0, ...sp(2)]);
+}
+
+/**
+ * dW of an ungrouped Conv from explicit patches: x [N, C, S…] → [C, N, S…], padded; for each
+ * kernel offset, the strided slice it sees, [C, N·So…], and one GEMM with g [N, M, So…] → [M, N·So…]:
+ * dW[:, :, offset] = g · sliceᵀ. onnxruntime runs these faster than a single Conv with the output
+ * gradient as a kernel spanning the whole output map (its im2col of a 14 × 14 "kernel").
+ */
+function convWeightGradSlice(e: Emitter, x: string, y: string, g: string, m: number, c: number, kernel: number[], win: { s: number[]; d: number[]; pads: number[] }): string {
+  const k = kernel.length;
+  const sp = range(2, 2 + k);
+  const outs = sp.map((i) => e.fixed(y, i, 'a Conv weight gradient'));
+  let xt = e.transpose(x, [1, 0, ...sp]);
+  if (win.pads.some((p) => p !== 0)) xt = e.op('Pad', [xt, e.ints([0, 0, ...win.pads.slice(0, k), 0, 0, ...win.pads.slice(k)])]);
+  const patches: string[] = [];
+  const offset = Array(k).fill(0);
+  const unit = win.s.every((s) => s === 1);
+  for (;;) {
+    const starts = offset.map((o, i) => o * win.d[i]);
+    const ends = starts.map((st, i) => st + (outs[i] - 1) * win.s[i] + 1);
+    patches.push(e.op('Slice', unit ? [xt, e.ints(starts), e.ints(ends), e.ints(sp)] : [xt, e.ints(starts), e.ints(ends), e.ints(sp), e.ints(win.s)]));
+    let i = k - 1;
+    while (i >= 0 && ++offset[i] === kernel[i]) offset[i--] = 0;
+    if (i < 0) break;
+  }
+  const gm = e.reshape(e.transpose(g, [1, 0, ...sp]), e.ints([m, -1]));
+  const parts = patches.map((p) => e.unsqueeze(e.op('Gemm', [gm, e.reshape(p, e.ints([c, -1]))], [attr.int('transB', 1)]), [2]));
+  const dw = parts.length === 1 ? parts[0] : e.op('Concat', parts, [attr.int('axis', 2)]);
+  return e.reshape(dw, e.ints([m, c, ...kernel]));
 }
 
 /** Per-channel parameter [C] → [C, 1, …] to broadcast against x [N, C, S…]. */
