@@ -2,19 +2,15 @@
 // pre-activations and in JavaScript for TopK, ReLU and the scale, gives the pipeline's codes in
 // Chromium (onnxruntime-web, wasm). A small study on the demo model with channels and an SAE basis.
 import assert from 'node:assert/strict';
-import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, test } from 'node:test';
 import { fileURLToPath } from 'node:url';
-import { build } from 'vite';
-import { loadStudy } from '@legible/studies';
-import { ensureBuilt } from '@legible/stimuli-pipeline';
-import { startServer, type RunningServer } from '@legible/server';
+import type { RunningServer } from '@legible/server';
 import { launchChromium } from '../../client/test/helpers.ts';
-import { buildExplorer, type TryData } from '../src/index.ts';
+import { relToFeature, servedExplorer } from './site.ts';
 
-const relToFeature = (a: number, b: number, std: number) => Math.abs(a - b) / Math.max(Math.abs(b), std, 1e-6);
 let tmp: string;
 let srv: RunningServer | undefined;
 after(async () => {
@@ -50,16 +46,11 @@ design: { trials_per_participant: 4, practice_trials: 1 }
 text: { consent: c, instructions: i }
 `,
   );
-  const loaded = loadStudy(file);
-  const manifest = await ensureBuilt(loaded, { quiet: true, log: () => {} });
-  await build({ configFile: fileURLToPath(new URL('../vite.config.ts', import.meta.url)), logLevel: 'warn' });
-  const { dir } = await buildExplorer(loaded, { quiet: true, log: () => {} });
-  const spec = JSON.parse(readFileSync(join(dir, 'data/try.json'), 'utf8')) as TryData;
+  const site = await servedExplorer(file, tmp, 'sae');
+  srv = site.srv;
+  const { manifest, spec, token } = site;
   assert.ok(spec.features.some((f) => f.basis === 'sae'), 'SAE features in the study');
   assert.equal(spec.sae.block3.active, 4);
-
-  srv = await startServer({ port: 0, host: '127.0.0.1', db: join(tmp, 'legible.db'), studies: [file], clientDir: join(tmp, 'no-client'), signals: false });
-  const token = srv.db.createAdminToken('sae').token;
   const browser = await launchChromium();
   try {
     const page = await (await browser.newContext({ extraHTTPHeaders: { authorization: `Bearer ${token}` } })).newPage();

@@ -8,18 +8,13 @@ import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, describe, test } from 'node:test';
-import { fileURLToPath } from 'node:url';
-import { build } from 'vite';
-import { loadStudy } from '@legible/studies';
-import { ensureBuilt } from '@legible/stimuli-pipeline';
-import { startServer, type RunningServer } from '@legible/server';
+import type { RunningServer } from '@legible/server';
 import { launchChromium } from '../../client/test/helpers.ts';
 import { photoFixture } from '../../stimuli-pipeline/test/photos.ts';
 import { torchMissing, zooExport } from '../../stimuli-pipeline/test/torch-ref.ts';
-import { buildExplorer, type TryData } from '../src/index.ts';
+import { relToFeature, servedExplorer } from './site.ts';
 
 const rel = (a: number, b: number) => Math.abs(a - b) / Math.max(Math.abs(b), 1e-6);
-const relToFeature = (a: number, b: number, std: number) => Math.abs(a - b) / Math.max(Math.abs(b), std, 1e-6);
 
 describe('try an image on a torchvision ResNet-50', { skip: torchMissing() ?? false }, () => {
   let tmp: string;
@@ -57,15 +52,10 @@ design: { trials_per_participant: 4, practice_trials: 1 }
 text: { consent: c, instructions: i }
 `,
     );
-    const loaded = loadStudy(file);
-    const manifest = await ensureBuilt(loaded, { quiet: true, log: () => {} });
-    await build({ configFile: fileURLToPath(new URL('../vite.config.ts', import.meta.url)), logLevel: 'warn' });
-    const { dir } = await buildExplorer(loaded, { quiet: true, log: () => {} });
-    const spec = JSON.parse(readFileSync(join(dir, 'data/try.json'), 'utf8')) as TryData;
+    const site = await servedExplorer(file, tmp, 'tv');
+    srv = site.srv;
+    const { manifest, dir, spec, token } = site;
     assert.ok(readFileSync(join(dir, spec.model)).length < readFileSync(model).length / 2, 'the probe stops at layer3: layer4 and the classifier are pruned');
-
-    srv = await startServer({ port: 0, host: '127.0.0.1', db: join(tmp, 'legible.db'), studies: [file], clientDir: join(tmp, 'no-client'), signals: false });
-    const token = srv.db.createAdminToken('tv').token;
     const browser = await launchChromium();
     try {
       const context = await browser.newContext({ extraHTTPHeaders: { authorization: `Bearer ${token}` } });
