@@ -7,7 +7,7 @@ import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import { LegibleError, loadStudy, Rng, type LoadedStudy } from '@legible/studies';
 import { loadLegibleExport, type Dataset } from './dataset.ts';
-import { countSessions, decide, defaultExclusions, ExclusionTally, formatCounts, RULES, type SessionCounts, type ExclusionConfig, type ExclusionDecision, type ExclusionSummary } from './exclusions.ts';
+import { countSessions, decide, defaultExclusions, ExclusionTally, formatCounts, RULES, sessionsOfMode, type SessionCounts, type ExclusionConfig, type ExclusionDecision, type ExclusionSummary } from './exclusions.ts';
 import { exportStudy } from './export.ts';
 import { loadMapped, loadMapping } from './mapping.ts';
 import { writeModelScript } from './rscript.ts';
@@ -215,34 +215,20 @@ export async function analyze(opts: AnalyzeOptions): Promise<AnalysisResult> {
   const rules: ExclusionConfig = data.exclusions ?? loaded?.study.exclusions ?? defaultExclusions();
   if (!data.exclusions && !loaded) notes.push('No study file or mapping `exclusions`: only unfinished sessions and repeat participation are excluded.');
 
-  // ── Mode: live data only when there is any ───────────────────────────────────────────────
-  const modeCol = trials.has('mode') ? trials.column('mode')! : null;
-  const modes = [...new Set([...(modeCol ?? []), ...data.participants.map((p) => p.mode ?? '').filter(Boolean)])];
-  const mode = opts.mode ?? (modes.includes('live') ? 'live' : 'all');
-  if (mode !== 'all' && modes.length > 1) notes.push(`Only ${mode} data analysed (the file also has: ${modes.filter((m) => m !== mode).join(', ')}); use --mode all for everything.`);
-
-  // ── Exclusions ───────────────────────────────────────────────────────────────────────────
-  const tally = new ExclusionTally(rules);
-  const decisions: ExclusionDecision[] = [];
-  const sessionsInMode = new Set<string>();
-  const sessionCol = trials.column('session')!;
+  // ── Mode (live data only when there is any) and exclusions ──────────────────────────────
   // Every session of the mode counts, with or without answers (its mode from participants.csv,
   // else from its trial rows): the definitions of COUNT_DEFINITIONS, shared with export and the dashboard.
-  for (let i = 0; i < trials.n; i++) if (mode === 'all' || modeCol![i] === mode) sessionsInMode.add(sessionCol[i]);
-  for (const facts of data.participants) if (facts.mode && (mode === 'all' || facts.mode === mode)) sessionsInMode.add(facts.session);
+  const modeCol = trials.has('mode') ? trials.column('mode')! : null;
+  const sessionCol = trials.column('session')!;
+  const { mode, modes, sessions: sessionsInMode, decisions, kept } = sessionsOfMode({ n: trials.n, mode: modeCol, session: sessionCol }, data.participants, rules, { mode: opts.mode, includeIncomplete: opts.includeIncomplete });
+  if (mode !== 'all' && modes.length > 1) notes.push(`Only ${mode} data analysed (the file also has: ${modes.filter((m) => m !== mode).join(', ')}); use --mode all for everything.`);
+  const tally = new ExclusionTally(rules);
+  for (const d of decisions) tally.add(d);
   const mainPerSession = new Map<string, number>();
   const kindCol = trials.column('kind')!;
   for (let i = 0; i < trials.n; i++) if (kindCol[i] === 'main') mainPerSession.set(sessionCol[i], (mainPerSession.get(sessionCol[i]) ?? 0) + 1);
-  for (const facts of data.participants) {
-    if (!sessionsInMode.has(facts.session)) continue;
-    if (facts.mode && mode !== 'all' && facts.mode !== mode) continue;
-    const d = decide(facts, rules, { includeIncomplete: opts.includeIncomplete });
-    decisions.push(d);
-    tally.add(d);
-  }
   const exclusions = tally.summary();
   const sessionCounts = countSessions(mode === 'all' && modes.length === 1 ? modes[0] : mode, decisions.map((d) => ({ decision: d, mainTrials: mainPerSession.get(d.session) ?? 0 })));
-  const kept = new Set(decisions.filter((d) => !d.excluded).map((d) => d.session));
   const kind = trials.column('kind')!;
   let main = trials.filter((i) => kind[i] === 'main' && kept.has(sessionCol[i]) && (mode === 'all' || modeCol![i] === mode));
   if (main.n === 0) throw new LegibleError(`no main trials left to analyse (${decisions.length} sessions, ${exclusions.excluded} excluded${mode !== 'all' ? `, mode ${mode}` : ''})`);

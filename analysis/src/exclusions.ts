@@ -126,6 +126,47 @@ export function decide(facts: ParticipantFacts, config: ExclusionConfig, opts: E
   return { session: facts.session, participant: facts.participant, excluded: reasons.length > 0, rules, reasons };
 }
 
+/** The sessions of one mode and which of them the rules keep: `legible analyze`'s choice, shared with the explorer. */
+export interface ModeSessions {
+  /** `live` when the data has live sessions, else `all` (unless asked for another). */
+  mode: string;
+  /** Every mode in the data (trial rows and fact sheets). */
+  modes: string[];
+  /** Every session of the mode (fact sheet or trial rows). */
+  sessions: Set<string>;
+  /** One decision per session of the mode that has a fact sheet. */
+  decisions: ExclusionDecision[];
+  kept: Set<string>;
+}
+
+/**
+ * Picks the mode (live data only when there is any) and decides each of its sessions by the rules.
+ * `rows` are the trial rows' mode and session columns (mode null when the data has none); `include`
+ * limits them (e.g. to one study). A session belongs to the mode by its fact sheet, else by its rows.
+ */
+export function sessionsOfMode(
+  rows: { n: number; mode: readonly string[] | null; session: readonly string[] },
+  participants: readonly ParticipantFacts[],
+  config: ExclusionConfig,
+  opts: ExclusionOptions & { mode?: string; include?: (i: number) => boolean } = {},
+): ModeSessions {
+  const include = opts.include ?? (() => true);
+  const rowModes = new Set<string>();
+  if (rows.mode) for (let i = 0; i < rows.n; i++) if (include(i)) rowModes.add(rows.mode[i]);
+  const modes = [...new Set([...rowModes, ...participants.map((p) => p.mode ?? '').filter(Boolean)])];
+  const mode = opts.mode ?? (modes.includes('live') ? 'live' : 'all');
+  const inMode = new Set<string>();
+  for (let i = 0; i < rows.n; i++) if (include(i) && (mode === 'all' || rows.mode![i] === mode)) inMode.add(rows.session[i]);
+  for (const facts of participants) if (facts.mode && (mode === 'all' || facts.mode === mode)) inMode.add(facts.session);
+  const decisions: ExclusionDecision[] = [];
+  for (const facts of participants) {
+    if (!inMode.has(facts.session)) continue;
+    if (facts.mode && mode !== 'all' && facts.mode !== mode) continue;
+    decisions.push(decide(facts, config, opts));
+  }
+  return { mode, modes, sessions: inMode, decisions, kept: new Set(decisions.filter((d) => !d.excluded).map((d) => d.session)) };
+}
+
 export interface RuleSummary {
   id: RuleId;
   label: string;

@@ -5,7 +5,7 @@ export { TRIAL_COLUMNS, type Column } from './columns.ts';
 export { PARTICIPANT_COLUMNS, participantRows, type ParticipantRow } from './participants.ts';
 export { COUNT_DEFINITIONS, countSessions, formatCounts, type SessionCounts } from './exclusions.ts';
 export { studySessionCounts } from './participants.ts';
-export { decide, ExclusionTally, RULES, type ExclusionConfig, type ExclusionDecision, type ExclusionSummary, type ParticipantFacts } from './exclusions.ts';
+export { decide, ExclusionTally, RULES, sessionsOfMode, type ModeSessions, type ExclusionConfig, type ExclusionDecision, type ExclusionSummary, type ParticipantFacts } from './exclusions.ts';
 export { loadLegibleExport, type Dataset } from './dataset.ts';
 export { loadMapped, loadMapping, parseMapping, Mapping } from './mapping.ts';
 export { readTable, Table } from './table.ts';

@@ -7,7 +7,7 @@ import { existsSync, readFileSync } from 'node:fs';
 import { extname } from 'node:path';
 import Database from 'better-sqlite3';
 import { LegibleError, rng, seedFrom } from '@legible/studies';
-import { decide, loadLegibleExport, parseCsvRecords, participantRows, type ExclusionConfig } from '@legible/analysis';
+import { loadLegibleExport, parseCsvRecords, participantRows, sessionsOfMode, type ExclusionConfig } from '@legible/analysis';
 
 export interface Answer {
   participant: string;
@@ -77,25 +77,18 @@ export function readAnswers(source: string, study: string, opts: ReadOptions): H
     const ofStudy = (i: number) => studyCol[i] === '' || studyCol[i] === study;
     let simulatedRows = 0;
     let rows = 0;
-    const modes = new Set<string>();
     for (let i = 0; i < t.n; i++) {
       if (!ofStudy(i)) continue;
       rows++;
       if (isTrue(simCol[i])) simulatedRows++;
-      if (modeCol[i]) modes.add(modeCol[i]);
     }
     if (simulatedRows > 0 && simulatedRows < rows) {
       throw new LegibleError(
         `--data ${source}: ${simulatedRows} of ${rows} rows of study ${study} come from simulated participants (\`legible pilot\`, column simulated = 1) and the others from real ones: the explorer never shows the two together. Give the export of one database.`,
       );
     }
-    for (const f of data.participants) if (f.mode) modes.add(f.mode);
-    const mode = pickMode(modes);
-    const inMode = new Set<string>();
-    for (let i = 0; i < t.n; i++) if (ofStudy(i) && (mode === 'all' || modeCol[i] === mode)) inMode.add(sessionCol[i]);
-    for (const f of data.participants) if (f.mode && (mode === 'all' || f.mode === mode)) inMode.add(f.session);
-    const decisions = data.participants.filter((f) => inMode.has(f.session) && !(f.mode && mode !== 'all' && f.mode !== mode)).map((f) => decide(f, opts.rules, { includeIncomplete: opts.includeIncomplete }));
-    const kept = new Set(decisions.filter((d) => !d.excluded).map((d) => d.session));
+    // The mode and the kept sessions as `legible analyze` decides them.
+    const { mode, decisions, kept } = sessionsOfMode({ n: t.n, mode: modeCol, session: sessionCol }, data.participants, opts.rules, { mode: opts.mode, includeIncomplete: opts.includeIncomplete, include: ofStudy });
     const [participant, feature, trial, correct, confidence, rt] = ['participant', 'feature', 'trial_id', 'correct', 'confidence', 'rt_ms'].map(col);
     const answers: Answer[] = [];
     for (let i = 0; i < t.n; i++) {
