@@ -11,7 +11,9 @@ export async function runCommand(command: Command, rest: string[]): Promise<numb
     return await command.run(rest);
   } catch (err) {
     const e = err as Error & { hint?: string };
-    if ((e as { name?: string }).name === 'UsageError' || (e as { code?: string }).code === 'ERR_PARSE_ARGS_UNKNOWN_OPTION') {
+    // node's parseArgs: ERR_PARSE_ARGS_UNKNOWN_OPTION, _INVALID_OPTION_VALUE (a value that starts with a
+    // dash: its message says to write --option=-value), _UNEXPECTED_POSITIONAL.
+    if ((e as { name?: string }).name === 'UsageError' || /^ERR_PARSE_ARGS_/.test((e as { code?: string }).code ?? '')) {
       console.error(`legible ${command.name}: ${e.message}\nUsage: legible ${command.name} ${command.usage}`);
       return 2;
     }
