@@ -182,22 +182,24 @@ export async function checkModel(file: string, opts: { image?: string; expect?: 
   }
 }
 
+/** The options that give a model's preprocessing (`legible model init`, `legible init`). */
+export const PREPROCESSING_OPTIONS = {
+  preset: { type: 'string' },
+  size: { type: 'string' },
+  resize: { type: 'string' },
+  channels: { type: 'string' },
+  range: { type: 'string' },
+  mean: { type: 'string' },
+  std: { type: 'string' },
+} as const;
+
 /** `legible model init|check` (the command's definition: setup-commands.ts). */
 export async function runModel(argv: string[]): Promise<number> {
   const [sub, ...rest] = argv;
   if (sub === 'init') {
     const { values, positionals } = parseCommandArgs(
       rest,
-      {
-        preset: { type: 'string' },
-        size: { type: 'string' },
-        resize: { type: 'string' },
-        channels: { type: 'string' },
-        range: { type: 'string' },
-        mean: { type: 'string' },
-        std: { type: 'string' },
-        force: { type: 'boolean' },
-      },
+      { ...PREPROCESSING_OPTIONS, force: { type: 'boolean' } },
       { min: 1, max: 1 },
     );
     const file = positionals[0];

@@ -6,7 +6,7 @@ import { existsSync, mkdirSync, readdirSync, statSync, writeFileSync } from 'nod
 import { join, relative, resolve, sep } from 'node:path';
 import { defaultStudiesDir, LegibleError, parseCommandArgs, readModelFile, UsageError, type ModelInput } from '@legible/studies';
 import { analyzeModel, type ModelTensor } from './layout.ts';
-import { initInput } from './model-setup.ts';
+import { initInput, PREPROCESSING_OPTIONS } from './model-setup.ts';
 
 export interface ChosenLayer {
   name: string;
@@ -281,13 +281,7 @@ export async function runInit(argv: string[]): Promise<number> {
       dir: { type: 'string' },
       layers: { type: 'string' },
       title: { type: 'string' },
-      preset: { type: 'string' },
-      size: { type: 'string' },
-      resize: { type: 'string' },
-      channels: { type: 'string' },
-      range: { type: 'string' },
-      mean: { type: 'string' },
-      std: { type: 'string' },
+      ...PREPROCESSING_OPTIONS,
       yes: { type: 'boolean', short: 'y' },
     },
     { min: 1, max: 1 },
