@@ -204,13 +204,19 @@ describe('legible explore demo', () => {
     await page.close();
   });
 
-  test('Chromium: from a plain file server (the build folder served as it is), the overview and a feature page render', async () => {
+  /** The demo's build folder on a plain file server, and the explorer's overview open in Chromium. */
+  const overviewFromFiles = async () => {
     browser ??= await launchChromium();
     const files = await serve(loadStudy('demo').paths.build);
+    const page = await browser.newPage();
+    await page.goto(`${files.url}/explorer/index.html`);
+    await page.waitForSelector('body[data-ready="#"]');
+    return { files, page };
+  };
+
+  test('Chromium: from a plain file server (the build folder served as it is), the overview and a feature page render', async () => {
+    const { files, page } = await overviewFromFiles();
     try {
-      const page = await browser.newPage();
-      await page.goto(`${files.url}/explorer/index.html`);
-      await page.waitForSelector('body[data-ready="#"]');
       assert.equal(await page.locator('article.card').count(), data.features.length);
       await page.goto(`${files.url}/explorer/index.html#feature=${encodeURIComponent(data.features[1].id)}`);
       await page.waitForSelector(`body[data-ready="#feature=${encodeURIComponent(data.features[1].id)}"]`);
@@ -296,12 +302,8 @@ describe('legible explore demo', () => {
     const sim = JSON.parse(readFileSync(join(simDir, 'data/explorer.json'), 'utf8')) as ExplorerData;
     assert.equal(sim.human!.simulated, true);
     assert.match(sim.human!.note, /^SIMULATED participants \(legible pilot\), no person took part; /);
-    browser ??= await launchChromium();
-    const files = await serve(loadStudy('demo').paths.build);
+    const { files, page } = await overviewFromFiles();
     try {
-      const page = await browser.newPage();
-      await page.goto(`${files.url}/explorer/index.html`);
-      await page.waitForSelector('body[data-ready="#"]');
       const texts = await page.locator('[data-field=human]').allTextContents();
       assert.equal(texts.length, sim.features.length);
       for (const t of texts) assert.match(t, /^simulated \(pilot\) \d.*%.*trials/);
