@@ -281,7 +281,10 @@ export function predictManifest(
       const q = opts.queries?.get(f.id) ?? f.queries;
       const qMax = vecs(q.max.map((id) => `n:${id}`));
       const qMin = vecs(q.min.map((id) => `n:${id}`));
-      blocks.push(qMax.map((a) => qMin.map((b) => decide({ max, min, qMax: a, qMin: b }, opts.alpha).p)));
+      // Δ once per query (decide's arithmetic, in its order), then every pair from those.
+      const dMax = qMax.map((e) => delta(e, max, min));
+      const dMin = qMin.map((e) => delta(e, max, min));
+      blocks.push(dMax.map((a) => dMin.map((b) => misProbability(a - b, opts.alpha))));
     }
     const s = scoreTasks(blocks, seedFrom('predict', manifest.seed, f.id));
     features[f.id] = { p: round(s.p), lo: round(s.lo), hi: round(s.hi), n_pairs: s.n_pairs, observer: opts.observer, weak_proxy: opts.weakProxy };

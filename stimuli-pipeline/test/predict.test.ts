@@ -109,6 +109,19 @@ describe('machine observer: scores', () => {
     assert.ok(weak.p < 0.9 && weak.lo > 0.5, `diluted: ${weak.p} [${weak.lo}, ${weak.hi}]`);
   });
 
+  it('resamples the query images once for every reference kind (the kinds cross the same images)', () => {
+    const r = rng(13);
+    const random = () => Float32Array.from({ length: 16 }, () => r.normal());
+    const [block] = featureTasks(random, r, { queries: 10, easy: true });
+    const one = scoreTasks([block], 5);
+    // Two kinds over the same queries: resampled together, the interval is the one kind's; resampled
+    // apart, it would be narrower, as if twice the images had been seen.
+    const two = scoreTasks([block, block], 5);
+    assert.deepEqual([two.p, two.lo, two.hi], [one.p, one.lo, one.hi]);
+    assert.equal(two.n_pairs, 200);
+    assert.ok(one.hi - one.lo > 0);
+  });
+
   it('says which part of --observer-input is wrong', () => {
     assert.deepEqual(parseObserverInput('size=64,resize=none,mean=0.5,std=0.25,channels=gray'), { size: 64, channels: 'gray', range: 1, mean: [0.5], std: [0.25] });
     assert.throws(() => parseObserverInput('size=224,mean=0.5/0.5'), /--observer-input: mean: expected 3 values/);
