@@ -11,7 +11,7 @@ import { fileURLToPath } from 'node:url';
 import sharp from 'sharp';
 import { build } from 'vite';
 import { loadStudy } from '@legible/studies';
-import { ensureBuilt, nmfCodes, normalise } from '@legible/stimuli-pipeline';
+import { ensureBuilt, nmfCodes, nmfGram, normalise } from '@legible/stimuli-pipeline';
 import { startServer } from '@legible/server';
 import { launchChromium } from '../../client/test/helpers.ts';
 import { photoFixture } from '../../stimuli-pipeline/test/photos.ts';
@@ -71,7 +71,10 @@ const once = async () => {
   const t0 = performance.now();
   const out = await session.run({ [session.inputNames[0]]: new ort.Tensor('float32', x, [1, channels, h, w]) });
   const t1 = performance.now();
-  for (const l of spec.layers) if (l.outputs.nmf) nmfCodes(out[l.outputs.nmf].data as Float32Array, Float32Array.from(spec.nmf[l.name].WWt), 1, spec.nmf[l.name].k);
+  for (const l of spec.layers) {
+    const d = spec.nmf[l.name];
+    if (d) nmfCodes(out[l.outputs.mean].data as Float32Array, 1, d.W, nmfGram(d.W, d.k, l.channels), d.k, l.channels);
+  }
   return { model: t1 - t0, values: performance.now() - t0 };
 };
 for (let i = 0; i < 3; i++) await once();

@@ -16,7 +16,7 @@ import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import sharp from 'sharp';
 import { LegibleError, modelInput, type LoadedStudy, type ManifestFeature } from '@legible/studies';
-import { decodeForModel, ensureBuilt, featureId, gram, studyFeatureSet, type BuildOptions } from '@legible/stimuli-pipeline';
+import { decodeForModel, ensureBuilt, featureId, studyFeatureSet, type BuildOptions } from '@legible/stimuli-pipeline';
 import { readAnswers, summarise, type Answer, type HumanSummary } from './human.ts';
 import { probeModel, type ProbeLayer } from './model.ts';
 
@@ -102,7 +102,8 @@ export interface TryData {
   input: NonNullable<LoadedStudy['study']['model']['input']>;
   size: [number, number];
   layers: ProbeLayer[];
-  nmf: Record<string, { k: number; WWt: number[]; W: number[] }>;
+  /** Per NMF layer: the dictionary W (k × c), from which the panel solves codes as the pipeline does (hals.ts). */
+  nmf: Record<string, { k: number; W: number[] }>;
   /** Per SAE layer: the encoder (W_enc c × d), `active` latents kept per image (TopK). */
   sae: Record<string, { d: number; active: number; W_enc: number[]; b_enc: number[]; b_pre: number[]; scale: number; inv_scale: number }>;
   features: { id: string; layer: string; basis: string; index: number; aggregate: 'mean' | 'max'; references: number; sorted: number[]; exact: boolean }[];
@@ -260,7 +261,6 @@ export async function buildExplorer(loaded: LoadedStudy, opts: ExploreOptions = 
 
     if (!opts.noTry) {
       // The probe model, the NMF dictionaries, reference values and a few data set images.
-      const nmf = new Map<string, { k: number; W: Float32Array }>();
       const nmfData: TryData['nmf'] = {};
       const sae = new Map<string, { W_enc: Float32Array; b_enc: Float32Array; b_pre: Float32Array; scale: number }>();
       const saeData: TryData['sae'] = {};
@@ -271,10 +271,9 @@ export async function buildExplorer(loaded: LoadedStudy, opts: ExploreOptions = 
           saeData[layer] = { d: d.k, active: d.sae.active, W_enc: Array.from(d.sae.W_enc), b_enc: Array.from(d.sae.b_enc), b_pre: Array.from(d.sae.b_pre), scale: d.sae.scale, inv_scale: Math.fround(1 / d.sae.scale) };
         }
         if (basis !== 'nmf') continue;
-        nmf.set(layer, { k: d.k, W: d.directions });
-        nmfData[layer] = { k: d.k, WWt: Array.from(Float32Array.from(gram(d.directions, d.k, d.channels))), W: Array.from(d.directions) };
+        nmfData[layer] = { k: d.k, W: Array.from(d.directions) };
       }
-      const probe = await probeModel(modelBytes, study, nmf, sae);
+      const probe = await probeModel(modelBytes, study, sae);
       mkdirSync(join(tmp, 'model'), { recursive: true });
       writeFileSync(join(tmp, 'model/probe.onnx'), probe.bytes);
       mkdirSync(join(tmp, 'ort'), { recursive: true });

@@ -1,13 +1,12 @@
 // The model the explorer's "try an image" panel runs in the browser: the study's model truncated
 // at its tapped tensors, with the pipeline's in-graph reductions (onnx/taps.ts: addReducedTaps, the
 // spatial mean and max per channel that `legible stimuli` stores), the raw tapped tensors for the
-// heat maps, and per NMF layer A·Wᵀ (the product the pipeline's NMF encoder runs before its HALS
-// sweeps). Everything the outputs do not need — the layers after the deepest tap, the classifier —
+// heat maps, and per SAE layer the encoder's pre-activations. (NMF codes are solved from the spatial
+// mean in JavaScript, in float64, as the pipeline solves them: stimuli-pipeline/src/hals.ts.) Everything the outputs do not need — the layers after the deepest tap, the classifier —
 // is pruned away, weights included.
 import {
   addReducedTaps,
   addTapsToModel,
-  attr,
   decodeModel,
   encodeModel,
   float32Tensor,
@@ -20,7 +19,6 @@ import {
 } from '@legible/stimuli-pipeline';
 import type { Study } from '@legible/studies';
 
-export const nmfProductName = (tensor: string) => `legible.awt(${tensor})`;
 export const saePreName = (tensor: string) => `legible.sae_pre(${tensor})`;
 
 /** A layer's SAE encoder, as the pipeline trained it (train/sae.ts). */
@@ -41,17 +39,13 @@ export interface ProbeLayer {
   channels: number;
   channelAxis: number;
   spatialAxes: number[];
-  outputs: { raw: string; mean: string; max: string; nmf?: string; sae?: string };
+  outputs: { raw: string; mean: string; max: string; sae?: string };
 }
 
-/**
- * The probe model's bytes and, per layer, the names of its outputs. `nmf` gives each NMF layer's
- * dictionary W (k × c, the rows the pipeline fitted).
- */
+/** The probe model's bytes and, per layer, the names of its outputs. `sae`: each SAE layer's encoder. */
 export async function probeModel(
   modelBytes: Uint8Array,
   study: Study,
-  nmf: Map<string, { k: number; W: Float32Array }>,
   sae: Map<string, SaeEncoder> = new Map(),
 ): Promise<{ bytes: Uint8Array; layers: ProbeLayer[] }> {
   const resolved = await modelLayers(modelBytes, study.model.layers);
@@ -66,13 +60,6 @@ export async function probeModel(
   const outputs = [...(graph.output ?? [])];
   const layers: ProbeLayer[] = resolved.map((l, i) => {
     const out: ProbeLayer['outputs'] = { raw: l.tensor, mean: reducedName(l.tensor, 'mean'), max: reducedName(l.tensor, 'max') };
-    const dict = nmf.get(l.name);
-    if (dict) {
-      out.nmf = nmfProductName(l.tensor);
-      initializers.push(float32Tensor(`legible_probe${i}_W`, [dict.k, l.channels], dict.W));
-      nodes.push({ op_type: 'Gemm', input: [out.mean, `legible_probe${i}_W`], output: [out.nmf], name: `legible_probe${i}_awt`, attribute: [attr.int('transB', 1)] });
-      outputs.push({ name: out.nmf });
-    }
     const enc = sae.get(l.name);
     if (enc) {
       // The SAE encoder's graph up to its pre-activations, op for op as train/sae.ts builds it

@@ -1,8 +1,8 @@
 // "Try an image" on a torchvision model: ResNet-50 (weights=None, exported by PyTorch through the
 // zoo's exporter, stimuli-pipeline/test/grad_reference.py --zoo, cached outside the repository) at
 // 64 px on real photos, tapped at layer3, channels and NMF. onnxruntime-web in Chromium must give
-// the values `legible stimuli` gives (the manifest's): channels within 1e-4, NMF codes within 1e-3
-// (see below). Skips without PyTorch.
+// the values `legible stimuli` gives (the manifest's): channels and NMF codes within 1e-4 of the value
+// (or of the feature's spread over the references, for values near 0). Skips without PyTorch.
 import assert from 'node:assert/strict';
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -65,7 +65,8 @@ text: { consent: c, instructions: i }
       await page.click('#try-open');
       await page.waitForSelector('#try[data-backend]', { timeout: 120_000 });
       let worst = 0;
-      const worstBy: Record<string, number> = {};
+      /** Per basis: the largest difference relative to the value, and relative to the value or the feature's spread. */
+      const worstBy: Record<string, [number, number]> = {};
       const bad: string[] = [];
       for (const im of spec.images) {
         await page.selectOption('#try-pick', im.id);
@@ -76,16 +77,18 @@ text: { consent: c, instructions: i }
           const m = manifest.features.find((x) => x.id === r.id)!;
           const at = m.references.max.indexOf(im.id);
           const expected = at >= 0 ? m.activations!.max[at] : im.values[r.id];
-          // Channels within 1e-4. NMF codes within 1e-3: the non-negative least-squares solve (the
-          // pipeline's own, run in the browser) amplifies the runtimes' float32 differences in the
-          // layer's mean (≈4e-6 here: wasm's and MLAS's convolutions sum in different orders) about
-          // 50-fold on this layer's correlated concepts; measured 2e-4.
-          if (!(relToFeature(r.value, expected, m.stats.std) < (m.basis === 'channels' ? 1e-4 : 1e-3))) bad.push(`${r.id} on ${im.id}: browser ${r.value}, pipeline ${expected}`);
+          // Both within 1e-4. This layer's four NMF concepts are nearly parallel (cosines up to 0.999,
+          // WWᵀ's condition number about 5,000): the exact float64 solve both sides run
+          // (stimuli-pipeline/src/hals.ts) keeps the runtimes' float32 differences in the layer's
+          // mean (3e-7 median, wasm's and MLAS's convolutions sum in different orders) to ~2e-5.
+          if (!(relToFeature(r.value, expected, m.stats.std) < 1e-4)) bad.push(`${r.id} on ${im.id}: browser ${r.value}, pipeline ${expected}`);
           worst = Math.max(worst, rel(r.value, expected));
-          worstBy[m.basis] = Math.max(worstBy[m.basis] ?? 0, rel(r.value, expected));
+          const w = (worstBy[m.basis] ??= [0, 0]);
+          w[0] = Math.max(w[0], rel(r.value, expected));
+          w[1] = Math.max(w[1], relToFeature(r.value, expected, m.stats.std));
         }
       }
-      console.log(`resnet50: ${spec.images.length} photos × ${spec.features.length} features; largest difference relative to the value ${worst.toExponential(2)} (${Object.entries(worstBy).map(([b, w]) => `${b} ${w.toExponential(2)}`).join(', ')})`);
+      console.log(`resnet50: ${spec.images.length} photos × ${spec.features.length} features; largest difference relative to the value ${worst.toExponential(2)}; per basis, relative to the value / to the value or the feature's spread: ${Object.entries(worstBy).map(([b, [a, f]]) => `${b} ${a.toExponential(2)} / ${f.toExponential(2)}`).join(', ')}`);
       assert.deepEqual(bad, []);
     } finally {
       await browser.close();

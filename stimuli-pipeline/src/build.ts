@@ -31,7 +31,7 @@ import type { Device } from './runtime.ts';
 import { ActivationStore, storeKey, type ShardSlice } from './store.ts';
 
 /** Bump when the pipeline's output for the same inputs changes, so cached builds are redone. */
-export const PIPELINE_VERSION = 4;
+export const PIPELINE_VERSION = 5;
 
 export interface BuildOptions {
   device?: Device;

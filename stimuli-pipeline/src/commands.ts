@@ -165,15 +165,19 @@ export const stimuli: Command = {
 export const predict: Command = {
   name: 'predict',
   summary: 'Predict each feature\'s accuracy with a machine observer (MIS-style) before anyone is paid',
-  usage: '<study-id | study.yaml> [--observer model.onnx --observer-layer TENSOR [--observer-input SPEC]] [--alpha A] [--device D] [--json]',
+  usage: '<study-id | study.yaml> [--observer model.onnx --observer-layer TENSOR [--observer-input SPEC]] [--pairs N] [--alpha A] [--device D] [--json]',
   help: [
-    'Answers every feature\'s trials, and every other pair of its query candidates, with a similarity',
-    'observer in the manner of the Machine Interpretability Score (Zimmermann, Klindt & Brendel 2024):',
-    'each image is embedded by an ONNX image model; the observer prefers the query whose mean cosine',
-    'similarity to the maximal references minus the minimal ones is larger, and P(correct) =',
-    'σ(α · (Δ(q+) − Δ(q−))). A feature\'s score is the mean P, with a 95% bootstrap CI. Writes',
+    'Answers every feature\'s trials, and many more query pairs drawn the way the study draws its',
+    'queries, with a similarity observer in the manner of the Machine Interpretability Score',
+    '(Zimmermann, Klindt & Brendel 2024): each image is embedded by an ONNX image model; the observer',
+    'prefers the query whose mean cosine similarity to the maximal references minus the minimal ones is',
+    'larger, and P(correct) = σ(α · (Δ(q+) − Δ(q−))). Query pairs: the held-out images within 2.5% of',
+    'the split (at least ⌈√N⌉ ranks) around the ranks of the study\'s own max and min queries (its',
+    'difficulty), still clearly apart, ⌈√N⌉ per side drawn (seeded; the study\'s own included) and',
+    'crossed. A feature\'s score is the mean P, with a 95% bootstrap CI over the query images. Writes',
     'machine_score into each feature of build/manifest.json, build/predict.json (P per trial, which',
-    '`legible pilot` answers with) and a section of build/report.html. Needs built stimuli.',
+    '`legible pilot` answers with) and a section of build/report.html. Needs built stimuli (and reads',
+    'their activation store, refitting the NMF/SAE dictionaries as the build did).',
     '',
     'Options:',
     '  --observer FILE        an ONNX image model to embed with (DreamSim, CLIP, DINO: the README shows',
@@ -182,7 +186,10 @@ export const predict: Command = {
     '                         without --observer, a study layer (default: the last one listed)',
     '  --observer-input SPEC  the observer\'s preprocessing, e.g. size=224,resize=256,mean=0.485/0.456/0.406,',
     '                         std=0.229/0.224/0.225,channels=rgb,range=1 (these are the defaults)',
-    '  --alpha A              slope of the logistic rule (default 4; fit it to pilot data)',
+    '  --pairs N              query pairs per feature and reference kind (default 100: 10 × 10);',
+    '                         fewer where a feature\'s band holds fewer images. 1: the study\'s own pair',
+    '  --alpha A              slope of the logistic rule (default 4, NOT calibrated to human data: it',
+    '                         sets how far scores spread from 0.5, not their order; fit it to a pilot)',
     '  --device D             auto, cpu (default), webgpu or cuda',
     '  --json                 print the prediction as JSON',
   ].join('\n'),
@@ -194,6 +201,7 @@ export const predict: Command = {
         'observer-layer': { type: 'string' },
         'observer-input': { type: 'string' },
         alpha: { type: 'string' },
+        pairs: { type: 'string' },
         device: { type: 'string' },
         json: { type: 'boolean' },
       },
@@ -204,9 +212,11 @@ export const predict: Command = {
     if (!DEVICES.includes(device)) throw new UsageError(`--device expects one of ${DEVICES.join(', ')}, got "${values.device}"`);
     const alpha = values.alpha === undefined ? undefined : Number(values.alpha);
     if (alpha !== undefined && !(alpha > 0 && Number.isFinite(alpha))) throw new UsageError(`--alpha expects a number > 0, got "${values.alpha}"`);
+    const pairs = values.pairs === undefined ? undefined : Number(values.pairs);
+    if (pairs !== undefined && !(Number.isInteger(pairs) && pairs >= 1)) throw new UsageError(`--pairs expects a whole number ≥ 1, got "${values.pairs}"`);
     const { loadStudy } = await import('@legible/studies');
     const { predictStudy } = await import('./predict.ts');
-    const p = await predictStudy(loadStudy(positionals[0]), { observer: values.observer, observerLayer: values['observer-layer'], observerInput: values['observer-input'], alpha, device });
+    const p = await predictStudy(loadStudy(positionals[0]), { observer: values.observer, observerLayer: values['observer-layer'], observerInput: values['observer-input'], alpha, pairs, device });
     if (values.json) {
       console.log(JSON.stringify(p, null, 2));
       return 0;
@@ -218,7 +228,7 @@ export const predict: Command = {
       const s = p.features[id];
       console.log(`${id.padEnd(width)}  ${s.p.toFixed(3)}  ${s.lo.toFixed(3)} – ${s.hi.toFixed(3)}  ${String(s.n_pairs).padStart(5)}`);
     }
-    console.log(`\nobserver: ${p.observer}; α = ${p.alpha}. Written to build/manifest.json (machine_score), build/predict.json and build/report.html.`);
+    console.log(`\nobserver: ${p.observer}; α = ${p.alpha}${values.alpha === undefined ? ' (the default, uncalibrated: scores rank features; fit α to a pilot)' : ''}; up to ${p.pairs} query pairs per feature and reference kind. Written to build/manifest.json (machine_score), build/predict.json and build/report.html.`);
     return 0;
   },
 };

@@ -250,6 +250,58 @@ export function assessFeature(feature: FeatureColumn, ctx: RankContext, opts: { 
   };
 }
 
+/**
+ * The held-out images around a feature's study queries, for drawing more query pairs the way the
+ * study draws its one (`legible predict`): the query split ranked as assessFeature ranks it (copies
+ * of a reference left out, ties in the same seeded order), the study's max query at rank `start`
+ * from the top and its min query at the same rank from the bottom; each side's band is the ranks
+ * within `halfWidth` of that position (clipped at the ends of the ranking), cut on the inner side
+ * where a max candidate would no longer lie clearly above the min candidate of the same rank
+ * (features.min_separation, as for the study's pair). Ids in rank order, the study's query
+ * included; `start` and the split's size `m` say where the band lies. An error where the study's
+ * queries are not at mirrored ranks of this ranking (a build from other activations: rebuild).
+ */
+export function queryBands(
+  feature: FeatureColumn,
+  ctx: RankContext,
+  chosen: { references: { max: string[]; min: string[] }; queries: { max: string; min: string } },
+  halfWidth: number,
+): { max: string[]; min: string[]; start: number; m: number } {
+  const { study, ids, refRows, queryRows, content } = ctx;
+  const v = feature.values;
+  const id = featureId(feature);
+  const rowOf = new Map<string, number>();
+  for (const r of [...refRows, ...queryRows]) rowOf.set(ids[r], r);
+  const rowsOf = (xs: string[]) =>
+    xs.map((x) => {
+      const r = rowOf.get(x);
+      if (r === undefined) throw new LegibleError(`${id}: image ${x} of the manifest is not in the study's splits: the build is stale (legible stimuli ${study.id})`);
+      return r;
+    });
+  const refContents = new Set(rowsOf([...chosen.references.max, ...chosen.references.min]).map((r) => content[r]));
+  const salt = seedFrom('ties', study.seed, id);
+  const pool = distinct(rank(v, queryRows, salt, ctx), Infinity, content, refContents);
+  const m = pool.length;
+  const [qMax, qMin] = rowsOf([chosen.queries.max, chosen.queries.min]);
+  const start = pool.indexOf(qMax);
+  if (start < 0 || pool[m - 1 - start] !== qMin) {
+    throw new LegibleError(`${id}: the manifest's queries (${chosen.queries.max}, ${chosen.queries.min}) are not at mirrored ranks of the held-out split's ranking by this feature: the build is stale (legible stimuli ${study.id})`);
+  }
+  const stats = statsOf(v, refRows, zeroOf(feature.basis));
+  const required = study.features.min_separation * (stats.max - stats.min);
+  const separated = (i: number) => i < m - 1 - i && v[pool[i]] - v[pool[m - 1 - i]] > 0 && v[pool[i]] - v[pool[m - 1 - i]] >= required;
+  const lo = Math.max(0, start - halfWidth);
+  let hi = start;
+  while (hi + 1 <= start + halfWidth && separated(hi + 1)) hi++;
+  const max: string[] = [];
+  const min: string[] = [];
+  for (let i = lo; i <= hi; i++) {
+    max.push(ids[pool[i]]);
+    min.push(ids[pool[m - 1 - i]]);
+  }
+  return { max, min, start, m };
+}
+
 /** A feature's exemplars; an error with the reason where it can't make valid trials. */
 export function exemplarsOf(feature: FeatureColumn, ctx: RankContext, difficulty?: Difficulty): Exemplars {
   const a = assessFeature(feature, ctx, { difficulty });

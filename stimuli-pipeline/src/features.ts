@@ -180,7 +180,7 @@ export async function computeFeatures(
         opts.log(
           `nmf ${l.name}: k=${nmfBasis.components} on ${n} ${patchRows ? 'patches' : 'images'}, ${fit.iterations} ${nmfBasis.solver} iterations, relative error ${fit.relativeError.toFixed(4)}${fit.converged ? '' : ' (max_iter reached)'}`,
         );
-        const encoder = await NmfEncoder.create(fit.W, nmfBasis.components, l.channels, opts.device);
+        const encoder = await NmfEncoder.create(fit.W, nmfBasis.components, l.channels);
         releases.push(() => encoder.release());
         nmf.push({ W: fit.W, encoder });
         fitSeconds.set(`${l.name}/nmf`, (performance.now() - t0) / 1000);

@@ -16,14 +16,14 @@
 // less than tol × the error at initialisation. Everything is deterministic for a seed: the products
 // run with a fixed thread count's fixed partition, the sweeps in a fixed order.
 import type { InferenceSession, Tensor } from 'onnxruntime-node';
-import { rng } from '@legible/studies';
+import { LegibleError, rng } from '@legible/studies';
 import { attr, makeGraph, makeModel, node, tensorInfo } from './onnx/graph.ts';
-import { DataType, encodeModel, float32Tensor } from './onnx/proto.ts';
+import { DataType, encodeModel } from './onnx/proto.ts';
 import { openSession, type Device } from './runtime.ts';
 
-import { EPS, halsRows, nmfCodes } from './hals.ts';
+import { EPS, halsRows, nmfCodes, nmfGram, nnlsRow } from './hals.ts';
 
-export { halsRows, nmfCodes };
+export { halsRows, nmfCodes, nmfGram, nnlsRow };
 /** NMF codes never go below EPS (the solver's floor): a code at this float32 value is zero. */
 export const NMF_ZERO = Math.fround(EPS);
 
@@ -350,40 +350,26 @@ function dot(a: ArrayLike<number>, b: ArrayLike<number>): number {
 }
 
 /**
- * Codes of rows with W fixed (non-negative least squares, by HALS sweeps): an image's activation on
- * each concept. `rows` is b × c; returns b × k. A·Wᵀ runs in onnxruntime.
+ * Codes of rows with W fixed (non-negative least squares, solved exactly: hals.ts's nmfCodes): an
+ * image's activation on each concept. `rows` is b × c; returns b × k. Plain JavaScript in float64
+ * (the products are O(b·c·k), a small part of a build's time), the same code as the browser's.
  */
 export class NmfEncoder {
   private constructor(
-    private readonly session: InferenceSession,
-    private readonly ort: typeof import('onnxruntime-node'),
-    private readonly WWt: Float32Array,
+    private readonly W: Float32Array,
+    private readonly G: Float64Array,
     readonly k: number,
     readonly c: number,
   ) {}
 
-  static async create(W: Float32Array, k: number, c: number, device?: Device): Promise<NmfEncoder> {
-    const ort = await import('onnxruntime-node');
-    const model = makeModel({
-      graph: makeGraph({
-        name: 'nmf_codes',
-        inputs: [tensorInfo('A', DataType.FLOAT, ['b', c])],
-        outputs: [tensorInfo('AWt', DataType.FLOAT, ['b', k])],
-        initializers: [float32Tensor('W', [k, c], W)],
-        nodes: [node('Gemm', ['A', 'W'], ['AWt'], [attr.int('transB', 1)], { name: 'a_wt' })],
-      }),
-    });
-    const { session } = await openSession(encodeModel(model), { device });
-    return new NmfEncoder(session, ort, Float32Array.from(gram(W, k, c)), k, c);
+  static async create(W: Float32Array, k: number, c: number): Promise<NmfEncoder> {
+    if (W.length !== k * c) throw new LegibleError(`NMF dictionary: ${W.length} values for k = ${k} concepts × c = ${c} channels`);
+    return new NmfEncoder(W, nmfGram(W, k, c), k, c);
   }
 
-  async encode(rows: Float32Array, b: number, sweeps = 200): Promise<Float32Array> {
-    const out = await this.session.run({ A: new this.ort.Tensor('float32', rows, [b, this.c]) });
-    const AWt = (out.AWt as Tensor).data as Float32Array;
-    return nmfCodes(AWt, this.WWt, b, this.k, sweeps);
+  async encode(rows: Float32Array, b: number): Promise<Float32Array> {
+    return nmfCodes(rows, b, this.W, this.G, this.k, this.c);
   }
 
-  async release(): Promise<void> {
-    await this.session.release();
-  }
+  async release(): Promise<void> {}
 }

@@ -11,26 +11,40 @@
 // the experimenter names, flattened); s is the cosine similarity of embeddings centred on the mean
 // embedding of every image the observer sees for the study (so that all-positive ReLU maps do not
 // look alike). α: the MIS fits it to human annotations (IMI) for DreamSim; here it is an option
-// (default 4, uncalibrated: fit it to your own pilot), and ρ between machine and human scores,
-// which `legible analyze` reports, does not depend on it.
+// whose default (4) is NOT calibrated — no fit to human data stands behind it. It sets how far from
+// 0.5 the scores spread, so read them as a ranking of features until α is fitted to your own pilot;
+// ρ between machine and human scores, which `legible analyze` reports, does not depend on it.
 //
-// Tasks per feature: its trials' queries and every other pair of its query candidates (the manifest
-// holds up to five per side, drawn at the study's difficulty: the next images of the same ranking),
-// against its references of each reference kind. The CI is a bootstrap over the query images of
-// each side (the pairs share images, so resampling pairs would understate the spread).
+// Tasks per feature: query pairs drawn the way the study draws its queries, many more than the
+// study shows (`pairs`, default 100). The study ranks the held-out (query) split by the feature and
+// takes the image at its difficulty's rank from the top as the max query and the one at the same
+// rank from the bottom as the min query; predict takes each side's band of ranks within BAND (2.5%)
+// of the split around those positions (cut where a max candidate would no longer lie clearly above
+// a min one, as the study requires of its pair), and draws ⌈√pairs⌉ images per side from it
+// (seeded; the study's own queries always among them), every max query crossed with every min
+// query, against the feature's references of each reference kind its trials use. The CI is a
+// bootstrap over the query images: each resample draws max and min queries with replacement, the
+// same draw for every reference kind (the pairs and kinds share images, so resampling pairs would
+// understate the spread).
 import { existsSync, readFileSync, renameSync, writeFileSync } from 'node:fs';
 import { readFile } from 'node:fs/promises';
 import { basename, join, relative } from 'node:path';
 import type { Tensor } from 'onnxruntime-node';
 import { type MachineScore, inputSize, LegibleError, Manifest, ModelInput, modelInput, rng, seedFrom, type LoadedStudy, type ManifestFeature, type ManifestTrial } from '@legible/studies';
+import { studyFeatureSet } from './build.ts';
+import { featureId, queryBands, rankContext } from './exemplars.ts';
 import { checkInput } from './extract.ts';
 import { addTaps } from './onnx/taps.ts';
 import { channelCount, decodeForModel, normalise } from './preprocess.ts';
 import { fixedBatch, openSession, type Device } from './runtime.ts';
 
 export const PREDICT_FORMAT = 'legible-predict/1';
-/** Default slope of the logistic rule (see the header). */
+/** Default slope of the logistic rule (see the header): uncalibrated. */
 export const DEFAULT_ALPHA = 4;
+/** Default number of query pairs per feature and reference kind (⌈√pairs⌉ queries per side, crossed). */
+export const DEFAULT_PAIRS = 100;
+/** Half-width of the band of ranks queries are drawn from, as a share of the held-out split (at least ⌈√pairs⌉ ranks). */
+export const BAND = 0.025;
 const BOOTSTRAP = 2000;
 
 export type { MachineScore } from '@legible/studies';
@@ -70,7 +84,8 @@ export function decide(task: { max: Float32Array[]; min: Float32Array[]; qMax: F
 /**
  * A feature's score from its crossed tasks: `p[k][i][j]` is P(correct) for reference kind k, max
  * query i and min query j. The estimate is the mean over every task; the CI is a percentile
- * bootstrap that resamples, per kind, the max queries and the min queries.
+ * bootstrap that resamples the max queries and the min queries — one draw shared by every kind
+ * where the kinds cross the same queries (same sizes: predictManifest's), else one per kind.
  */
 export function scoreTasks(p: number[][][], seed: number, level = 0.95): { p: number; lo: number; hi: number; n_pairs: number } {
   const blocks = p.filter((k) => k.length && k[0].length);
@@ -91,7 +106,14 @@ export function scoreTasks(p: number[][][], seed: number, level = 0.95): { p: nu
   const r = rng(seed);
   const draws = new Float64Array(BOOTSTRAP);
   const resample = (m: number) => Array.from({ length: m }, () => r.int(m));
-  for (let b = 0; b < BOOTSTRAP; b++) draws[b] = meanOf((k) => ({ rows: resample(k.length), cols: resample(k[0].length) }));
+  const shared = blocks.every((k) => k.length === blocks[0].length && k[0].length === blocks[0][0].length);
+  for (let b = 0; b < BOOTSTRAP; b++) {
+    if (shared) {
+      const rows = resample(blocks[0].length);
+      const cols = resample(blocks[0][0].length);
+      draws[b] = meanOf(() => ({ rows, cols }));
+    } else draws[b] = meanOf((k) => ({ rows: resample(k.length), cols: resample(k[0].length) }));
+  }
   draws.sort();
   const q = (x: number) => draws[Math.min(BOOTSTRAP - 1, Math.max(0, Math.floor(x * BOOTSTRAP)))];
   return { p: estimate, lo: Math.min(estimate, q((1 - level) / 2)), hi: Math.max(estimate, q(1 - (1 - level) / 2)), n_pairs: n };
@@ -216,6 +238,8 @@ export interface Prediction {
   observer: string;
   weak_proxy: boolean;
   alpha: number;
+  /** Query pairs asked for per feature and reference kind (fewer where a feature's band holds fewer images). */
+  pairs: number;
   similarity: string;
   /** Per manifest feature. */
   features: Record<string, MachineScore>;
@@ -231,8 +255,16 @@ function refsOf(f: ManifestFeature, kind: ManifestTrial['reference_kind']): { ma
   return f.visualizations ? { max: f.visualizations.max.map((p) => `v:${p}`), min: f.visualizations.min.map((p) => `v:${p}`) } : null;
 }
 
-/** Score every feature and trial of a built study with an observer (embeddings: key → vector, keys "n:<image id>" and "v:<build path>"). */
-export function predictManifest(manifest: Manifest, embedding: (key: string) => Float32Array, opts: { alpha: number; observer: string; weakProxy: boolean }): Pick<Prediction, 'features' | 'trials'> {
+/**
+ * Score every feature and trial of a built study with an observer (embeddings: key → vector, keys
+ * "n:<image id>" and "v:<build path>"). `queries`: per feature id, the query images to cross (from
+ * drawQueries); without them, the manifest's query candidates (up to five per side).
+ */
+export function predictManifest(
+  manifest: Manifest,
+  embedding: (key: string) => Float32Array,
+  opts: { alpha: number; observer: string; weakProxy: boolean; queries?: Map<string, { max: string[]; min: string[] }> },
+): Pick<Prediction, 'features' | 'trials'> {
   const features: Record<string, MachineScore> = {};
   const trials: Record<string, number> = {};
   const byId = new Map(manifest.features.map((f) => [f.id, f]));
@@ -246,9 +278,13 @@ export function predictManifest(manifest: Manifest, embedding: (key: string) => 
       if (!refs) continue;
       const max = vecs(refs.max);
       const min = vecs(refs.min);
-      const qMax = vecs(f.queries.max.map((id) => `n:${id}`));
-      const qMin = vecs(f.queries.min.map((id) => `n:${id}`));
-      blocks.push(qMax.map((a) => qMin.map((b) => decide({ max, min, qMax: a, qMin: b }, opts.alpha).p)));
+      const q = opts.queries?.get(f.id) ?? f.queries;
+      const qMax = vecs(q.max.map((id) => `n:${id}`));
+      const qMin = vecs(q.min.map((id) => `n:${id}`));
+      // Δ once per query (decide's arithmetic, in its order), then every pair from those.
+      const dMax = qMax.map((e) => delta(e, max, min));
+      const dMin = qMin.map((e) => delta(e, max, min));
+      blocks.push(dMax.map((a) => dMin.map((b) => misProbability(a - b, opts.alpha))));
     }
     const s = scoreTasks(blocks, seedFrom('predict', manifest.seed, f.id));
     features[f.id] = { p: round(s.p), lo: round(s.lo), hi: round(s.hi), n_pairs: s.n_pairs, observer: opts.observer, weak_proxy: opts.weakProxy };
@@ -264,10 +300,11 @@ export function predictManifest(manifest: Manifest, embedding: (key: string) => 
   return { features, trials };
 }
 
-/** Every image key a manifest's tasks show, and its file. */
-export function imagesOf(manifest: Manifest, paths: { images: string; build: string }): Map<string, string> {
+/** Every image key a manifest's tasks show (and the drawn `queries`), and its file. */
+export function imagesOf(manifest: Manifest, paths: { images: string; build: string }, queries?: Map<string, { max: string[]; min: string[] }>): Map<string, string> {
   const files = new Map<string, string>();
   const natural = (id: string) => files.set(`n:${id}`, join(paths.images, id));
+  for (const q of queries?.values() ?? []) [...q.max, ...q.min].forEach(natural);
   for (const f of manifest.features) {
     [...f.references.max, ...f.references.min, ...f.queries.max, ...f.queries.min].forEach(natural);
     for (const p of [...(f.visualizations?.max ?? []), ...(f.visualizations?.min ?? [])]) files.set(`v:${p}`, join(paths.build, p));
@@ -276,7 +313,41 @@ export function imagesOf(manifest: Manifest, paths: { images: string; build: str
   return files;
 }
 
+/**
+ * Query images per feature, drawn the way the study draws its queries (see the header): per side
+ * the study's own query and ⌈√pairs⌉ − 1 more drawn without replacement (seeded by the study seed
+ * and the feature) from its band. Reads every image's value on the study's features as the build
+ * computed them (studyFeatureSet: the build's activation store, its dictionaries refitted as the
+ * build fitted them).
+ */
+export async function drawQueries(loaded: LoadedStudy, manifest: Manifest, pairs: number, opts: { device?: Device; log?: (s: string) => void } = {}): Promise<Map<string, { max: string[]; min: string[] }>> {
+  const perSide = Math.ceil(Math.sqrt(pairs));
+  const { fs } = await studyFeatureSet(loaded, { device: opts.device, quiet: true, log: opts.log ?? (() => {}) });
+  try {
+    const ctx = rankContext(loaded.study, fs.ids, fs.refRows, fs.queryRows, fs.hashes);
+    const columns = new Map([...fs.selected, ...fs.spare].map((c) => [featureId(c), c]));
+    const halfWidth = Math.max(perSide, Math.round(BAND * fs.queryRows.length));
+    const out = new Map<string, { max: string[]; min: string[] }>();
+    for (const f of manifest.features) {
+      const column = columns.get(f.id);
+      if (!column) throw new LegibleError(`${f.id}: a feature of the manifest that the study's features, computed from the activation store now, do not include: the build is stale (legible stimuli ${loaded.study.id})`);
+      const band = queryBands(column, ctx, { references: f.references, queries: { max: f.queries.max[0], min: f.queries.min[0] } }, halfWidth);
+      const r = rng(seedFrom('predict-queries', manifest.seed, f.id));
+      const pick = (ids: string[], own: string) => {
+        const rest = ids.filter((x) => x !== own);
+        return [own, ...r.sample(rest, Math.min(perSide - 1, rest.length))];
+      };
+      out.set(f.id, { max: pick(band.max, f.queries.max[0]), min: pick(band.min, f.queries.min[0]) });
+    }
+    return out;
+  } finally {
+    await fs.release();
+  }
+}
+
 export interface PredictOptions {
+  /** Query pairs per feature and reference kind (default DEFAULT_PAIRS): ⌈√pairs⌉ queries per side, crossed. */
+  pairs?: number;
   observer?: string;
   observerLayer?: string;
   observerInput?: string;
@@ -298,14 +369,17 @@ export async function predictStudy(loaded: LoadedStudy, opts: PredictOptions = {
   const manifest = Manifest.parse(JSON.parse(readFileSync(manifestFile, 'utf8')));
   const alpha = opts.alpha ?? DEFAULT_ALPHA;
   if (!(alpha > 0) || !Number.isFinite(alpha)) throw new LegibleError(`--alpha expects a number > 0, got ${opts.alpha}`);
+  const pairs = opts.pairs ?? DEFAULT_PAIRS;
+  if (!Number.isInteger(pairs) || pairs < 1) throw new LegibleError(`--pairs expects a whole number ≥ 1, got ${opts.pairs}`);
   const observer = resolveObserver(loaded, { observer: opts.observer, layer: opts.observerLayer, input: opts.observerInput });
   const started = performance.now();
-  const files = imagesOf(manifest, paths);
+  const queries = await drawQueries(loaded, manifest, pairs, { device: opts.device, log });
+  const files = imagesOf(manifest, paths, queries);
   const keys = [...files.keys()].sort();
   for (const k of keys) if (!existsSync(files.get(k)!)) throw new LegibleError(`image ${files.get(k)} (in ${relative(process.cwd(), manifestFile)}) is missing: rebuild the stimuli (legible stimuli ${study.id})`);
   const vectors = centre(await embedImages(observer, keys.map((k) => files.get(k)!), { device: opts.device, log }));
   const table = new Map(keys.map((k, i) => [k, vectors[i]]));
-  const scored = predictManifest(manifest, (k) => table.get(k)!, { alpha, observer: observer.label, weakProxy: observer.weakProxy });
+  const scored = predictManifest(manifest, (k) => table.get(k)!, { alpha, observer: observer.label, weakProxy: observer.weakProxy, queries });
   const seconds = (performance.now() - started) / 1000;
   const prediction: Prediction = {
     format: PREDICT_FORMAT,
@@ -313,6 +387,7 @@ export async function predictStudy(loaded: LoadedStudy, opts: PredictOptions = {
     observer: observer.label,
     weak_proxy: observer.weakProxy,
     alpha,
+    pairs,
     similarity: 'cosine of embeddings centred on their mean over the study\'s images',
     ...scored,
     seconds: Number(seconds.toFixed(3)),
@@ -345,7 +420,7 @@ export function withPredictSection(html: string, manifest: Manifest, prediction:
     .join('');
   const section = `${START}<section id="machine-observer"><h2>Machine observer</h2>
 ${prediction.weak_proxy ? '<div class="warn"><b>Weak proxy.</b> The observer is the study\'s own model, which defines the features: its similarities are not a person\'s. Give <code>legible predict --observer</code> a perceptual similarity model (DreamSim, CLIP, DINO) for a prediction worth acting on.</div>' : ''}
-<p class="info">Predicted P(correct) per feature, in the manner of the Machine Interpretability Score (Zimmermann, Klindt &amp; Brendel 2024): observer <b>${esc(prediction.observer)}</b>, similarity: ${esc(prediction.similarity)}, P = σ(${prediction.alpha} · (Δ(q+) − Δ(q−))), Δ(q) = mean similarity to the maximal references − to the minimal ones; mean over every pair of the feature's query candidates (n pairs) and reference kinds; 95% CI: bootstrap over the query images. ${prediction.images} images embedded in ${prediction.seconds.toFixed(1)} s.</p>
+<p class="info">Predicted P(correct) per feature, in the manner of the Machine Interpretability Score (Zimmermann, Klindt &amp; Brendel 2024): observer <b>${esc(prediction.observer)}</b>, similarity: ${esc(prediction.similarity)}, P = σ(${prediction.alpha} · (Δ(q+) − Δ(q−))), Δ(q) = mean similarity to the maximal references − to the minimal ones; mean over ${prediction.pairs} query pairs per feature and reference kind (n pairs in all), drawn from the held-out images around the study's query ranks; 95% CI: bootstrap over the query images. α ${prediction.alpha === DEFAULT_ALPHA ? `is the default (${DEFAULT_ALPHA}), not calibrated to human data: the scores rank features; their distance from 0.5 means little until α is fitted to a pilot` : 'as given'}. ${prediction.images} images embedded in ${prediction.seconds.toFixed(1)} s.</p>
 <table><tr><th>feature</th><th>trials</th><th>machine score</th><th>95% CI</th><th>n pairs</th></tr>${rows}</table></section>${END}`;
   const at = html.indexOf(START);
   if (at >= 0) return html.slice(0, at) + section + html.slice(html.indexOf(END) + END.length);

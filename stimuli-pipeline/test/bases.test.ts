@@ -1,9 +1,17 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import { parseStudy, rng, type Study } from '@legible/studies';
-import { fitNmf as fitNmfOrt, halsRows, NMF_ZERO, NmfEncoder, randomInit } from '../src/nmf.ts';
+import { spawnSync } from 'node:child_process';
+import { fitNmf as fitNmfOrt, halsRows, NMF_ZERO, NmfEncoder, nmfGram, randomInit } from '../src/nmf.ts';
+import { TORCH_PYTHON } from './torch-ref.ts';
 import { fitNmf, nmfCodes } from './reference-nmf.ts';
 import { checkSplitSizes, exemplarsOf, pickFeatures, rankContext, trialsOf, type FeatureColumn } from '../src/exemplars.ts';
+
+/** Why the SciPy comparison cannot run here (false where it can). */
+function scipyMissing(): string | false {
+  const r = spawnSync(TORCH_PYTHON, ['-c', 'import scipy.optimize'], { encoding: 'utf8' });
+  return r.status === 0 ? false : `no SciPy in ${TORCH_PYTHON}`;
+}
 
 /** A non-negative n × c matrix of exact rank k, and its factors. */
 function lowRank(n: number, c: number, k: number, seed: number) {
@@ -151,6 +159,70 @@ describe('NMF on onnxruntime (src/nmf.ts)', () => {
     assert.ok(a.converged && a.iterations < 1000);
     assert.deepEqual(a.W, b.W);
     assert.equal(a.device, 'cpu');
+  });
+
+  it('encodes new rows at the exact non-negative least-squares optimum, also with nearly parallel concepts', async () => {
+    // Concepts with cosines of about 0.999 (as NMF finds on deep layers: ResNet-50's layer3 at k = 4
+    // gave 0.9988 and a WWᵀ with condition number 5,300), rows built from them with some codes at 0
+    // and noise: the optimum has zeros and a long, flat valley.
+    const r = rng(31);
+    const k = 5;
+    const c = 48;
+    const base = Float64Array.from({ length: c }, () => r.next());
+    const W = Float32Array.from({ length: k * c }, (_, i) => base[i % c] * (1 + 0.04 * r.normal()) + 0.01 * r.next());
+    const n = 40;
+    const rows = new Float32Array(n * c);
+    for (let i = 0; i < n; i++) {
+      const u = Array.from({ length: k }, () => (r.next() < 0.3 ? 0 : 10 * r.next()));
+      for (let q = 0; q < c; q++) rows[i * c + q] = Math.max(0, u.reduce((s, uj, j) => s + uj * W[j * c + q], 0) + 0.05 * r.normal());
+    }
+    const encoder = await NmfEncoder.create(W, k, c);
+    const codes = await encoder.encode(rows, n);
+    const G = nmfGram(W, k, c);
+    let zeros = 0;
+    for (let i = 0; i < n; i++) {
+      // KKT in float64: the gradient G·u − W·a is 0 where u > 0 and ≥ 0 where u = 0 (to 1e-6 of W·a).
+      const b = Array.from({ length: k }, (_, j) => rows.subarray(i * c, (i + 1) * c).reduce((s, v, q) => s + v * W[j * c + q], 0));
+      const scale = Math.max(...b.map(Math.abs));
+      for (let j = 0; j < k; j++) {
+        const u = codes[i * k + j];
+        let g = -b[j];
+        for (let l = 0; l < k; l++) g += G[j * k + l] * (codes[i * k + l] <= NMF_ZERO ? 0 : codes[i * k + l]);
+        assert.ok(u >= NMF_ZERO, `row ${i}: code ${j} ${u} below the floor`);
+        if (u <= NMF_ZERO) {
+          zeros++;
+          assert.ok(g >= -1e-6 * scale, `row ${i}: code ${j} held at 0 though the gradient ${g} says it should grow`);
+        } else assert.ok(Math.abs(g) <= 1e-6 * scale, `row ${i}: code ${j} = ${u} is not at the optimum (gradient ${g}, scale ${scale})`);
+      }
+    }
+    assert.ok(zeros > 0, 'some codes at 0 (the constraint binds)');
+    // 200 HALS sweeps from the clipped projection — the earlier encoder — stop far from that optimum here.
+    const AWt = Float32Array.from({ length: n * k }, (_, x) => rows.subarray(Math.floor(x / k) * c, Math.floor(x / k) * c + c).reduce((s, v, q) => s + v * W[(x % k) * c + q], 0));
+    const hals = Float32Array.from(AWt, (v, x) => Math.max(NMF_ZERO, v / G[(x % k) * (k + 1)]));
+    halsRows(hals, AWt, G, n, k, 200, 0);
+    let off = 0;
+    for (let x = 0; x < n * k; x++) off = Math.max(off, Math.abs(hals[x] - codes[x]) / Math.max(codes[x], 1));
+    assert.ok(off > 1e-3, `HALS after 200 sweeps is within ${off} of the optimum: the case is not ill-conditioned enough to test`);
+  });
+
+  it('encodes as scipy.optimize.nnls does (where Python with SciPy is installed)', { skip: scipyMissing() }, async () => {
+    const r = rng(32);
+    const k = 6;
+    const c = 40;
+    const base = Float64Array.from({ length: c }, () => r.next());
+    const W = Float32Array.from({ length: k * c }, (_, i) => base[i % c] * (1 + 0.05 * r.normal()) + 0.02 * r.next());
+    const n = 30;
+    const rows = Float32Array.from({ length: n * c }, () => 5 * r.next());
+    const codes = await (await NmfEncoder.create(W, k, c)).encode(rows, n);
+    const script = 'import json,sys\nimport numpy as np\nfrom scipy.optimize import nnls\nd=json.load(sys.stdin)\nW=np.array(d["W"],dtype=np.float64).reshape(d["k"],d["c"])\nA=np.array(d["A"],dtype=np.float64).reshape(-1,d["c"])\nprint(json.dumps([nnls(W.T,a,maxiter=10000)[0].tolist() for a in A]))';
+    const out = spawnSync(TORCH_PYTHON, ['-c', script], { input: JSON.stringify({ W: Array.from(W), A: Array.from(rows), k, c }), encoding: 'utf8' });
+    assert.equal(out.status, 0, out.stderr);
+    const ref = (JSON.parse(out.stdout) as number[][]).flat();
+    const scale = Math.max(...ref);
+    for (let x = 0; x < n * k; x++) {
+      const u = codes[x] <= NMF_ZERO ? 0 : codes[x];
+      assert.ok(Math.abs(u - ref[x]) <= 1e-5 * Math.max(Math.abs(ref[x]), 1e-3 * scale), `code ${x}: ${u} vs scipy ${ref[x]}`);
+    }
   });
 
   it('encodes new rows with W fixed as well as the reference non-negative least squares', async () => {

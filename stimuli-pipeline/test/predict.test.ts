@@ -10,8 +10,10 @@ import { join } from 'node:path';
 import { after, describe, it } from 'node:test';
 import { fileURLToPath } from 'node:url';
 import { loadStudy, Manifest, rng } from '@legible/studies';
-import { ensureBuilt } from '../src/build.ts';
-import { centre, cosine, decide, delta, misProbability, parseObserverInput, predictStudy, readPrediction, scoreTasks } from '../src/predict.ts';
+import { splitOf } from '../src/dataset.ts';
+import { ensureBuilt, studyFeatureSet } from '../src/build.ts';
+import { featureId } from '../src/exemplars.ts';
+import { BAND, centre, cosine, decide, DEFAULT_PAIRS, delta, drawQueries, misProbability, parseObserverInput, predictStudy, readPrediction, scoreTasks } from '../src/predict.ts';
 
 const root = fileURLToPath(new URL('../..', import.meta.url));
 const v = (...xs: number[]) => Float32Array.from(xs);
@@ -107,6 +109,19 @@ describe('machine observer: scores', () => {
     assert.ok(weak.p < 0.9 && weak.lo > 0.5, `diluted: ${weak.p} [${weak.lo}, ${weak.hi}]`);
   });
 
+  it('resamples the query images once for every reference kind (the kinds cross the same images)', () => {
+    const r = rng(13);
+    const random = () => Float32Array.from({ length: 16 }, () => r.normal());
+    const [block] = featureTasks(random, r, { queries: 10, easy: true });
+    const one = scoreTasks([block], 5);
+    // Two kinds over the same queries: resampled together, the interval is the one kind's; resampled
+    // apart, it would be narrower, as if twice the images had been seen.
+    const two = scoreTasks([block, block], 5);
+    for (const key of ['p', 'lo', 'hi'] as const) assert.ok(Math.abs(two[key] - one[key]) < 1e-12, `${key}: ${two[key]} with two kinds, ${one[key]} with one`);
+    assert.equal(two.n_pairs, 200);
+    assert.ok(one.hi - one.lo > 0);
+  });
+
   it('says which part of --observer-input is wrong', () => {
     assert.deepEqual(parseObserverInput('size=64,resize=none,mean=0.5,std=0.25,channels=gray'), { size: 64, channels: 'gray', range: 1, mean: [0.5], std: [0.25] });
     assert.throws(() => parseObserverInput('size=224,mean=0.5/0.5'), /--observer-input: mean: expected 3 values/);
@@ -125,12 +140,13 @@ describe('legible predict on the demo study', () => {
     dir = mkdtempSync(join(tmpdir(), 'legible-predict-'));
     const yaml = readFileSync(demo.file, 'utf8').replace('onnx: model.onnx', `onnx: ${demo.paths.model}`).replace('images: data/fashion-mnist', `images: ${demo.paths.images}`);
     writeFileSync(join(dir, 'study.yaml'), yaml);
-    for (const f of ['manifest.json', 'report.html', 'stamp.json', 'img']) cpSync(join(demo.paths.build, f), join(dir, 'build', f), { recursive: true });
+    for (const f of ['manifest.json', 'report.html', 'stamp.json', 'img', 'cache']) cpSync(join(demo.paths.build, f), join(dir, 'build', f), { recursive: true });
     const copy = loadStudy(join(dir, 'study.yaml'));
     const before = Manifest.parse(JSON.parse(readFileSync(join(dir, 'build/manifest.json'), 'utf8')));
 
     const p = await predictStudy(copy, { log: () => {} });
     assert.equal(p.weak_proxy, true);
+    assert.equal(p.pairs, DEFAULT_PAIRS);
     assert.match(p.observer, /model\.onnx:block3 .*weak proxy/);
     const after = Manifest.parse(JSON.parse(readFileSync(join(dir, 'build/manifest.json'), 'utf8')));
     assert.equal(after.features.length, before.features.length);
@@ -138,7 +154,9 @@ describe('legible predict on the demo study', () => {
       const s = f.machine_score;
       assert.ok(s, `${f.id} has a machine score`);
       assert.ok(s.lo <= s.p && s.p <= s.hi && s.lo >= 0 && s.hi <= 1, `${f.id}: ${JSON.stringify(s)}`);
-      assert.equal(s.n_pairs, f.queries.max.length * f.queries.min.length, 'every pair of query candidates');
+      // 10 × 10 queries per reference kind wherever the feature's band holds them (the demo's held-out
+      // split has ~600 images: bands of 16 ranks at its difficulty, extreme).
+      assert.equal(s.n_pairs, DEFAULT_PAIRS * new Set(after.trials.filter((t) => t.feature === f.id).map((t) => t.reference_kind)).size, `${f.id}: ${s.n_pairs} pairs`);
       assert.equal(s.weak_proxy, true);
     }
     // Everything else in the manifest is as it was (the build's, or an earlier prediction's).
@@ -158,6 +176,50 @@ describe('legible predict on the demo study', () => {
     assert.equal(readPrediction(join(dir, 'build'))!.alpha, 2);
   });
 
+  it('draws query pairs the way the study draws its queries: held-out images around its query ranks, seeded', async () => {
+    const copy = loadStudy(join(dir, 'study.yaml'));
+    const manifest = Manifest.parse(JSON.parse(readFileSync(join(dir, 'build/manifest.json'), 'utf8')));
+    const drawn = await drawQueries(copy, manifest, 100);
+    assert.deepEqual(await drawQueries(copy, manifest, 100), drawn, 'seeded: the same draw again');
+    const { fs } = await studyFeatureSet(copy, { quiet: true, log: () => {} });
+    try {
+      const columns = new Map([...fs.selected, ...fs.spare].map((c) => [featureId(c), c]));
+      const rowOf = new Map(fs.ids.map((id, r) => [id, r]));
+      const m = fs.queryRows.length;
+      for (const f of manifest.features) {
+        const q = drawn.get(f.id)!;
+        const v = (id: string) => columns.get(f.id)!.values[rowOf.get(id)!];
+        assert.equal(q.max.length, 10);
+        assert.equal(q.min.length, 10);
+        assert.equal(new Set([...q.max, ...q.min]).size, 20, 'no image twice');
+        // The study's own queries are among them (first), and every query is a held-out image.
+        assert.equal(q.max[0], f.queries.max[0]);
+        assert.equal(q.min[0], f.queries.min[0]);
+        for (const id of [...q.max, ...q.min]) assert.equal(splitOf(id, copy.study.dataset.split), 'query', `${f.id}: ${id} is held out`);
+        // Clearly apart as the study's pair: every max query above every min query by min_separation × range.
+        const required = copy.study.features.min_separation * (f.stats.max - f.stats.min);
+        const weakestMax = Math.min(...q.max.map(v));
+        const strongestMin = Math.max(...q.min.map(v));
+        assert.ok(weakestMax - strongestMin >= required * (1 - 1e-5), `${f.id}: max queries down to ${weakestMax}, min queries up to ${strongestMin}`);
+        // Near the study's query ranks (the demo's difficulty is extreme: the top and bottom of the
+        // held-out ranking): at most BAND of the split's images beyond them, on each side.
+        const above = (x: number) => fs.queryRows.filter((r) => columns.get(f.id)!.values[r] > x).length;
+        const below = (x: number) => fs.queryRows.filter((r) => columns.get(f.id)!.values[r] < x).length;
+        assert.ok(above(weakestMax) <= Math.round(BAND * m) + 1, `${f.id}: ${above(weakestMax)} held-out images above its weakest max query`);
+        assert.ok(below(strongestMin) <= Math.round(BAND * m) + 1, `${f.id}: ${below(strongestMin)} held-out images below its strongest min query`);
+      }
+    } finally {
+      await fs.release();
+    }
+    // One pair: the study's own, so the feature's score is its natural main trial's probability.
+    const one = await predictStudy(copy, { log: () => {}, pairs: 1 });
+    const main = manifest.trials.find((t) => t.kind === 'main' && t.reference_kind === 'natural')!;
+    const f = manifest.features.find((x) => x.id === main.feature)!;
+    assert.equal(one.features[f.id].n_pairs, 1);
+    assert.equal(f.queries.max[0], main.query_images[main.answer]);
+    assert.equal(one.features[f.id].p, one.trials[main.id]);
+  });
+
   it('the CLI names a missing build, an unknown layer and an observer without its tensor', () => {
     const cli = (...args: string[]) => spawnSync(process.execPath, [join(root, 'bin/legible.mjs'), 'predict', ...args], { encoding: 'utf8' });
     const empty = mkdtempSync(join(tmpdir(), 'legible-predict-empty-'));
@@ -171,6 +233,9 @@ describe('legible predict on the demo study', () => {
       const badLayer = cli(join(dir, 'study.yaml'), '--observer-layer', 'block9');
       assert.equal(badLayer.status, 1);
       assert.match(badLayer.stderr, /--observer-layer "block9": the study has no layer .*layers: block2, block3/);
+      const noPairs = cli(join(dir, 'study.yaml'), '--pairs', '2.5');
+      assert.equal(noPairs.status, 2);
+      assert.match(noPairs.stderr, /--pairs expects a whole number ≥ 1, got "2\.5"/);
       const noTensor = cli(join(dir, 'study.yaml'), '--observer', demo.paths.model);
       assert.equal(noTensor.status, 1);
       assert.match(noTensor.stderr, /needs --observer-layer TENSOR/);

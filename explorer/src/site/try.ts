@@ -1,10 +1,11 @@
 // "Try an image": the study's model, truncated at its tapped tensors (model/probe.onnx), runs in the
 // browser with onnxruntime-web — WebGPU where the browser has it, else wasm (multi-threaded when the
 // page is cross-origin isolated). Each study feature's value is computed as `legible stimuli`
-// computes it: channels from the in-graph spatial mean (or max), NMF codes by the same HALS solve
-// with the dictionary fixed (stimuli-pipeline/src/hals.ts); then its percentile among the reference
+// computes it: channels from the in-graph spatial mean (or max), NMF codes from the spatial mean by the
+// same exact float64 non-negative least-squares solve with the dictionary fixed
+// (stimuli-pipeline/src/hals.ts); then its percentile among the reference
 // images and a spatial heat map over the photo. Loaded only when the panel opens.
-import { nmfCodes } from '@legible/stimuli-pipeline/hals';
+import { nmfCodes, nmfGram } from '@legible/stimuli-pipeline/hals';
 import type { ExplorerData, TryData } from '../build.ts';
 import type { ProbeLayer } from '../model.ts';
 import { el } from './main.ts';
@@ -146,7 +147,7 @@ export class Probe {
     const saeOf = new Map<string, Float32Array>();
     const saeMaps = new Map<string, Float32Array>();
     const grids = new Map<string, ReturnType<typeof positions>>();
-    const WWts = new Map<string, Float32Array>();
+    const dicts = new Map<string, { W: Float64Array; G: Float64Array }>();
     for (const f of this.spec.features) {
       const layer = this.spec.layers.find((l) => l.name === f.layer)!;
       if (!grids.has(layer.name)) grids.set(layer.name, positions(layer, get(layer.outputs.raw)));
@@ -158,22 +159,17 @@ export class Probe {
         for (let p = 0; p < P; p++) map[p] = grid.rows[p * layer.channels + f.index];
       } else if (f.basis === 'nmf') {
         const dict = this.spec.nmf[f.layer];
-        if (!WWts.has(f.layer)) WWts.set(f.layer, Float32Array.from(dict.WWt));
-        const WWt = WWts.get(f.layer)!;
-        if (!nmfOf.has(f.layer)) nmfOf.set(f.layer, nmfCodes(Float32Array.from(get(layer.outputs.nmf!)), WWt, 1, dict.k));
+        const c = layer.channels;
+        if (!dicts.has(f.layer)) {
+          const W = Float64Array.from(dict.W);
+          dicts.set(f.layer, { W, G: nmfGram(W, dict.k, c) });
+        }
+        const { W, G } = dicts.get(f.layer)!;
+        if (!nmfOf.has(f.layer)) nmfOf.set(f.layer, nmfCodes(get(layer.outputs.mean), 1, W, G, dict.k, c));
         values[f.id] = nmfOf.get(f.layer)![f.index];
         if (!nmfMaps.has(f.layer)) {
-          // Each position's code: its channel vector's A·Wᵀ, then the same solve.
-          const c = layer.channels;
-          const AWt = new Float32Array(P * dict.k);
-          for (let p = 0; p < P; p++) {
-            for (let j = 0; j < dict.k; j++) {
-              let s = 0;
-              for (let q = 0; q < c; q++) s += grid.rows[p * c + q] * dict.W[j * c + q];
-              AWt[p * dict.k + j] = s;
-            }
-          }
-          nmfMaps.set(f.layer, { w: grid.w, h: grid.h, codes: nmfCodes(AWt, WWt, P, dict.k) });
+          // Each position's code: its channel vector through the same solve.
+          nmfMaps.set(f.layer, { w: grid.w, h: grid.h, codes: nmfCodes(grid.rows, P, W, G, dict.k, c) });
         }
         const codes = nmfMaps.get(f.layer)!.codes;
         for (let p = 0; p < P; p++) map[p] = codes[p * dict.k + f.index];
