@@ -81,7 +81,7 @@ export interface NmfFit {
 /** scikit-learn's `init='random'`: |N(0,1)| · sqrt(mean(A) / k), with our seeded generator. */
 export function randomInit(A: Float32Array, n: number, c: number, k: number, seed: number): { U: Float32Array; W: Float32Array } {
   let mean = 0;
-  for (const v of A) mean += v;
+  for (let i = 0; i < A.length; i++) mean += A[i];
   mean /= A.length;
   const scale = Math.sqrt(mean / k);
   const r = rng(seed);
@@ -173,7 +173,7 @@ export async function fitNmf(A: Float32Array, n: number, c: number, opts: NmfFit
   const uSweeps = opts.sweeps?.U ?? U_SWEEPS;
   const wSweeps = opts.sweeps?.W ?? W_SWEEPS;
   let normA2 = 0;
-  for (const v of A) normA2 += v * v;
+  for (let i = 0; i < A.length; i++) normA2 += A[i] * A[i];
   const start = opts.init ?? randomInit(A, n, c, k, opts.seed);
   const U = Float32Array.from(start.U);
   const W = Float32Array.from(start.W);
