@@ -71,7 +71,9 @@ export async function extractToStore(opts: ExtractOptions): Promise<{ device: st
     opts.model,
     resolved.map((l) => ({ tensor: l.tensor, rank: l.shape.length + 1, layout: { channelsLast: l.layout !== 'nchw', skip: l.classTokens } })),
   );
-  const { session, device } = await openSession(reduced, { device: opts.device, threads: opts.threads, log: opts.log });
+  // No spinning: while onnxruntime runs a batch, the next one decodes on libvips's threads, and
+  // threads spinning between operators would take the cores the decoding needs.
+  const { session, device } = await openSession(reduced, { device: opts.device, threads: opts.threads, spinning: false, log: opts.log });
   try {
     const batchSize = fixedBatch(session) ?? opts.batchSize ?? 32;
     const inputName = session.inputNames[0];
@@ -104,6 +106,8 @@ export async function extractToStore(opts: ExtractOptions): Promise<{ device: st
       return { decoded: results.filter((r): r is Decoded => r !== null), hashes, skipped };
     };
 
+    // One input buffer for every batch (a fresh 10 MB array per batch of 16 costs page faults).
+    let input = new Float32Array(0);
     let acc = newShardAccumulator(layers.length);
     let next = decode(work[0].images);
     let written = 0;
@@ -114,8 +118,11 @@ export async function extractToStore(opts: ExtractOptions): Promise<{ device: st
       acc.skipped.push(...skipped);
       if (decoded.length) {
         const n = fixedBatch(session) ?? decoded.length;
-        const data = new Float32Array(n * plane);
+        if (input.length < n * plane) input = new Float32Array(n * plane);
+        const data = input.subarray(0, n * plane);
         decoded.forEach((d, i) => normalise(d.pixels, opts.input, data, i * plane));
+        // A fixed-batch model's unused rows are zeros, as before (their outputs are not kept).
+        data.fill(0, decoded.length * plane);
         const outputs = await session.run({ [inputName]: new ort.Tensor('float32', data, [n, channels, height, width]) }, outputNames);
         layers.forEach((l, li) => {
           const rows = decoded.length * l.channels;
