@@ -2,9 +2,9 @@
 // (sharp decode + onnxruntime-node) side by side with PyTorch (PIL + torchvision + torch, Debian's
 // python3-torch) on the same weights (one random-weight ResNet-50, exported with torch.onnx), the
 // same images and the same number of threads, in one run. PyTorch runs in several configurations, as
-// a practitioner would tune it (glibc's allocator thresholds, DataLoader workers, channels_last; all
-// with torch.inference_mode, `threads` intra-op threads and one inter-op thread), each in its own
-// process; the best one is the reference of the ratio.
+// a practitioner would tune it (glibc's allocator thresholds, DataLoader workers, channels_last,
+// OpenMP's wait policy; all with torch.inference_mode, `threads` intra-op threads and one inter-op
+// thread), each in its own process; the best one is the reference of the ratio.
 //
 // Each side also reports its CPU time per image (all threads of its process: user + system), which a
 // loaded machine disturbs far less than images/s. With rounds > 1 the sides alternate (legible, then
@@ -28,13 +28,16 @@ const threads = Number(process.argv[3] ?? 2);
 const batch = 16;
 /** glibc: keep freed blocks in the heap instead of unmapping them (no fresh page faults per batch). */
 const TUNED_MALLOC = { MALLOC_MMAP_THRESHOLD_: '4294967296', MALLOC_TRIM_THRESHOLD_: '4294967296' };
-const CONFIGS: { label: string; workers: number; channelsLast: boolean; malloc: boolean }[] = [
+const CONFIGS: { label: string; workers: number; channelsLast: boolean; malloc: boolean; env?: Record<string, string> }[] = [
   { label: "glibc's default allocator, DataLoader workers = 0", workers: 0, channelsLast: false, malloc: false },
   { label: "glibc's default allocator, DataLoader workers = 1", workers: 1, channelsLast: false, malloc: false },
   { label: 'MALLOC_MMAP/TRIM_THRESHOLD_ = 4 GiB, workers = 0', workers: 0, channelsLast: false, malloc: true },
   { label: 'MALLOC_MMAP/TRIM_THRESHOLD_ = 4 GiB, workers = 1', workers: 1, channelsLast: false, malloc: true },
   { label: 'MALLOC_MMAP/TRIM_THRESHOLD_ = 4 GiB, workers = 0, channels_last', workers: 0, channelsLast: true, malloc: true },
   { label: 'MALLOC_MMAP/TRIM_THRESHOLD_ = 4 GiB, workers = 1, channels_last', workers: 1, channelsLast: true, malloc: true },
+  // OpenMP threads that sleep instead of spinning between operators: the counterpart of legible's
+  // onnxruntime setting (allow_spinning 0), for a machine whose cores other work also needs.
+  { label: 'MALLOC_MMAP/TRIM_THRESHOLD_ = 4 GiB, workers = 0, channels_last, OMP_WAIT_POLICY = PASSIVE', workers: 0, channelsLast: true, malloc: true, env: { OMP_WAIT_POLICY: 'PASSIVE' } },
 ];
 const chosen = !process.argv[4] || process.argv[4] === 'all' ? CONFIGS.map((_, i) => i) : process.argv[4].split(',').map(Number);
 const rounds = Number(process.argv[5] ?? 1);
@@ -118,7 +121,7 @@ for (let r = 0; r < rounds; r++) {
   chosen.forEach((i, j) => {
     const cfg = CONFIGS[i];
     console.error(`  PyTorch: ${cfg.label} …`);
-    const env: Record<string, string> = { OMP_NUM_THREADS: String(threads), ...(cfg.malloc ? TUNED_MALLOC : {}) };
+    const env: Record<string, string> = { OMP_NUM_THREADS: String(threads), ...(cfg.malloc ? TUNED_MALLOC : {}), ...cfg.env };
     const t = reference(['extract', modelDir, images, String(batch), String(threads), String(cfg.workers), cfg.channelsLast ? '1' : '0', '1'], env) as TorchRun;
     console.error(`    ${t.images_per_s.toFixed(2)} images/s, ${((1000 * t.cpu_seconds) / t.images).toFixed(1)} CPU ms/image`);
     torchRounds[j].push(t);

@@ -118,7 +118,7 @@ def extract(out_dir, images, batch, threads, workers, channels_last=False, inter
     import numpy as np
 
     np.save(os.path.join(out_dir, "torch_layer4_mean.npy"), np.concatenate(means["layer4"]))
-    env = {k: os.environ[k] for k in ["MALLOC_MMAP_THRESHOLD_", "MALLOC_TRIM_THRESHOLD_", "LD_PRELOAD"] if k in os.environ}
+    env = {k: os.environ[k] for k in ["MALLOC_MMAP_THRESHOLD_", "MALLOC_TRIM_THRESHOLD_", "LD_PRELOAD", "OMP_WAIT_POLICY"] if k in os.environ}
     print(
         json.dumps(
             {
