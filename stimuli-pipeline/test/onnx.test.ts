@@ -22,7 +22,7 @@ import {
   type TensorProto,
 } from '../src/onnx/proto.ts';
 import { editDistance } from '@legible/studies';
-import { addReducedTaps, addTaps, listTensors, pruneGraph, reducedName } from '../src/onnx/taps.ts';
+import { addReducedTaps, addTaps, listTensors, pruneGraph, reducedName, tapsOnly } from '../src/onnx/taps.ts';
 import { Rng } from '@legible/studies/random';
 
 const root = fileURLToPath(new URL('../..', import.meta.url));
@@ -331,6 +331,17 @@ describe('taps (taps.ts)', () => {
     assert.deepEqual(outputs[names[0]].dims, [3, 4]);
     assert.ok(maxAbsDiff(outputs[names[0]].data as Float32Array, mean) < 1e-5);
     assert.ok(maxAbsDiff(outputs[names[1]].data as Float32Array, max) < 1e-5);
+  });
+
+  it('outputs the taps alone, without the layers after them, with the values of the whole model', async () => {
+    const { model, reference, input } = tinyNet(5);
+    const x = input(2);
+    const bytes = tapsOnly(encodeModel(model), ['act', 'conv']);
+    assert.deepEqual(decodeModel(bytes).graph!.node!.map((n) => n.op_type), ['Conv', 'Relu']);
+    const { outputs, names } = await run(bytes, { x: new ort.Tensor('float32', x, [2, 3, 8, 8]) });
+    assert.deepEqual(names, ['act', 'conv']);
+    const ref = reference(x, 2);
+    for (const name of ['conv', 'act'] as const) assert.ok(maxAbsDiff(outputs[name].data as Float32Array, ref[name]) < 1e-5, name);
   });
 
   it('prunes a graph to what its outputs need, counting what an If branch reads from the outer graph', () => {

@@ -108,6 +108,18 @@ export function addTaps(modelBytes: Uint8Array, tensorNames: readonly string[]):
   return encodeModel(addTapsToModel(decodeModel(modelBytes), tensorNames));
 }
 
+/**
+ * Model bytes → model bytes whose only outputs are the named tensors, without the nodes they do not
+ * need (the layers after the deepest one, the classifier): for a run that reads the taps alone.
+ */
+export function tapsOnly(modelBytes: Uint8Array, tensorNames: readonly string[]): Uint8Array {
+  const tapped = addTapsToModel(decodeModel(modelBytes), tensorNames);
+  const graph = tapped.graph!;
+  const wanted = new Set(tensorNames);
+  const outputs = (graph.output ?? []).filter((o) => wanted.has(o.name ?? ''));
+  return encodeModel({ ...tapped, graph: pruneGraph({ ...graph, output: outputs }) });
+}
+
 /** Names of the reduced outputs that addReducedTaps adds for a tapped tensor. */
 export const reducedName = (tensor: string, how: 'mean' | 'max') => `legible.${how}(${tensor})`;
 
