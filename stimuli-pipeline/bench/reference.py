@@ -105,6 +105,7 @@ def extract(out_dir, images, batch, threads, workers, channels_last=False, inter
     with torch.inference_mode():
         forward(next(iter(loader)))
         t0 = time.perf_counter()
+        c0 = time.process_time()
         n = 0
         for x in loader:
             forward(x)
@@ -113,16 +114,18 @@ def extract(out_dir, images, batch, threads, workers, channels_last=False, inter
                 o.amax(dim=(2, 3))
             n += x.shape[0]
         seconds = time.perf_counter() - t0
+        cpu_seconds = time.process_time() - c0
     import numpy as np
 
     np.save(os.path.join(out_dir, "torch_layer4_mean.npy"), np.concatenate(means["layer4"]))
-    env = {k: os.environ[k] for k in ["MALLOC_MMAP_THRESHOLD_", "MALLOC_TRIM_THRESHOLD_", "LD_PRELOAD"] if k in os.environ}
+    env = {k: os.environ[k] for k in ["MALLOC_MMAP_THRESHOLD_", "MALLOC_TRIM_THRESHOLD_", "LD_PRELOAD", "OMP_WAIT_POLICY"] if k in os.environ}
     print(
         json.dumps(
             {
                 "images": n,
                 "seconds": seconds,
                 "images_per_s": n / seconds,
+                "cpu_seconds": cpu_seconds,
                 "threads": threads,
                 "interop": interop,
                 "workers": workers,

@@ -8,7 +8,7 @@ import type { InferenceSession, Tensor } from 'onnxruntime-node';
 import { inputSize, LegibleError, type Layer, type ModelInput } from '@legible/studies';
 import { modelLayers, type StudyLayer } from './layout.ts';
 import type { ImageEntry } from './dataset.ts';
-import { addReducedTaps, addTaps, reducedName } from './onnx/taps.ts';
+import { addReducedTaps, reducedName, tapsOnly } from './onnx/taps.ts';
 import { channelCount, decodeForModel, normalise } from './preprocess.ts';
 import { progress as makeProgress } from './progress.ts';
 import { fixedBatch, openSession, type Device } from './runtime.ts';
@@ -52,7 +52,7 @@ export async function extractToStore(opts: ExtractOptions): Promise<{ device: st
   // spatial mean and max in the graph, so only [images × channels] leaves onnxruntime.
   // Each layer's layout (channel and position axes) from the graph and the study.
   const resolved = await modelLayers(opts.model, opts.layers);
-  const probe = await openSession(addTaps(opts.model, opts.layers.map((l) => l.tensor)), { device: 'cpu', threads: opts.threads });
+  const probe = await openSession(tapsOnly(opts.model, opts.layers.map((l) => l.tensor)), { device: 'cpu', threads: opts.threads });
   let layers: StoreLayer[];
   try {
     checkInput(probe.session, opts.input);
@@ -71,7 +71,9 @@ export async function extractToStore(opts: ExtractOptions): Promise<{ device: st
     opts.model,
     resolved.map((l) => ({ tensor: l.tensor, rank: l.shape.length + 1, layout: { channelsLast: l.layout !== 'nchw', skip: l.classTokens } })),
   );
-  const { session, device } = await openSession(reduced, { device: opts.device, threads: opts.threads, log: opts.log });
+  // No spinning: while onnxruntime runs a batch, the next one decodes on libvips's threads, and
+  // threads spinning between operators would take the cores the decoding needs.
+  const { session, device } = await openSession(reduced, { device: opts.device, threads: opts.threads, spinning: false, log: opts.log });
   try {
     const batchSize = fixedBatch(session) ?? opts.batchSize ?? 32;
     const inputName = session.inputNames[0];
@@ -87,23 +89,33 @@ export async function extractToStore(opts: ExtractOptions): Promise<{ device: st
     const bar = makeProgress('activations', total, { unit: 'img', quiet: opts.quiet });
 
     const decode = async (batch: ImageEntry[]) => {
-      const hashes: Record<string, string> = {};
-      const skipped: { path: string; reason: string }[] = [];
       const results = await Promise.all(
-        batch.map(async (img): Promise<Decoded | null> => {
+        batch.map(async (img): Promise<{ decoded?: Decoded; hash?: string; skipped?: { path: string; reason: string } }> => {
+          let hash: string | undefined;
           try {
             const bytes = await readFile(img.path);
-            hashes[img.id] = createHash('sha256').update(bytes).digest('hex');
-            return { id: img.id, pixels: await decodeForModel(bytes, opts.input) };
+            hash = createHash('sha256').update(bytes).digest('hex');
+            return { decoded: { id: img.id, pixels: await decodeForModel(bytes, opts.input) }, hash };
           } catch (err) {
-            skipped.push({ path: img.id, reason: `unreadable image: ${(err as Error).message.split('\n')[0]}` });
-            return null;
+            return { hash, skipped: { path: img.id, reason: `unreadable image: ${(err as Error).message.split('\n')[0]}` } };
           }
         }),
       );
-      return { decoded: results.filter((r): r is Decoded => r !== null), hashes, skipped };
+      // Hashes and skipped files in image order, not in the order the reads finished: a shard's
+      // .json is then the same bytes from one run to the next.
+      const hashes: Record<string, string> = {};
+      batch.forEach((img, i) => {
+        if (results[i].hash !== undefined) hashes[img.id] = results[i].hash!;
+      });
+      return {
+        decoded: results.flatMap((r) => (r.decoded ? [r.decoded] : [])),
+        hashes,
+        skipped: results.flatMap((r) => (r.skipped ? [r.skipped] : [])),
+      };
     };
 
+    // One input buffer for every batch (a fresh 10 MB array per batch of 16 costs page faults).
+    let input = new Float32Array(0);
     let acc = newShardAccumulator(layers.length);
     let next = decode(work[0].images);
     let written = 0;
@@ -114,8 +126,11 @@ export async function extractToStore(opts: ExtractOptions): Promise<{ device: st
       acc.skipped.push(...skipped);
       if (decoded.length) {
         const n = fixedBatch(session) ?? decoded.length;
-        const data = new Float32Array(n * plane);
+        if (input.length < n * plane) input = new Float32Array(n * plane);
+        const data = input.subarray(0, n * plane);
         decoded.forEach((d, i) => normalise(d.pixels, opts.input, data, i * plane));
+        // A fixed-batch model's unused rows are zeros, as before (their outputs are not kept).
+        data.fill(0, decoded.length * plane);
         const outputs = await session.run({ [inputName]: new ort.Tensor('float32', data, [n, channels, height, width]) }, outputNames);
         layers.forEach((l, li) => {
           const rows = decoded.length * l.channels;

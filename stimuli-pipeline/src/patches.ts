@@ -8,7 +8,7 @@ import { inputSize, LegibleError, type Layer, type ModelInput } from '@legible/s
 import type { ImageEntry } from './dataset.ts';
 import { concat } from './extract.ts';
 import { modelLayers, spatialMeans } from './layout.ts';
-import { addTaps } from './onnx/taps.ts';
+import { tapsOnly } from './onnx/taps.ts';
 import { channelCount, decodeForModel, normalise } from './preprocess.ts';
 import { progress } from './progress.ts';
 import { openSession, type Device } from './runtime.ts';
@@ -49,7 +49,7 @@ export async function patchActivations(opts: {
   const channels = channelCount(opts.input);
   const grid = patchGrid(height, width, opts.patch);
   const resolved = await modelLayers(opts.model, opts.layers);
-  const { session } = await openSession(addTaps(opts.model, opts.layers.map((l) => l.tensor)), { device: opts.device });
+  const { session } = await openSession(tapsOnly(opts.model, opts.layers.map((l) => l.tensor)), { device: opts.device });
   const ort = await import('onnxruntime-node');
   const plane = channels * height * width;
   const batchImages = Math.max(1, Math.floor((opts.batchSize ?? 32) / grid.length));

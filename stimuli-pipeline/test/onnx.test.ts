@@ -22,7 +22,7 @@ import {
   type TensorProto,
 } from '../src/onnx/proto.ts';
 import { editDistance } from '@legible/studies';
-import { addTaps, listTensors } from '../src/onnx/taps.ts';
+import { addReducedTaps, addTaps, listTensors, pruneGraph, reducedName, tapsOnly } from '../src/onnx/taps.ts';
 import { Rng } from '@legible/studies/random';
 
 const root = fileURLToPath(new URL('../..', import.meta.url));
@@ -307,6 +307,62 @@ describe('taps (taps.ts)', () => {
       const d = maxAbsDiff(outputs[name].data as Float32Array, ref[name]);
       assert.ok(d < 1e-5, `${name}: max |difference| ${d}`);
     }
+  });
+
+  it('reduces a tap to its spatial mean and max in the graph and runs nothing after it', async () => {
+    const { model, reference, input } = tinyNet(4);
+    const x = input(3);
+    const reduced = addReducedTaps(encodeModel(model), [{ tensor: 'act', rank: 4 }]);
+    const graph = decodeModel(reduced).graph!;
+    // The pooling, reshape and classifier after the tap are gone, and their weights with them.
+    assert.deepEqual(graph.node!.map((n) => n.op_type), ['Conv', 'Relu', 'GlobalAveragePool', 'Flatten', 'GlobalMaxPool', 'Flatten']);
+    assert.deepEqual(graph.initializer!.map((t) => t.name).sort(), ['b', 'w']);
+    const { outputs, names } = await run(reduced, { x: new ort.Tensor('float32', x, [3, 3, 8, 8]) });
+    assert.deepEqual(names, [reducedName('act', 'mean'), reducedName('act', 'max')]);
+    const act = reference(x, 3).act;
+    const mean = new Float32Array(3 * 4);
+    const max = new Float32Array(3 * 4).fill(-Infinity);
+    for (let i = 0; i < 3 * 4; i++) {
+      for (let p = 0; p < 64; p++) {
+        mean[i] += act[i * 64 + p] / 64;
+        max[i] = Math.max(max[i], act[i * 64 + p]);
+      }
+    }
+    assert.deepEqual(outputs[names[0]].dims, [3, 4]);
+    assert.ok(maxAbsDiff(outputs[names[0]].data as Float32Array, mean) < 1e-5);
+    assert.ok(maxAbsDiff(outputs[names[1]].data as Float32Array, max) < 1e-5);
+  });
+
+  it('outputs the taps alone, without the layers after them, with the values of the whole model', async () => {
+    const { model, reference, input } = tinyNet(5);
+    const x = input(2);
+    const bytes = tapsOnly(encodeModel(model), ['act', 'conv']);
+    assert.deepEqual(decodeModel(bytes).graph!.node!.map((n) => n.op_type), ['Conv', 'Relu']);
+    const { outputs, names } = await run(bytes, { x: new ort.Tensor('float32', x, [2, 3, 8, 8]) });
+    assert.deepEqual(names, ['act', 'conv']);
+    const ref = reference(x, 2);
+    for (const name of ['conv', 'act'] as const) assert.ok(maxAbsDiff(outputs[name].data as Float32Array, ref[name]) < 1e-5, name);
+  });
+
+  it('prunes a graph to what its outputs need, counting what an If branch reads from the outer graph', () => {
+    // A branch reads an outer tensor by name (makeGraph would refuse it as unprovided).
+    const branch = (name: string, read: string) => ({ name, node: [node('Identity', [read], [`${name}_out`])], output: [tensorInfo(`${name}_out`, DataType.FLOAT, [2])] });
+    const graph = makeGraph({
+      name: 'if',
+      inputs: [tensorInfo('x', DataType.FLOAT, [2]), tensorInfo('cond', DataType.BOOL, [])],
+      outputs: [tensorInfo('y', DataType.FLOAT, [2])],
+      initializers: [float32Tensor('k', [2], [1, 2]), float32Tensor('unused', [2], [3, 4])],
+      nodes: [
+        node('Relu', ['x'], ['read_by_then']),
+        node('Mul', ['x', 'k'], ['read_by_else']),
+        node('Add', ['x', 'unused'], ['dead']),
+        node('If', ['cond'], ['y'], [attr.graph('then_branch', branch('then', 'read_by_then')), attr.graph('else_branch', branch('else', 'read_by_else'))]),
+      ],
+    });
+    const pruned = pruneGraph(graph);
+    assert.deepEqual(pruned.node!.map((n) => n.op_type), ['Relu', 'Mul', 'If']);
+    assert.deepEqual(pruned.initializer!.map((t) => t.name), ['k']);
+    assert.deepEqual(pruned.input, graph.input);
   });
 
   it('names the nearest tensors when a name is wrong, and refuses initializers', () => {

@@ -3,7 +3,7 @@
 import { LegibleError, nearestNames } from '@legible/studies';
 import { constantTensors } from './constants.ts';
 import { attr, describeValue, type Dim } from './graph.ts';
-import { dataTypeName, decodeModel, encodeModel, int64Tensor, type ModelProto, type NodeProto, type ValueInfoProto } from './proto.ts';
+import { dataTypeName, decodeModel, encodeModel, int64Tensor, type GraphProto, type ModelProto, type NodeProto, type ValueInfoProto } from './proto.ts';
 
 export interface TensorEntry {
   name: string;
@@ -108,6 +108,18 @@ export function addTaps(modelBytes: Uint8Array, tensorNames: readonly string[]):
   return encodeModel(addTapsToModel(decodeModel(modelBytes), tensorNames));
 }
 
+/**
+ * Model bytes → model bytes whose only outputs are the named tensors, without the nodes they do not
+ * need (the layers after the deepest one, the classifier): for a run that reads the taps alone.
+ */
+export function tapsOnly(modelBytes: Uint8Array, tensorNames: readonly string[]): Uint8Array {
+  const tapped = addTapsToModel(decodeModel(modelBytes), tensorNames);
+  const graph = tapped.graph!;
+  const wanted = new Set(tensorNames);
+  const outputs = (graph.output ?? []).filter((o) => wanted.has(o.name ?? ''));
+  return encodeModel({ ...tapped, graph: pruneGraph({ ...graph, output: outputs }) });
+}
+
 /** Names of the reduced outputs that addReducedTaps adds for a tapped tensor. */
 export const reducedName = (tensor: string, how: 'mean' | 'max') => `legible.${how}(${tensor})`;
 
@@ -122,7 +134,8 @@ export interface TapLayout {
  * spatial max per channel ([N, C]), computed in the graph (GlobalAveragePool / GlobalMaxPool, then
  * Flatten, for nchw; ReduceMean / ReduceMax over the position axes, after slicing off class tokens,
  * for channels-last layouts). Much less data leaves onnxruntime than with the raw feature maps.
- * `rank` is each tensor's rank; a rank-2 tensor ([N, C]) is its own mean and max.
+ * `rank` is each tensor's rank; a rank-2 tensor ([N, C]) is its own mean and max. Nodes that no
+ * reduced output needs (the layers after the deepest tap, the classifier) are left out.
  */
 export function addReducedTaps(modelBytes: Uint8Array, taps: readonly { tensor: string; rank: number; layout?: TapLayout }[]): Uint8Array {
   const tapped = addTapsToModel(decodeModel(modelBytes), taps.map((t) => t.tensor));
@@ -162,5 +175,42 @@ export function addReducedTaps(modelBytes: Uint8Array, taps: readonly { tensor: 
       outputs.push({ name: out });
     }
   }
-  return encodeModel({ ...tapped, graph: { ...graph, node: nodes, initializer: initializers, output: outputs } });
+  return encodeModel({ ...tapped, graph: pruneGraph({ ...graph, node: nodes, initializer: initializers, output: outputs }) });
+}
+
+/** Names a node reads, including the outer tensors that its subgraphs (If/Loop/Scan bodies) read. */
+function reads(n: NodeProto): string[] {
+  const names = [...(n.input ?? [])];
+  const visit = (g: GraphProto) => {
+    for (const m of g.node ?? []) names.push(...reads(m));
+  };
+  for (const a of n.attribute ?? []) {
+    if (a.g) visit(a.g);
+    for (const g of a.graphs ?? []) visit(g);
+  }
+  return names;
+}
+
+/**
+ * The graph without the nodes its outputs do not need, and without the initializers no kept node
+ * reads. onnxruntime runs every node of a graph, needed or not (ResNet-50 reduced to layer1 still
+ * ran all 53 convolutions and the classifier), so a model cut to its taps runs only up to the
+ * deepest one. Graph inputs are kept as they are; nodes stay in their (topological) order.
+ */
+export function pruneGraph(graph: GraphProto): GraphProto {
+  const needed = new Set((graph.output ?? []).map((o) => o.name ?? ''));
+  const nodes = graph.node ?? [];
+  const keep = new Array<boolean>(nodes.length).fill(false);
+  for (let i = nodes.length - 1; i >= 0; i--) {
+    if (!(nodes[i].output ?? []).some((o) => needed.has(o))) continue;
+    keep[i] = true;
+    for (const x of reads(nodes[i])) if (x) needed.add(x);
+  }
+  const inputs = new Set((graph.input ?? []).map((v) => v.name));
+  return {
+    ...graph,
+    node: nodes.filter((_, i) => keep[i]),
+    // An initializer that is also listed as a graph input (older exporters) stays: it can be fed.
+    initializer: (graph.initializer ?? []).filter((t) => needed.has(t.name ?? '') || inputs.has(t.name)),
+  };
 }
