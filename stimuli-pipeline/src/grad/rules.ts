@@ -101,7 +101,7 @@ function flippedKernel(e: Emitter, w: string, group: number): string {
 function convWeightGrad(e: Emitter, x: string, y: string, g: string, w: string, win: { s: number[]; d: number[]; pads: number[] }, group: number): string {
   const [m, cg, ...kernel] = e.dims(w);
   const k = kernel.length;
-  if (group === 1) return convWeightGradSlice(e, x, y, g, m, cg, kernel, win);
+  if (group === 1) return convWeightGradGather(e, x, y, g, m, cg, kernel, win) ?? convWeightGradSlice(e, x, y, g, m, cg, kernel, win);
   const xs = range(2, 2 + k).map((i) => e.fixed(x, i, 'a Conv weight gradient'));
   const sp = (n: number) => range(n, n + k);
   // x [N, C, S…] → [C/G, G·N, S…]
@@ -116,6 +116,62 @@ function convWeightGrad(e: Emitter, x: string, y: string, g: string, w: string, 
   const full = e.op('Conv', [xr, gr], [attr.ints('strides', win.d), attr.ints('dilations', win.s), attr.ints('pads', win.pads), attr.int('group', group)]);
   const cut = e.op('Slice', [full, e.ints(kernel.map(() => 0)), e.ints(kernel), e.ints(sp(2))]);
   return e.transpose(cut, [1, 0, ...sp(2)]);
+}
+
+/** Most kernel-offset × output-position indices convWeightGradGather builds (int64 constant: 32 MB). */
+const GATHER_INDICES_MAX = 1 << 22;
+
+/**
+ * dW of an ungrouped Conv as one im2col Gather and one GEMM: x [N, C, S…] → [N, S, C] with a zero
+ * row appended (position S, where padding reads); one Gather with a constant index table
+ * [So, K] (for each output position and kernel offset, the input position it reads, or S) gives the
+ * patches [N, So, K, C] = [N·So, K·C]; dW [M, K·C] = g [M, N·So] · patches, brought to [M, C, k…].
+ * Three data-moving ops instead of a strided Slice, Reshape and GEMM per kernel offset (the 3 × 3
+ * convolutions of the disentanglers spent most of their weight gradient in the Slices' overhead).
+ * Null when the index table would be too large (the caller falls back to the slices).
+ */
+function convWeightGradGather(e: Emitter, x: string, y: string, g: string, m: number, c: number, kernel: number[], win: { s: number[]; d: number[]; pads: number[] }): string | null {
+  const k = kernel.length;
+  const sp = range(2, 2 + k);
+  const ins = sp.map((i) => e.fixed(x, i, 'a Conv weight gradient'));
+  const outs = sp.map((i) => e.fixed(y, i, 'a Conv weight gradient'));
+  const S = ins.reduce((a, b) => a * b, 1);
+  const So = outs.reduce((a, b) => a * b, 1);
+  const K = kernel.reduce((a, b) => a * b, 1);
+  if (So * K > GATHER_INDICES_MAX) return null;
+  const index: number[] = new Array(So * K);
+  let padded = false;
+  const p = Array(k).fill(0);
+  for (let po = 0; po < So; po++) {
+    let rest = po;
+    for (let i = k - 1; i >= 0; i--) {
+      p[i] = rest % outs[i];
+      rest = Math.floor(rest / outs[i]);
+    }
+    for (let ko = 0; ko < K; ko++) {
+      let r = ko;
+      let flat = 0;
+      let inside = true;
+      const coord = Array(k).fill(0);
+      for (let i = k - 1; i >= 0; i--) {
+        const off = r % kernel[i];
+        r = Math.floor(r / kernel[i]);
+        coord[i] = p[i] * win.s[i] + off * win.d[i] - win.pads[i];
+        if (coord[i] < 0 || coord[i] >= ins[i]) inside = false;
+      }
+      for (let i = 0; i < k; i++) flat = flat * ins[i] + coord[i];
+      if (!inside) padded = true;
+      index[po * K + ko] = inside ? flat : S;
+    }
+  }
+  let xt = e.transpose(e.reshape(x, e.ints([0, c, S])), [0, 2, 1]);
+  if (padded) xt = e.op('Pad', [xt, e.ints([0, 0, 0, 0, 1, 0])]);
+  // A 1 × 1, stride-1 Conv reads every position once, in order: the patches are x itself.
+  const identity = K === 1 && So === S && index.every((v, i) => v === i);
+  const patches = e.reshape(identity ? xt : e.op('Gather', [xt, e.ints(index, [So, K])], [attr.int('axis', 1)]), e.ints([-1, K * c]));
+  const gm = e.reshape(e.transpose(g, [1, 0, ...sp]), e.ints([m, -1]));
+  const dw = e.op('Gemm', [gm, patches]);
+  return e.reshape(e.transpose(e.reshape(dw, e.ints([m, K, c])), [0, 2, 1]), e.ints([m, c, ...kernel]));
 }
 
 /**
@@ -278,7 +334,8 @@ export const RULES: Record<string, Rule> = {
   // Elementwise binary ops, with NumPy broadcasting.
   Add: (r) => binary(r.e, r, () => only(r.gy), () => only(r.gy)),
   Sub: (r) => binary(r.e, r, () => only(r.gy), () => r.e.neg(only(r.gy))),
-  Mul: (r) => binary(r.e, r, () => r.e.mul(only(r.gy), r.x[1]), () => r.e.mul(only(r.gy), r.x[0])),
+  // x · x (a square, as in an MSE): one gradient g · (x + x), not g · x twice and their sum.
+  Mul: (r) => (r.x[0] === r.x[1] ? [r.e.mul(only(r.gy), r.e.add(r.x[0], r.x[0])), null] : binary(r.e, r, () => r.e.mul(only(r.gy), r.x[1]), () => r.e.mul(only(r.gy), r.x[0]))),
   Div: (r) => binary(r.e, r, () => r.e.div(only(r.gy), r.x[1]), () => r.e.neg(r.e.div(r.e.mul(only(r.gy), r.y[0]), r.x[1]))),
   Pow: (r) => {
     const { e, x: [x, p], y: [y] } = r;
@@ -472,7 +529,10 @@ export const RULES: Record<string, Rule> = {
   },
   ReduceMean: (r) => {
     const axes = reduceAxes(r.e, r);
-    return [axes ? r.e.div(spread(r.e, r, axes), count(r.e, r.x[0], axes)) : only(r.gy)];
+    // g / count before it is spread over x's shape: one division of the reduced tensor, not of x's every element.
+    if (!axes) return [only(r.gy)];
+    const g = r.e.div(only(r.gy), count(r.e, r.x[0], axes));
+    return [r.e.expand(r.a.int('keepdims', 1) ? g : r.e.unsqueeze(g, axes), r.e.shape(r.x[0]))];
   },
   ReduceMax: (r) => extremum(r),
   ReduceMin: (r) => extremum(r),
