@@ -40,7 +40,7 @@ const params = initDisentangler(shape, 1);
 const specs = disentanglerParams(shape);
 if (process.env.AB) {
   const variants = process.env.AB.split(',');
-  const sessions = [];
+  const sessions: { v: string; gm: Awaited<ReturnType<typeof buildGradientModel>>; s: ort.InferenceSession }[] = [];
   for (const v of variants) {
     process.env.LEGIBLE_DW = v;
     const gm = await buildGradientModel(disentanglerModel(shape, params, true), { wrt: specs.map((p) => p.name), objective: { tensor: 'loss', kind: 'sum' }, params: 'inputs', stopGradient: ['t'] });
@@ -49,9 +49,11 @@ if (process.env.AB) {
   const fwd = await ort.InferenceSession.create(encodeModel(disentanglerModel(shape, params, false)), { graphOptimizationLevel: 'all', intraOpNumThreads: Number(values.threads), interOpNumThreads: 1 });
   const xa = new Float32Array(batch * input.reduce((a, b) => a * b)).map((_, i) => Math.sin(i * 0.37));
   const ta = new Float32Array(batch * output.reduce((a, b) => a * b)).map((_, i) => Math.cos(i * 0.11));
+  // The output convolution starts at 0 (no gradient reaches the rest): give it values for the comparison.
+  params['out.weight'] = params['out.weight'].map((_, i) => 0.05 * Math.sin(i * 1.7));
   const times: number[][] = sessions.map(() => []);
+  const firstGrads: Record<string, Float32Array>[] = [];
   const fwdTimes: number[] = [];
-  let check: number[] = [];
   for (let st = 0; st < steps; st++) {
     for (let j = 0; j < sessions.length; j++) {
       const feeds: Record<string, ort.Tensor> = { x: new ort.Tensor('float32', xa, [batch, ...input]), t: new ort.Tensor('float32', ta, [batch, ...output]) };
@@ -59,14 +61,17 @@ if (process.env.AB) {
       const t0 = performance.now();
       const out = await sessions[j].s.run(feeds);
       times[j].push(performance.now() - t0);
-      if (st === 0) check.push((out[sessions[j].gm.grads['block0.conv1.weight'] ?? sessions[j].gm.grads['in.weight']].data as Float32Array).reduce((a, b) => a + Math.abs(b), 0));
+      if (st === 0) firstGrads.push(Object.fromEntries(specs.map((p) => [p.name, out[sessions[j].gm.grads[p.name]].data as Float32Array])));
     }
     const t0 = performance.now();
     await fwd.run({ x: new ort.Tensor('float32', xa, [batch, ...input]) });
     fwdTimes.push(performance.now() - t0);
   }
   const med = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)];
-  console.log(`depth ${shape.depth} [${input}]→[${output}] width ${shape.width}, ${values.threads} thread(s): ${sessions.map((s, j) => `${s.v.startsWith('before=') ? 'before' : s.v} ${med(times[j]).toFixed(1)} ms`).join(', ')}; forward only ${med(fwdTimes).toFixed(1)} ms; |dW| ${check.map((c) => c.toPrecision(6)).join(' ')}`);
+  console.log(`depth ${shape.depth} [${input}]→[${output}] width ${shape.width}, ${values.threads} thread(s): ${sessions.map((s, j) => `${s.v.startsWith('before=') ? 'before' : s.v} ${med(times[j]).toFixed(1)} ms`).join(', ')}; forward only ${med(fwdTimes).toFixed(1)} ms; largest |gradient| of block0.conv1 / in.weight ${Math.max(...Array.from(firstGrads[0][specs[2].name], Math.abs)).toExponential(2)} / ${Math.max(...Array.from(firstGrads[0]["in.weight"], Math.abs)).toExponential(2)}; largest difference to the first variant, relative to each parameter's largest gradient: ${firstGrads
+      .slice(1)
+      .map((gr) => Math.max(...specs.map((p) => { const a = firstGrads[0][p.name]; const b = gr[p.name]; let d = 0; let m = 0; for (let i = 0; i < a.length; i++) { d = Math.max(d, Math.abs(a[i] - b[i])); m = Math.max(m, Math.abs(a[i])); } return m > 0 ? d / m : d; })).toExponential(2))
+      .join(', ')}`);
   process.exit(0);
 }
 const grad = await buildGradientModel(disentanglerModel(shape, params, true), { wrt: specs.map((p) => p.name), objective: { tensor: 'loss', kind: 'sum' }, params: 'inputs', stopGradient: ['t'] });
