@@ -1,7 +1,7 @@
 // Benchmark: training the disentangler ladder (feature complexity, issue 15) on the demo model's
 // layers, CPU: seconds per epoch of legible's training (onnxruntime gradient graph + Adam in
 // TypeScript) against the same disentangler in PyTorch (torch.optim.Adam, same data, shapes, batch
-// and thread count, training loop only), in one run; peak memory of both; and what the ladder finds
+// and thread count, training loop only, starting from legible's initial parameters), in one run; peak memory of both; and what the ladder finds
 // (ρ per order, share explained per depth, held-out loss) on each layer.
 //
 //   node --import tsx stimuli-pipeline/bench/complexity.ts [--model demo|resnet50] [--layers block2,block3]
@@ -31,7 +31,7 @@ import { readFashionMnist } from '../demo-model/fashion-mnist.ts';
 import { normalisePixel } from '../demo-model/net.ts';
 import { measureComplexity } from '../src/complexity.ts';
 import { addTaps } from '../src/onnx/taps.ts';
-import { trainLadder } from '../src/train/disentangler.ts';
+import { disentanglerParams, initDisentangler, trainLadder } from '../src/train/disentangler.ts';
 import { ROOT, TORCH_PYTHON, torchMissing } from '../test/torch-ref.ts';
 import { machine } from './lib.ts';
 
@@ -132,6 +132,13 @@ for (const layer of layers) {
   const plane = shape[1] * shape[2];
   const z = new Float32Array(f.length);
   for (let i = 0; i < n; i++) for (let c = 0; c < shape[0]; c++) for (let p = 0; p < plane; p++) z[(i * shape[0] + c) * plane + p] = (f[(i * shape[0] + c) * plane + p] - ladder.mean[c]) / ladder.std[c];
+  // PyTorch starts from legible's initial parameters (trainLadder's draw: initDisentangler(shape, seed + 1000 · (depth + 1))).
+  for (const depth of depths) {
+    const s = { input, output: shape, width, depth };
+    const init = initDisentangler(s, 1 + 1000 * (depth + 1));
+    const flat = disentanglerParams(s).flatMap((p) => Array.from(init[p.name]));
+    writeFileSync(join(dir, `init${depth}.bin`), Float32Array.from(flat));
+  }
   writeFileSync(join(dir, 'x.bin'), x);
   writeFileSync(join(dir, 'z.bin'), z);
   type TorchRun = { depths: Record<string, { epoch_seconds: number[]; history: number[] }>; peak_rss_mib: number; threads: number; torch: string };
