@@ -1,34 +1,45 @@
 // Benchmark: training the disentangler ladder (feature complexity, issue 15) on the demo model's
 // layers, CPU: seconds per epoch of legible's training (onnxruntime gradient graph + Adam in
 // TypeScript) against the same disentangler in PyTorch (torch.optim.Adam, same data, shapes, batch
-// and thread count, training loop only), in one run; peak memory of both; and what the ladder finds
+// and thread count, training loop only, starting from legible's initial parameters), in one run; peak memory of both; and what the ladder finds
 // (ρ per order, share explained per depth, held-out loss) on each layer.
 //
-//   node --import tsx stimuli-pipeline/bench/complexity.ts [--layers block2,block3] [--images 600]
-//        [--epochs 10] [--torch-epochs 3] [--width 16] [--depths 1,2,4,7,13] [--threads 2] [--batch 32]
-//        [--torch-threads 2,1]
+//   node --import tsx stimuli-pipeline/bench/complexity.ts [--model demo|resnet50] [--layers block2,block3]
+//        [--images 600] [--epochs 10] [--torch-epochs 3] [--width 16] [--depths 1,2,4,7,13] [--threads 2]
+//        [--batch 32] [--torch-threads 2,1]
+//
+// --model resnet50: torchvision's ResNet-50 (weights=None, seeded; the zoo's ONNX export of
+// test/torch-export.ts, made once with Debian's torch and cached) at 112 px, its layer3 [1024, 7, 7],
+// on --images (default 2,000) seeded crops of the real photographs of test/photos.ts (11 photographs:
+// real image statistics, not independent images), ImageNet normalisation.
 //
 // PyTorch runs with torch.set_num_threads(2) (the same as legible) and, by default, also with 1: on
 // a machine whose cores are oversubscribed, OpenMP's two threads wait on each other and PyTorch runs
 // 2–4× slower than on one. The fastest PyTorch configuration is the reference of the ratio.
 import { spawnSync } from 'node:child_process';
-import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { loadavg, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
 import * as ort from 'onnxruntime-node';
+import sharp from 'sharp';
+import { ModelInput } from '@legible/studies';
+import { normalise } from '../src/preprocess.ts';
+import { photoFixture } from '../test/photos.ts';
+import { torchvisionExport } from '../test/torch-export.ts';
 import { readFashionMnist } from '../demo-model/fashion-mnist.ts';
 import { normalisePixel } from '../demo-model/net.ts';
 import { measureComplexity } from '../src/complexity.ts';
 import { addTaps } from '../src/onnx/taps.ts';
-import { trainLadder } from '../src/train/disentangler.ts';
+import { disentanglerParams, initDisentangler, trainLadder } from '../src/train/disentangler.ts';
 import { ROOT, TORCH_PYTHON, torchMissing } from '../test/torch-ref.ts';
 import { machine } from './lib.ts';
 
 const { values } = parseArgs({
   options: {
-    layers: { type: 'string', default: 'block2,block3' },
-    images: { type: 'string', default: '600' },
+    model: { type: 'string', default: 'demo' },
+    layers: { type: 'string' },
+    images: { type: 'string' },
     epochs: { type: 'string', default: '10' },
     'torch-epochs': { type: 'string', default: '3' },
     width: { type: 'string', default: '16' },
@@ -38,8 +49,10 @@ const { values } = parseArgs({
     'torch-threads': { type: 'string', default: '2,1' },
   },
 });
-const layers = values.layers!.split(',');
-const n = Number(values.images);
+const resnet = values.model === 'resnet50';
+if (!resnet && values.model !== 'demo') throw new Error(`--model: demo or resnet50, got ${values.model}`);
+const layers = (values.layers ?? (resnet ? 'layer3' : 'block2,block3')).split(',');
+const n = Number(values.images ?? (resnet ? 2000 : 600));
 const epochs = Number(values.epochs);
 const torchEpochs = Number(values['torch-epochs']);
 const width = Number(values.width);
@@ -54,14 +67,52 @@ const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.len
 const load = () => loadavg()[0].toFixed(1);
 const mib = (kib: number) => kib / 1024;
 
-// Images: every 7th Fashion-MNIST training image (the demo's data), the demo model's maps.
-const imgs = readFashionMnist().train.filter((_, i) => i % 7 === 0).slice(0, n);
-const x = Float32Array.from(imgs.flatMap((im) => Array.from(im.pixels, normalisePixel)));
-const session = await ort.InferenceSession.create(addTaps(readFileSync(join(ROOT, 'studies/demo/model.onnx')), layers), { intraOpNumThreads: threads });
-const maps = await session.run({ image: new ort.Tensor('float32', x, [n, 1, 28, 28]) });
-await session.release();
+// Images and the layers' maps.
+let x: Float32Array;
+let input: [number, number, number];
+let maps: Record<string, { data: Float32Array; dims: number[] }> = {};
+const modelStart = performance.now();
+if (resnet) {
+  if (layers.length !== 1 || layers[0] !== 'layer3') throw new Error('--model resnet50: only --layers layer3 (the zoo export taps it as "feat")');
+  const size = 112;
+  const exported = torchvisionExport('resnet50', size);
+  const dir = await photoFixture(n, size);
+  const files = readdirSync(dir).filter((f) => f.endsWith('.jpg')).sort();
+  const mi = ModelInput.parse({ size, channels: 'rgb', mean: [0.485, 0.456, 0.406], std: [0.229, 0.224, 0.225] });
+  input = [3, size, size];
+  const inSize = 3 * size * size;
+  x = new Float32Array(n * inSize);
+  for (let i = 0; i < n; i++) {
+    const px = await sharp(join(dir, files[i])).removeAlpha().toColourspace('srgb').raw().toBuffer();
+    normalise(px, mi, x, i * inSize);
+  }
+  const session = await ort.InferenceSession.create(exported.file, { intraOpNumThreads: threads });
+  const chunk = 50;
+  let f: Float32Array | undefined;
+  let dims: number[] = [];
+  for (let s = 0; s < n; s += chunk) {
+    const m = Math.min(chunk, n - s);
+    const out = (await session.run({ input: new ort.Tensor('float32', x.subarray(s * inSize, (s + m) * inSize), [m, ...input]) })).feat;
+    dims = out.dims.map(Number);
+    const per = (out.data as Float32Array).length / m;
+    f ??= new Float32Array(n * per);
+    f.set(out.data as Float32Array, s * per);
+  }
+  await session.release();
+  maps = { layer3: { data: f!, dims: [n, ...dims.slice(1)] } };
+} else {
+  // Every 7th Fashion-MNIST training image (the demo's data), the demo model's maps.
+  const imgs = readFashionMnist().train.filter((_, i) => i % 7 === 0).slice(0, n);
+  x = Float32Array.from(imgs.flatMap((im) => Array.from(im.pixels, normalisePixel)));
+  input = [1, 28, 28];
+  const session = await ort.InferenceSession.create(addTaps(readFileSync(join(ROOT, 'studies/demo/model.onnx')), layers), { intraOpNumThreads: threads });
+  const out = await session.run({ image: new ort.Tensor('float32', x, [n, ...input]) });
+  for (const l of layers) maps[l] = { data: out[l].data as Float32Array, dims: out[l].dims.map(Number) };
+  await session.release();
+}
+const modelSeconds = (performance.now() - modelStart) / 1000;
 
-console.log(`${await machine()}; ${n} images, epochs ${epochs} (PyTorch ${torchEpochs}), width ${width}, depths ${depths.join(', ')}, batch ${batch}, ${threads} threads`);
+console.log(`${await machine()}; ${values.model} model, ${n} images (maps in ${modelSeconds.toFixed(1)} s), epochs ${epochs} (PyTorch ${torchEpochs}), width ${width}, depths ${depths.join(', ')}, batch ${batch}, ${threads} threads`);
 const results: Record<string, unknown>[] = [];
 for (const layer of layers) {
   const f = maps[layer].data as Float32Array;
@@ -70,7 +121,7 @@ for (const layer of layers) {
   const loadBefore = load();
   const rssBefore = process.resourceUsage().maxRSS;
   const t0 = performance.now();
-  const ladder = await trainLadder(x, f, n, [1, 28, 28], shape, { depths, width, epochs, batchSize: batch, seed: 1, threads, device: 'cpu' });
+  const ladder = await trainLadder(x, f, n, input, shape, { depths, width, epochs, batchSize: batch, seed: 1, threads, device: 'cpu' });
   const legibleSeconds = (performance.now() - t0) / 1000;
   const rssAfter = process.resourceUsage().maxRSS;
   const measured = await measureComplexity(ladder, x, f, Array.from({ length: shape[0] }, (_, c) => ({ id: String(c), channel: c })));
@@ -81,12 +132,19 @@ for (const layer of layers) {
   const plane = shape[1] * shape[2];
   const z = new Float32Array(f.length);
   for (let i = 0; i < n; i++) for (let c = 0; c < shape[0]; c++) for (let p = 0; p < plane; p++) z[(i * shape[0] + c) * plane + p] = (f[(i * shape[0] + c) * plane + p] - ladder.mean[c]) / ladder.std[c];
+  // PyTorch starts from legible's initial parameters (trainLadder's draw: initDisentangler(shape, seed + 1000 · (depth + 1))).
+  for (const depth of depths) {
+    const s = { input, output: shape, width, depth };
+    const init = initDisentangler(s, 1 + 1000 * (depth + 1));
+    const flat = disentanglerParams(s).flatMap((p) => Array.from(init[p.name]));
+    writeFileSync(join(dir, `init${depth}.bin`), Float32Array.from(flat));
+  }
   writeFileSync(join(dir, 'x.bin'), x);
   writeFileSync(join(dir, 'z.bin'), z);
   type TorchRun = { depths: Record<string, { epoch_seconds: number[]; history: number[] }>; peak_rss_mib: number; threads: number; torch: string };
   const torchRuns: TorchRun[] = [];
   for (const t of torchThreads) {
-    writeFileSync(join(dir, 'job.json'), JSON.stringify({ n, input: [1, 28, 28], output: shape, width, depths, lr: 3e-3, batch, epochs: torchEpochs, threads: t, train: ladder.train, seed: 1 }));
+    writeFileSync(join(dir, 'job.json'), JSON.stringify({ n, input, output: shape, width, depths, lr: 3e-3, batch, epochs: torchEpochs, threads: t, train: ladder.train, seed: 1 }));
     const r = spawnSync(TORCH_PYTHON, [join(ROOT, 'stimuli-pipeline/test/disentangler_reference.py'), '--bench', dir], {
       encoding: 'utf8',
       env: { ...process.env, PYTHONWARNINGS: 'ignore', OMP_NUM_THREADS: String(t), MALLOC_MMAP_THRESHOLD_: '4294967296', MALLOC_TRIM_THRESHOLD_: '4294967296' },

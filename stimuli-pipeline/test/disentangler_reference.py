@@ -75,7 +75,9 @@ def bench(d):
     b = job["batch"]
     out = {"threads": torch.get_num_threads(), "torch": torch.__version__, "depths": {}}
     for depth in job["depths"]:
-        m = build(job, depth)
+        # legible's initial parameters when the bench wrote them (the same values, not only the same rule).
+        init = os.path.join(d, f"init{depth}.bin")
+        m = build(job, depth, init if os.path.exists(init) else None)
         opt = torch.optim.Adam(m.parameters(), lr=job["lr"])
         times, losses = [], []
         for _ in range(job["epochs"]):

@@ -97,11 +97,14 @@ function flippedKernel(e: Emitter, w: string, group: number): string {
   return e.op('Slice', [t, e.ints(axes.map(() => -1)), e.ints(axes.map(() => INT64_MIN)), e.ints(axes), e.ints(axes.map(() => -1))], [], 'flip');
 }
 
-/** Gradient of a Conv with respect to its weight: a Conv that treats the batch as channels. */
+/** Gradient of a Conv with respect to its weight: ungrouped, an im2col Gather and a GEMM; grouped (or huge), a Conv that treats the batch as channels. */
 function convWeightGrad(e: Emitter, x: string, y: string, g: string, w: string, win: { s: number[]; d: number[]; pads: number[] }, group: number): string {
   const [m, cg, ...kernel] = e.dims(w);
   const k = kernel.length;
-  if (group === 1) return convWeightGradSlice(e, x, y, g, m, cg, kernel, win);
+  if (group === 1) {
+    const gathered = convWeightGradGather(e, x, y, g, m, cg, kernel, win);
+    if (gathered) return gathered;
+  }
   const xs = range(2, 2 + k).map((i) => e.fixed(x, i, 'a Conv weight gradient'));
   const sp = (n: number) => range(n, n + k);
   // x [N, C, S…] → [C/G, G·N, S…]
@@ -119,32 +122,71 @@ function convWeightGrad(e: Emitter, x: string, y: string, g: string, w: string, 
 }
 
 /**
- * dW of an ungrouped Conv from explicit patches: x [N, C, S…] → [C, N, S…], padded; for each
- * kernel offset, the strided slice it sees, [C, N·So…], and one GEMM with g [N, M, So…] → [M, N·So…]:
- * dW[:, :, offset] = g · sliceᵀ. onnxruntime runs these faster than a single Conv with the output
- * gradient as a kernel spanning the whole output map (its im2col of a 14 × 14 "kernel").
+ * im2col as one Gather: t [N, C, S…] (spatial sizes `ins`) → its patches [N·So, K·C] for a window
+ * of `kernel` with strides, dilations and pads `win` producing `outs` (columns ordered kernel offset
+ * major, channel minor). t is brought to [N, S, C] with a zero row appended (position S, where
+ * padding reads); a constant index table [So, K] says, for each output position and kernel offset,
+ * the input position it reads, or S. Null when the table would exceed GATHER_INDICES_MAX.
  */
-function convWeightGradSlice(e: Emitter, x: string, y: string, g: string, m: number, c: number, kernel: number[], win: { s: number[]; d: number[]; pads: number[] }): string {
+function im2col(e: Emitter, t: string, c: number, ins: number[], outs: number[], kernel: number[], win: { s: number[]; d: number[]; pads: number[] }): string | null {
+  const k = kernel.length;
+  const S = ins.reduce((a, b) => a * b, 1);
+  const So = outs.reduce((a, b) => a * b, 1);
+  const K = kernel.reduce((a, b) => a * b, 1);
+  if (So * K > GATHER_INDICES_MAX) return null;
+  const index: number[] = new Array(So * K);
+  let padded = false;
+  const p = Array(k).fill(0);
+  const coord = Array(k).fill(0);
+  for (let po = 0; po < So; po++) {
+    let rest = po;
+    for (let i = k - 1; i >= 0; i--) {
+      p[i] = rest % outs[i];
+      rest = Math.floor(rest / outs[i]);
+    }
+    for (let ko = 0; ko < K; ko++) {
+      let r = ko;
+      let inside = true;
+      for (let i = k - 1; i >= 0; i--) {
+        const off = r % kernel[i];
+        r = Math.floor(r / kernel[i]);
+        coord[i] = p[i] * win.s[i] + off * win.d[i] - win.pads[i];
+        if (coord[i] < 0 || coord[i] >= ins[i]) inside = false;
+      }
+      let flat = 0;
+      for (let i = 0; i < k; i++) flat = flat * ins[i] + coord[i];
+      if (!inside) padded = true;
+      index[po * K + ko] = inside ? flat : S;
+    }
+  }
+  let tt = e.transpose(e.reshape(t, e.ints([0, c, S])), [0, 2, 1]);
+  if (padded) tt = e.op('Pad', [tt, e.ints([0, 0, 0, 0, 1, 0])]);
+  // A window that reads every position once, in order (1 × 1, stride 1): the patches are t itself.
+  const identity = K === 1 && So === S && index.every((v, i) => v === i);
+  return e.reshape(identity ? tt : e.op('Gather', [tt, e.ints(index, [So, K])], [attr.int('axis', 1)]), e.ints([-1, K * c]));
+}
+
+/** Most kernel-offset × output-position indices an im2col Gather builds (int64 constant: 32 MB). */
+const GATHER_INDICES_MAX = 1 << 22;
+
+/**
+ * dW of an ungrouped Conv as one im2col Gather and one GEMM: dW [M, K·C] = g [M, N·So] · patches of
+ * x [N·So, K·C], brought to [M, C, k…]. Three data-moving ops instead of a strided Slice, Reshape
+ * and GEMM per kernel offset (the 3 × 3 convolutions of the disentanglers spent most of their weight
+ * gradient in the Slices' overhead). Null when the index table would be too large: the caller then
+ * uses the grouped path's one Conv (the batch as channels, the output gradient as the kernel).
+ */
+function convWeightGradGather(e: Emitter, x: string, y: string, g: string, m: number, c: number, kernel: number[], win: { s: number[]; d: number[]; pads: number[] }): string | null {
   const k = kernel.length;
   const sp = range(2, 2 + k);
+  const ins = sp.map((i) => e.fixed(x, i, 'a Conv weight gradient'));
   const outs = sp.map((i) => e.fixed(y, i, 'a Conv weight gradient'));
-  let xt = e.transpose(x, [1, 0, ...sp]);
-  if (win.pads.some((p) => p !== 0)) xt = e.op('Pad', [xt, e.ints([0, 0, ...win.pads.slice(0, k), 0, 0, ...win.pads.slice(k)])]);
-  const patches: string[] = [];
-  const offset = Array(k).fill(0);
-  const unit = win.s.every((s) => s === 1);
-  for (;;) {
-    const starts = offset.map((o, i) => o * win.d[i]);
-    const ends = starts.map((st, i) => st + (outs[i] - 1) * win.s[i] + 1);
-    patches.push(e.op('Slice', unit ? [xt, e.ints(starts), e.ints(ends), e.ints(sp)] : [xt, e.ints(starts), e.ints(ends), e.ints(sp), e.ints(win.s)]));
-    let i = k - 1;
-    while (i >= 0 && ++offset[i] === kernel[i]) offset[i--] = 0;
-    if (i < 0) break;
-  }
+  const K = kernel.reduce((a, b) => a * b, 1);
+  const patches = im2col(e, x, c, ins, outs, kernel, win);
+  if (!patches) return null;
   const gm = e.reshape(e.transpose(g, [1, 0, ...sp]), e.ints([m, -1]));
-  const parts = patches.map((p) => e.unsqueeze(e.op('Gemm', [gm, e.reshape(p, e.ints([c, -1]))], [attr.int('transB', 1)]), [2]));
-  const dw = parts.length === 1 ? parts[0] : e.op('Concat', parts, [attr.int('axis', 2)]);
-  return e.reshape(dw, e.ints([m, c, ...kernel]));
+  const dw = e.op('Gemm', [gm, patches]);
+  return e.reshape(e.transpose(e.reshape(dw, e.ints([m, K, c])), [0, 2, 1]), e.ints([m, c, ...kernel]));
 }
 
 /** Per-channel parameter [C] → [C, 1, …] to broadcast against x [N, C, S…]. */
@@ -278,7 +320,8 @@ export const RULES: Record<string, Rule> = {
   // Elementwise binary ops, with NumPy broadcasting.
   Add: (r) => binary(r.e, r, () => only(r.gy), () => only(r.gy)),
   Sub: (r) => binary(r.e, r, () => only(r.gy), () => r.e.neg(only(r.gy))),
-  Mul: (r) => binary(r.e, r, () => r.e.mul(only(r.gy), r.x[1]), () => r.e.mul(only(r.gy), r.x[0])),
+  // x · x (a square, as in an MSE): one gradient g · (x + x), not g · x twice and their sum.
+  Mul: (r) => (r.x[0] === r.x[1] ? [r.e.mul(only(r.gy), r.e.add(r.x[0], r.x[0])), null] : binary(r.e, r, () => r.e.mul(only(r.gy), r.x[1]), () => r.e.mul(only(r.gy), r.x[0]))),
   Div: (r) => binary(r.e, r, () => r.e.div(only(r.gy), r.x[1]), () => r.e.neg(r.e.div(r.e.mul(only(r.gy), r.y[0]), r.x[1]))),
   Pow: (r) => {
     const { e, x: [x, p], y: [y] } = r;
@@ -347,11 +390,12 @@ export const RULES: Record<string, Rule> = {
     if (need[0]) {
       const reach = kernel.map((kk, i) => (kk - 1) * win.d[i]);
       const unitStride = win.s.every((s) => s === 1) && win.pads.every((p, i) => p <= reach[i % k]);
+      const flippedPads = win.pads.map((p, i) => reach[i % k] - p);
       gx = unitStride
         ? // Stride 1: a plain Conv with the flipped kernel (onnxruntime's fastest path).
           e.op('Conv', [g, flippedKernel(e, w, group)], [
             attr.ints('dilations', win.d),
-            attr.ints('pads', win.pads.map((p, i) => reach[i % k] - p)),
+            attr.ints('pads', flippedPads),
             attr.int('group', group),
           ])
         : // Strided: ConvTranspose. (A 1×1 Conv spread onto the stride grid by Pad was tried for
@@ -472,7 +516,10 @@ export const RULES: Record<string, Rule> = {
   },
   ReduceMean: (r) => {
     const axes = reduceAxes(r.e, r);
-    return [axes ? r.e.div(spread(r.e, r, axes), count(r.e, r.x[0], axes)) : only(r.gy)];
+    // g / count before it is spread over x's shape: one division of the reduced tensor, not of x's every element.
+    if (!axes) return [only(r.gy)];
+    const g = r.e.div(only(r.gy), count(r.e, r.x[0], axes));
+    return [r.e.expand(r.a.int('keepdims', 1) ? g : r.e.unsqueeze(g, axes), r.e.shape(r.x[0]))];
   },
   ReduceMax: (r) => extremum(r),
   ReduceMin: (r) => extremum(r),
