@@ -17,6 +17,7 @@ import { join } from 'node:path';
 import { rng } from '@legible/studies';
 import { NmfEncoder, nmfGram } from '../src/nmf.ts';
 import { machine, PYTHON } from './lib.ts';
+import { symmetricEigen } from '../../analysis/src/stats/linalg.ts';
 
 const SCIPY = `
 import sys, json, time
@@ -82,34 +83,14 @@ for (const { label, n, c, k, shared } of cases) {
 }
 console.log(`load average at end ${loadavg()[0].toFixed(2)}`);
 
-/** The 2-norm condition number of a symmetric positive-definite k × k matrix, by Jacobi eigenvalues. */
+/** The 2-norm condition number of a symmetric positive-definite k × k matrix, from its eigenvalues. */
 function condition(G: Float64Array, k: number): number {
-  const a = Float64Array.from(G);
-  for (let sweep = 0; sweep < 100; sweep++) {
-    let off = 0;
-    for (let p = 0; p < k; p++) for (let q = p + 1; q < k; q++) off += a[p * k + q] ** 2;
-    if (off < 1e-30) break;
-    for (let p = 0; p < k; p++)
-      for (let q = p + 1; q < k; q++) {
-        if (Math.abs(a[p * k + q]) < 1e-300) continue;
-        const theta = (a[q * k + q] - a[p * k + p]) / (2 * a[p * k + q]);
-        const t = Math.sign(theta || 1) / (Math.abs(theta) + Math.sqrt(theta * theta + 1));
-        const cs = 1 / Math.sqrt(t * t + 1);
-        const sn = t * cs;
-        for (let m = 0; m < k; m++) {
-          const amp = a[m * k + p];
-          const amq = a[m * k + q];
-          a[m * k + p] = cs * amp - sn * amq;
-          a[m * k + q] = sn * amp + cs * amq;
-        }
-        for (let m = 0; m < k; m++) {
-          const apm = a[p * k + m];
-          const aqm = a[q * k + m];
-          a[p * k + m] = cs * apm - sn * aqm;
-          a[q * k + m] = sn * apm + cs * aqm;
-        }
-      }
+  const { values } = symmetricEigen(Float64Array.from(G), k);
+  let lo = Infinity;
+  let hi = 0;
+  for (const v of values) {
+    lo = Math.min(lo, Math.abs(v));
+    hi = Math.max(hi, Math.abs(v));
   }
-  const eig = Array.from({ length: k }, (_, i) => a[i * k + i]);
-  return Math.max(...eig) / Math.min(...eig);
+  return hi / lo;
 }

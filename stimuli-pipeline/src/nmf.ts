@@ -314,16 +314,7 @@ export function gram(M: Float32Array, rows: number, cols: number, transpose = fa
     for (let a = 0; a < cols; a++) for (let b = 0; b < a; b++) G[a * cols + b] = G[b * cols + a];
     return G;
   }
-  const G = new Float64Array(rows * rows);
-  for (let a = 0; a < rows; a++) {
-    for (let b = a; b < rows; b++) {
-      let s = 0;
-      for (let q = 0; q < cols; q++) s += M[a * cols + q] * M[b * cols + q];
-      G[a * rows + b] = s;
-      G[b * rows + a] = s;
-    }
-  }
-  return G;
+  return nmfGram(M, rows, cols);
 }
 
 /** The transpose (cols × rows) of a rows × cols matrix, in 8 × 8 tiles (a strided copy misses the TLB on every element). */
