@@ -144,7 +144,7 @@ def run(arch, size, batch, threads, channels_last, warmup, steps, tensor='logits
     return {
         'seconds': seconds,
         'cpu': cpu,
-        'objective_first': losses[0],
+        'objective_first': losses[warmup],
         'objective_last': losses[-1],
         'final': final.tolist(),
         'threads': torch.get_num_threads(),
