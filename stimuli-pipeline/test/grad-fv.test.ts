@@ -113,6 +113,13 @@ describe('MACO parameterisation', () => {
       const s = wts[p] + wts[p + 144] + wts[p + 288] + wts[p + 432];
       assert.ok(Math.abs(s - 1) < 1e-6 && [0, 1, 2, 3].every((k) => idx[p + 144 * k] >= 0n && idx[p + 144 * k] < 400n));
     }
+    // Written into a view that starts inside a larger buffer filled with -1 (every bit set), at an
+    // offset: the same int64 indices (high words cleared), nothing written outside the range.
+    const big = new BigInt64Array(3 + 2 * 4 * 144).fill(-1n);
+    const view = big.subarray(3);
+    warpSampling(sampleWarp(new Rng(1), DEFAULT_AUGMENTATION), 20, 20, 12, 12, view, new Float32Array(2 * 4 * 144), 4 * 144);
+    assert.deepEqual([...big.subarray(0, 3 + 4 * 144)], Array(3 + 4 * 144).fill(-1n));
+    assert.deepEqual([...view.subarray(4 * 144)], [...idx]);
   });
 
   it('colourMatrix recovers the axes and spreads of colours made from independent sources', () => {

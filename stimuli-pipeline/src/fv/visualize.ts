@@ -49,6 +49,8 @@ export interface VisualizeOptions {
   /** RGB: row-major 3×3 decorrelation matrix, rgb = M · x (default DEFAULT_COLOUR_MATRIX). */
   colour?: Float32Array;
   log?: (s: string) => void;
+  /** Called after every optimisation step (`step` counts from 0 within the batch starting at objective `start`); benchmarks time steps with it. */
+  onStep?: (step: number, start: number) => void;
 }
 
 export interface Visualizations {
@@ -276,6 +278,7 @@ export async function visualizeFeatures(modelBytes: Uint8Array, input: ModelInpu
           for (let c = 0; c < C; c++)
             for (let p = 0; p < H * W; p++) attribution[b * H * W + p] += Math.abs(gImage[(b * C + c) * H * W + p]);
         adam.step({ p: (out[grad.grads[composed.param]] as Tensor).data as Float32Array });
+        opts.onStep?.(step, start);
       }
       // The final image, seen without augmentation.
       setWarps(true);
