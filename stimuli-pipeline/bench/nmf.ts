@@ -2,7 +2,8 @@
 // and max_iter 200), both from the same initial factors, float32, the same thread count, in one run:
 // the time legible's default solver takes to reach scikit-learn's final loss, at each size.
 //
-//   node --import tsx stimuli-pipeline/bench/nmf.ts [sizes=50000x2048,5000x512] [k=25] [threads=2] [reps=1] [variants=hals]
+//   node --import tsx stimuli-pipeline/bench/nmf.ts [SIZES] [K] [THREADS] [REPS] [VARIANTS]
+//   (positional; defaults 50000x2048,5000x512 25 2 1 hals)
 //
 // scikit-learn runs with `threads` and with 1 OpenBLAS thread, the faster counts (legible too runs
 // small products on one thread). variants: `hals` (legible's default: one sweep per pair of
