@@ -21,7 +21,7 @@ import type { InferenceSession, Tensor } from 'onnxruntime-node';
 import { LegibleError } from '@legible/studies';
 import { attr, describeValue, node, tensorInfo } from './onnx/graph.ts';
 import { DataType, decodeModel, encodeModel, int64Tensor, type ModelProto, type NodeProto, type ValueInfoProto } from './onnx/proto.ts';
-import { addTapsToModel } from './onnx/taps.ts';
+import { addTapsToModel, neededNodes } from './onnx/taps.ts';
 import { constantTensors } from './onnx/constants.ts';
 import { openSession, type Device } from './runtime.ts';
 import { inferredTensors, measureTensors, type MetaMap } from './grad/meta.ts';
@@ -80,8 +80,7 @@ function downstream(model: ModelProto, layer: string, output: string, meta: Meta
   if (!after.has(output)) throw new LegibleError(`the output "${output}" does not depend on layer "${layer}": removing features there cannot change it`);
   // Keep only what the output needs.
   const needed = new Set([output]);
-  for (let i = down.length - 1; i >= 0; i--) if ((down[i].output ?? []).some((o) => needed.has(o))) for (const x of down[i].input ?? []) needed.add(x);
-  const kept = down.filter((n) => (n.output ?? []).some((o) => needed.has(o)));
+  const kept = neededNodes(down, needed);
   // Tensors computed from initializers and constants alone (e.g. torch.onnx's Identity copies of
   // identical initializers) are the same for every image: the cut graph computes them itself, they
   // are never fed per image (nor repeated per feature).

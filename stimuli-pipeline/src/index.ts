@@ -15,4 +15,4 @@ export { modelLayers, type ResolvedLayer } from './layout.ts';
 export { decodeForModel, normalise, channelCount } from './preprocess.ts';
 export { featureId, type FeatureColumn } from './exemplars.ts';
 export type { FeatureSet, Dictionary } from './features.ts';
-export { gram, nmfCodes, nmfGram, nnlsRow, NMF_ZERO } from './nmf.ts';
+export { columnGram, nmfCodes, nmfGram, nnlsRow, NMF_ZERO } from './nmf.ts';

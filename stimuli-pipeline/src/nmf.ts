@@ -197,7 +197,7 @@ export async function fitNmf(A: Float32Array, n: number, c: number, opts: NmfFit
       const first = await products.withU(U);
       UtU = first.UtU;
       halsW(W, first.UtA, first.UtU, k, c, wSweeps, scratch);
-    } else UtU = gram(U, n, k, true);
+    } else UtU = columnGram(U, n, k);
     for (let it = 0; ; it++) {
       const { AWt, WWt, GradU } = await products.withW(W, U);
       if (it % 10 === 0 || it === opts.maxIter || everyIteration) {
@@ -300,24 +300,21 @@ function normaliseAndOrder(U: Float32Array, W: Float32Array, n: number, c: numbe
   return { U: U2, W: W2 };
 }
 
-/** W·Wᵀ of a k × c matrix, or (transpose) Uᵀ·U of an n × k one. */
-export function gram(M: Float32Array, rows: number, cols: number, transpose = false): Float64Array {
-  if (transpose) {
-    const G = new Float64Array(cols * cols);
-    for (let i = 0; i < rows; i++) {
-      for (let a = 0; a < cols; a++) {
-        const v = M[i * cols + a];
-        if (v === 0) continue;
-        for (let b = a; b < cols; b++) G[a * cols + b] += v * M[i * cols + b];
-      }
+/** Uᵀ·U of an n × k matrix, in float64 (rows at zero skipped). WWᵀ of a dictionary is `nmfGram`. */
+export function columnGram(M: Float32Array, rows: number, cols: number): Float64Array {
+  const G = new Float64Array(cols * cols);
+  for (let i = 0; i < rows; i++) {
+    for (let a = 0; a < cols; a++) {
+      const v = M[i * cols + a];
+      if (v === 0) continue;
+      for (let b = a; b < cols; b++) G[a * cols + b] += v * M[i * cols + b];
     }
-    for (let a = 0; a < cols; a++) for (let b = 0; b < a; b++) G[a * cols + b] = G[b * cols + a];
-    return G;
   }
-  return nmfGram(M, rows, cols);
+  for (let a = 0; a < cols; a++) for (let b = 0; b < a; b++) G[a * cols + b] = G[b * cols + a];
+  return G;
 }
 
-/** The transpose (cols × rows) of a rows × cols matrix, in 8 × 8 tiles (a strided copy misses the TLB on every element). */
+/** The transpose (cols × rows) of a rows × cols matrix, copied in 8 × 8 tiles. */
 function transpose(M: Float32Array, rows: number, cols: number): Float32Array {
   const T = new Float32Array(rows * cols);
   const B = 8;

@@ -168,8 +168,7 @@ describe('NMF on onnxruntime (src/nmf.ts)', () => {
     const r = rng(31);
     const k = 5;
     const c = 48;
-    const base = Float64Array.from({ length: c }, () => r.next());
-    const W = Float32Array.from({ length: k * c }, (_, i) => base[i % c] * (1 + 0.04 * r.normal()) + 0.01 * r.next());
+    const W = nearlyParallel(r, k, c, 0.04, 0.01);
     const n = 40;
     const rows = new Float32Array(n * c);
     for (let i = 0; i < n; i++) {
@@ -209,8 +208,7 @@ describe('NMF on onnxruntime (src/nmf.ts)', () => {
     const r = rng(32);
     const k = 6;
     const c = 40;
-    const base = Float64Array.from({ length: c }, () => r.next());
-    const W = Float32Array.from({ length: k * c }, (_, i) => base[i % c] * (1 + 0.05 * r.normal()) + 0.02 * r.next());
+    const W = nearlyParallel(r, k, c, 0.05, 0.02);
     const n = 30;
     const rows = Float32Array.from({ length: n * c }, () => 5 * r.next());
     const codes = await (await NmfEncoder.create(W, k, c)).encode(rows, n);
@@ -340,3 +338,9 @@ describe('features, exemplars and trials', () => {
     checkSplitSizes(baseStudy(), 18, 2, 20);
   });
 });
+
+/** k concepts of c channels that are all close to one random direction: each entry scaled by 1 + spread·N(0,1), plus lift·U(0,1). */
+function nearlyParallel(r: ReturnType<typeof rng>, k: number, c: number, spread: number, lift: number): Float32Array {
+  const base = Float64Array.from({ length: c }, () => r.next());
+  return Float32Array.from({ length: k * c }, (_, i) => base[i % c] * (1 + spread * r.normal()) + lift * r.next());
+}

@@ -192,6 +192,20 @@ function reads(n: NodeProto): string[] {
 }
 
 /**
+ * The nodes (in topological order) that compute the tensors in `needed`, kept in their order;
+ * `needed` grows by every name they read (their subgraphs' outer reads included).
+ */
+export function neededNodes(nodes: readonly NodeProto[], needed: Set<string>): NodeProto[] {
+  const keep = new Array<boolean>(nodes.length).fill(false);
+  for (let i = nodes.length - 1; i >= 0; i--) {
+    if (!(nodes[i].output ?? []).some((o) => needed.has(o))) continue;
+    keep[i] = true;
+    for (const x of reads(nodes[i])) if (x) needed.add(x);
+  }
+  return nodes.filter((_, i) => keep[i]);
+}
+
+/**
  * The graph without the nodes its outputs do not need, and without the initializers no kept node
  * reads. onnxruntime runs every node of a graph, needed or not (ResNet-50 reduced to layer1 still
  * ran all 53 convolutions and the classifier), so a model cut to its taps runs only up to the
@@ -199,17 +213,11 @@ function reads(n: NodeProto): string[] {
  */
 export function pruneGraph(graph: GraphProto): GraphProto {
   const needed = new Set((graph.output ?? []).map((o) => o.name ?? ''));
-  const nodes = graph.node ?? [];
-  const keep = new Array<boolean>(nodes.length).fill(false);
-  for (let i = nodes.length - 1; i >= 0; i--) {
-    if (!(nodes[i].output ?? []).some((o) => needed.has(o))) continue;
-    keep[i] = true;
-    for (const x of reads(nodes[i])) if (x) needed.add(x);
-  }
+  const node = neededNodes(graph.node ?? [], needed);
   const inputs = new Set((graph.input ?? []).map((v) => v.name));
   return {
     ...graph,
-    node: nodes.filter((_, i) => keep[i]),
+    node,
     // An initializer that is also listed as a graph input (older exporters) stays: it can be fed.
     initializer: (graph.initializer ?? []).filter((t) => needed.has(t.name ?? '') || inputs.has(t.name)),
   };
