@@ -28,7 +28,7 @@ const threads = Number(process.argv[3] ?? 2);
 const batch = 16;
 /** glibc: keep freed blocks in the heap instead of unmapping them (no fresh page faults per batch). */
 const TUNED_MALLOC = { MALLOC_MMAP_THRESHOLD_: '4294967296', MALLOC_TRIM_THRESHOLD_: '4294967296' };
-const CONFIGS: { label: string; workers: number; channelsLast: boolean; malloc: boolean; env?: Record<string, string> }[] = [
+const CONFIGS: { label: string; workers: number; channelsLast: boolean; malloc: boolean; jit?: boolean; env?: Record<string, string> }[] = [
   { label: "glibc's default allocator, DataLoader workers = 0", workers: 0, channelsLast: false, malloc: false },
   { label: "glibc's default allocator, DataLoader workers = 1", workers: 1, channelsLast: false, malloc: false },
   { label: 'MALLOC_MMAP/TRIM_THRESHOLD_ = 4 GiB, workers = 0', workers: 0, channelsLast: false, malloc: true },
@@ -38,6 +38,9 @@ const CONFIGS: { label: string; workers: number; channelsLast: boolean; malloc: 
   // OpenMP threads that sleep instead of spinning between operators: the counterpart of legible's
   // onnxruntime setting (allow_spinning 0), for a machine whose cores other work also needs.
   { label: 'MALLOC_MMAP/TRIM_THRESHOLD_ = 4 GiB, workers = 0, channels_last, OMP_WAIT_POLICY = PASSIVE', workers: 0, channelsLast: true, malloc: true, env: { OMP_WAIT_POLICY: 'PASSIVE' } },
+  // TorchScript: traced, frozen, torch.jit.optimize_for_inference (batch norm folded, oneDNN fusions).
+  { label: 'MALLOC_MMAP/TRIM_THRESHOLD_ = 4 GiB, workers = 0, TorchScript frozen + optimize_for_inference', workers: 0, channelsLast: false, malloc: true, jit: true },
+  { label: 'MALLOC_MMAP/TRIM_THRESHOLD_ = 4 GiB, workers = 0, channels_last, TorchScript frozen + optimize_for_inference', workers: 0, channelsLast: true, malloc: true, jit: true },
 ];
 const chosen = !process.argv[4] || process.argv[4] === 'all' ? CONFIGS.map((_, i) => i) : process.argv[4].split(',').map(Number);
 const rounds = Number(process.argv[5] ?? 1);
@@ -122,7 +125,7 @@ for (let r = 0; r < rounds; r++) {
     const cfg = CONFIGS[i];
     console.error(`  PyTorch: ${cfg.label} …`);
     const env: Record<string, string> = { OMP_NUM_THREADS: String(threads), ...(cfg.malloc ? TUNED_MALLOC : {}), ...cfg.env };
-    const t = reference(['extract', modelDir, images, String(batch), String(threads), String(cfg.workers), cfg.channelsLast ? '1' : '0', '1'], env) as TorchRun;
+    const t = reference(['extract', modelDir, images, String(batch), String(threads), String(cfg.workers), cfg.channelsLast ? '1' : '0', '1', cfg.jit ? '1' : '0'], env) as TorchRun;
     console.error(`    ${t.images_per_s.toFixed(2)} images/s, ${((1000 * t.cpu_seconds) / t.images).toFixed(1)} CPU ms/image`);
     torchRounds[j].push(t);
   });

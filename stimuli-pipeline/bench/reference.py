@@ -3,7 +3,7 @@ scikit-learn (NMF). Run with Debian's /usr/bin/python3 (python3-torch, python3-t
 python3-sklearn). Called by the bench/*.ts scripts, which compare legible with these in one run.
 
   reference.py export-resnet50 OUT_DIR           random-weight ResNet-50 → resnet50.onnx + resnet50.pt
-  reference.py extract OUT_DIR IMAGES BATCH THREADS WORKERS [CHANNELS_LAST=0] [INTEROP=1]
+  reference.py extract OUT_DIR IMAGES BATCH THREADS WORKERS [CHANNELS_LAST=0] [INTEROP=1] [JIT=0]
                                                  PyTorch extraction (one configuration); prints JSON timings
   reference.py nmf-error DIR U.npy W.npy          ‖A − U·W‖_F in float64; prints JSON
   reference.py nmf DIR K MAX_ITER TOL THREADS [SOLVER=cd]   scikit-learn NMF from DIR/{A,W0,H0}.npy; prints JSON
@@ -61,12 +61,14 @@ def export_resnet50(out_dir):
     print(json.dumps({"onnx": os.path.join(out_dir, "resnet50.onnx")}))
 
 
-def extract(out_dir, images, batch, threads, workers, channels_last=False, interop=1):
+def extract(out_dir, images, batch, threads, workers, channels_last=False, interop=1, jit=False):
     """Decode, resize, crop, normalise, forward, and spatial mean + max of layer1..4: what legible does.
 
     A configuration as a practitioner would tune it: torch.inference_mode, `threads` intra-op threads
     and `interop` inter-op threads, optionally channels_last memory format (model and batches), and
-    0 or more DataLoader worker processes. glibc's allocator settings (MALLOC_MMAP_THRESHOLD_,
+    0 or more DataLoader worker processes; with `jit`, the network up to layer4 traced to TorchScript,
+    frozen and passed through torch.jit.optimize_for_inference (batch norm folded into the
+    convolutions, oneDNN's fused kernels: PyTorch's own recipe for CPU inference). glibc's allocator settings (MALLOC_MMAP_THRESHOLD_,
     MALLOC_TRIM_THRESHOLD_) and an LD_PRELOADed allocator are read at process start, so the caller
     sets them in this process's environment; they are reported back."""
     import torch
@@ -92,14 +94,43 @@ def extract(out_dir, images, batch, threads, workers, channels_last=False, inter
 
     loader = torch.utils.data.DataLoader(Folder(), batch_size=batch, num_workers=workers)
     taps = {}
-    for name in ["layer1", "layer2", "layer3", "layer4"]:
-        getattr(net, name).register_forward_hook(lambda m, i, o, name=name: taps.__setitem__(name, o))
-    means = {k: [] for k in ["layer1", "layer2", "layer3", "layer4"]}
+    names = ["layer1", "layer2", "layer3", "layer4"]
+    means = {k: [] for k in names}
+    if jit:
+        # The taps as the traced module's outputs (hooks do not survive tracing); the classifier,
+        # which no tap needs, is left out, as legible's cut graph leaves it out.
+        class Layers(torch.nn.Module):
+            def __init__(self, n):
+                super().__init__()
+                self.n = n
 
-    def forward(x):
+            def forward(self, x):
+                n = self.n
+                x = n.maxpool(n.relu(n.bn1(n.conv1(x))))
+                l1 = n.layer1(x)
+                l2 = n.layer2(l1)
+                l3 = n.layer3(l2)
+                return l1, l2, l3, n.layer4(l3)
+
+        example = torch.zeros(batch, 3, 224, 224)
         if channels_last:
-            x = x.contiguous(memory_format=torch.channels_last)
-        net(x)
+            example = example.contiguous(memory_format=torch.channels_last)
+        with torch.no_grad():
+            traced = torch.jit.optimize_for_inference(torch.jit.freeze(torch.jit.trace(Layers(net).eval(), example)))
+
+        def forward(x):
+            if channels_last:
+                x = x.contiguous(memory_format=torch.channels_last)
+            taps.update(zip(names, traced(x)))
+
+    else:
+        for name in names:
+            getattr(net, name).register_forward_hook(lambda m, i, o, name=name: taps.__setitem__(name, o))
+
+        def forward(x):
+            if channels_last:
+                x = x.contiguous(memory_format=torch.channels_last)
+            net(x)
 
     # Warm-up on one batch (graph caches, allocator), then time the whole folder.
     with torch.inference_mode():
@@ -130,6 +161,7 @@ def extract(out_dir, images, batch, threads, workers, channels_last=False, inter
                 "interop": interop,
                 "workers": workers,
                 "channels_last": bool(channels_last),
+                "jit": bool(jit),
                 "inference_mode": True,
                 "env": env,
                 "torch": torch.__version__,
@@ -183,7 +215,7 @@ if __name__ == "__main__":
     if cmd == "export-resnet50":
         export_resnet50(args[0])
     elif cmd == "extract":
-        extract(args[0], args[1], int(args[2]), int(args[3]), int(args[4]), *[int(a) for a in args[5:7]])
+        extract(args[0], args[1], int(args[2]), int(args[3]), int(args[4]), *[int(a) for a in args[5:8]])
     elif cmd == "nmf":
         nmf(args[0], int(args[1]), int(args[2]), float(args[3]), int(args[4]), *(args[5:6] or ["cd"]))
     elif cmd == "nmf-error":
