@@ -347,10 +347,12 @@ export async function trainLadder(
                 const g = combined[p.name];
                 const g0 = (out[grad.grads[p.name]] as Tensor).data as Float32Array;
                 const o = shared.offset[k];
-                for (let i = 0; i < g.length; i++) {
-                  let v = w[0] * g0[i];
-                  for (let j = 0; j < T - 1; j++) v += w[j + 1] * shared.grads[j][o + i];
-                  g[i] = v;
+                const w0 = w[0];
+                for (let i = 0; i < g.length; i++) g[i] = w0 * g0[i];
+                for (let j = 0; j < T - 1; j++) {
+                  const gj = shared.grads[j];
+                  const wj = w[j + 1];
+                  for (let i = 0; i < g.length; i++) g[i] += wj * gj[o + i];
                 }
               }
               grads = combined;
