@@ -6,7 +6,14 @@
 //
 //   node --import tsx stimuli-pipeline/bench/complexity.ts [--model demo|resnet50] [--layers block2,block3]
 //        [--images 600] [--epochs 10] [--torch-epochs 3] [--width 16] [--depths 1,2,4,7,13] [--threads 2]
-//        [--batch 32] [--torch-threads 2,1]
+//        [--rounds 1] [--batch 32] [--torch-threads 2,1|none]
+//
+// --threads: trainLadder's threads (1: one onnxruntime session; T ≥ 2: T data-parallel parts, one
+// session with one intra-op thread each, T − 1 of them on worker threads). A list (--threads 1,2)
+// trains one ladder per entry in turn, --rounds times over (interleaved: 1, 2, 1, 2, …), all in this
+// process, and reports each entry's median epoch per depth over its rounds; the layer maps are
+// computed with the list's largest count of intra-op threads. Peak RSS is the process's, over all
+// entries: measure memory with a single --threads. --torch-threads none skips PyTorch.
 //
 // --model resnet50: torchvision's ResNet-50 (weights=None, seeded; the zoo's ONNX export of
 // test/torch-export.ts, made once with Debian's torch and cached) at 112 px, its layer3 [1024, 7, 7],
@@ -45,6 +52,7 @@ const { values } = parseArgs({
     width: { type: 'string', default: '16' },
     depths: { type: 'string', default: '1,2,4,7,13' },
     threads: { type: 'string', default: '2' },
+    rounds: { type: 'string', default: '1' },
     batch: { type: 'string', default: '32' },
     'torch-threads': { type: 'string', default: '2,1' },
   },
@@ -57,9 +65,11 @@ const epochs = Number(values.epochs);
 const torchEpochs = Number(values['torch-epochs']);
 const width = Number(values.width);
 const depths = values.depths!.split(',').map(Number);
-const threads = Number(values.threads);
+const threadList = values.threads!.split(',').map(Number);
+const threads = Math.max(...threadList);
+const rounds = Number(values.rounds);
 const batch = Number(values.batch);
-const torchThreads = values['torch-threads']!.split(',').map(Number);
+const torchThreads = values['torch-threads'] === 'none' ? [] : values['torch-threads']!.split(',').map(Number);
 const missing = torchMissing();
 if (missing) throw new Error(missing);
 
@@ -112,17 +122,31 @@ if (resnet) {
 }
 const modelSeconds = (performance.now() - modelStart) / 1000;
 
-console.log(`${await machine()}; ${values.model} model, ${n} images (maps in ${modelSeconds.toFixed(1)} s), epochs ${epochs} (PyTorch ${torchEpochs}), width ${width}, depths ${depths.join(', ')}, batch ${batch}, ${threads} threads`);
+console.log(`${await machine()}; ${values.model} model, ${n} images (maps in ${modelSeconds.toFixed(1)} s), epochs ${epochs} (PyTorch ${torchEpochs}), width ${width}, depths ${depths.join(', ')}, batch ${batch}, legible threads ${threadList.join(' / ')} × ${rounds} round(s)`);
 const results: Record<string, unknown>[] = [];
 for (const layer of layers) {
   const f = maps[layer].data as Float32Array;
   const shape = maps[layer].dims.slice(1).map(Number) as [number, number, number];
-  // legible.
+  // legible: one ladder per thread count, the list repeated `rounds` times (interleaved).
   const loadBefore = load();
   const rssBefore = process.resourceUsage().maxRSS;
-  const t0 = performance.now();
-  const ladder = await trainLadder(x, f, n, input, shape, { depths, width, epochs, batchSize: batch, seed: 1, threads, device: 'cpu' });
-  const legibleSeconds = (performance.now() - t0) / 1000;
+  const epochTimes = new Map<number, number[][]>(threadList.map((t) => [t, depths.map(() => [])]));
+  const heldOutBy = new Map<number, number[]>();
+  const wallBy = new Map<number, number[]>();
+  let ladder: Awaited<ReturnType<typeof trainLadder>> | null = null;
+  for (let round = 0; round < rounds; round++) {
+    for (const t of threadList) {
+      const t0 = performance.now();
+      const l = await trainLadder(x, f, n, input, shape, { depths, width, epochs, batchSize: batch, seed: 1, threads: t, device: 'cpu' });
+      (wallBy.get(t) ?? wallBy.set(t, []).get(t)!).push((performance.now() - t0) / 1000);
+      l.rungs.forEach((rung, k) => epochTimes.get(t)![k].push(...rung.epochSeconds));
+      heldOutBy.set(t, l.rungs.map((rung) => rung.heldOutLoss));
+      if (ladder) await l.release();
+      else ladder = l;
+    }
+  }
+  if (!ladder) throw new Error('--threads: no thread count given');
+  const legibleSeconds = median(wallBy.get(threadList[0])!);
   const rssAfter = process.resourceUsage().maxRSS;
   const measured = await measureComplexity(ladder, x, f, Array.from({ length: shape[0] }, (_, c) => ({ id: String(c), channel: c })));
   await ladder.release();
@@ -154,22 +178,30 @@ for (const layer of layers) {
   }
   rmSync(dir, { recursive: true, force: true });
   const ladderTime = (run: TorchRun) => depths.reduce((s, d) => s + median(run.depths[String(d)].epoch_seconds), 0);
-  const torch = torchRuns.reduce((a, b) => (ladderTime(b) < ladderTime(a) ? b : a));
+  const torch = torchRuns.length ? torchRuns.reduce((a, b) => (ladderTime(b) < ladderTime(a) ? b : a)) : null;
   const loadAfter = load();
+  // legible's columns: the median epoch per depth of each thread count; the ratio is the fastest count's.
+  const ours = (t: number, k: number) => median(epochTimes.get(t)![k]);
+  const ladderOurs = (t: number) => depths.reduce((s, _, k) => s + ours(t, k), 0);
+  const best = threadList.reduce((a, b) => (ladderOurs(b) < ladderOurs(a) ? b : a));
   const rows = ladder.rungs.map((rung, k) => {
-    const ours = median(rung.epochSeconds);
-    const theirs = median(torch.depths[String(rung.depth)].epoch_seconds);
-    return { depth: rung.depth, legible_s: ours, pytorch_s: theirs, ratio: ours / theirs, held_out: rung.heldOutLoss, train: rung.trainLoss, rho: measured.layer.rho[k], explained: measured.layer.explained[k] };
+    const theirs = torch ? median(torch.depths[String(rung.depth)].epoch_seconds) : NaN;
+    const legible = Object.fromEntries(threadList.map((t) => [t, ours(t, k)]));
+    return { depth: rung.depth, legible_s: legible, pytorch_s: theirs, ratio: ours(best, k) / theirs, held_out: rung.heldOutLoss, train: rung.trainLoss, rho: measured.layer.rho[k], explained: measured.layer.explained[k] };
   });
-  const sum = (k: 'legible_s' | 'pytorch_s') => rows.reduce((s, x) => s + x[k], 0);
-  console.log(`\n${layer} [${shape}]: load average ${loadBefore} → ${loadMiddle} (legible) → ${loadAfter} (PyTorch ${torch.torch}); PyTorch ladder s/epoch by threads: ${torchRuns.map((t) => `${t.threads}: ${ladderTime(t).toFixed(3)}`).join(', ')}; reference below: ${torch.threads} thread(s)`);
-  console.log('| depth | legible s/epoch | PyTorch s/epoch | ratio | held-out loss | train loss | ρ(order) | explained |');
-  console.log('| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |');
-  for (const x of rows) console.log(`| ${x.depth} | ${x.legible_s.toFixed(3)} | ${x.pytorch_s.toFixed(3)} | ${x.ratio.toFixed(2)} | ${x.held_out.toFixed(3)} | ${x.train.toFixed(3)} | ${x.rho.toFixed(3)} | ${x.explained.toFixed(3)} |`);
-  console.log(`| ladder | ${sum('legible_s').toFixed(3)} | ${sum('pytorch_s').toFixed(3)} | ${(sum('legible_s') / sum('pytorch_s')).toFixed(2)} | | | | |`);
+  const uniq = [...new Set(threadList)];
   console.log(
-    `peak RSS: legible process ${mib(rssAfter).toFixed(0)} MiB (${mib(rssBefore).toFixed(0)} before the ladder: data, demo model, onnxruntime); PyTorch process ${Math.max(...torchRuns.map((t) => t.peak_rss_mib)).toFixed(0)} MiB; legible ladder wall time ${legibleSeconds.toFixed(1)} s (${epochs} epochs per depth, with graph building and evaluation)`,
+    `\n${layer} [${shape}]: load average ${loadBefore} → ${loadMiddle} (legible) → ${loadAfter} (PyTorch ${torch?.torch ?? 'not run'}); PyTorch ladder s/epoch by threads: ${torchRuns.map((t) => `${t.threads}: ${ladderTime(t).toFixed(3)}`).join(', ') || '-'}; reference below: ${torch?.threads ?? '-'} thread(s); legible ratio column: ${best} thread(s)`,
   );
-  results.push({ layer, shape, rows, loads: [loadBefore, loadMiddle, loadAfter], rss_mib: { legible: mib(rssAfter), legible_before: mib(rssBefore), pytorch: Math.max(...torchRuns.map((t) => t.peak_rss_mib)) }, pytorch_ladder_s: Object.fromEntries(torchRuns.map((t) => [t.threads, ladderTime(t)])) });
+  console.log(`| depth | ${uniq.map((t) => `legible s/epoch, ${t} thr`).join(' | ')} | PyTorch s/epoch | ratio | held-out loss | train loss | ρ(order) | explained |`);
+  console.log(`| ---: | ${uniq.map(() => '---:').join(' | ')} | ---: | ---: | ---: | ---: | ---: | ---: |`);
+  for (const x of rows) console.log(`| ${x.depth} | ${uniq.map((t) => x.legible_s[t].toFixed(3)).join(' | ')} | ${x.pytorch_s.toFixed(3)} | ${x.ratio.toFixed(2)} | ${x.held_out.toFixed(3)} | ${x.train.toFixed(3)} | ${x.rho.toFixed(3)} | ${x.explained.toFixed(3)} |`);
+  const theirsLadder = rows.reduce((s, x) => s + x.pytorch_s, 0);
+  console.log(`| ladder | ${uniq.map((t) => ladderOurs(t).toFixed(3)).join(' | ')} | ${theirsLadder.toFixed(3)} | ${(ladderOurs(best) / theirsLadder).toFixed(2)} | | | | |`);
+  console.log(`held-out losses by thread count: ${uniq.map((t) => `${t}: ${heldOutBy.get(t)!.map((v) => v.toFixed(6)).join(' / ')}`).join('; ')}`);
+  console.log(
+    `peak RSS: legible process ${mib(rssAfter).toFixed(0)} MiB (${mib(rssBefore).toFixed(0)} before the ladder: data, demo model, onnxruntime); PyTorch process ${Math.max(0, ...torchRuns.map((t) => t.peak_rss_mib)).toFixed(0)} MiB; legible ladder wall time ${legibleSeconds.toFixed(1)} s at ${threadList[0]} thread(s) (${epochs} epochs per depth, with graph building and evaluation)`,
+  );
+  results.push({ layer, shape, rows, loads: [loadBefore, loadMiddle, loadAfter], rss_mib: { legible: mib(rssAfter), legible_before: mib(rssBefore), pytorch: Math.max(0, ...torchRuns.map((t) => t.peak_rss_mib)) }, legible_ladder_s: Object.fromEntries(uniq.map((t) => [t, ladderOurs(t)])), pytorch_ladder_s: Object.fromEntries(torchRuns.map((t) => [t.threads, ladderTime(t)])) });
 }
 console.log(JSON.stringify(results));

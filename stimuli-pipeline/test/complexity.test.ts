@@ -114,6 +114,65 @@ describe('disentangler ladder', () => {
     assert.deepEqual(await run(), await run());
   });
 
+  it('threads: 2 and 3 (data-parallel parts on worker threads) give the one-thread losses to float32 round-off, and repeat bitwise', async (t) => {
+    const n = 120;
+    const { x, f } = teacher(n, 2);
+    // Batch 15: two parts of 8 + 7 images, three of 5.
+    const run = async (threads: number) => {
+      const l = await trainLadder(x, f, n, [1, 16, 16], [4, 8, 8], { depths: [1, 2], width: 8, epochs: 3, batchSize: 15, seed: 6, threads });
+      await l.release();
+      return l.rungs.map((r) => ({ losses: [...r.history, r.heldOutLoss, r.trainLoss], params: Object.values(r.params).flatMap((v) => Array.from(v)) }));
+    };
+    const one = await run(1);
+    const two = await run(2);
+    const three = await run(3);
+    // Tolerance: 1e-5 relative. The parts' gradients are summed in another order than one session's
+    // reduction over the whole batch (float32 round-off ~1e-7 relative per step), and the difference
+    // grows over the 3 epochs' 18 Adam steps; a wrong weighting or part is off by far more.
+    for (const [name, other] of [['2', two], ['3', three]] as const) {
+      let worst = 0;
+      for (const [k, rung] of one.entries()) {
+        for (const [i, v] of rung.losses.entries()) {
+          const d = Math.abs(other[k].losses[i] - v) / Math.abs(v);
+          worst = Math.max(worst, d);
+          assert.ok(d <= 1e-5, `threads ${name}, rung ${k}, loss ${i}: ${other[k].losses[i]} vs ${v} at 1 thread`);
+        }
+      }
+      t.diagnostic(`threads ${name}: largest relative loss difference to 1 thread ${worst.toExponential(2)}`);
+    }
+    assert.notDeepEqual(two, one, 'the parts are really computed apart (bitwise equality with 1 thread would mean they were not)');
+    assert.deepEqual(await run(2), two);
+  });
+
+  it('an error during data-parallel training rejects and ends the worker threads (the process exits by itself)', () => {
+    const dir = mkdtempSync(join(tmpdir(), 'legible-ladder-error-'));
+    try {
+      const script = join(dir, 'fail.mts');
+      writeFileSync(
+        script,
+        `import { trainLadder } from ${JSON.stringify(join(ROOT, 'stimuli-pipeline/src/train/disentangler.ts'))};
+const n = 40;
+const x = Float32Array.from({ length: n * 256 }, (_, i) => (i % 17) / 17);
+const f = Float32Array.from({ length: n * 256 }, (_, i) => (i % 13) / 13);
+try {
+  await trainLadder(x, f, n, [1, 16, 16], [4, 8, 8], { depths: [1, 2], width: 4, epochs: 3, batchSize: 8, threads: 2,
+    onEpoch: (depth, epoch) => { if (depth === 2 && epoch === 1) throw new Error('stop here'); } });
+  console.log('resolved');
+} catch (err) {
+  console.log('rejected: ' + err.message);
+}
+`,
+      );
+      // Live workers would keep the process running: a timeout here is the hang this test guards against.
+      const r = spawnSync(process.execPath, ['--import', 'tsx', script], { cwd: ROOT, encoding: 'utf8', timeout: 60_000 });
+      assert.equal(r.signal, null, `the process hung (killed by the test's timeout): ${r.stdout}${r.stderr}`);
+      assert.equal(r.status, 0, r.stderr);
+      assert.equal(r.stdout.trim(), 'rejected: stop here');
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+
   it('orderOf: the smallest depth reaching the threshold of the deepest, none below minShare', () => {
     assert.deepEqual(orderOf([1, 2, 4], [0.5, 0.85, 0.9]), { order: 2 });
     assert.deepEqual(orderOf([1, 2, 4], [0.95, 0.96, 0.9]), { order: 1 });

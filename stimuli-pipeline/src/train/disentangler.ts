@@ -13,13 +13,28 @@
 // positions), so every channel counts alike in the loss; predictions come back in the layer's units.
 // Training: the forward graph is built with graph.ts, its parameter gradients by grad/vjp.ts, Adam
 // (train/adam.ts) updates them between onnxruntime runs. Deterministic for a seed (initialisation,
-// held-out split, batch order) at a fixed onnxruntime thread count.
+// held-out split, batch order) at a fixed thread count.
+//
+// Threads: onnxruntime's intra-op threads gain little on these small convolutions (ResNet-50 layer3
+// ladder, [32, 32, 7, 7] maps: 1.04× from a second thread, quiet machine), and onnxruntime-node's
+// session.run computes on the calling JS thread, so two sessions on one thread never overlap. With
+// `threads: T ≥ 2` each step is data-parallel instead: the batch is split into T fixed contiguous
+// parts, each part's gradient graph runs on its own session with one intra-op thread — part 0 on the
+// main thread, the others on plain-JS worker threads (parallel.ts's WorkerTeam) — and the batch's loss
+// and gradient are the parts' size-weighted means (the loss is a ReduceMean over the batch). The
+// workers get their image slices gathered by the main thread into shared memory (the images are the
+// caller's, never copied whole), gather their targets from the standardised maps (made in shared
+// memory), read the parameters from a shared copy and write their gradients to shared memory; steps
+// are signalled with Atomics. The parts' sum differs from one session's in float32 round-off only.
 import type { InferenceSession, Tensor } from 'onnxruntime-node';
 import { LegibleError, Rng } from '@legible/studies';
 import { attr, makeGraph, makeModel, node, tensorInfo } from '../onnx/graph.ts';
 import { DataType, encodeModel, float32Tensor } from '../onnx/proto.ts';
 import { buildGradientModel } from '../grad/vjp.ts';
+import { availableParallelism } from 'node:os';
+import { createRequire } from 'node:module';
 import { openSession, type Device } from '../runtime.ts';
+import { sharedFloat32, WorkerTeam } from '../parallel.ts';
 import { Adam } from './adam.ts';
 
 /** Shapes of one disentangler: image [Cin, H, W] → feature maps [C, h, w]. */
@@ -119,6 +134,14 @@ export interface LadderOptions {
   /** Initial parameters per depth (default initDisentangler(shape, seed + depth)): the PyTorch parity test passes its own. */
   init?: (shape: DisentanglerShape) => Record<string, Float32Array>;
   device?: Device;
+  /**
+   * CPU threads. 1: one onnxruntime session with one intra-op thread. T ≥ 2: data-parallel steps —
+   * every batch split into T fixed contiguous parts, each part's gradient run on its own session with
+   * one intra-op thread (the main thread runs the first part, T − 1 worker threads the others), the
+   * gradients and loss combined weighted by part size. Default: one per core, with parts of at least
+   * 8 images. (Evaluation runs on one session with this many intra-op threads.) On a GPU device the
+   * training runs on one session.
+   */
   threads?: number;
   log?: (s: string) => void;
   /** Called with each epoch's order of the training images (the PyTorch parity test replays it). */
@@ -200,14 +223,22 @@ export async function trainLadder(
   for (let ch = 0; ch < c; ch++) mean[ch] /= train.length * plane;
   for (const i of train) for (let ch = 0; ch < c; ch++) for (let p = 0; p < plane; p++) std[ch] += (f[i * outSize + ch * plane + p] - mean[ch]) ** 2;
   for (let ch = 0; ch < c; ch++) std[ch] = Math.sqrt(std[ch] / (train.length * plane)) || 1;
-  const z = new Float32Array(f.length);
+  const batch = Math.min(opts.batchSize ?? 32, train.length);
+  const threads = opts.threads ?? 0;
+  if (!(Number.isInteger(threads) && threads >= 0)) throw new LegibleError(`complexity: threads must be a whole number ≥ 0 (0: one per core), got ${threads}`);
+  // Data-parallel parts: fixed, contiguous, as equal as can be (the first batch % T one image larger).
+  const T = Math.min(batch, threads || Math.max(1, Math.min(availableParallelism(), Math.floor(batch / 8))));
+  const partSize = Array.from({ length: T }, (_, k) => Math.floor(batch / T) + (k < batch % T ? 1 : 0));
+  const partStart = partSize.map((_, k) => partSize.slice(0, k).reduce((a, b) => a + b, 0));
+  // The standardised targets: in shared memory when workers train parts (they gather their own slices).
+  const z = T > 1 ? sharedFloat32(f.length) : new Float32Array(f.length);
   for (let i = 0; i < n; i++) for (let ch = 0; ch < c; ch++) for (let p = 0; p < plane; p++) {
     const k = i * outSize + ch * plane + p;
     z[k] = (f[k] - mean[ch]) / std[ch];
   }
 
   const ort = await import('onnxruntime-node');
-  const batch = Math.min(opts.batchSize ?? 32, train.length);
+  let team: WorkerTeam | null = null;
   const rungs: RungResult[] = [];
   const evalSessions: InferenceSession[] = [];
   const gather = (src: Float32Array, size: number, idx: readonly number[], start: number, m: number, out: Float32Array) => {
@@ -225,11 +256,62 @@ export async function trainLadder(
         params: 'inputs',
         stopGradient: ['t'],
       });
-      const { session } = await openSession(encodeModel(grad.model), { device: opts.device, threads: opts.threads });
+      const gradModel = encodeModel(grad.model);
+      const opened = await openSession(gradModel, { device: opts.device, threads: T > 1 ? 1 : opts.threads });
+      const session = opened.session;
+      // Several parts only on the CPU (a GPU session trains the whole batch).
+      const parts = opened.device === 'cpu' ? T : 1;
+      const m0 = parts > 1 ? partSize[0] : batch;
       const adam = new Adam(params, { lr: opts.lr ?? 3e-3 });
       const order = train.slice();
-      const xb = new Float32Array(batch * inSize);
-      const tb = new Float32Array(batch * outSize);
+      const xb = new Float32Array(m0 * inSize);
+      const tb = new Float32Array(m0 * outSize);
+      const feeds: Record<string, Tensor> = {
+        x: new ort.Tensor('float32', xb, [m0, ...input]),
+        t: new ort.Tensor('float32', tb, [m0, ...output]),
+      };
+      // Parts 1… on the workers: their batch slices, the parameters (one copy, read by all) and
+      // their gradients and loss in shared memory; the main thread gathers the slices.
+      let shared: { params: Float32Array; offset: number[]; order: Int32Array; cursor: Int32Array; x: Float32Array[]; grads: Float32Array[]; loss: Float32Array[] } | null = null;
+      const combined: Record<string, Float32Array> = {};
+      if (parts > 1) {
+        team ??= new WorkerTeam('complexity', T - 1, LADDER_WORKER, () => ({ ort: createRequire(import.meta.url).resolve('onnxruntime-node') }));
+        const offset = specs.map((_, k) => specs.slice(0, k).reduce((a, p) => a + p.dims.reduce((u, v) => u * v, 1), 0));
+        const total = offset.at(-1)! + specs.at(-1)!.dims.reduce((u, v) => u * v, 1);
+        shared = {
+          params: sharedFloat32(total),
+          offset,
+          order: new Int32Array(new SharedArrayBuffer(4 * train.length)),
+          cursor: new Int32Array(new SharedArrayBuffer(4)),
+          x: partSize.slice(1).map((m) => sharedFloat32(m * inSize)),
+          grads: partSize.slice(1).map(() => sharedFloat32(total)),
+          loss: partSize.slice(1).map(() => sharedFloat32(1)),
+        };
+        for (const p of specs) combined[p.name] = new Float32Array(params[p.name].length);
+        const sh = shared;
+        await Promise.all(
+          partSize.slice(1).map((m, j) =>
+            team!.request(j, 'rung', {
+              model: gradModel,
+              m,
+              first: partStart[j + 1],
+              input,
+              output,
+              outSize,
+              specs: specs.map((p, k) => ({ name: p.name, dims: p.dims, offset: offset[k], grad: grad.grads[p.name] })),
+              objective: grad.objective,
+              x: sh.x[j].buffer,
+              z: z.buffer,
+              order: sh.order.buffer,
+              cursor: sh.cursor.buffer,
+              params: sh.params.buffer,
+              grads: sh.grads[j].buffer,
+              loss: sh.loss[j].buffer,
+            }),
+          ),
+        );
+        team.startSteps();
+      }
       const history: number[] = [];
       const epochSeconds: number[] = [];
       let steps = 0;
@@ -237,25 +319,56 @@ export async function trainLadder(
         for (let epoch = 0; epoch < epochs; epoch++) {
           r.shuffle(order);
           opts.onEpoch?.(depth, epoch, order);
+          shared?.order.set(order);
           const epochStart = performance.now();
           let sum = 0;
           for (let start = 0; start + batch <= order.length; start += batch) {
-            gather(x, inSize, order, start, batch, xb);
-            gather(z, outSize, order, start, batch, tb);
-            const feeds: Record<string, Tensor> = {
-              x: new ort.Tensor('float32', xb, [batch, ...input]),
-              t: new ort.Tensor('float32', tb, [batch, ...output]),
-            };
+            if (shared) {
+              for (const [k, p] of specs.entries()) shared.params.set(params[p.name], shared.offset[k]);
+              // The images are the caller's (not shared): the main thread gathers the workers' slices;
+              // the workers gather their targets from the shared z themselves.
+              for (let j = 0; j < T - 1; j++) gather(x, inSize, order, start + partStart[j + 1], partSize[j + 1], shared.x[j]);
+              shared.cursor[0] = start;
+              team!.step();
+            }
+            gather(x, inSize, order, start, m0, xb);
+            gather(z, outSize, order, start, m0, tb);
             for (const p of specs) feeds[p.name] = new ort.Tensor('float32', params[p.name], p.dims);
             const out = await session.run(feeds);
-            const grads: Record<string, Float32Array> = {};
-            for (const p of specs) grads[p.name] = (out[grad.grads[p.name]] as Tensor).data as Float32Array;
+            let loss = ((out[grad.objective] as Tensor).data as Float32Array)[0];
+            let grads: Record<string, Float32Array> = {};
+            if (shared) {
+              await team!.stepped();
+              // The loss is a mean over the part: the batch's is the parts' size-weighted mean, and so is its gradient.
+              const w = partSize.map((m) => m / batch);
+              loss *= w[0];
+              for (let j = 0; j < T - 1; j++) loss += w[j + 1] * shared.loss[j][0];
+              for (const [k, p] of specs.entries()) {
+                const g = combined[p.name];
+                const g0 = (out[grad.grads[p.name]] as Tensor).data as Float32Array;
+                const o = shared.offset[k];
+                const w0 = w[0];
+                for (let i = 0; i < g.length; i++) g[i] = w0 * g0[i];
+                for (let j = 0; j < T - 1; j++) {
+                  const gj = shared.grads[j];
+                  const wj = w[j + 1];
+                  for (let i = 0; i < g.length; i++) g[i] += wj * gj[o + i];
+                }
+              }
+              grads = combined;
+            } else {
+              for (const p of specs) grads[p.name] = (out[grad.grads[p.name]] as Tensor).data as Float32Array;
+            }
             adam.step(grads);
-            sum += ((out[grad.objective] as Tensor).data as Float32Array)[0];
+            sum += loss;
             steps++;
           }
           history.push(sum / Math.floor(order.length / batch));
           epochSeconds.push((performance.now() - epochStart) / 1000);
+        }
+        if (shared) {
+          await team!.stopSteps();
+          await team!.broadcast('release');
         }
       } finally {
         await session.release();
@@ -284,6 +397,8 @@ export async function trainLadder(
   } catch (err) {
     await Promise.all(evalSessions.map((s) => s.release()));
     throw err;
+  } finally {
+    await (team as WorkerTeam | null)?.close();
   }
 
   const predict = async (xs: Float32Array, count: number): Promise<Float32Array[]> => {
@@ -313,6 +428,40 @@ export async function trainLadder(
     },
   };
 }
+
+/** A ladder worker (plain CommonJS for parallel.ts's WorkerTeam): one session per rung, one part per step. */
+const LADDER_WORKER = `
+const ort = require(workerData.ort);
+let session = null;
+let run = null;
+handle('rung', async (b) => {
+  if (session) await session.release();
+  session = null;
+  session = await ort.InferenceSession.create(b.model, { executionProviders: ['cpu'], graphOptimizationLevel: 'all', intraOpNumThreads: 1, interOpNumThreads: 1 });
+  const xs = new Float32Array(b.x), zs = new Float32Array(b.z), ps = new Float32Array(b.params), gs = new Float32Array(b.grads), loss = new Float32Array(b.loss);
+  const order = new Int32Array(b.order), cursor = new Int32Array(b.cursor);
+  // onnxruntime-node refuses shared memory as tensor data: private copies, refreshed every step.
+  const x = new Float32Array(xs.length), t = new Float32Array(b.m * b.outSize), p = new Float32Array(ps.length);
+  const feeds = { x: new ort.Tensor('float32', x, [b.m, ...b.input]), t: new ort.Tensor('float32', t, [b.m, ...b.output]) };
+  for (const s of b.specs) feeds[s.name] = new ort.Tensor('float32', p.subarray(s.offset, s.offset + s.dims.reduce((u, v) => u * v, 1)), s.dims);
+  const s = session;
+  run = async () => {
+    x.set(xs);
+    const from = cursor[0] + b.first;
+    for (let i = 0; i < b.m; i++) t.set(zs.subarray(order[from + i] * b.outSize, (order[from + i] + 1) * b.outSize), i * b.outSize);
+    p.set(ps);
+    const out = await s.run(feeds);
+    for (const sp of b.specs) gs.set(out[sp.grad].data, sp.offset);
+    loss[0] = out[b.objective].data[0];
+  };
+});
+handle('release', async () => {
+  if (session) await session.release();
+  session = null;
+  run = null;
+});
+steps(() => run());
+`;
 
 function cloneParams(p: Record<string, Float32Array>): Record<string, Float32Array> {
   return Object.fromEntries(Object.entries(p).map(([k, v]) => [k, Float32Array.from(v)]));
