@@ -118,8 +118,8 @@ describe('disentangler ladder', () => {
     const n = 120;
     const { x, f } = teacher(n, 2);
     // Batch 15: two parts of 8 + 7 images, three of 5.
-    const run = async (threads: number) => {
-      const l = await trainLadder(x, f, n, [1, 16, 16], [4, 8, 8], { depths: [1, 2], width: 8, epochs: 3, batchSize: 15, seed: 6, threads });
+    const run = async (threads: number, batchSize = 15) => {
+      const l = await trainLadder(x, f, n, [1, 16, 16], [4, 8, 8], { depths: [1, 2], width: 8, epochs: 3, batchSize, seed: 6, threads });
       await l.release();
       return l.rungs.map((r) => ({ losses: [...r.history, r.heldOutLoss, r.trainLoss], params: Object.values(r.params).flatMap((v) => Array.from(v)) }));
     };
@@ -142,6 +142,10 @@ describe('disentangler ladder', () => {
     }
     assert.notDeepEqual(two, one, 'the parts are really computed apart (bitwise equality with 1 thread would mean they were not)');
     assert.deepEqual(await run(2), two);
+    // The default (threads absent or 0) is two parts from batches of 16 up, one below, each on one
+    // intra-op thread, whatever this machine's core count: the results of threads 2 and 1.
+    assert.deepEqual(await run(0, 16), await run(2, 16), 'the default partition must not depend on the machine');
+    assert.deepEqual(await run(0), one);
   });
 
   it('an error during data-parallel training rejects and ends the worker threads (the process exits by itself)', () => {

@@ -18,8 +18,8 @@
 // Threads: onnxruntime's intra-op threads gain little on these small convolutions (ResNet-50 layer3
 // ladder, [32, 32, 7, 7] maps: 1.04× from a second thread, quiet machine), and onnxruntime-node's
 // session.run computes on the calling JS thread, so two sessions on one thread never overlap. With
-// `threads: T ≥ 2` each step is data-parallel instead: the batch is split into T fixed contiguous
-// parts, each part's gradient graph runs on its own session with one intra-op thread — part 0 on the
+// `threads: T ≥ 2` (by default T = 2, on every machine) each step is data-parallel instead: the batch
+// is split into T fixed contiguous parts, each part's gradient graph runs on its own session — part 0 on the
 // main thread, the others on plain-JS worker threads (parallel.ts's WorkerTeam) — and the batch's loss
 // and gradient are the parts' size-weighted means (the loss is a ReduceMean over the batch). The
 // workers get their image slices gathered by the main thread into shared memory (the images are the
@@ -31,7 +31,6 @@ import { LegibleError, Rng } from '@legible/studies';
 import { attr, makeGraph, makeModel, node, tensorInfo } from '../onnx/graph.ts';
 import { DataType, encodeModel, float32Tensor } from '../onnx/proto.ts';
 import { buildGradientModel } from '../grad/vjp.ts';
-import { availableParallelism } from 'node:os';
 import { createRequire } from 'node:module';
 import { openSession, type Device } from '../runtime.ts';
 import { sharedFloat32, WorkerTeam } from '../parallel.ts';
@@ -138,9 +137,10 @@ export interface LadderOptions {
    * CPU threads. 1: one onnxruntime session with one intra-op thread. T ≥ 2: data-parallel steps —
    * every batch split into T fixed contiguous parts, each part's gradient run on its own session with
    * one intra-op thread (the main thread runs the first part, T − 1 worker threads the others), the
-   * gradients and loss combined weighted by part size. Default: one per core, with parts of at least
-   * 8 images. (Evaluation runs on one session with this many intra-op threads.) On a GPU device the
-   * training runs on one session.
+   * gradients and loss combined weighted by part size. Default (absent or 0): two parts from batches
+   * of 16 up (one below), every session on one intra-op thread, whatever the machine — so the
+   * results are the same on every machine. (Evaluation runs on one session with `threads` intra-op
+   * threads, one by default.) On a GPU device the training runs on one session.
    */
   threads?: number;
   log?: (s: string) => void;
@@ -227,7 +227,12 @@ export async function trainLadder(
   const threads = opts.threads ?? 0;
   if (!(Number.isInteger(threads) && threads >= 0)) throw new LegibleError(`complexity: threads must be a whole number ≥ 0 (0: one per core), got ${threads}`);
   // Data-parallel parts: fixed, contiguous, as equal as can be (the first batch % T one image larger).
-  const T = Math.min(batch, threads || Math.max(1, Math.min(availableParallelism(), Math.floor(batch / 8))));
+  // The default does not depend on the machine: the parts' round-off shapes the training (and
+  // onnxruntime's intra-op thread count changes some kernels' round-off), so a study's complexity
+  // results must not change with the core count. Two parts from batches of 16 images up, one below,
+  // every session on one intra-op thread: reproducible everywhere, at the price of using two cores.
+  const T = Math.min(batch, threads || (batch >= 16 ? 2 : 1));
+  const sessionThreads = threads || 1;
   const partSize = Array.from({ length: T }, (_, k) => Math.floor(batch / T) + (k < batch % T ? 1 : 0));
   const partStart = partSize.map((_, k) => partSize.slice(0, k).reduce((a, b) => a + b, 0));
   // The standardised targets: in shared memory when workers train parts (they gather their own slices).
@@ -257,7 +262,7 @@ export async function trainLadder(
         stopGradient: ['t'],
       });
       const gradModel = encodeModel(grad.model);
-      const opened = await openSession(gradModel, { device: opts.device, threads: T > 1 ? 1 : opts.threads });
+      const opened = await openSession(gradModel, { device: opts.device, threads: T > 1 ? 1 : sessionThreads });
       const session = opened.session;
       // Several parts only on the CPU (a GPU session trains the whole batch).
       const parts = opened.device === 'cpu' ? T : 1;
@@ -373,7 +378,7 @@ export async function trainLadder(
       } finally {
         await session.release();
       }
-      const evalSession = (await openSession(encodeModel(disentanglerModel(shape, params, false)), { device: opts.device, threads: opts.threads })).session;
+      const evalSession = (await openSession(encodeModel(disentanglerModel(shape, params, false)), { device: opts.device, threads: sessionThreads })).session;
       evalSessions.push(evalSession);
       const lossOn = async (idx: number[]) => {
         let sq = 0;
