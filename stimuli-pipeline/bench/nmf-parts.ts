@@ -1,8 +1,10 @@
 // Where an NMF iteration's time goes, part by part, at bench/nmf.ts's 50,000 × 2048, k = 25 (its
-// cached matrix; run bench/nmf.ts once first): the two ways of computing UᵀA with onnxruntime (A as
-// the second operand of a k-row product, or Aᵀ·U over a transposed copy), A·Wᵀ, the transposed copy
-// itself, allocating and filling a fresh array of A's size, and a sum over A by `for … of` and by
-// index. Each part's time is the fastest of `reps`.
+// cached matrix; run bench/nmf.ts once first): the three ways of computing UᵀA with onnxruntime (A
+// as the second operand of a k-row product, Aᵀ·U over a transposed copy, or Aᵀ·U with the Gemm
+// transposing A), A·Wᵀ, the transposed copy itself, allocating and filling a fresh array of A's size,
+// a sum over A by `for … of` and by index, the HALS sweep over U's rows on one thread and on two
+// (nmf-sweep.ts), the sweep worker's boot, the sweep over W and the error's dot product. Each part's
+// time is the fastest of `reps`. The products run with onnxruntime's default spinning.
 //
 //   node --import tsx stimuli-pipeline/bench/nmf-parts.ts [THREADS] [REPS]   (positional; defaults 2 5)
 import { existsSync, readFileSync } from 'node:fs';
@@ -101,7 +103,7 @@ await fastest('one HALS sweep over U\'s rows (halsRows, one thread)', () => hals
 const t0 = performance.now();
 const rowSweep = new RowSweep(n, k, 1, 0.01);
 while (!rowSweep.ready) await new Promise((r) => setTimeout(r, 1));
-console.log(`| the sweep worker's boot (tsx, then the worker's modules; once per fit, concurrent with the fit) | ${(performance.now() - t0).toFixed(0)} |`);
+console.log(`| the sweep worker's boot (once per fit, concurrent with the fit) | ${(performance.now() - t0).toFixed(0)} |`);
 await fastest('one HALS sweep over U\'s rows on two threads (RowSweep, the copies in and out included)', () => rowSweep.sweep(Float32Array.from(U), G32, grad));
 await rowSweep.close();
 // The rest of an iteration's JavaScript: the sweep over W (from UᵀA and UᵀU), the error's ⟨AWᵀ, U⟩.

@@ -18,9 +18,10 @@
 // Where an iteration's time goes at 50,000 × 2048, k = 25, 2 threads (bench/nmf-parts.ts, a quiet
 // machine, before the sweep worker): A·Wᵀ 45 ms, Aᵀ·U 27 ms, the sweep over U's rows 66 ms on one
 // thread; the sweep over W and the error's dot products a few ms. The transposed copy costs 2.2 s
-// once, mostly the first touch of 400 MB of fresh memory; Gemm(A, U, transA) instead, which would
-// need no copy, took 63 against 40 ms per product (shared machine, load 2) — more over 100+
-// iterations than the copy.
+// once, mostly the first touch of 400 MB of fresh memory. Gemm(A, U, transA), which would need no
+// copy, took 63 against 40 ms per product alternating in one process (shared machine, load 2; 128
+// against 131 ms in nmf-parts.ts at load 3): over 100+ iterations more than the copy, unless a
+// quiet measurement says otherwise (BENCHMARKS.md).
 // Stopping rule as scikit-learn's: every 10 iterations, stop when the Frobenius error improved by
 // less than tol × the error at initialisation. Everything is deterministic for a seed: the products
 // run with a fixed thread count's fixed partition, each row of U and W is swept by the same
