@@ -3,13 +3,15 @@
 // the main thread sweeps the first, a persistent worker the second, over shared memory (the second
 // half of U and of the gradient, and WWᵀ, copied into SharedArrayBuffers; Atomics.wait/notify to hand
 // over and back; U's half is copied back after). U itself stays an ordinary array: onnxruntime-node
-// rejects a tensor over a SharedArrayBuffer ("Invalid argument"). The copies cost 2 × 5 MB per
-// iteration at 50,000 rows, k = 25.
+// rejects a tensor over a SharedArrayBuffer ("Invalid argument"). The copies move 3 × 2.5 MB per
+// iteration at 50,000 rows, k = 25 (a millisecond or two, against a 66 ms sweep).
 // Each row's arithmetic is exactly the one-thread sweep's, so U comes out bitwise the same whoever
 // swept which row — and so the fit does not depend on whether (or when) the worker helped.
 //
 // The worker runs halsRows itself — the very function the main thread runs, its source (as tsx
-// compiled it) evaluated in the worker with hals.ts's EPS — and `serve` below. Booting it that way
+// compiled it) evaluated in the worker with hals.ts's EPS — and `serve` below (so neither may use
+// other names from their modules: a worker that meets one fails its sweep, and the fit throws
+// saying so; test/nmf-sweep.test.ts runs both). Booting it that way
 // takes about 30 ms and 35 ms of CPU; a worker that loads tsx's loader and then TypeScript modules
 // took 200–450 ms and 0.3–0.7 s of CPU (the latter with @legible/studies), which at 5,000 × 512
 // (0.6 s to the reference loss) cost more than the second thread saved. The worker boots while the
