@@ -1,12 +1,14 @@
 // HALS's sweep over U's rows (hals.ts's halsRows) on two threads. Given the gradient U·WWᵀ − AWᵀ and
-// WWᵀ, each row of U is an independent problem, so the rows split into two fixed contiguous halves:
-// the main thread sweeps the first, a persistent worker the second, over shared memory (the second
-// half of U and of the gradient, and WWᵀ, copied into SharedArrayBuffers; Atomics.wait/notify to hand
-// over and back; U's half is copied back after). U itself stays an ordinary array: onnxruntime-node
-// rejects a tensor over a SharedArrayBuffer ("Invalid argument"). The copies move 3 × 2.5 MB per
-// iteration at 50,000 rows, k = 25 (a millisecond or two, against a 66 ms sweep).
+// WWᵀ, each row of U is an independent problem, so the rows split into chunks of CHUNK rows that the
+// main thread claims from the front and a persistent worker from the back, until all are claimed (a
+// thread slowed down by other work on its core sweeps fewer). The worker works over shared memory:
+// U, the gradient and WWᵀ are copied into SharedArrayBuffers before each sweep, the worker's rows
+// copied back after (3 × 5 MB at most per iteration at 50,000 rows, k = 25: a millisecond or two
+// against a 66 ms sweep); Atomics.wait/notify hand over and back. U itself stays an ordinary array:
+// onnxruntime-node rejects a tensor over a SharedArrayBuffer ("Invalid argument").
 // Each row's arithmetic is exactly the one-thread sweep's, so U comes out bitwise the same whoever
-// swept which row — and so the fit does not depend on whether (or when) the worker helped.
+// swept which row — and so the fit does not depend on how the rows were shared, or whether the
+// worker helped at all.
 //
 // The worker runs halsRows itself — the very function the main thread runs, its source (as tsx
 // compiled it) evaluated in the worker with hals.ts's EPS — and `serve` below (so neither may use
@@ -33,7 +35,11 @@ const CONTROL = {
   state: 2,
   /** The command: SWEEP or STOP. */
   command: 3,
-  length: 4,
+  /** Chunks claimed so far in this sweep (by either thread; claims from CHUNKS on are void). */
+  taken: 4,
+  /** Chunks the worker swept in this sweep (the last ones: its claims run from the end). */
+  workerChunks: 5,
+  length: 6,
 } as const;
 const STATE = { booting: 0, ready: 1, failed: 2 } as const;
 const COMMAND = { sweep: 0, stop: 1 } as const;
@@ -42,13 +48,14 @@ const CODES = { CONTROL, STATE, COMMAND };
 /** What the worker gets (workerData). */
 interface SweepShared {
   control: SharedArrayBuffer;
-  /** U's rows [from, n) ((n − from) × k, float32): the worker sweeps them in place. */
+  /** U (n × k, float32), written by the main thread before each sweep: the worker sweeps its chunks in place. */
   U: SharedArrayBuffer;
-  /** The gradient's rows [from, n) ((n − from) × k, float32), written by the main thread before each sweep. */
+  /** The gradient (n × k, float32), written by the main thread before each sweep. */
   grad: SharedArrayBuffer;
   /** WWᵀ (k × k, float32), written by the main thread before each sweep. */
   WWt: SharedArrayBuffer;
-  from: number;
+  /** Rows per chunk. */
+  chunk: number;
   n: number;
   k: number;
   sweeps: number;
@@ -66,26 +73,21 @@ export class RowSweep {
   private readonly part: Float32Array;
   private readonly grad: Float32Array;
   private readonly WWt: Float32Array;
-  private readonly from: number;
   private readonly worker: Worker;
   private readonly port: MessagePort;
   private seq = 0;
   private error: string | null = null;
   private closed = false;
 
-  /**
-   * Starts the worker (it boots while the caller goes on). Rows [0, ⌊n/2⌋) are the main thread's,
-   * [⌊n/2⌋, n) the worker's.
-   */
+  /** Starts the worker (it boots while the caller goes on). */
   constructor(
     readonly n: number,
     readonly k: number,
     readonly sweeps: number,
     readonly stop: number,
   ) {
-    this.from = Math.floor(n / 2);
-    this.part = new Float32Array(new SharedArrayBuffer((n - this.from) * k * 4));
-    this.grad = new Float32Array(new SharedArrayBuffer((n - this.from) * k * 4));
+    this.part = new Float32Array(new SharedArrayBuffer(n * k * 4));
+    this.grad = new Float32Array(new SharedArrayBuffer(n * k * 4));
     this.WWt = new Float32Array(new SharedArrayBuffer(k * k * 4));
     this.control = new Int32Array(new SharedArrayBuffer(CONTROL.length * 4));
     const channel = new MessageChannel();
@@ -95,7 +97,7 @@ export class RowSweep {
       U: this.part.buffer as SharedArrayBuffer,
       grad: this.grad.buffer as SharedArrayBuffer,
       WWt: this.WWt.buffer as SharedArrayBuffer,
-      from: this.from,
+      chunk: CHUNK,
       n,
       k,
       sweeps,
@@ -128,7 +130,7 @@ const halsRows = new Function('EPS', ${JSON.stringify(`return (${halsRows.toStri
    * is the gradient at the current U.
    */
   sweep(U: Float32Array, WWt: Float32Array, grad: Float32Array): void {
-    const { n, k, from } = this;
+    const { n, k } = this;
     if (this.closed) throw new Error('RowSweep.sweep after close');
     this.throwIfFailed();
     if (!this.ready) {
@@ -136,21 +138,29 @@ const halsRows = new Function('EPS', ${JSON.stringify(`return (${halsRows.toStri
       return;
     }
     this.WWt.set(WWt);
-    this.grad.set(grad.subarray(from * k, n * k));
-    this.part.set(U.subarray(from * k, n * k));
+    this.grad.set(grad);
+    this.part.set(U);
+    const chunks = Math.ceil(n / CHUNK);
+    Atomics.store(this.control, CONTROL.taken, 0);
+    Atomics.store(this.control, CONTROL.workerChunks, 0);
     const seq = ++this.seq;
     Atomics.store(this.control, CONTROL.command, COMMAND.sweep);
     Atomics.store(this.control, CONTROL.seq, seq);
     Atomics.notify(this.control, CONTROL.seq);
-    // The first half here, meanwhile (AWᵀ is not read when the gradient is given).
-    halsRows(U.subarray(0, from * k), EMPTY, WWt, from, k, this.sweeps, this.stop, grad.subarray(0, from * k));
+    // Chunks from the front here, in U itself, meanwhile (AWᵀ is not read when the gradient is given).
+    for (let mine = 0; Atomics.add(this.control, CONTROL.taken, 1) < chunks; mine++) {
+      const r0 = mine * CHUNK;
+      const r1 = Math.min(n, r0 + CHUNK);
+      halsRows(U.subarray(r0 * k, r1 * k), EMPTY, WWt, r1 - r0, k, this.sweeps, this.stop, grad.subarray(r0 * k, r1 * k));
+    }
     // The worker reports every outcome through the control array (a failed sweep or boot included),
     // so this wait ends.
     for (let done = Atomics.load(this.control, CONTROL.done); done !== seq; done = Atomics.load(this.control, CONTROL.done)) {
       Atomics.wait(this.control, CONTROL.done, done);
     }
     this.throwIfFailed();
-    U.set(this.part, from * k);
+    const from = Math.min(n, (chunks - Atomics.load(this.control, CONTROL.workerChunks)) * CHUNK);
+    U.set(this.part.subarray(from * k), from * k);
     this.workerRows += n - from;
   }
 
@@ -158,7 +168,7 @@ const halsRows = new Function('EPS', ${JSON.stringify(`return (${halsRows.toStri
     if (Atomics.load(this.control, CONTROL.state) !== STATE.failed) return;
     const posted = receiveMessageOnPort(this.port);
     const why = posted ? String(posted.message) : this.error ?? 'no message';
-    throw new LegibleError(`NMF: the worker sweeping U's rows failed (src/nmf-sweep-worker.ts): ${why}`);
+    throw new LegibleError(`NMF: the worker sweeping U's rows failed (src/nmf-sweep.ts): ${why}`);
   }
 
   /** Stops the worker (idempotent; also while it boots or after it failed). */
@@ -174,6 +184,12 @@ const halsRows = new Function('EPS', ${JSON.stringify(`return (${halsRows.toStri
 }
 
 const EMPTY = new Float32Array(0);
+/**
+ * Rows per chunk: each thread claims chunks (an Atomics.add on one counter; the main thread's from
+ * the front, the worker's from the back) until all are claimed, so a thread that runs slower — its
+ * core busy with other work — sweeps fewer rows instead of holding the other up.
+ */
+const CHUNK = 256;
 
 /**
  * The worker's loop (run in the worker from this source, so it may use only its arguments and
@@ -181,7 +197,7 @@ const EMPTY = new Float32Array(0);
  * reporting every outcome (done, or failed with a message) through the control array.
  */
 function serve(shared: SweepShared, sweepRows: typeof halsRows, codes: typeof CODES): void {
-  const { from, n, k, sweeps, stop, port } = shared;
+  const { chunk, n, k, sweeps, stop, port } = shared;
   const control = new Int32Array(shared.control);
   const U = new Float32Array(shared.U);
   const grad = new Float32Array(shared.grad);
@@ -196,8 +212,14 @@ function serve(shared: SweepShared, sweepRows: typeof halsRows, codes: typeof CO
     seen = Atomics.load(control, slot.seq);
     if (Atomics.load(control, slot.command) === command.stop) break;
     try {
-      // AWᵀ is not read when the gradient is given.
-      sweepRows(U, none, WWt, n - from, k, sweeps, stop, grad);
+      // Chunks from the back (AWᵀ is not read when the gradient is given).
+      const chunks = Math.ceil(n / chunk);
+      for (let mine = 0; Atomics.add(control, slot.taken, 1) < chunks; mine++) {
+        const r0 = (chunks - 1 - mine) * chunk;
+        const r1 = Math.min(n, r0 + chunk);
+        sweepRows(U.subarray(r0 * k, r1 * k), none, WWt, r1 - r0, k, sweeps, stop, grad.subarray(r0 * k, r1 * k));
+        Atomics.store(control, slot.workerChunks, mine + 1);
+      }
     } catch (e) {
       port.postMessage(String((e as Error)?.stack ?? e));
       Atomics.store(control, slot.state, state.failed);
