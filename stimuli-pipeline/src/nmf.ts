@@ -11,17 +11,18 @@
 //          more sweeps lower the error faster in the first iterations but settle in worse local
 //          minima, and reach scikit-learn's final loss later (2–8 sweeps: 41–220 iterations against
 //          39 with one), as the O(n·k²) sweeps in TypeScript cost as much as a product in onnxruntime;
-//          From SWEEP_WORKER_ROWS rows, U's rows are swept on two threads (nmf-sweep.ts: a worker
-//          takes the second half; bitwise the one-thread result, as the rows are independent);
+//          From SWEEP_WORKER_ROWS rows, U's rows are swept on two threads (nmf-sweep.ts: the main
+//          thread and a worker claim chunks of rows; bitwise the one-thread result, as the rows are
+//          independent);
 //   mu   — Lee & Seung's multiplicative updates (scikit-learn's `mu` solver).
 // UᵀA is computed as Aᵀ·U over a transposed copy of A, made once per fit (see Products).
 // Where an iteration's time goes at 50,000 × 2048, k = 25, 2 threads (bench/nmf-parts.ts, a quiet
 // machine, before the sweep worker): A·Wᵀ 45 ms, Aᵀ·U 27 ms, the sweep over U's rows 66 ms on one
-// thread; the sweep over W and the error's dot products a few ms. The transposed copy costs 2.2 s
-// once, mostly the first touch of 400 MB of fresh memory. Gemm(A, U, transA), which would need no
-// copy, took 63 against 40 ms per product alternating in one process (shared machine, load 2; 128
-// against 131 ms in nmf-parts.ts at load 3): over 100+ iterations more than the copy, unless a
-// quiet measurement says otherwise (BENCHMARKS.md).
+// thread; the sweep over W and the error's dot products a few ms. On two threads the sweep took
+// 42 ms (a shared machine, load 1.6). The transposed copy costs 2.2 s once (quiet), mostly the
+// first touch of 400 MB of fresh memory. Gemm(A, U, transA), which would need no copy, is the slower
+// product (85 against 46 ms, load 1.6; 63 against 40 ms alternating in one process, load 2.2): over
+// 100+ iterations more than the copy costs.
 // Stopping rule as scikit-learn's: every 10 iterations, stop when the Frobenius error improved by
 // less than tol × the error at initialisation. Everything is deterministic for a seed: the products
 // run with a fixed thread count's fixed partition, each row of U and W is swept by the same
