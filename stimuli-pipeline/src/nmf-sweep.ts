@@ -108,7 +108,9 @@ export class RowSweep {
     const boot = `const { workerData } = require('node:worker_threads');
 const halsRows = new Function('EPS', ${JSON.stringify(`return (${halsRows.toString()});`)})(${EPS});
 (${serve.toString()})(workerData, halsRows, ${JSON.stringify(CODES)});`;
-    this.worker = new Worker(boot, { eval: true, workerData: shared, transferList: [channel.port2] });
+    // No inherited Node flags: the program is plain CommonJS, needs no tsx, and a parent's
+    // --input-type=module would make it an ES module (where `require` is not defined).
+    this.worker = new Worker(boot, { eval: true, execArgv: [], workerData: shared, transferList: [channel.port2] });
     // Never keep the process alive for the worker, and never let its failure be an unhandled event.
     this.worker.unref();
     RowSweep.live++;
