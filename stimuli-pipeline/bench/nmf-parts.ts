@@ -1,8 +1,10 @@
 // Where an NMF iteration's time goes, part by part, at bench/nmf.ts's 50,000 × 2048, k = 25 (its
-// cached matrix; run bench/nmf.ts once first): the two ways of computing UᵀA with onnxruntime (A as
-// the second operand of a k-row product, or Aᵀ·U over a transposed copy), A·Wᵀ, the transposed copy
-// itself, allocating and filling a fresh array of A's size, and a sum over A by `for … of` and by
-// index. Each part's time is the fastest of `reps`.
+// cached matrix; run bench/nmf.ts once first): the three ways of computing UᵀA with onnxruntime (A
+// as the second operand of a k-row product, Aᵀ·U over a transposed copy, or Aᵀ·U with the Gemm
+// transposing A), A·Wᵀ, the transposed copy itself, allocating and filling a fresh array of A's size,
+// a sum over A by `for … of` and by index, the HALS sweep over U's rows on one thread and on two
+// (nmf-sweep.ts), the sweep worker's boot, the sweep over W and the error's dot product. Each part's
+// time is the fastest of `reps`. The products run with onnxruntime's default spinning.
 //
 //   node --import tsx stimuli-pipeline/bench/nmf-parts.ts [THREADS] [REPS]   (positional; defaults 2 5)
 import { existsSync, readFileSync } from 'node:fs';
@@ -13,6 +15,8 @@ import { attr, makeGraph, makeModel, node, tensorInfo } from '../src/onnx/graph.
 import { DataType, encodeModel } from '../src/onnx/proto.ts';
 import { openSession } from '../src/runtime.ts';
 import { halsRows, nmfGram } from '../src/hals.ts';
+import { columnGram, halsW } from '../src/nmf.ts';
+import { RowSweep } from '../src/nmf-sweep.ts';
 import { CACHE, machine } from './lib.ts';
 
 const threads = Number(process.argv[2] ?? 2);
@@ -78,9 +82,11 @@ const w = new ort.Tensor('float32', W, [k, c]);
 const aw = await gemm([['A', [n, c]], ['W', [k, c]]], ['Y', [n, k]], 'A', 'W', [attr.int('transB', 1)]);
 const uta = await gemm([['A', [n, c]], ['U', [n, k]]], ['Y', [k, c]], 'U', 'A', [attr.int('transA', 1)]);
 const atu = await gemm([['At', [c, n]], ['U', [n, k]]], ['Y', [c, k]], 'At', 'U', []);
+const atuT = await gemm([['A', [n, c]], ['U', [n, k]]], ['Y', [c, k]], 'A', 'U', [attr.int('transA', 1)]);
 await fastest('A·Wᵀ (onnxruntime Gemm, transB)', () => aw.run({ A: a, W: w }));
 await fastest('UᵀA as Gemm(U, A, transA): A the second operand', () => uta.run({ A: a, U: u }));
 await fastest('UᵀA as Aᵀ·U over the transposed copy', () => atu.run({ At: at, U: u }));
+await fastest('UᵀA as Gemm(A, U, transA): Aᵀ·U, A the first operand, transposed by the Gemm', () => atuT.run({ A: a, U: u }));
 // One HALS sweep over U's rows (TypeScript, one thread) from the gradient the products give.
 const AWt = (await aw.run({ A: a, W: w })).Y.data as Float32Array;
 const G = nmfGram(W, k, c);
@@ -91,4 +97,21 @@ for (let i = 0; i < n; i++)
     for (let l = 0; l < k; l++) s += U[i * k + l] * G[l * k + j];
     grad[i * k + j] = s;
   }
-await fastest('one HALS sweep over U\'s rows (halsRows)', () => halsRows(Float32Array.from(U), AWt, G, n, k, 1, 0.01, grad));
+const G32 = Float32Array.from(G);
+await fastest('one HALS sweep over U\'s rows (halsRows, one thread)', () => halsRows(Float32Array.from(U), AWt, G32, n, k, 1, 0.01, grad));
+// The same on two threads (nmf-sweep.ts: half the rows in a worker), after the worker has booted.
+const t0 = performance.now();
+const rowSweep = new RowSweep(n, k, 1, 0.01);
+while (!rowSweep.ready) await new Promise((r) => setTimeout(r, 1));
+console.log(`| the sweep worker's boot (once per fit, concurrent with the fit) | ${(performance.now() - t0).toFixed(0)} |`);
+await fastest('one HALS sweep over U\'s rows on two threads (RowSweep, the copies in and out included)', () => rowSweep.sweep(Float32Array.from(U), G32, grad));
+await rowSweep.close();
+// The rest of an iteration's JavaScript: the sweep over W (from UᵀA and UᵀU), the error's ⟨AWᵀ, U⟩.
+const UtA = new Float32Array(k * c).fill(1);
+const UtU = Float32Array.from(columnGram(U, n, k));
+await fastest('one HALS sweep over W (halsW)', () => halsW(Float32Array.from(W), UtA, UtU, k, c, 1, new Float64Array(c)));
+await fastest('⟨AWᵀ, U⟩ (the error, every iteration with targetError)', () => {
+  let s = 0;
+  for (let i = 0; i < AWt.length; i++) s += AWt[i] * U[i];
+  return s;
+});

@@ -7,8 +7,9 @@
 //
 // scikit-learn runs with `threads` and with 1 OpenBLAS thread, the faster counts (legible too runs
 // small products on one thread). variants: `hals` (legible's default: one sweep per pair of
-// products), `hals-accelerated` (up to 8 sweeps over U and 16 over W per pair; Gillis & Glineur),
-// `mu`. Each side's loss is measured alike, ‖A − U·W‖_F in float64 by numpy on
+// products; U's rows swept on two threads), `hals-one-thread-sweep` (the same on one thread, as before
+// the sweep worker: the same result bit for bit), `hals-accelerated` (up to 8 sweeps over U and 16
+// over W per pair; Gillis & Glineur), `mu`. Each side's loss is measured alike, ‖A − U·W‖_F in float64 by numpy on
 // the returned factors. With reps > 1 the sides alternate and the fastest run of each counts.
 import { existsSync, mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
@@ -22,9 +23,10 @@ const k = Number(process.argv[3] ?? 25);
 const threads = Number(process.argv[4] ?? 2);
 const reps = Number(process.argv[5] ?? 1);
 const variants = (process.argv[6] ?? 'hals').split(',');
-const SETTINGS: Record<string, Pick<NmfFitOptions, 'solver' | 'sweeps'>> = {
+const SETTINGS: Record<string, Pick<NmfFitOptions, 'solver' | 'sweeps' | 'sweepWorker'>> = {
   hals: { solver: 'hals' },
   'hals-accelerated': { solver: 'hals', sweeps: { U: 8, W: 16 } },
+  'hals-one-thread-sweep': { solver: 'hals', sweepWorker: false },
   mu: { solver: 'mu' },
 };
 

@@ -11,10 +11,23 @@
 //          more sweeps lower the error faster in the first iterations but settle in worse local
 //          minima, and reach scikit-learn's final loss later (2–8 sweeps: 41–220 iterations against
 //          39 with one), as the O(n·k²) sweeps in TypeScript cost as much as a product in onnxruntime;
+//          From SWEEP_WORKER_ROWS rows, U's rows are swept on two threads (nmf-sweep.ts: the main
+//          thread and a worker claim chunks of rows; bitwise the one-thread result, as the rows are
+//          independent);
 //   mu   — Lee & Seung's multiplicative updates (scikit-learn's `mu` solver).
+// UᵀA is computed as Aᵀ·U over a transposed copy of A, made once per fit (see Products).
+// Where an iteration's time goes at 50,000 × 2048, k = 25, 2 threads (bench/nmf-parts.ts, a quiet
+// machine, before the sweep worker): A·Wᵀ 45 ms, Aᵀ·U 27 ms, the sweep over U's rows 66 ms on one
+// thread; the sweep over W and the error's dot products a few ms. On two threads the sweep took
+// 42 ms (a shared machine, load 1.6). The transposed copy costs 2.2 s once (quiet), mostly the
+// first touch of 400 MB of fresh memory. Gemm(A, U, transA), which would need no copy, is the slower
+// product (85 against 46 ms, load 1.6; 63 against 40 ms alternating in one process, load 2.2): over
+// 100+ iterations more than the copy costs.
 // Stopping rule as scikit-learn's: every 10 iterations, stop when the Frobenius error improved by
 // less than tol × the error at initialisation. Everything is deterministic for a seed: the products
-// run with a fixed thread count's fixed partition, the sweeps in a fixed order.
+// run with a fixed thread count's fixed partition, each row of U and W is swept by the same
+// arithmetic in a fixed order whichever thread sweeps it.
+import { availableParallelism } from 'node:os';
 import type { InferenceSession, Tensor } from 'onnxruntime-node';
 import { LegibleError, rng } from '@legible/studies';
 import { attr, makeGraph, makeModel, node, tensorInfo } from './onnx/graph.ts';
@@ -22,6 +35,7 @@ import { DataType, encodeModel } from './onnx/proto.ts';
 import { openSession, type Device } from './runtime.ts';
 
 import { EPS, halsRows, nmfCodes, nmfGram, nnlsRow } from './hals.ts';
+import { RowSweep } from './nmf-sweep.ts';
 
 export { halsRows, nmfCodes, nmfGram, nnlsRow };
 /** NMF codes never go below EPS (the solver's floor): a code at this float32 value is zero. */
@@ -40,6 +54,12 @@ const SMALL_PRODUCTS = 2 ** 27;
 const TRANSPOSE_BYTES = 2 ** 31;
 /** … a row (U) or the whole of W stopping once a sweep moves it by less than this × its first sweep. */
 const SWEEP_STOP = 0.01;
+/**
+ * HALS sweeps U's rows on two threads (nmf-sweep.ts) from this many rows, unless `threads` is 1 or
+ * the machine has one core. Not tuned finely: below it a sweep takes well under a millisecond, and
+ * the worker's boot (about 35 ms of CPU) would be a sizeable part of a small fit.
+ */
+const SWEEP_WORKER_ROWS = 1000;
 
 export type NmfSolver = 'hals' | 'mu';
 
@@ -59,6 +79,11 @@ export interface NmfFitOptions {
   init?: { U: Float32Array; W: Float32Array };
   /** Stop as soon as the error is at or below this, checked every iteration (benchmarks: time to reach a reference loss). */
   targetError?: number;
+  /**
+   * HALS: sweep U's rows on two threads (nmf-sweep.ts; default: from SWEEP_WORKER_ROWS rows, unless
+   * `threads` is 1 or the machine has one core). The result is bitwise the same either way.
+   */
+  sweepWorker?: boolean;
   /** HALS sweeps per pair of products (default 1 and 1: plain HALS; more: accelerated HALS). */
   sweeps?: { U: number; W: number };
   log?: (s: string) => void;
@@ -107,7 +132,7 @@ class Products {
     readonly device: string,
   ) {}
 
-  static async create(A: Float32Array, n: number, c: number, k: number, device?: Device, threads?: number, log?: (s: string) => void): Promise<Products> {
+  static async create(A: Float32Array, n: number, c: number, k: number, device: Device | undefined, threads: number | undefined, spinning: boolean, log?: (s: string) => void): Promise<Products> {
     const ort = await import('onnxruntime-node');
     const inputA = tensorInfo('A', DataType.FLOAT, [n, c]);
     // AWt = A·Wᵀ (n × k) and WWt = W·Wᵀ (k × k) from W, and the gradient of ½‖A − UW‖² in U,
@@ -140,8 +165,8 @@ class Products {
         ],
       }),
     });
-    const w = await openSession(encodeModel(gW), { device, threads, log });
-    const u = await openSession(encodeModel(gU), { device: w.device, threads });
+    const w = await openSession(encodeModel(gW), { device, threads, log, spinning });
+    const u = await openSession(encodeModel(gU), { device: w.device, threads, spinning });
     return new Products(w.session, u.session, ort, new ort.Tensor('float32', A, [n, c]), At && new ort.Tensor('float32', At, [c, n]), n, c, k, w.device);
   }
 
@@ -172,23 +197,31 @@ export async function fitNmf(A: Float32Array, n: number, c: number, opts: NmfFit
   const solver = opts.solver ?? 'hals';
   const uSweeps = opts.sweeps?.U ?? U_SWEEPS;
   const wSweeps = opts.sweeps?.W ?? W_SWEEPS;
-  let normA2 = 0;
-  for (let i = 0; i < A.length; i++) normA2 += A[i] * A[i];
-  const start = opts.init ?? randomInit(A, n, c, k, opts.seed);
-  const U = Float32Array.from(start.U);
-  const W = Float32Array.from(start.W);
   const t0 = performance.now();
-  const products = await Products.create(A, n, c, k, opts.device, n * c * k <= SMALL_PRODUCTS ? 1 : opts.threads, opts.log);
-  const history: NmfFit['history'] = [];
-  const everyIteration = opts.targetError !== undefined;
-  let initial = NaN;
-  let previous = NaN;
-  let error = NaN;
-  let iterations = 0;
-  let converged = false;
-  // Scratch for the W sweeps (c entries of one row's gradient), allocated once.
-  const scratch = new Float64Array(c);
+  // The worker sweeping half of U's rows boots first, while the rest gets ready (see RowSweep).
+  const useWorker = opts.sweepWorker ?? (n >= SWEEP_WORKER_ROWS && opts.threads !== 1 && availableParallelism() > 1);
+  const rowSweep = solver === 'hals' && useWorker ? new RowSweep(n, k, uSweeps, SWEEP_STOP) : null;
+  let products: Products | null = null;
   try {
+    let normA2 = 0;
+    for (let i = 0; i < A.length; i++) normA2 += A[i] * A[i];
+    const start = opts.init ?? randomInit(A, n, c, k, opts.seed);
+    const U = Float32Array.from(start.U);
+    const W = Float32Array.from(start.W);
+    // onnxruntime's threads do not spin waiting for work while the worker sweeps: they would take
+    // the core the worker needs (50,000 × 2048, 2 threads, shared machine at load 3: 38.7–47.1 s to
+    // the reference loss with spinning, 31.4–34.2 s without).
+    const spinning = !rowSweep;
+    products = await Products.create(A, n, c, k, opts.device, n * c * k <= SMALL_PRODUCTS ? 1 : opts.threads, spinning, opts.log);
+    const history: NmfFit['history'] = [];
+    const everyIteration = opts.targetError !== undefined;
+    let initial = NaN;
+    let previous = NaN;
+    let error = NaN;
+    let iterations = 0;
+    let converged = false;
+    // Scratch for the W sweeps (c entries of one row's gradient), allocated once.
+    const scratch = new Float64Array(c);
     // Each iteration updates U, then W (scikit-learn's order). The error of the current (U, W) comes
     // from products already at hand: ‖A‖² − 2⟨AWᵀ, U⟩ + ⟨UᵀU, WWᵀ⟩.
     let UtU: Float32Array | Float64Array;
@@ -213,18 +246,22 @@ export async function fitNmf(A: Float32Array, n: number, c: number, opts: NmfFit
       }
       if (it === opts.maxIter) break;
       iterations = it + 1;
-      if (solver === 'hals') halsRows(U, AWt, WWt, n, k, uSweeps, SWEEP_STOP, GradU);
-      else muU(U, AWt, WWt, n, k);
+      if (solver === 'hals') {
+        if (rowSweep) rowSweep.sweep(U, WWt, GradU);
+        else halsRows(U, AWt, WWt, n, k, uSweeps, SWEEP_STOP, GradU);
+      } else muU(U, AWt, WWt, n, k);
       const products2 = await products.withU(U);
       UtU = products2.UtU;
       if (solver === 'hals') halsW(W, products2.UtA, UtU, k, c, wSweeps, scratch);
       else muW(W, products2.UtA, UtU, k, c);
     }
+    const ordered = normaliseAndOrder(U, W, n, c, k);
+    opts.log?.(`NMF: ${iterations} iterations${rowSweep ? `; U's rows swept on two threads (the worker took ${rowSweep.workerRows.toLocaleString('en')} row sweeps)` : ''}`);
+    return { ...ordered, iterations, relativeError: error / Math.sqrt(normA2 || 1), history, converged, device: products.device };
   } finally {
-    await products.release();
+    await rowSweep?.close();
+    await products?.release();
   }
-  const ordered = normaliseAndOrder(U, W, n, c, k);
-  return { ...ordered, iterations, relativeError: error / Math.sqrt(normA2 || 1), history, converged, device: products.device };
 }
 
 /**
@@ -232,7 +269,7 @@ export async function fitNmf(A: Float32Array, n: number, c: number, opts: NmfFit
  * W[j] ← max(ε, W[j] + (UᵀA[j] − (UᵀU·W)[j]) / UᵀU[j,j]); stops when a sweep moves W by less than
  * SWEEP_STOP × the first sweep (squared Frobenius norms).
  */
-function halsW(W: Float32Array, UtA: Float32Array, UtU: Float32Array, k: number, c: number, sweeps: number, s: Float64Array): void {
+export function halsW(W: Float32Array, UtA: Float32Array, UtU: Float32Array, k: number, c: number, sweeps: number, s: Float64Array): void {
   let first = 0;
   for (let sweep = 0; sweep < sweeps; sweep++) {
     let moved = 0;
