@@ -14,31 +14,41 @@ import sys
 import time
 
 
-def resnet50_with_taps():
-    import torch
-    import torchvision
+def resnet_layers(n, x):
+    """The outputs of a torchvision ResNet's layer1..layer4 for the batch x."""
+    x = n.maxpool(n.relu(n.bn1(n.conv1(x))))
+    l1 = n.layer1(x)
+    l2 = n.layer2(l1)
+    l3 = n.layer3(l2)
+    return l1, l2, l3, n.layer4(l3)
 
-    torch.manual_seed(0)
-    net = torchvision.models.resnet50(weights=None).eval()
+
+def tapped_module(net, logits):
+    """A module over `net` returning (logits,) + layer1..layer4's outputs, or the four alone."""
+    import torch
 
     class Tapped(torch.nn.Module):
-        """ResNet-50 that also returns the outputs of layer1..layer4 (named graph outputs in ONNX)."""
-
         def __init__(self, net):
             super().__init__()
             self.net = net
 
         def forward(self, x):
-            n = self.net
-            x = n.maxpool(n.relu(n.bn1(n.conv1(x))))
-            l1 = n.layer1(x)
-            l2 = n.layer2(l1)
-            l3 = n.layer3(l2)
-            l4 = n.layer4(l3)
-            logits = n.fc(torch.flatten(n.avgpool(l4), 1))
-            return logits, l1, l2, l3, l4
+            taps = resnet_layers(self.net, x)
+            if not logits:
+                return taps
+            return (self.net.fc(torch.flatten(self.net.avgpool(taps[3]), 1)),) + taps
 
-    return net, Tapped(net).eval()
+    return Tapped(net).eval()
+
+
+def resnet50_with_taps():
+    """ResNet-50 that also returns the outputs of layer1..layer4 (named graph outputs in ONNX)."""
+    import torch
+    import torchvision
+
+    torch.manual_seed(0)
+    net = torchvision.models.resnet50(weights=None).eval()
+    return net, tapped_module(net, logits=True)
 
 
 def export_resnet50(out_dir):
@@ -99,24 +109,11 @@ def extract(out_dir, images, batch, threads, workers, channels_last=False, inter
     if jit:
         # The taps as the traced module's outputs (hooks do not survive tracing); the classifier,
         # which no tap needs, is left out, as legible's cut graph leaves it out.
-        class Layers(torch.nn.Module):
-            def __init__(self, n):
-                super().__init__()
-                self.n = n
-
-            def forward(self, x):
-                n = self.n
-                x = n.maxpool(n.relu(n.bn1(n.conv1(x))))
-                l1 = n.layer1(x)
-                l2 = n.layer2(l1)
-                l3 = n.layer3(l2)
-                return l1, l2, l3, n.layer4(l3)
-
         example = torch.zeros(batch, 3, 224, 224)
         if channels_last:
             example = example.contiguous(memory_format=torch.channels_last)
         with torch.no_grad():
-            traced = torch.jit.optimize_for_inference(torch.jit.freeze(torch.jit.trace(Layers(net).eval(), example)))
+            traced = torch.jit.optimize_for_inference(torch.jit.freeze(torch.jit.trace(tapped_module(net, logits=False), example)))
 
         def forward(x):
             if channels_last:
