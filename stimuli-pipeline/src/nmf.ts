@@ -247,7 +247,7 @@ export async function fitNmf(A: Float32Array, n: number, c: number, opts: NmfFit
       if (it === opts.maxIter) break;
       iterations = it + 1;
       if (solver === 'hals') {
-        if (rowSweep) rowSweep.sweep(U, WWt, GradU);
+        if (rowSweep) await rowSweep.sweep(U, WWt, GradU);
         else halsRows(U, AWt, WWt, n, k, uSweeps, SWEEP_STOP, GradU);
       } else muU(U, AWt, WWt, n, k);
       const products2 = await products.withU(U);

@@ -52,7 +52,7 @@ describe('HALS sweep over U on two threads (src/nmf-sweep.ts)', () => {
         for (let call = 1; call <= 2 || two.workerRows === 0; call++) {
           assert.ok(call <= 500, 'the worker swept no rows in 500 sweeps');
           halsRows(one, new Float32Array(0), WWt, n, k, sweeps, 0.01, grad);
-          two.sweep(mine, WWt, grad);
+          await two.sweep(mine, WWt, grad);
           assert.deepEqual(bits(mine), bits(one), `sweep ${call}`);
         }
         // The sweep changed U (the comparison is not between two untouched copies).
@@ -103,7 +103,7 @@ describe('HALS sweep over U on two threads (src/nmf-sweep.ts)', () => {
     try {
       await ready(sweep);
       const { U, WWt, grad } = problem(n, 3, 4, 9);
-      sweep.sweep(U, WWt, grad);
+      await sweep.sweep(U, WWt, grad);
       throw new Error('thrown mid-fit');
     } catch (e) {
       assert.match(String(e), /thrown mid-fit/);
@@ -111,7 +111,7 @@ describe('HALS sweep over U on two threads (src/nmf-sweep.ts)', () => {
       await sweep.close();
     }
     assert.equal(RowSweep.live, 0);
-    assert.throws(() => sweep.sweep(new Float32Array(n * 3), new Float32Array(9), new Float32Array(n * 3)), /after close/);
+    await assert.rejects(sweep.sweep(new Float32Array(n * 3), new Float32Array(9), new Float32Array(n * 3)), /after close/);
   });
 
   it('leaves no process hanging: a script whose fit throws after the worker has swept exits by itself', () => {
